@@ -1,0 +1,64 @@
+"""Which events a Sigma rule applies to: the one place that maps logsources to the schema.
+
+A rule's ``logsource`` (category / product / service) becomes a ``Route``: the event types
+it can match plus the product and service the event must carry. Rules never see events
+of other routes, which is both correct (Sigma's semantics) and most of the engine's speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import EVENT_TYPES
+
+#: Sigma categories that span several of the schema's event types.
+_UMBRELLA_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "registry_event": ("registry_add", "registry_delete", "registry_set", "registry_rename"),
+}
+
+#: Sigma category -> event types carrying it. Categories absent here are not covered yet.
+CATEGORY_EVENT_TYPES: dict[str, tuple[str, ...]] = {
+    **{t: (t,) for t in EVENT_TYPES if t != "windows_event"},
+    **_UMBRELLA_CATEGORIES,
+}
+
+#: Products the schema carries events for.
+PRODUCTS: frozenset[str] = frozenset({"windows"})
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """The slice of the event stream a rule applies to. ``None`` means "any"."""
+
+    product: str | None
+    event_types: tuple[str, ...] | None
+    service: str | None
+
+    def describe(self) -> str:
+        types = ",".join(self.event_types) if self.event_types else "*"
+        return f"{self.product or '*'}/{types}/{self.service or '*'}"
+
+
+class UncoveredLogsource(ValueError):
+    """The schema carries no events of this logsource, so the rule could never match."""
+
+
+def route_for(category: str | None, product: str | None, service: str | None) -> Route:
+    """The route of a rule logsource; raises UncoveredLogsource if no event can match."""
+    if product is not None and product.lower() not in PRODUCTS:
+        raise UncoveredLogsource(f"product {product!r} is not collected")
+    event_types: tuple[str, ...] | None = None
+    if category is not None:
+        try:
+            event_types = CATEGORY_EVENT_TYPES[category.lower()]
+        except KeyError:
+            raise UncoveredLogsource(
+                f"category {category!r} has no event type in the schema"
+            ) from None
+    if category is None and product is None and service is None:
+        raise UncoveredLogsource("logsource names no category, product or service")
+    return Route(
+        product=product.lower() if product else None,
+        event_types=event_types,
+        service=service.lower() if service else None,
+    )

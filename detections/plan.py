@@ -1,0 +1,110 @@
+"""The detection plan: compiled rules grouped by route, the artefact the Spark job executes.
+
+Building a plan is pure (no Spark): it compiles rules, assigns each a stable index, routes
+it by logsource and records every rejected rule with its reason. Its ``version`` is a hash
+of the rules' compiled form, so two jobs running the same plan provably agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detections.compiler import CompiledRule, Rejection, compile_path
+from detections.logsources import Route, UncoveredLogsource, route_for
+from schemas.findings import RuleInfo
+
+
+@dataclass(frozen=True)
+class PlannedRule:
+    index: int
+    rule: CompiledRule
+    route: Route
+
+    @property
+    def info(self) -> RuleInfo:
+        r = self.rule
+        return RuleInfo(
+            id=str(r.id),
+            name=r.title,
+            level=r.level,
+            tags=list(r.tags),
+            author=r.author,
+            description=r.description,
+            status=r.status,
+            references=list(getattr(r, "references", ()) or ()),
+        )
+
+
+@dataclass(frozen=True)
+class DetectionPlan:
+    rules: tuple[PlannedRule, ...]
+    rejections: tuple[Rejection, ...] = ()
+    routes: dict[Route, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256()
+        for planned in self.rules:
+            digest.update(
+                json.dumps(
+                    [str(planned.rule.id), planned.rule.ir.to_dict()], sort_keys=True, default=str
+                ).encode()
+            )
+        return digest.hexdigest()[:16]
+
+    def rule_infos(self) -> dict[int, RuleInfo]:
+        return {p.index: p.info for p in self.rules}
+
+
+def plan_rules(
+    rules: Sequence[CompiledRule], rejections: Iterable[Rejection] = ()
+) -> DetectionPlan:
+    """Route compiled rules; rules whose logsource no event can have are rejected."""
+    planned: list[PlannedRule] = []
+    rejected = list(rejections)
+    seen_ids: set[str] = set()
+    for rule in rules:
+        ls = rule.logsource
+        if str(rule.id) in seen_ids:
+            rejected.append(
+                Rejection(
+                    path=rule.path,
+                    rule_id=str(rule.id),
+                    reason="duplicate_id",
+                    message=f"rule id {rule.id} is already loaded",
+                )
+            )
+            continue
+        try:
+            route = route_for(ls.category, ls.product, ls.service)
+        except UncoveredLogsource as exc:
+            rejected.append(
+                Rejection(
+                    path=rule.path,
+                    rule_id=str(rule.id),
+                    reason="logsource_not_covered",
+                    message=str(exc),
+                )
+            )
+            continue
+        seen_ids.add(str(rule.id))
+        planned.append(PlannedRule(index=len(planned), rule=rule, route=route))
+    routes: dict[Route, list[int]] = defaultdict(list)
+    for p in planned:
+        routes[p.route].append(p.index)
+    return DetectionPlan(
+        rules=tuple(planned),
+        rejections=tuple(rejected),
+        routes={r: tuple(ix) for r, ix in sorted(routes.items(), key=lambda kv: kv[0].describe())},
+    )
+
+
+def load_plan(paths: Sequence[Path]) -> DetectionPlan:
+    """Compile every rule under ``paths`` and plan them."""
+    rules, rejections = compile_path(paths)
+    return plan_rules(rules, rejections)

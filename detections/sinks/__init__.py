@@ -1,0 +1,1 @@
+"""Where the detection job's output goes."""

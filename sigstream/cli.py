@@ -1,0 +1,341 @@
+"""``sigstream``: one command line for sensors, detection engineers, analysts and operators.
+
+Subcommands follow the data flow: ``infra`` (services), ``replay`` (sensor -> Kafka),
+``detect`` (Kafka -> Spark -> Elasticsearch), ``rules`` (detection content), ``findings``
+(triage), ``demo`` (all of it, end to end, on one machine).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+
+app = typer.Typer(
+    help="Sigstream: endpoint telemetry -> Kafka -> Spark Sigma rules -> Elasticsearch findings.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+rules_app = typer.Typer(
+    help="Detection content: check and compile Sigma rules.", no_args_is_help=True
+)
+findings_app = typer.Typer(
+    help="Findings in Elasticsearch: summarise and list.", no_args_is_help=True
+)
+schema_app = typer.Typer(
+    help="The event contract and what is generated from it.", no_args_is_help=True
+)
+app.add_typer(rules_app, name="rules")
+app.add_typer(findings_app, name="findings")
+app.add_typer(schema_app, name="schema")
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _mount_infra() -> None:
+    from infra.cli import app as infra_app
+
+    app.add_typer(infra_app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch.")
+
+
+_mount_infra()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("kafka", "elastic_transport", "py4j", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def default_rule_paths(settings: Settings) -> list[Path]:
+    """SigmaHQ's Windows rules when the shared corpus is present, else the project's own."""
+    sigma = settings.shared_data / "sigma"
+    candidates = [
+        sigma / "rules" / "windows",
+        sigma / "rules-emerging-threats",
+        sigma / "rules-threat-hunting" / "windows",
+    ]
+    found = [p for p in candidates if p.is_dir()]
+    return found or [PROJECT_ROOT / "detections" / "rules"]
+
+
+# --- replay ----------------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or folders: SigmaHQ regression .json, OTRF .zip/.tar.gz, schema .jsonl"
+        ),
+    ],
+    rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant id stamped on every event.")] = "default",
+    topic: Annotated[str | None, typer.Option(help="Events topic (default: settings).")] = None,
+) -> None:
+    """Send real log files to Kafka as sensors would: valid events to the events topic,
+    rejects to the dead-letter topic with the reason. Prints counts sent / rejected."""
+    from ingest.producer import EventProducer
+    from ingest.replay import replay as run_replay
+
+    s = get_settings()
+    events_topic = topic or s.events_topic
+
+    def progress(sent: int, rejected: int) -> None:
+        err.print(f"  … {sent:,} sent, {rejected:,} rejected", highlight=False)
+
+    try:
+        producer = EventProducer(s.kafka_bootstrap, events_topic, s.dlq_topic)
+    except Exception as exc:  # NoBrokersAvailable and friends
+        err.print(
+            f"[red]cannot reach Kafka at {s.kafka_bootstrap}: {exc}[/red]\n"
+            "Start it with: sigstream infra up"
+        )
+        raise typer.Exit(2) from exc
+    with producer:
+        result = run_replay(
+            paths, producer, rate=rate or None, limit=limit, tenant_id=tenant, progress=progress
+        )
+    per_second = (result.sent + result.rejected) / max(result.seconds, 1e-9)
+    console.print(
+        f"replayed to {events_topic}: [bold]{result.sent:,} sent[/bold], "
+        f"{result.rejected:,} rejected to {s.dlq_topic}, {result.failed:,} failed "
+        f"in {result.seconds:.1f}s ({per_second:,.0f}/s)"
+    )
+    if result.failed:
+        for e in result.errors:
+            err.print(f"[red]  {e}[/red]")
+        raise typer.Exit(1)
+
+
+# --- detect ----------------------------------------------------------------------------
+
+
+def _load_plan_verbose(rule_paths: list[Path]):  # type: ignore[no-untyped-def]
+    from detections.plan import load_plan
+
+    started = time.monotonic()
+    err.print(f"compiling Sigma rules from {', '.join(str(p) for p in rule_paths)} …")
+    plan = load_plan(rule_paths)
+    reasons = Counter(r.reason for r in plan.rejections)
+    by_reason = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
+    err.print(
+        f"  {len(plan.rules):,} rules planned on {len(plan.routes)} routes, "
+        f"{len(plan.rejections):,} not loaded ({by_reason or 'none'}) "
+        f"in {time.monotonic() - started:.1f}s; plan version {plan.version}"
+    )
+    return plan
+
+
+@app.command()
+def detect(
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules",
+            "-r",
+            help="Rule files or folders (repeatable). Default: SigmaHQ Windows rules.",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Process everything in Kafka now, then stop.")
+    ] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder (default: .run/checkpoints/detect).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch."""
+    from detections.job import JobConfig, run
+    from detections.spark import build_session
+
+    _setup_logging(verbose)
+    s = get_settings()
+    plan = _load_plan_verbose(rules or default_rule_paths(s))
+    cfg = JobConfig(
+        kafka_bootstrap=s.kafka_bootstrap,
+        events_topic=s.events_topic,
+        dlq_topic=s.dlq_topic,
+        es_hosts=tuple(s.es_hosts),
+        findings_index=s.findings_index,
+        checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
+        available_now=once,
+    )
+    err.print(f"starting Spark ({s.spark_master}) …")
+    spark = build_session(s)
+    totals = run(spark, plan, cfg)
+    console.print(
+        f"processed {totals.events:,} events in {totals.batches} batches: "
+        f"{totals.rejected:,} rejected to {s.dlq_topic}, {totals.matches:,} findings "
+        f"({totals.created:,} new, {totals.duplicates:,} already in Elasticsearch)"
+    )
+    spark.stop()
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+@rules_app.command("check")
+def rules_check(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Rule files or folders (default: SigmaHQ Windows rules)."),
+    ] = None,
+    show_rejected: Annotated[
+        bool, typer.Option("--show-rejected", help="List every rejected rule.")
+    ] = False,
+) -> None:
+    """Compile rules and print what loads and what is rejected, by reason.
+
+    Exits non-zero only when one of the project's own rules (detections/rules) is rejected.
+    """
+    s = get_settings()
+    plan = _load_plan_verbose(paths or default_rule_paths(s))
+    table = Table(title="Sigma rules")
+    table.add_column("outcome")
+    table.add_column("reason")
+    table.add_column("rules", justify="right")
+    table.add_row("compiled", "", f"{len(plan.rules):,}")
+    for reason, count in Counter(r.reason for r in plan.rejections).most_common():
+        table.add_row("rejected", reason, f"{count:,}")
+    console.print(table)
+    own = (PROJECT_ROOT / "detections" / "rules").resolve()
+    own_errors = [r for r in plan.rejections if own in Path(str(r.path)).resolve().parents]
+    if show_rejected or own_errors:
+        for r in plan.rejections if show_rejected else own_errors:
+            console.print(f"  {r.path}: [yellow]{r.reason}[/yellow] {r.message}", highlight=False)
+    if own_errors:
+        err.print(f"[red]{len(own_errors)} of the project's own rules were rejected[/red]")
+        raise typer.Exit(1)
+
+
+# --- findings --------------------------------------------------------------------------
+
+
+@findings_app.command("summary")
+def findings_summary(
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Findings in Elasticsearch grouped by rule, level and host."""
+    from triage.queries import summary_rows
+
+    rows, total = summary_rows(get_settings(), top)
+    if as_json:
+        console.print_json(json.dumps({"total": total, "groups": rows}))
+        return
+    table = Table(title=f"Findings in Elasticsearch: {total:,} in all")
+    for col, justify in (("rule", "left"), ("level", "left"), ("host", "left"), ("count", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(row["rule"], row["level"] or "", row["host"], f"{row['count']:,}")
+    console.print(table)
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+@schema_app.command("export")
+def schema_export(
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("build/schema"),
+) -> None:
+    """Write the generated JSON Schema, Elasticsearch mappings and Spark schema."""
+    from schemas.findings import Finding
+    from schemas.generate import (
+        es_event_mappings,
+        es_mappings,
+        event_json_schema,
+        spark_event_schema,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "event.schema.json": event_json_schema(),
+        "events.mappings.json": es_event_mappings(),
+        "findings.mappings.json": es_mappings(Finding),
+        "event.spark.json": json.loads(spark_event_schema().json()),
+    }
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=2) + "\n")
+        console.print(f"wrote {out / name}")
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# --- demo ------------------------------------------------------------------------------
+
+#: A few OTRF attack recordings for the demo: lateral movement, credential access, persistence.
+DEMO_OTRF = (
+    "credential_access/host/psh_lsass_memory_dump_comsvcs.zip",
+    "credential_access/host/cmd_sam_copy_esentutl.zip",
+    "defense_evasion/host/psh_mshta_html_application_execution.zip",
+    "execution/host/empire_launcher_vbs.zip",
+    "lateral_movement/host/covenant_sharpwmi_create_dcerpc_wmi.zip",
+    "persistence/host/empire_schtasks_creation_standard_user.zip",
+    "privilege_escalation/host/empire_uac_shellapi_fodhelper.zip",
+)
+
+
+def demo_inputs(settings: Settings) -> list[Path]:
+    data = settings.shared_data
+    inputs = [data / "sigma-regression"] if (data / "sigma-regression").is_dir() else []
+    inputs += [data / "otrf" / rel for rel in DEMO_OTRF if (data / "otrf" / rel).exists()]
+    if not inputs:
+        err.print(
+            f"[yellow]{data} is absent: replaying the project's own sample events instead[/yellow]"
+        )
+        inputs = [PROJECT_ROOT / "detections" / "rules"]
+    return inputs
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave Kafka and Elasticsearch running afterwards.")
+    ] = True,
+) -> None:
+    """The main job on one machine: start the services, replay real attack telemetry,
+    run Sigma detection over it with Spark, and show the findings from Elasticsearch."""
+    from infra.services import down, up
+
+    s = get_settings()
+    started = time.monotonic()
+    console.rule("1/4  services (Kafka, Elasticsearch)")
+    up()
+    console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
+    replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
+    console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")
+    detect(rules=None, once=True, checkpoint=None, verbose=False)
+    console.rule("4/4  findings in Elasticsearch")
+    findings_summary(top=25, as_json=False)
+    console.print(
+        f"\ndone in {time.monotonic() - started:.0f}s. Look further:\n"
+        f"  sigstream findings summary --top 100\n"
+        f"  curl -s '{s.es_hosts[0]}/{s.findings_index}/_search?q=rule.level:high&size=3&pretty'\n"
+        f"  sigstream rules check --show-rejected\n"
+        f"  sigstream infra status   |   sigstream infra down"
+    )
+    if not keep_running:
+        down()

@@ -1,0 +1,63 @@
+"""One frozen settings object per process.
+
+Every knob that changes between the embedded single-machine default and a real cluster
+lives here (Spark master URL, Kafka bootstrap servers, Elasticsearch hosts), so scaling out
+is configuration, never code. Values come from ``SIGSTREAM_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGSTREAM_", frozen=True)
+
+    # Where downloads (Maven artifacts, the Elasticsearch distribution) and service data live.
+    cache_dir: Path = PROJECT_ROOT / ".cache"
+    run_dir: Path = PROJECT_ROOT / ".run"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "telemetry.events"
+    dlq_topic: str = "telemetry.dlq"
+    topic_partitions: int = 2
+
+    es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    findings_index: str = "sigstream-findings"
+
+    # Local services run by ``infra`` (``sigstream infra up``). Versions are Maven Central
+    # coordinates; see infra/README.md for why these ones.
+    kafka_version: str = "4.3.1"
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    es_version: str = "8.19.21"
+    es_heap: str = "512m"
+    # Elasticsearch refuses to run as root: ``infra`` runs it as this system user.
+    es_user: str = "sigstream-es"
+    # Where the Elasticsearch home, data and logs live. None: under cache_dir/run_dir when
+    # es_user can reach them, else /var/lib/sigstream/<hash of cache_dir>/.
+    es_root: Path | None = None
+    # Spark's Kafka connector version; None means the installed pyspark's version (they must
+    # match, since the connector uses Spark internals).
+    spark_kafka_version: str | None = None
+    # JDK for Kafka and Elasticsearch (Java 17+). None: $JAVA_HOME, then `java` on PATH.
+    java_home: Path | None = None
+    # Maven settings for fetching; None: infra/maven/settings.xml (mirror everything to Central).
+    maven_settings: Path | None = None
+
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "2g"
+    checkpoint_dir: Path = PROJECT_ROOT / ".run" / "checkpoints"
+
+    shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""What analysts use: queries over the findings in Elasticsearch."""
