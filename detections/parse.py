@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from schemas.events import EVENT_TYPES, SCHEMA_VERSION
+from schemas.events import EVENT_TYPES, SCHEMA_VERSION, Envelope, Logsource
 from schemas.generate import spark_event_schema
 
 REQUIRED_FIELDS = ("event_type", "sensor_id", "host", "event_id", "event_time")
@@ -23,7 +23,7 @@ def reject_reason(e: Column) -> Column:
         F.lit("malformed JSON or not an event object"),
     )
     reason = reason.when(
-        F.coalesce(e["schema_version"], F.lit(-1)) != SCHEMA_VERSION,
+        e["schema_version"].isNotNull() & (e["schema_version"] != SCHEMA_VERSION),
         F.concat(
             F.lit("unsupported schema_version "),
             F.coalesce(e["schema_version"].cast("string"), F.lit("(missing)")),
@@ -47,8 +47,32 @@ def parse_records(records: DataFrame) -> DataFrame:
     ).withColumn("reject_reason", reject_reason(F.col("e")))
 
 
+def _defaults() -> dict[str, Column]:
+    """The envelope's pydantic defaults as Spark literals, so an event that omits a field
+    with a default means the same in the job as at the ingest edge."""
+    defaults: dict[str, Column] = {}
+    for name, info in Envelope.model_fields.items():
+        if isinstance(info.default, str | int) and info.default is not None:
+            defaults[name] = F.lit(info.default)
+    parts = []
+    for name, info in Logsource.model_fields.items():
+        value = F.col(f"logsource.{name}")
+        if isinstance(info.default, str):
+            value = F.coalesce(value, F.lit(info.default))
+        parts.append(value.alias(name))
+    defaults["logsource"] = F.struct(*parts)
+    return defaults
+
+
 def valid_events(parsed: DataFrame) -> DataFrame:
-    return parsed.where(F.col("reject_reason").isNull()).select("e.*")
+    events = parsed.where(F.col("reject_reason").isNull()).select("e.*")
+    fills = {
+        name: value
+        if name == "logsource"
+        else F.coalesce(F.col(name), value.cast(events.schema[name].dataType))
+        for name, value in _defaults().items()
+    }
+    return events.withColumns(fills)
 
 
 def rejected_records(parsed: DataFrame, stage: str = "detect") -> DataFrame:

@@ -1,0 +1,110 @@
+"""The contract and everything generated from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.events import EVENT_MODELS, EVENT_TYPES, ProcessCreation, WindowsEvent, parse_event
+from schemas.findings import Finding, attack_from_tags, finding_id
+from schemas.generate import (
+    es_event_mappings,
+    es_mappings,
+    event_columns,
+    event_json_schema,
+)
+
+BASE = {
+    "sensor_id": "s-1",
+    "host": "WS01",
+    "event_id": "e-1",
+    "event_time": "2026-01-02T03:04:05.123456Z",
+}
+
+
+def test_parse_routes_by_event_type() -> None:
+    event = parse_event({**BASE, "event_type": "process_creation", "Image": "C:\\a.exe"})
+    assert isinstance(event, ProcessCreation)
+    assert event.Image == "C:\\a.exe"
+    assert event.event_time == datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def test_numbers_become_strings_for_sigma_fields() -> None:
+    event = parse_event({**BASE, "event_type": "process_creation", "ProcessId": 4460})
+    assert event.ProcessId == "4460"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event_type": "no_such_type"},
+        {"event_type": "process_creation", "sensor_id": ""},
+        {"event_type": "process_creation", "schema_version": 2},
+        {"event_type": "process_creation", "NotAField": "x"},
+        {"event_type": "process_creation", "event_time": "yesterday"},
+        {"event_type": "process_creation", "seq": -1},
+    ],
+)
+def test_invalid_events_are_refused(change: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        parse_event({**BASE, **change})
+
+
+def test_generic_windows_event_keeps_fields_in_extra() -> None:
+    event = parse_event({**BASE, "event_type": "windows_event", "extra": {"TargetUserName": "bob"}})
+    assert isinstance(event, WindowsEvent)
+    assert event.extra == {"TargetUserName": "bob"}
+
+
+def test_union_schema_has_one_type_per_field() -> None:
+    columns = event_columns()
+    assert columns["Image"] is str and columns["seq"] is int and columns["EventID"] is int
+    # every field of every model is a column
+    for model in EVENT_MODELS:
+        assert set(model.model_fields) <= set(columns)
+
+
+def test_spark_schema_is_generated_from_the_models() -> None:
+    pytest.importorskip("pyspark")
+    from pyspark.sql import types as T
+
+    from schemas.generate import spark_event_schema
+
+    schema = spark_event_schema()
+    assert [f.name for f in schema.fields] == list(event_columns())
+    assert schema["event_time"].dataType == T.TimestampType()
+    assert schema["extra"].dataType == T.MapType(T.StringType(), T.StringType(), True)
+    assert isinstance(schema["logsource"].dataType, T.StructType)
+
+
+def test_es_mappings_follow_the_models() -> None:
+    findings = es_mappings(Finding)
+    assert findings["dynamic"] == "strict"
+    props = findings["properties"]
+    assert props["@timestamp"] == {"type": "date"}
+    assert props["rule"]["properties"]["id"]["type"] == "keyword"
+    assert props["sigstream"]["properties"]["event"] == {"type": "object", "enabled": False}
+    events = es_event_mappings()["properties"]
+    assert events["CommandLine"]["type"] == "keyword"
+    assert events["event_time"] == {"type": "date"}
+
+
+def test_json_schema_lists_every_event_type() -> None:
+    schema = event_json_schema()
+    text = str(schema)
+    for event_type in EVENT_TYPES:
+        assert event_type in text
+
+
+def test_finding_id_is_deterministic_and_distinct() -> None:
+    assert finding_id("r1", "e1") == finding_id("r1", "e1")
+    assert finding_id("r1", "e1") != finding_id("r1", "e2")
+    assert finding_id("r1", "e1") != finding_id("r2", "e1")
+
+
+def test_attack_tags_split_into_techniques_and_tactics() -> None:
+    threat = attack_from_tags(["attack.execution", "attack.t1059.001", "attack.g0016", "cve.2021"])
+    assert threat.technique.id == ["T1059.001"]
+    assert threat.tactic.name == ["execution"]
