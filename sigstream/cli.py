@@ -90,8 +90,11 @@ def replay(
     tenant: Annotated[str, typer.Option(help="Tenant id stamped on every event.")] = "default",
     topic: Annotated[str | None, typer.Option(help="Events topic (default: settings).")] = None,
 ) -> None:
-    """Send real log files to Kafka as sensors would: valid events to the events topic,
-    rejects to the dead-letter topic with the reason. Prints counts sent / rejected."""
+    """Send log files to Kafka as sensors would; print counts sent / rejected.
+
+    Valid events go to the events topic keyed by sensor id; records that cannot become
+    schema events go to the dead-letter topic unchanged, with the reason in a header.
+    """
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
 
@@ -316,8 +319,12 @@ def demo(
         bool, typer.Option(help="Leave Kafka and Elasticsearch running afterwards.")
     ] = True,
 ) -> None:
-    """The main job on one machine: start the services, replay real attack telemetry,
-    run Sigma detection over it with Spark, and show the findings from Elasticsearch."""
+    """Run everything on this machine and show the findings.
+
+    Starts Kafka and Elasticsearch, replays real attack telemetry, runs Sigma detection over
+    it with Spark until Kafka is drained, and prints the findings read back from
+    Elasticsearch.
+    """
     from infra.services import down, up
 
     s = get_settings()

@@ -588,7 +588,7 @@ def _load_text(text: str, path: Path | None, loaded: _Loaded) -> None:
         documents = [doc for doc in yaml.load_all(text, SigmaYAMLLoader) if doc is not None]
         source = sx.SigmaRuleLocation(path) if path is not None else None
         collection = SigmaCollection.from_dicts(
-            documents,  # type: ignore[arg-type]
+            documents,
             collect_errors=True,
             source=source,
             collect_filters=True,
