@@ -301,15 +301,18 @@ DEMO_OTRF = (
 )
 
 
+SAMPLE_EVENTS = PROJECT_ROOT / "ingest" / "samples" / "sensor_events.jsonl"
+
+
 def demo_inputs(settings: Settings) -> list[Path]:
     data = settings.shared_data
     inputs = [data / "sigma-regression"] if (data / "sigma-regression").is_dir() else []
     inputs += [data / "otrf" / rel for rel in DEMO_OTRF if (data / "otrf" / rel).exists()]
     if not inputs:
         err.print(
-            f"[yellow]{data} is absent: replaying the project's own sample events instead[/yellow]"
+            f"[yellow]{data} is absent: replaying the bundled sample events instead[/yellow]"
         )
-        inputs = [PROJECT_ROOT / "detections" / "rules"]
+        inputs = [SAMPLE_EVENTS]
     return inputs
 
 

@@ -13,6 +13,7 @@ from kafka import KafkaConsumer
 from detections.job import run
 from detections.plan import load_plan
 from ingest.producer import EventProducer, describe_reject
+from sigstream.cli import SAMPLE_EVENTS
 from sigstream.settings import PROJECT_ROOT
 from tests.e2e.harness import job_config, read_findings
 
@@ -58,7 +59,7 @@ def plan() -> Any:
 def test_findings_dead_letters_and_replays(
     services: Any, spark: Any, plan: Any, tmp_path: Path
 ) -> None:
-    good = (FIXTURES / "sensor_events.jsonl").read_bytes().splitlines()
+    good = SAMPLE_EVENTS.read_bytes().splitlines()
     bad = (FIXTURES / "malformed_events.txt").read_bytes().splitlines()
     cfg = job_config(tmp_path)
     _produce(cfg, good + bad)
