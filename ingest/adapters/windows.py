@@ -120,7 +120,10 @@ def to_event(
     declared = set(category_fields(event_type)) if event_type != "windows_event" else set()
     typed: dict[str, str] = {}
     extra: dict[str, str] = {}
-    for key, value in record.data.items():
+    for raw_key, value in record.data.items():
+        # Some providers (Defender, ...) name data fields with spaces ("Threat Name");
+        # Sigma's taxonomy spells them without ("ThreatName").
+        key = raw_key.replace(" ", "")
         if value is None or key in ("EventID", "Channel", "Provider_Name"):
             continue
         (typed if key in declared else extra)[key] = _as_text(value)

@@ -74,6 +74,14 @@ def test_service_logs_get_sigma_service_names() -> None:
     assert event.extra["TargetUserName"] == "bob"
 
 
+def test_field_names_with_spaces_take_sigma_spelling() -> None:
+    channel = "Microsoft-Windows-Windows Defender/Operational"
+    doc = _regression_doc(1119, {"Threat Name": "EICAR", "Source Name": "RTP"}, channel=channel)
+    event = to_event(record_from_document(doc), origin="t")
+    assert event.logsource.service == "windefend"
+    assert event.extra == {"ThreatName": "EICAR", "SourceName": "RTP"}
+
+
 def test_concatenated_json_documents_are_all_read() -> None:
     assert [d["a"] for d in iter_json_documents('{"a": 1}\n{"a": 2}{"a":3}')] == [1, 2, 3]
 
