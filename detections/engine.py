@@ -8,6 +8,8 @@ limits. Matches are then exploded into one row per (rule, event).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ from schemas.events import MODEL_BY_TYPE, Envelope
 from schemas.generate import event_columns
 
 #: Rules per generated array expression; keeps each chunk's code well under 64 KB.
-DEFAULT_CHUNK_SIZE = 48
+DEFAULT_CHUNK_SIZE = 12
 
 _HEADER_FIELDS = ("EventID", "Channel", "Provider_Name")
 
@@ -30,32 +32,50 @@ def _string_columns() -> set[str]:
     return {name for name, ann in event_columns().items() if ann is str}
 
 
-def event_resolver(route: Route) -> Callable[[str], Column]:
-    """How a Sigma field name becomes a column for events of ``route``.
+def _declared_fields(route: Route) -> set[str]:
+    """Typed columns the route's event types declare (the Windows header included)."""
+    declared = set(_HEADER_FIELDS)
+    for event_type in route.event_types or ():
+        declared |= set(MODEL_BY_TYPE[event_type].model_fields)
+    return declared & _typed_fields()
+
+
+def _typed_fields() -> set[str]:
+    return (set(event_columns()) - set(Envelope.model_fields)) | set(_HEADER_FIELDS)
+
+
+def field_source(route: Route, name: str) -> str:
+    """Where a Sigma field lives for events of ``route``: ``col``, ``extra`` or ``either``.
 
     Fields the route's event types declare are typed columns; anything else is looked up
-    in ``extra``. For routes that span typed and generic events (a service-only rule such as
-    ``service: sysmon``) a declared field may sit in either place, so both are tried.
+    in ``extra``. Routes that span typed and generic events (a service-only rule such as
+    ``service: sysmon``) may find a declared field in either place, so both are tried.
     """
-    all_typed = set(event_columns()) - set(Envelope.model_fields) | set(_HEADER_FIELDS)
     if route.event_types:
-        declared = set(_HEADER_FIELDS)
-        for event_type in route.event_types:
-            declared |= set(MODEL_BY_TYPE[event_type].model_fields)
-        declared &= all_typed
-    else:
-        declared = set()
+        return "col" if name in _declared_fields(route) else "extra"
+    if name in _HEADER_FIELDS:
+        return "col"
+    return "either" if name in _typed_fields() else "extra"
 
-    def resolve(name: str) -> Column:
-        if name in declared:
-            return F.col(name)
-        if route.event_types is None and name in all_typed:
-            if name in _HEADER_FIELDS:
-                return F.col(name)
-            return F.coalesce(F.col(name).cast("string"), F.col("extra").getItem(name))
+
+def field_column(source: str, name: str) -> Column:
+    if source == "col":
+        return F.col(name)
+    if source == "extra":
         return F.col("extra").getItem(name)
+    return F.coalesce(F.col(name).cast("string"), F.col("extra").getItem(name))
 
-    return resolve
+
+def lowered_column_name(source: str, name: str) -> str:
+    """A safe, unique column name for the lower-cased value of a field."""
+    safe = re.sub(r"\W", "_", name)
+    digest = hashlib.sha1(f"{source}:{name}".encode()).hexdigest()[:6]
+    return f"__lc_{source}_{safe}_{digest}"
+
+
+def event_resolver(route: Route) -> Callable[[str], Column]:
+    """How a Sigma field name becomes a column for events of ``route``."""
+    return lambda name: field_column(field_source(route, name), name)
 
 
 def keyword_columns(route: Route) -> list[Column]:
@@ -84,32 +104,51 @@ def route_condition(route: Route) -> Column:
 
 @dataclass(frozen=True)
 class RuleExpressions:
-    """Spark expressions of a plan's rules, and the rules that could not be built."""
+    """Spark expressions of a plan's rules, and the rules that could not be built.
+
+    ``lowered`` holds the per-event pre-projection the rule expressions read: each field
+    any rule compares case-insensitively, cast to string and lower-cased once per event
+    instead of once per predicate.
+    """
 
     columns: dict[int, Column]
     quarantined: dict[int, str]
+    lowered: dict[str, Column]
 
 
 def build_rule_columns(plan: DetectionPlan, skip: Sequence[int] = ()) -> RuleExpressions:
     """One boolean Column per rule; a rule whose expression cannot be built is quarantined."""
     columns: dict[int, Column] = {}
     quarantined: dict[int, str] = {}
-    resolvers: dict[Route, Callable[[str], Column]] = {}
+    lowered: dict[str, Column] = {}
     keywords: dict[Route, list[Column]] = {}
+
+    def lowered_for(route: Route) -> Callable[[str], Column]:
+        def resolve(name: str) -> Column:
+            source = field_source(route, name)
+            alias = lowered_column_name(source, name)
+            if alias not in lowered:
+                lowered[alias] = F.lower(field_column(source, name).cast("string"))
+            return F.col(alias)
+
+        return resolve
+
     for planned in plan.rules:
         if planned.index in skip:
             continue
         route = planned.route
-        if route not in resolvers:
-            resolvers[route] = event_resolver(route)
+        if route not in keywords:
             keywords[route] = keyword_columns(route)
         try:
             columns[planned.index] = to_column(
-                planned.rule.ir, resolvers[route], keyword_columns=keywords[route]
+                planned.rule.ir,
+                event_resolver(route),
+                keyword_columns=keywords[route],
+                lowered=lowered_for(route),
             )
         except Exception as exc:  # a bad rule must never stop the others
             quarantined[planned.index] = f"cannot build Spark expression: {exc}"
-    return RuleExpressions(columns, quarantined)
+    return RuleExpressions(columns, quarantined, lowered)
 
 
 def matched_rules(
@@ -137,7 +176,8 @@ def detect(
 ) -> DataFrame:
     """Rows of ``events`` that match, one per (rule_index, event), with all event columns."""
     rules = rules or build_rule_columns(plan)
-    hits = events.select("*", matched_rules(plan, rules).alias("_hits"))
+    prepared = events.select("*", *[expr.alias(name) for name, expr in rules.lowered.items()])
+    hits = prepared.select(*events.columns, matched_rules(plan, rules).alias("_hits"))
     return hits.where(F.size("_hits") > 0).select(
         F.explode("_hits").alias("rule_index"), *[c for c in events.columns]
     )

@@ -3,7 +3,8 @@ expression (modifiers such as windash or base64offset were already expanded by p
 plain IR predicates; this module decides how each predicate runs).
 
 Everything is built from Spark built-in expressions (no Python UDFs), so a rule runs
-entirely inside the JVM and benefits from whole-stage code generation. No SparkSession is
+entirely inside the JVM, mostly as whole-stage generated code (the few higher-order
+functions used for long value lists and IP parsing are interpreted). No SparkSession is
 created or needed here: Columns are unresolved expressions until the caller uses them.
 
 Null semantics: a predicate on a missing (null) field is *false*, never unknown, so that
@@ -75,11 +76,10 @@ class _Builder:
         return F.coalesce(column, F.lit(False)) if negated and nullable else column
 
     def _or_terms(self, items: Sequence[ir.Node], negated: bool) -> list[Column]:
-        """Alternatives of an Or. Predicates with the same operator on the same field are
-        grouped so that a list of N values costs a few Column objects instead of N (building
-        thousands of Columns through py4j is slow) and the field is read once: a string
-        test against a literal array, one address parse for many CIDRs, one search of the
-        joined keyword text for many keywords."""
+        """Alternatives of an Or. Some predicates on the same field are evaluated together:
+        long value lists (``_MIN_STRING_GROUP``+) as one test against a literal array, so a
+        4,000-hash list costs a few Column objects instead of 8,000 py4j calls; all CIDRs
+        with one address parse; all plain keywords with one search of the joined text."""
         groups: dict[tuple[object, ...], list[ir.Pred]] = {}
         terms: list[Column] = []
         for item in items:
@@ -89,7 +89,9 @@ class _Builder:
             else:
                 groups.setdefault(key, []).append(item)  # type: ignore[arg-type]
         for key, preds in groups.items():
-            if len(preds) == 1 and key[0] != ir.KEYWORD:
+            if key[0] in _STRING_GROUPS and len(preds) < _MIN_STRING_GROUP:
+                terms.extend(self.build(p, negated) for p in preds)
+            elif len(preds) == 1 and key[0] == ir.CIDR:
                 terms.append(self.build(preds[0], negated))
             else:
                 terms.append(self._guard(self._group(key, preds), negated))
@@ -260,6 +262,12 @@ _HANDLERS: dict[str, Callable[[_Builder, ir.Pred], Column]] = {
 # Operators whose Spark expression is never null, so they need no coalesce under a Not.
 _NEVER_NULL = frozenset({ir.EXISTS, ir.NULL, ir.TRUE, ir.FALSE})
 
+
+# A list this long on one field is tested against one literal array: fewer Column objects to
+# build and plan. Shorter lists stay plain predicates, which whole-stage codegen compiles
+# (the array test runs as an interpreted lambda).
+_MIN_STRING_GROUP = 16
+_STRING_GROUPS = frozenset({ir.EQ, ir.CONTAINS, ir.STARTSWITH, ir.ENDSWITH})
 
 _STRING_TESTS: dict[str, Callable[[Column, Column], Column]] = {
     ir.CONTAINS: lambda text, value: text.contains(value),
