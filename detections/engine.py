@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from detections.compiler import to_column
-from detections.logsources import Route
+from detections.logsources import Route, field_source
 from detections.plan import DetectionPlan
 from schemas.events import MODEL_BY_TYPE, Envelope
 from schemas.generate import event_columns
@@ -25,37 +25,9 @@ from schemas.generate import event_columns
 #: Rules per generated array expression; keeps each chunk's code well under 64 KB.
 DEFAULT_CHUNK_SIZE = 12
 
-_HEADER_FIELDS = ("EventID", "Channel", "Provider_Name")
-
 
 def _string_columns() -> set[str]:
     return {name for name, ann in event_columns().items() if ann is str}
-
-
-def _declared_fields(route: Route) -> set[str]:
-    """Typed columns the route's event types declare (the Windows header included)."""
-    declared = set(_HEADER_FIELDS)
-    for event_type in route.event_types or ():
-        declared |= set(MODEL_BY_TYPE[event_type].model_fields)
-    return declared & _typed_fields()
-
-
-def _typed_fields() -> set[str]:
-    return (set(event_columns()) - set(Envelope.model_fields)) | set(_HEADER_FIELDS)
-
-
-def field_source(route: Route, name: str) -> str:
-    """Where a Sigma field lives for events of ``route``: ``col``, ``extra`` or ``either``.
-
-    Fields the route's event types declare are typed columns; anything else is looked up
-    in ``extra``. Routes that span typed and generic events (a service-only rule such as
-    ``service: sysmon``) may find a declared field in either place, so both are tried.
-    """
-    if route.event_types:
-        return "col" if name in _declared_fields(route) else "extra"
-    if name in _HEADER_FIELDS:
-        return "col"
-    return "either" if name in _typed_fields() else "extra"
 
 
 def field_column(source: str, name: str) -> Column:

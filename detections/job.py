@@ -22,8 +22,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from detections.engine import RuleExpressions, build_rule_columns, detect
+from detections.isolation import find_failing_rules, without
 from detections.parse import parse_records, rejected_records, valid_events
 from detections.plan import DetectionPlan
+from detections.status import JobStatus
 
 log = logging.getLogger("sigstream.detect")
 
@@ -40,6 +42,7 @@ class JobConfig:
     max_offsets_per_trigger: int | None = 200_000
     trigger_seconds: float = 2.0
     available_now: bool = False
+    status_file: Path | None = None
 
 
 @dataclass
@@ -62,6 +65,7 @@ class JobTotals:
     created: int = 0
     duplicates: int = 0
     history: list[BatchStats] = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)
 
     def add(self, stats: BatchStats) -> None:
         self.batches += 1
@@ -116,9 +120,31 @@ def make_batch_handler(
     cfg: JobConfig,
     totals: JobTotals,
     on_batch: Callable[[BatchStats], None] | None = None,
+    on_quarantine: Callable[[dict[int, str]], None] | None = None,
 ) -> Callable[[DataFrame, int], None]:
     rule_infos = {i: info.model_dump() for i, info in plan.rule_infos().items()}
     writer = _findings_writer(rule_infos, cfg.es_hosts, cfg.findings_index)
+    active = [rules]  # replaced when rules are quarantined at run time
+
+    def match(events: DataFrame, batch_id: int) -> DataFrame:
+        """Matches of the batch, persisted; quarantines rules that make evaluation fail."""
+        try:
+            matches = detect(events, plan, active[0]).persist()
+            matches.count()
+            return matches
+        except Exception as exc:
+            log.warning("batch %d: rule evaluation failed (%s); isolating the rule", batch_id, exc)
+            bad = find_failing_rules(events, plan, active[0])
+            if not bad:
+                raise  # not a rule's fault: let Spark retry the batch
+            active[0] = without(active[0], bad)
+            for index, reason in bad.items():
+                log.error("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
+            if on_quarantine:
+                on_quarantine({index: reason for index, reason in bad.items()})
+            matches = detect(events, plan, active[0]).persist()
+            matches.count()
+            return matches
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -135,16 +161,20 @@ def make_batch_handler(
                 _write_dlq(rejected_records(parsed), cfg)
             if stats.events:
                 events = valid_events(parsed)
-                matches = detect(events, plan, rules).select(
+                matches = match(events, batch_id)
+                documents = matches.select(
                     "rule_index",
                     F.to_json(
                         F.struct(*[F.col(c) for c in events.columns]),
                         {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"},
                     ).alias("event_json"),
                 )
-                for created, duplicates in matches.rdd.mapPartitions(writer).collect():
-                    stats.created += created
-                    stats.duplicates += duplicates
+                try:
+                    for created, duplicates in documents.rdd.mapPartitions(writer).collect():
+                        stats.created += created
+                        stats.duplicates += duplicates
+                finally:
+                    matches.unpersist()
                 stats.matches = stats.created + stats.duplicates
         finally:
             parsed.unpersist()
@@ -182,8 +212,29 @@ def start(
     finally:
         es.close()
     rules = build_rule_columns(plan)
+    status = JobStatus.for_plan(plan)
+    status.quarantine(plan, rules.quarantined)
     for index, reason in rules.quarantined.items():
         log.warning("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
+    totals = totals or JobTotals()
+
+    def save_status() -> None:
+        if cfg.status_file is not None:
+            status.batches, status.events = totals.batches, totals.events
+            status.dead_letters, status.findings = totals.rejected, totals.matches
+            status.write(cfg.status_file)
+
+    def batch_done(stats: BatchStats) -> None:
+        save_status()
+        if on_batch:
+            on_batch(stats)
+
+    def quarantined(bad: dict[int, str]) -> None:
+        status.quarantine(plan, bad)
+        totals.quarantined.update({str(plan.rules[i].rule.id): r for i, r in bad.items()})
+        save_status()
+
+    save_status()
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
@@ -193,7 +244,7 @@ def start(
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    handler = make_batch_handler(plan, rules, cfg, totals or JobTotals(), on_batch)
+    handler = make_batch_handler(plan, rules, cfg, totals, batch_done, quarantined)
     writer = (
         reader.load()
         .writeStream.queryName("sigstream-detect")

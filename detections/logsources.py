@@ -8,8 +8,10 @@ of other routes, which is both correct (Sigma's semantics) and most of the engin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, MODEL_BY_TYPE, Envelope
+from schemas.generate import event_columns
 
 #: Sigma categories that span several of the schema's event types.
 _UMBRELLA_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -21,6 +23,9 @@ CATEGORY_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     **{t: (t,) for t in EVENT_TYPES if t != "windows_event"},
     **_UMBRELLA_CATEGORIES,
 }
+
+#: The Windows event header: a typed column on every event, whatever its type.
+HEADER_FIELDS: tuple[str, ...] = ("EventID", "Channel", "Provider_Name")
 
 #: Products the schema carries events for.
 PRODUCTS: frozenset[str] = frozenset({"windows"})
@@ -62,3 +67,32 @@ def route_for(category: str | None, product: str | None, service: str | None) ->
         event_types=event_types,
         service=service.lower() if service else None,
     )
+
+
+@cache
+def declared_fields(route: Route) -> frozenset[str]:
+    """Typed columns the route's event types declare (the Windows header included)."""
+    declared = set(HEADER_FIELDS)
+    for event_type in route.event_types or ():
+        declared |= set(MODEL_BY_TYPE[event_type].model_fields)
+    return frozenset(declared & typed_fields())
+
+
+@lru_cache(maxsize=1)
+def typed_fields() -> frozenset[str]:
+    """Sigma fields that are typed columns of some event model."""
+    return frozenset((set(event_columns()) - set(Envelope.model_fields)) | set(HEADER_FIELDS))
+
+
+def field_source(route: Route, name: str) -> str:
+    """Where a Sigma field lives for events of ``route``: ``col``, ``extra`` or ``either``.
+
+    Fields the route's event types declare are typed columns; anything else is looked up
+    in ``extra``. Routes that span typed and generic events (a service-only rule such as
+    ``service: sysmon``) may find a declared field in either place, so both are tried.
+    """
+    if route.event_types:
+        return "col" if name in declared_fields(route) else "extra"
+    if name in HEADER_FIELDS:
+        return "col"
+    return "either" if name in typed_fields() else "extra"

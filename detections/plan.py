@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detections.compiler import CompiledRule, Rejection, compile_path
-from detections.logsources import Route, UncoveredLogsource, route_for
+from detections.compiler import CompiledRule, Rejection, compile_path, ir
+from detections.logsources import Route, UncoveredLogsource, field_source, route_for
 from schemas.findings import RuleInfo
 
 
@@ -61,10 +61,25 @@ class DetectionPlan:
         return {p.index: p.info for p in self.rules}
 
 
+def unknown_fields(rule: CompiledRule, route: Route) -> list[str]:
+    """Fields the rule reads that no event of its route can carry.
+
+    Only routes of typed event categories have a closed field set; service logs
+    (Security, System, ...) keep all their fields in ``extra`` and accept any name.
+    """
+    if not route.event_types:
+        return []
+    return sorted(f for f in ir.fields(rule.ir) if field_source(route, f) == "extra")
+
+
 def plan_rules(
-    rules: Sequence[CompiledRule], rejections: Iterable[Rejection] = ()
+    rules: Sequence[CompiledRule],
+    rejections: Iterable[Rejection] = (),
+    *,
+    allow_unknown_fields: bool = False,
 ) -> DetectionPlan:
-    """Route compiled rules; rules whose logsource no event can have are rejected."""
+    """Route compiled rules. Rejected, each with its reason: rules whose logsource no event
+    can have, duplicate ids, and (unless allowed) rules naming fields the schema lacks."""
     planned: list[PlannedRule] = []
     rejected = list(rejections)
     seen_ids: set[str] = set()
@@ -92,6 +107,18 @@ def plan_rules(
                 )
             )
             continue
+        missing = unknown_fields(rule, route)
+        if missing and not allow_unknown_fields:
+            types = ", ".join(route.event_types or ())
+            rejected.append(
+                Rejection(
+                    path=rule.path,
+                    rule_id=str(rule.id),
+                    reason="unknown_field",
+                    message=f"field(s) {', '.join(missing)} not in the schema for {types}",
+                )
+            )
+            continue
         seen_ids.add(str(rule.id))
         planned.append(PlannedRule(index=len(planned), rule=rule, route=route))
     routes: dict[Route, list[int]] = defaultdict(list)
@@ -104,7 +131,7 @@ def plan_rules(
     )
 
 
-def load_plan(paths: Sequence[Path]) -> DetectionPlan:
+def load_plan(paths: Sequence[Path], *, allow_unknown_fields: bool = False) -> DetectionPlan:
     """Compile every rule under ``paths`` and plan them."""
     rules, rejections = compile_path(paths)
-    return plan_rules(rules, rejections)
+    return plan_rules(rules, rejections, allow_unknown_fields=allow_unknown_fields)

@@ -131,12 +131,25 @@ def replay(
 # --- detect ----------------------------------------------------------------------------
 
 
-def _load_plan_verbose(rule_paths: list[Path]):  # type: ignore[no-untyped-def]
+AllowUnknown = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unknown-fields",
+        help="Load rules that name fields the schema lacks (they match nothing on those fields).",
+    ),
+]
+
+
+def status_path(settings: Settings) -> Path:
+    return settings.run_dir / "detect" / "status.json"
+
+
+def _load_plan_verbose(rule_paths: list[Path], allow_unknown_fields: bool = False):  # type: ignore[no-untyped-def]
     from detections.plan import load_plan
 
     started = time.monotonic()
     err.print(f"compiling Sigma rules from {', '.join(str(p) for p in rule_paths)} …")
-    plan = load_plan(rule_paths)
+    plan = load_plan(rule_paths, allow_unknown_fields=allow_unknown_fields)
     reasons = Counter(r.reason for r in plan.rejections)
     by_reason = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
     err.print(
@@ -163,15 +176,20 @@ def detect(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint folder (default: .run/checkpoints/detect).")
     ] = None,
+    allow_unknown_fields: AllowUnknown = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch."""
+    """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
+
+    Rules that cannot be compiled are refused with a reason at start; a rule that fails at
+    run time is quarantined and the job goes on with the others (see `sigstream rules status`).
+    """
     from detections.job import JobConfig, run
     from detections.spark import build_session
 
     _setup_logging(verbose)
     s = get_settings()
-    plan = _load_plan_verbose(rules or default_rule_paths(s))
+    plan = _load_plan_verbose(rules or default_rule_paths(s), allow_unknown_fields)
     cfg = JobConfig(
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
@@ -180,10 +198,13 @@ def detect(
         findings_index=s.findings_index,
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
+        status_file=status_path(s),
     )
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
     totals = run(spark, plan, cfg)
+    for rule_id, reason in totals.quarantined.items():
+        err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(
         f"processed {totals.events:,} events in {totals.batches} batches: "
         f"{totals.rejected:,} rejected to {s.dlq_topic}, {totals.matches:,} findings "
@@ -204,13 +225,14 @@ def rules_check(
     show_rejected: Annotated[
         bool, typer.Option("--show-rejected", help="List every rejected rule.")
     ] = False,
+    allow_unknown_fields: AllowUnknown = False,
 ) -> None:
     """Compile rules and print what loads and what is rejected, by reason.
 
     Exits non-zero only when one of the project's own rules (detections/rules) is rejected.
     """
     s = get_settings()
-    plan = _load_plan_verbose(paths or default_rule_paths(s))
+    plan = _load_plan_verbose(paths or default_rule_paths(s), allow_unknown_fields)
     table = Table(title="Sigma rules")
     table.add_column("outcome")
     table.add_column("reason")
@@ -227,6 +249,37 @@ def rules_check(
     if own_errors:
         err.print(f"[red]{len(own_errors)} of the project's own rules were rejected[/red]")
         raise typer.Exit(1)
+
+
+@rules_app.command("status")
+def rules_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What the detection job has loaded, refused and quarantined (from its status file)."""
+    from detections.status import read_status
+
+    path = status_path(get_settings())
+    if not path.exists():
+        err.print(f"no status at {path}: the detection job has not run here yet")
+        raise typer.Exit(2)
+    status = read_status(path)
+    if as_json:
+        console.print_json(json.dumps(status))
+        return
+    console.print(
+        f"plan {status['plan_version']}: {status['rules_loaded']:,} rules loaded; "
+        f"{status['batches']:,} batches, {status['events']:,} events, "
+        f"{status['dead_letters']:,} dead letters, {status['findings']:,} findings "
+        f"(updated {status['updated']})"
+    )
+    refused = ", ".join(f"{k}: {v}" for k, v in status["rejected_by_reason"].items())
+    console.print(f"refused at load: {refused or 'none'}")
+    table = Table(title="Quarantined at run time")
+    for column in ("rule id", "title", "reason", "since"):
+        table.add_column(column)
+    for q in status["quarantined"]:
+        table.add_row(q["rule_id"], q["title"], q["reason"], q["at"])
+    console.print(table)
 
 
 # --- findings --------------------------------------------------------------------------
@@ -309,9 +362,7 @@ def demo_inputs(settings: Settings) -> list[Path]:
     inputs = [data / "sigma-regression"] if (data / "sigma-regression").is_dir() else []
     inputs += [data / "otrf" / rel for rel in DEMO_OTRF if (data / "otrf" / rel).exists()]
     if not inputs:
-        err.print(
-            f"[yellow]{data} is absent: replaying the bundled sample events instead[/yellow]"
-        )
+        err.print(f"[yellow]{data} is absent: replaying the bundled sample events instead[/yellow]")
         inputs = [SAMPLE_EVENTS]
     return inputs
 

@@ -83,3 +83,18 @@ def test_finding_document_is_ecs_and_deterministic() -> None:
     assert body["sigstream"]["tenant_id"] == "acme"
     assert body["sigstream"]["finding"]["status"] == "open"
     assert "Hashes" not in body["sigstream"]["event"]
+
+
+def test_rules_naming_fields_the_schema_lacks_are_rejected_unless_allowed() -> None:
+    text = RULE.format(category="file_event").replace("Image|endswith", "CommandLine|contains")
+    rules, _ = compile_yaml(text)
+    plan = plan_rules(rules)
+    assert not plan.rules
+    assert [r.reason for r in plan.rejections] == ["unknown_field"]
+    assert "CommandLine" in plan.rejections[0].message
+    assert len(plan_rules(rules, allow_unknown_fields=True).rules) == 1
+    # service logs keep every field in `extra`: any name is fine
+    service = text.replace(
+        "category: file_event, product: windows", "product: windows, service: security"
+    )
+    assert len(plan_rules(compile_yaml(service)[0]).rules) == 1
