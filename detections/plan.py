@@ -14,7 +14,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detections.compiler import CompiledRule, Rejection, compile_path, ir
+import yaml
+
+from detections.compiler import (
+    DEFAULT_CONFIG,
+    CompiledRule,
+    CompilerConfig,
+    Rejection,
+    compile_path,
+    ir,
+)
 from detections.logsources import Route, UncoveredLogsource, field_source, route_for
 from schemas.findings import RuleInfo
 
@@ -131,7 +140,26 @@ def plan_rules(
     )
 
 
-def load_plan(paths: Sequence[Path], *, allow_unknown_fields: bool = False) -> DetectionPlan:
+def load_placeholders(path: Path | None) -> CompilerConfig:
+    """Compiler configuration with ``|expand`` placeholder values from a YAML mapping
+    (``name: [value, ...]``), the site-specific part of Sigma rules."""
+    if path is None:
+        return DEFAULT_CONFIG
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of placeholder name -> list of values")
+    values = {
+        str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in data.items()
+    }
+    return CompilerConfig(placeholders=values)
+
+
+def load_plan(
+    paths: Sequence[Path],
+    *,
+    allow_unknown_fields: bool = False,
+    config: CompilerConfig = DEFAULT_CONFIG,
+) -> DetectionPlan:
     """Compile every rule under ``paths`` and plan them."""
-    rules, rejections = compile_path(paths)
+    rules, rejections = compile_path(paths, config)
     return plan_rules(rules, rejections, allow_unknown_fields=allow_unknown_fields)

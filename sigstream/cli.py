@@ -145,11 +145,12 @@ def status_path(settings: Settings) -> Path:
 
 
 def _load_plan_verbose(rule_paths: list[Path], allow_unknown_fields: bool = False):  # type: ignore[no-untyped-def]
-    from detections.plan import load_plan
+    from detections.plan import load_placeholders, load_plan
 
     started = time.monotonic()
     err.print(f"compiling Sigma rules from {', '.join(str(p) for p in rule_paths)} …")
-    plan = load_plan(rule_paths, allow_unknown_fields=allow_unknown_fields)
+    config = load_placeholders(get_settings().placeholders_file)
+    plan = load_plan(rule_paths, allow_unknown_fields=allow_unknown_fields, config=config)
     reasons = Counter(r.reason for r in plan.rejections)
     by_reason = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
     err.print(

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "2g"
     checkpoint_dir: Path = PROJECT_ROOT / ".run" / "checkpoints"
 
+    # Values of Sigma `|expand` placeholders (%domain_controllers% ...): a YAML mapping.
+    placeholders_file: Path | None = None
+
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
 
