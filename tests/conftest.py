@@ -50,6 +50,15 @@ def services() -> Iterator[dict[str, Any]]:
         yield statuses
 
 
+#: Lines that tests want shown at the end of the run (e.g. the regression pass count).
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short random suffix for topic and index names, so tests never see each other's data."""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SHARED_DATA, shared_path
+from tests.conftest import SHARED_DATA, SUMMARY_LINES, shared_path
 from tests.e2e.harness import StackRun, run_detection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -77,13 +77,15 @@ def regression_run(services: Any, spark: Any, tmp_path_factory: pytest.TempPathF
     others = Counter(
         h["rule"]["id"] for h in run.findings if h["rule"]["id"] not in {c[0] for c in CASES}
     )
-    print(
+    summary = (
         f"\nregression corpus: {passed}/{len(CASES)} cases fired their own rule; "
         f"{len(run.findings)} findings in all from {len(fired)} rules "
         f"({len(others)} other rules fired on these events); "
         f"{run.totals.events} events, {run.totals.rejected} rejected, "
         f"{len(run.plan.rules)} rules loaded"
     )
+    SUMMARY_LINES.append(summary)
+    print(summary)
     return run
 
 
