@@ -39,8 +39,9 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(findings_app, name="findings")
 app.add_typer(schema_app, name="schema")
 
-console = Console(stderr=False)
-err = Console(stderr=True)
+# Wide enough for the tables when output goes to a file or CI log (rich assumes 80 there).
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _mount_infra() -> None:

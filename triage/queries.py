@@ -8,22 +8,28 @@ from elasticsearch import Elasticsearch
 
 from sigstream.settings import Settings
 
+#: Sigma levels, most severe first (for sorting what an analyst sees).
+LEVEL_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4}
+
 
 def summary_aggregation(top: int) -> dict[str, Any]:
-    """Findings grouped by rule, then level and host, biggest groups first."""
+    """Findings grouped by level, then rule, then host, so severe findings are never
+    crowded out of the summary by noisy low-severity rules."""
     return {
-        "by_rule": {
-            "terms": {"field": "rule.name", "size": top, "order": {"_count": "desc"}},
+        "by_level": {
+            "terms": {"field": "rule.level", "size": 10, "missing": ""},
             "aggs": {
-                "level": {"terms": {"field": "rule.level", "size": 1}},
-                "hosts": {"terms": {"field": "host.name", "size": 5}},
+                "by_rule": {
+                    "terms": {"field": "rule.name", "size": top, "order": {"_count": "desc"}},
+                    "aggs": {"hosts": {"terms": {"field": "host.name", "size": 5}}},
+                }
             },
         }
     }
 
 
 def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]], int]:
-    """(rows of rule/level/host/count, total findings)."""
+    """(rows of rule/level/host/count, most severe first, at most ``top``; total findings)."""
     es = Elasticsearch(list(settings.es_hosts), request_timeout=30)
     try:
         es.indices.refresh(index=settings.findings_index)
@@ -36,15 +42,16 @@ def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]
     finally:
         es.close()
     rows: list[dict[str, Any]] = []
-    for bucket in resp["aggregations"]["by_rule"]["buckets"]:
-        levels = bucket["level"]["buckets"]
-        for host in bucket["hosts"]["buckets"]:
-            rows.append(
-                {
-                    "rule": bucket["key"],
-                    "level": levels[0]["key"] if levels else None,
-                    "host": host["key"],
-                    "count": host["doc_count"],
-                }
-            )
-    return rows, int(resp["hits"]["total"]["value"])
+    for level in resp["aggregations"]["by_level"]["buckets"]:
+        for rule in level["by_rule"]["buckets"]:
+            for host in rule["hosts"]["buckets"]:
+                rows.append(
+                    {
+                        "rule": rule["key"],
+                        "level": level["key"] or None,
+                        "host": host["key"],
+                        "count": host["doc_count"],
+                    }
+                )
+    rows.sort(key=lambda r: (LEVEL_ORDER.get(r["level"] or "", 9), -r["count"], r["rule"]))
+    return rows[:top], int(resp["hits"]["total"]["value"])
