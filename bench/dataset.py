@@ -36,7 +36,7 @@ from bench.common import CACHE_DIR, progress
 from sigstream.settings import Settings, get_settings
 
 #: Bump when the generated events change, so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SEED = 4
 
 #: Envelope fields that are not Sigma fields: left out of rsigma's flat events.
@@ -50,6 +50,7 @@ TAG_PRODUCT = "_sigstream_product"
 TAG_SERVICE = "_sigstream_service"
 TAG_CATEGORY = "_sigstream_category"
 TAG_EVENT_TYPE = "_sigstream_event_type"
+TAG_EVENT_ID = "_sigstream_event_id"
 
 _COMMAND_FIELDS = ("CommandLine", "ParentCommandLine")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -156,10 +157,12 @@ def flat_event(event: dict[str, Any]) -> dict[str, Any]:
     """An event as rsigma sees it: Sigma fields at the top level, plus route tags.
 
     Typed fields win over ``extra`` (as in the job, where a declared field is a column).
+    The event id is kept (first, under a tag name) to draw the same samples as Spark.
     Registry events get no category tag: Sigma's umbrella ``registry_event`` would conflict
     with ``registry_set``; the route conditions of ``bench.rsigma``'s pipeline keep them exact.
     """
-    flat: dict[str, Any] = dict(event.get("extra") or {})
+    flat: dict[str, Any] = {TAG_EVENT_ID: event["event_id"]}  # first: samples read it
+    flat.update(event.get("extra") or {})
     for key, value in event.items():
         if key not in ENVELOPE_ONLY and value is not None:
             flat[key] = value

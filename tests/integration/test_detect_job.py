@@ -14,8 +14,9 @@ from detections.job import run
 from detections.plan import load_plan
 from ingest.producer import EventProducer, describe_reject
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT
+from sigstream.settings import PROJECT_ROOT, Settings
 from tests.e2e.harness import job_config, read_findings
+from triage.queries import summary_rows
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,12 @@ def test_findings_dead_letters_and_replays(
     assert lsass["host"]["name"] == "WS01"
     assert lsass["sigstream"]["tenant_id"] == "acme"
     assert lsass["sigstream"]["event"]["GrantedAccess"] == "0x1FFFFF"
+
+    rows, total = summary_rows(Settings(findings_index=cfg.findings_index), top=10)
+    assert total == len(EXPECTED)
+    assert rows[0]["level"] == "critical"  # most severe first
+    assert rows[0]["rule"] == "Endpoint Sensor Tampering Command"
+    assert sum(r["count"] for r in rows) == len(EXPECTED)
 
     letters = _dead_letters(cfg)
     assert sorted(value for value, _ in letters) == sorted(bad)  # original bytes, unchanged

@@ -1,0 +1,421 @@
+"""Detection-engine throughput: Sigstream's Spark engine vs rsigma, same events, same rules.
+
+What is timed is the engine, not Kafka: the amplified OTRF events (``bench.dataset``) are
+read from Parquet (parsed by the job's own parser), a sample is cached in Spark, and then
+``detections.engine.detect(events, plan).groupBy("rule_index").count()`` runs over it.
+Per rule-set size (a seeded random sample of the planned SigmaHQ Windows rules) it reports:
+
+* compile + plan time (``detections.plan.load_plan`` over that set's rule files),
+* Spark expression build time (``detections.engine.build_rule_columns``, py4j-bound),
+* the first run (includes Spark's analysis, optimisation and code generation) on a small
+  warm-up sample, then steady-state runs: the same warm-up sample again and a larger
+  sample sized to ``--run-seconds``; events/s is the larger run's events / wall time,
+* the per-query fixed cost (what each micro-batch pays before the first event) and the
+  marginal event rate, from the two steady runs,
+* peak RSS of the Spark driver JVM and of the Python process.
+
+Each rule set runs in its own child process (its own JVM), so first-run and peak-memory
+numbers of one set do not leak into the next. Why samples: with all rules the engine does
+about a thousand events per second on a 2-core box, so one pass over two million events
+would take over half an hour; the sample is a uniform, seeded draw from the full
+amplified set (``--full`` evaluates all of it). rsigma evaluates the very same sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import rsigma
+from bench.common import (
+    CACHE_DIR,
+    machine_info,
+    mb,
+    print_kv,
+    print_table,
+    proc_status_kb,
+    progress,
+    python_peak_mb,
+    save_result,
+)
+from bench.dataset import DEFAULT_SEED, ensure
+from sigstream.settings import Settings, get_settings
+
+#: Sample fractions the benchmark draws from (few distinct ones, so samples are reused).
+STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def warm_fraction(n: int, warm_events: int) -> float:
+    return next((s for s in STEPS if s * n >= warm_events), 1.0)
+
+
+def main_fraction(n: int, target_events: float, floor: float) -> float:
+    fitting = [s for s in STEPS if s * n <= target_events]
+    return max([floor, *fitting])
+
+
+# --- one rule set, in a child process ---------------------------------------------------
+
+
+def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one rule set; runs in its own process (see the module docstring)."""
+    from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
+
+    from detections.engine import build_rule_columns, detect
+    from detections.plan import load_plan
+    from detections.spark import build_session
+
+    label = args.label
+    started = time.monotonic()
+    plan = load_plan([Path(args.rules_dir)])
+    compile_s = time.monotonic() - started
+    progress(f"[{label}] compiled and planned {len(plan.rules)} rules in {compile_s:.1f}s")
+
+    settings = Settings(spark_driver_memory=args.driver_memory)
+    spark = build_session(
+        settings,
+        app_name=f"sigstream-bench-engine-{label}",
+        extra_conf={"spark.ui.showConsoleProgress": "false"},
+    )
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
+    partitions = args.partitions or 4 * spark.sparkContext.defaultParallelism
+
+    started = time.monotonic()
+    rules = build_rule_columns(plan)
+    build_s = time.monotonic() - started
+    progress(f"[{label}] built Spark expressions in {build_s:.1f}s ({len(rules.quarantined)} quarantined)")
+
+    source = spark.read.parquet(args.parquet)
+
+    def sample(fraction: float) -> tuple[DataFrame, int]:
+        threshold = rsigma.sample_threshold(fraction)
+        df = source
+        if threshold < rsigma.SAMPLE_SCALE:
+            bucket = F.crc32(F.col("event_id").cast("binary")) % rsigma.SAMPLE_SCALE
+            df = df.where(bucket < threshold)
+        df = df.repartition(partitions).cache()
+        return df, df.count()
+
+    def timed_run(events: DataFrame) -> tuple[float, float, Counter[str]]:
+        cpu0, t0 = _cpu_seconds(jvm_pid), time.monotonic()
+        rows = detect(events, plan, rules).groupBy("rule_index").count().collect()
+        seconds, cpu = time.monotonic() - t0, _cpu_seconds(jvm_pid) - cpu0
+        counts = Counter({str(plan.rules[r["rule_index"]].rule.id): int(r["count"]) for r in rows})
+        return seconds, cpu, counts
+
+    warm_df, warm_n = sample(args.warm_fraction)
+    progress(f"[{label}] first run on {warm_n:,} events (analysis + codegen + evaluation) …")
+    first_s, _, _ = timed_run(warm_df)
+    progress(f"[{label}] first run {first_s:.1f}s; steady run on the same events …")
+    warm_s, _, _ = timed_run(warm_df)
+    warm_rate = warm_n / warm_s
+
+    fraction = 1.0 if args.full else main_fraction(
+        args.events, warm_rate * args.run_seconds, args.warm_fraction
+    )
+    if fraction == args.warm_fraction:
+        main_df, main_n = warm_df, warm_n
+    else:
+        warm_df.unpersist()
+        main_df, main_n = sample(fraction)
+    progress(
+        f"[{label}] {warm_rate:,.0f} events/s on the warm-up sample; "
+        f"steady run on {main_n:,} events ({fraction:.1%} of {args.events:,}) …"
+    )
+    main_s, main_cpu, counts = timed_run(main_df)
+    progress(f"[{label}] {main_n / main_s:,.0f} events/s, {sum(counts.values()):,} matches")
+
+    marginal_rate = overhead = None
+    if main_n > warm_n and main_s > warm_s:
+        per_event = (main_s - warm_s) / (main_n - warm_n)
+        marginal_rate = 1 / per_event
+        overhead = max(0.0, warm_s - warm_n * per_event)
+    result = {
+        "label": label,
+        "rules": len(plan.rules),
+        "rejected": len(plan.rejections),
+        "quarantined": len(rules.quarantined),
+        "compile_plan_s": compile_s,
+        "build_s": build_s,
+        "warm_events": warm_n,
+        "first_run_s": first_s,
+        "warm_steady_s": warm_s,
+        "events": main_n,
+        "fraction": fraction,
+        "threshold": rsigma.sample_threshold(fraction),
+        "steady_s": main_s,
+        "events_per_s": main_n / main_s,
+        "cpu_s": main_cpu,
+        "marginal_events_per_s": marginal_rate,
+        "per_query_overhead_s": overhead,
+        "matches": sum(counts.values()),
+        "per_rule": dict(counts),
+        "titles": {str(p.rule.id): p.rule.title for p in plan.rules},
+        "jvm_peak_kb": proc_status_kb(jvm_pid, "VmHWM"),
+        "python_peak_mb": python_peak_mb(),
+        "partitions": partitions,
+    }
+    spark.stop()
+    return result
+
+
+# --- the whole benchmark, in the parent process -----------------------------------------
+
+
+def select_rule_sets(
+    settings: Settings, sizes: list[str], seed: int
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Plan the full SigmaHQ Windows set once; write one folder of rule files per size."""
+    from detections.plan import load_plan
+    from sigstream.cli import default_rule_paths
+
+    paths = default_rule_paths(settings)
+    progress(f"compiling the full rule corpus ({', '.join(str(p) for p in paths)}) …")
+    started = time.monotonic()
+    plan = load_plan(paths)
+    seconds = time.monotonic() - started
+    info = {
+        "corpus": [str(p) for p in paths],
+        "planned": len(plan.rules),
+        "rejected": len(plan.rejections),
+        "seconds": seconds,
+    }
+    progress(f"{len(plan.rules)} rules planned, {len(plan.rejections)} rejected, in {seconds:.1f}s")
+    files = sorted({Path(p.rule.path) for p in plan.rules if p.rule.path})
+    root = Path(os.path.commonpath([str(p) for p in paths]))
+    folders: dict[str, Path] = {}
+    for size in sizes:
+        if size == "all":
+            chosen = files
+        else:
+            count = min(int(size), len(files))
+            chosen = sorted(random.Random(seed).sample(files, count))
+        folders[size] = rsigma.write_rule_folder(chosen, root, CACHE_DIR / f"rules-{size}-s{seed}")
+    return folders, info
+
+
+def run_child(args: argparse.Namespace, size: str, folder: Path, parquet: Path) -> dict[str, Any]:
+    out = CACHE_DIR / f"engine-{size}.json"
+    out.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "bench.engine", "--one-set", str(folder), "--label", size,
+        "--json-out", str(out), "--parquet", str(parquet), "--events", str(args.events),
+        "--warm-fraction", str(args.warm_fraction), "--run-seconds", str(args.run_seconds),
+        "--driver-memory", args.driver_memory, "--partitions", str(args.partitions or 0),
+    ] + (["--full"] if args.full else [])  # fmt: skip
+    subprocess.run(cmd, check=True)
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def compare(result: dict[str, Any], run: rsigma.RsigmaRun, limit: int = 12) -> list[list[Any]]:
+    """Rules whose match counts differ between the engines, largest difference first."""
+    ours: dict[str, int] = result["per_rule"]
+    rows = []
+    for rule_id in set(ours) | set(run.per_rule):
+        a, b = ours.get(rule_id, 0), run.per_rule.get(rule_id, 0)
+        if a != b:
+            rows.append([rule_id, result["titles"].get(rule_id, "?")[:60], a, b])
+    rows.sort(key=lambda r: (-abs(r[2] - r[3]), r[0]))
+    return rows[:limit] if limit else rows
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine",
+        description="Throughput of the Sigstream detection engine (and rsigma) over amplified "
+        "OTRF telemetry, for 100, 1,000 and all planned SigmaHQ Windows rules.",
+    )
+    parser.add_argument("--events", type=int, default=None,
+                        help="size of the amplified event set (default 2,000,000; --quick 50,000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="50k events, 15 s runs: a smoke run of the whole harness (~8 min)")
+    parser.add_argument("--sizes", default="100,1000,all",
+                        help="rule-set sizes, comma separated ('all' = every planned rule)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="rule and event sampling")
+    parser.add_argument("--run-seconds", type=float, default=None,
+                        help="target length of each steady-state run (default 60; --quick 15)")
+    parser.add_argument("--warm-events", type=int, default=10_000,
+                        help="events in the first-run / warm-up sample (default 10,000)")
+    parser.add_argument("--full", action="store_true",
+                        help="evaluate every event of the set for each rule set (slow: ~1 h "
+                        "for 2M events with all rules on 2 cores)")
+    parser.add_argument("--driver-memory", default="6g", help="Spark driver memory (default 6g)")
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="partitions of the cached events (default 4 x cores)")
+    parser.add_argument("--no-rsigma", action="store_true", help="skip the rsigma comparison")
+    # internal: one rule set in a child process
+    parser.add_argument("--one-set", help=argparse.SUPPRESS)
+    parser.add_argument("--label", help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    parser.add_argument("--parquet", help=argparse.SUPPRESS)
+    parser.add_argument("--warm-fraction", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)  # fmt: skip
+
+    if args.one_set:
+        args.rules_dir = args.one_set
+        result = run_rule_set(args)
+        Path(args.json_out).write_text(json.dumps(result))
+        return
+
+    args.events = args.events or (50_000 if args.quick else 2_000_000)
+    args.run_seconds = args.run_seconds or (15.0 if args.quick else 60.0)
+    args.warm_fraction = warm_fraction(args.events, args.warm_events)
+    settings = get_settings()
+    info = machine_info(settings)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+
+    paths = ensure(args.events, args.seed)
+    folders, corpus = select_rule_sets(settings, sizes, args.seed)
+    exe = None if args.no_rsigma else rsigma.binary()
+
+    results: list[dict[str, Any]] = []
+    runs: dict[str, rsigma.RsigmaRun | None] = {}
+    for size in sizes:
+        progress(f"=== rule set '{size}' ===")
+        result = run_child(args, size, folders[size], paths["parquet"])
+        results.append(result)
+        runs[size] = None
+        if exe:
+            ls = [Path(f) for f in folders[size].rglob("*.yml")]
+            categories, services = _logsources(ls)
+            pipeline = rsigma.routing_pipeline(
+                categories, services, CACHE_DIR / f"rsigma-routing-{size}.yml"
+            )
+            events, n = rsigma.sample_file(paths["rsigma"], result["threshold"])
+            if n != result["events"]:
+                raise RuntimeError(f"rsigma sample has {n} events, Spark's {result['events']}")
+            runs[size] = rsigma.run(exe, folders[size], pipeline, events, n)
+            run = runs[size]
+            assert run is not None
+            progress(
+                f"rsigma: {n / run.eval_seconds:,.0f} events/s, {run.matches:,} matches "
+                f"(Sigstream {result['matches']:,})"
+            )
+
+    print_kv("Machine", info)
+    print(
+        f"\nEvents: {args.events:,} amplified from ../shared/data/otrf "
+        f"(seed {args.seed}); rules: {corpus['planned']} planned of the SigmaHQ Windows corpus "
+        f"({corpus['rejected']} rejected at compile/plan, {corpus['seconds']:.1f}s for all)."
+    )
+    print("\nSigstream engine (Spark local mode; times in seconds)\n")
+    print_table(
+        ["rules", "loaded", "compile+plan", "expr build", "first run (events)",
+         "steady events", "steady s", "events/s", "marginal ev/s", "per-query s",
+         "events/CPU-s", "JVM peak", "Python peak"],
+        [
+            [
+                r["label"], r["rules"], _f(r["compile_plan_s"]), _f(r["build_s"]),
+                f"{r['first_run_s']:.1f} ({r['warm_events']:,})", f"{r['events']:,}",
+                _f(r["steady_s"]), _f(r["events_per_s"], 0),
+                _f(r["marginal_events_per_s"], 0), _f(r["per_query_overhead_s"]),
+                _f(r["events"] / r["cpu_s"], 0) if r["cpu_s"] else "n/a",
+                mb(r["jvm_peak_kb"]), f"{r['python_peak_mb']:,.0f} MB",
+            ]
+            for r in results
+        ],
+    )  # fmt: skip
+    print("\nSigstream vs rsigma (same events, same rules)\n")
+    if not exe:
+        print(
+            "rsigma: not installed (cargo install rsigma, or set RSIGMA=/path/to/rsigma); "
+            "the comparison columns are empty."
+        )
+    rows = []
+    for r in results:
+        run = runs.get(r["label"])
+        if run is None:
+            rows.append([r["label"], f"{r['events']:,}", _f(r["events_per_s"], 0)] + ["-"] * 6)
+            continue
+        ours = r["events_per_s"]
+        theirs = run.events / run.eval_seconds
+        rows.append([
+            r["label"], f"{r['events']:,}", _f(ours, 0), _f(theirs, 0), f"{ours / theirs:.3f}",
+            _f(run.load_seconds), f"{r['matches']:,}", f"{run.matches:,}",
+            "yes" if r["per_rule"] == dict(run.per_rule) else "NO",
+        ])  # fmt: skip
+    print_table(
+        ["rules", "events", "Sigstream ev/s", "rsigma ev/s", "Sigstream/rsigma",
+         "rsigma load s", "Sigstream matches", "rsigma matches", "agree per rule"],
+        rows,
+    )  # fmt: skip
+    if any(runs.values()):
+        print(
+            "\nrsigma ev/s excludes its rule load (timed on an empty input); it runs on one "
+            "core, Sigstream on local[2]. Per CPU-second: "
+            + "; ".join(
+                f"{r['label']}: Sigstream {r['events'] / r['cpu_s']:,.0f}, "
+                f"rsigma {run.events / max(run.cpu_seconds - run.load_seconds, 1e-9):,.0f}"
+                for r in results
+                if (run := runs.get(r["label"])) is not None and r["cpu_s"]
+            )
+        )
+    for r in results:
+        run = runs.get(r["label"])
+        if run is None:
+            continue
+        diffs = compare(r, run, limit=0)
+        if diffs:
+            print(f"\nRules whose match counts differ ({r['label']} rules; {len(diffs)} rules):\n")
+            print_table(["rule id", "title", "Sigstream", "rsigma"], diffs[:15])
+    path = save_result(
+        "engine",
+        {
+            "args": {k: v for k, v in vars(args).items() if not k.startswith("one_")},
+            "machine": info,
+            "corpus": corpus,
+            "results": [{k: v for k, v in r.items() if k not in ("per_rule", "titles")}
+                        for r in results],
+            "rsigma": {
+                size: None if run is None else {
+                    "events": run.events, "seconds": run.seconds, "load_seconds": run.load_seconds,
+                    "cpu_seconds": run.cpu_seconds, "peak_rss_kb": run.peak_rss_kb,
+                    "matches": run.matches, "rules_loaded": run.rules_loaded,
+                }
+                for size, run in runs.items()
+            },
+        },
+    )  # fmt: skip
+    print(f"\n(results saved to {path})")
+
+
+def _logsources(files: list[Path]) -> tuple[set[str], set[str]]:
+    """Categories and services named by the rules in ``files`` (for rsigma's pipeline)."""
+    import yaml
+
+    categories: set[str] = set()
+    services: set[str] = set()
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            logsource = (doc or {}).get("logsource") or {}
+            if logsource.get("category"):
+                categories.add(str(logsource["category"]).lower())
+            if logsource.get("service"):
+                services.add(str(logsource["service"]).lower())
+    return categories, services
+
+
+if __name__ == "__main__":
+    main()
