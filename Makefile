@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -18,6 +18,31 @@ test-fast: install  ## unit tests only, no services (seconds)
 
 lint:
 	$(PYTHON) -m ruff check .
+
+# Benchmarks (issue 4; bench/README.md). They print numbers and never fail on timings.
+# Options pass through, e.g. `make bench-engine BENCH_ENGINE_ARGS="--events 500000"`.
+BENCH_ENGINE_ARGS ?=
+BENCH_LATENCY_ARGS ?=
+BENCH_INGEST_ARGS ?=
+
+bench: bench-engine bench-latency bench-ingest  ## all three benchmarks (~15 min with a warm cache)
+
+bench-install:  ## Sigstream plus the benchmark-only client (confluent-kafka)
+	$(PIP) install -q -e '.[dev,bench]'
+
+bench-engine: bench-install  ## engine events/s for 100 / 1,000 / all rules, vs rsigma
+	$(PYTHON) -m bench.engine $(BENCH_ENGINE_ARGS)
+
+bench-latency: bench-install  ## Kafka send -> finding searchable in ES: p50/p95/p99
+	$(PYTHON) -m bench.latency $(BENCH_LATENCY_ARGS)
+
+bench-ingest: bench-install  ## ingest client -> Kafka events/s: kafka-python vs confluent-kafka
+	$(PYTHON) -m bench.ingest $(BENCH_INGEST_ARGS)
+
+bench-quick: bench-install  ## a smoke run of the three (50k events, short runs)
+	$(PYTHON) -m bench.engine --quick
+	$(PYTHON) -m bench.latency --duration 20
+	$(PYTHON) -m bench.ingest --events 50000 --rounds 1
 
 clean:
 	rm -rf .run build

@@ -23,12 +23,15 @@ from sigstream.settings import PROJECT_ROOT, Settings
 #: Generated datasets, rule folders and results live here (git-ignored, reused across runs).
 CACHE_DIR = PROJECT_ROOT / ".cache" / "bench"
 
-_STARTED = time.monotonic()
+#: Child processes inherit the parent's start time, so their progress lines share one clock.
+_T0_ENV = "SIGSTREAM_BENCH_T0"
+os.environ.setdefault(_T0_ENV, repr(time.time()))
+_STARTED = float(os.environ[_T0_ENV])
 
 
 def progress(message: str) -> None:
     """One timestamped line on stderr, so long steps show they are alive."""
-    elapsed = time.monotonic() - _STARTED
+    elapsed = time.time() - _STARTED
     print(f"[{elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 

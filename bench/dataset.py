@@ -28,15 +28,18 @@ import re
 import subprocess
 import sys
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.common import CACHE_DIR, progress
-from sigstream.settings import Settings, get_settings
+from sigstream.settings import PROJECT_ROOT, Settings, get_settings
 
 #: Bump when the generated events change, so stale caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+#: Bump when the conversion of the OTRF recordings to schema events changes.
+BASE_VERSION = 1
 DEFAULT_SEED = 4
 
 #: Envelope fields that are not Sigma fields: left out of rsigma's flat events.
@@ -50,7 +53,11 @@ TAG_PRODUCT = "_sigstream_product"
 TAG_SERVICE = "_sigstream_service"
 TAG_CATEGORY = "_sigstream_category"
 TAG_EVENT_TYPE = "_sigstream_event_type"
-TAG_EVENT_ID = "_sigstream_event_id"
+#: The event's sample bucket, an integer (rsigma's keyword search reads strings only).
+TAG_BUCKET = "_sigstream_bucket"
+#: An event is in a sample of fraction f when crc32(event_id) % SAMPLE_SCALE < f * SAMPLE_SCALE
+#: (Spark's ``crc32`` of the UTF-8 id gives the same number, so both engines see one sample).
+SAMPLE_SCALE = 1_000_000
 
 _COMMAND_FIELDS = ("CommandLine", "ParentCommandLine")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -61,10 +68,17 @@ _PROFILE = re.compile(
 
 
 def _snapshot_key(settings: Settings) -> str:
+    """Changes when the corpus or the code turning it into schema events changes."""
     otrf = settings.shared_data / "otrf"
     snapshot = otrf / "SNAPSHOT"
-    text = snapshot.read_text() if snapshot.exists() else str(sorted(otrf.rglob("*")))
-    return hashlib.sha256(f"{GENERATOR_VERSION}:{text}".encode()).hexdigest()[:10]
+    digest = hashlib.sha256(f"{BASE_VERSION}:".encode())
+    digest.update(
+        snapshot.read_bytes() if snapshot.exists() else str(sorted(otrf.rglob("*"))).encode()
+    )
+    for source in sorted((PROJECT_ROOT / "ingest").rglob("*.py")):
+        digest.update(source.read_bytes())
+    digest.update((PROJECT_ROOT / "schemas" / "events.py").read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def base_events_path(settings: Settings) -> Path:
@@ -153,15 +167,20 @@ def amplify(event: dict[str, Any], copy: int, rng: random.Random) -> dict[str, A
     return out
 
 
+def sample_bucket(event_id: str) -> int:
+    return zlib.crc32(event_id.encode()) % SAMPLE_SCALE
+
+
 def flat_event(event: dict[str, Any]) -> dict[str, Any]:
     """An event as rsigma sees it: Sigma fields at the top level, plus route tags.
 
     Typed fields win over ``extra`` (as in the job, where a declared field is a column).
-    The event id is kept (first, under a tag name) to draw the same samples as Spark.
+    The event's sample bucket comes first, so samples are drawn without parsing the line.
     Registry events get no category tag: Sigma's umbrella ``registry_event`` would conflict
     with ``registry_set``; the route conditions of ``bench.rsigma``'s pipeline keep them exact.
     """
-    flat: dict[str, Any] = {TAG_EVENT_ID: event["event_id"]}  # first: samples read it
+    flat: dict[str, Any] = {TAG_BUCKET: sample_bucket(str(event["event_id"]))}  # first
+
     flat.update(event.get("extra") or {})
     for key, value in event.items():
         if key not in ENVELOPE_ONLY and value is not None:

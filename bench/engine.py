@@ -46,7 +46,7 @@ from bench.common import (
     python_peak_mb,
     save_result,
 )
-from bench.dataset import DEFAULT_SEED, ensure
+from bench.dataset import DEFAULT_SEED, SAMPLE_SCALE, ensure
 from sigstream.settings import Settings, get_settings
 
 #: Sample fractions the benchmark draws from (few distinct ones, so samples are reused).
@@ -100,15 +100,18 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     rules = build_rule_columns(plan)
     build_s = time.monotonic() - started
-    progress(f"[{label}] built Spark expressions in {build_s:.1f}s ({len(rules.quarantined)} quarantined)")
+    progress(
+        f"[{label}] built Spark expressions in {build_s:.1f}s "
+        f"({len(rules.quarantined)} quarantined)"
+    )
 
     source = spark.read.parquet(args.parquet)
 
     def sample(fraction: float) -> tuple[DataFrame, int]:
         threshold = rsigma.sample_threshold(fraction)
         df = source
-        if threshold < rsigma.SAMPLE_SCALE:
-            bucket = F.crc32(F.col("event_id").cast("binary")) % rsigma.SAMPLE_SCALE
+        if threshold < SAMPLE_SCALE:
+            bucket = F.crc32(F.col("event_id").cast("binary")) % SAMPLE_SCALE
             df = df.where(bucket < threshold)
         df = df.repartition(partitions).cache()
         return df, df.count()
@@ -127,8 +130,10 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     warm_s, _, _ = timed_run(warm_df)
     warm_rate = warm_n / warm_s
 
-    fraction = 1.0 if args.full else main_fraction(
-        args.events, warm_rate * args.run_seconds, args.warm_fraction
+    fraction = (
+        1.0
+        if args.full
+        else main_fraction(args.events, warm_rate * args.run_seconds, args.warm_fraction)
     )
     if fraction == args.warm_fraction:
         main_df, main_n = warm_df, warm_n
@@ -215,11 +220,28 @@ def run_child(args: argparse.Namespace, size: str, folder: Path, parquet: Path) 
     out = CACHE_DIR / f"engine-{size}.json"
     out.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "bench.engine", "--one-set", str(folder), "--label", size,
-        "--json-out", str(out), "--parquet", str(parquet), "--events", str(args.events),
-        "--warm-fraction", str(args.warm_fraction), "--run-seconds", str(args.run_seconds),
-        "--driver-memory", args.driver_memory, "--partitions", str(args.partitions or 0),
-    ] + (["--full"] if args.full else [])  # fmt: skip
+        sys.executable,
+        "-m",
+        "bench.engine",
+        "--one-set",
+        str(folder),
+        "--label",
+        size,
+        "--json-out",
+        str(out),
+        "--parquet",
+        str(parquet),
+        "--events",
+        str(args.events),
+        "--warm-fraction",
+        str(args.warm_fraction),
+        "--run-seconds",
+        str(args.run_seconds),
+        "--driver-memory",
+        args.driver_memory,
+        "--partitions",
+        str(args.partitions or 0),
+    ] + (["--full"] if args.full else [])
     subprocess.run(cmd, check=True)
     data: dict[str, Any] = json.loads(out.read_text())
     return data
@@ -247,23 +269,48 @@ def main(argv: list[str] | None = None) -> None:
         description="Throughput of the Sigstream detection engine (and rsigma) over amplified "
         "OTRF telemetry, for 100, 1,000 and all planned SigmaHQ Windows rules.",
     )
-    parser.add_argument("--events", type=int, default=None,
-                        help="size of the amplified event set (default 2,000,000; --quick 50,000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="50k events, 15 s runs: a smoke run of the whole harness (~8 min)")
-    parser.add_argument("--sizes", default="100,1000,all",
-                        help="rule-set sizes, comma separated ('all' = every planned rule)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="size of the amplified event set (default 2,000,000; --quick 50,000)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="50k events, 15 s runs: a smoke run of the whole harness (~8 min)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="100,1000,all",
+        help="rule-set sizes, comma separated ('all' = every planned rule)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="rule and event sampling")
-    parser.add_argument("--run-seconds", type=float, default=None,
-                        help="target length of each steady-state run (default 60; --quick 15)")
-    parser.add_argument("--warm-events", type=int, default=10_000,
-                        help="events in the first-run / warm-up sample (default 10,000)")
-    parser.add_argument("--full", action="store_true",
-                        help="evaluate every event of the set for each rule set (slow: ~1 h "
-                        "for 2M events with all rules on 2 cores)")
+    parser.add_argument(
+        "--run-seconds",
+        type=float,
+        default=None,
+        help="target length of each steady-state run (default 60; --quick 15)",
+    )
+    parser.add_argument(
+        "--warm-events",
+        type=int,
+        default=10_000,
+        help="events in the first-run / warm-up sample (default 10,000)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="evaluate every event of the set for each rule set (slow: ~1 h "
+        "for 2M events with all rules on 2 cores)",
+    )
     parser.add_argument("--driver-memory", default="6g", help="Spark driver memory (default 6g)")
-    parser.add_argument("--partitions", type=int, default=0,
-                        help="partitions of the cached events (default 4 x cores)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="partitions of the cached events (default 4 x cores)",
+    )
     parser.add_argument("--no-rsigma", action="store_true", help="skip the rsigma comparison")
     # internal: one rule set in a child process
     parser.add_argument("--one-set", help=argparse.SUPPRESS)
@@ -271,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     parser.add_argument("--warm-fraction", type=float, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
 
     if args.one_set:
         args.rules_dir = args.one_set
@@ -322,21 +369,40 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\nSigstream engine (Spark local mode; times in seconds)\n")
     print_table(
-        ["rules", "loaded", "compile+plan", "expr build", "first run (events)",
-         "steady events", "steady s", "events/s", "marginal ev/s", "per-query s",
-         "events/CPU-s", "JVM peak", "Python peak"],
+        [
+            "rules",
+            "loaded",
+            "compile+plan",
+            "expr build",
+            "first run (events)",
+            "steady events",
+            "steady s",
+            "events/s",
+            "marginal ev/s",
+            "per-query s",
+            "events/CPU-s",
+            "JVM peak",
+            "Python peak",
+        ],
         [
             [
-                r["label"], r["rules"], _f(r["compile_plan_s"]), _f(r["build_s"]),
-                f"{r['first_run_s']:.1f} ({r['warm_events']:,})", f"{r['events']:,}",
-                _f(r["steady_s"]), _f(r["events_per_s"], 0),
-                _f(r["marginal_events_per_s"], 0), _f(r["per_query_overhead_s"]),
+                r["label"],
+                r["rules"],
+                _f(r["compile_plan_s"]),
+                _f(r["build_s"]),
+                f"{r['first_run_s']:.1f} ({r['warm_events']:,})",
+                f"{r['events']:,}",
+                _f(r["steady_s"]),
+                _f(r["events_per_s"], 0),
+                _f(r["marginal_events_per_s"], 0),
+                _f(r["per_query_overhead_s"]),
                 _f(r["events"] / r["cpu_s"], 0) if r["cpu_s"] else "n/a",
-                mb(r["jvm_peak_kb"]), f"{r['python_peak_mb']:,.0f} MB",
+                mb(r["jvm_peak_kb"]),
+                f"{r['python_peak_mb']:,.0f} MB",
             ]
             for r in results
         ],
-    )  # fmt: skip
+    )
     print("\nSigstream vs rsigma (same events, same rules)\n")
     if not exe:
         print(
@@ -351,16 +417,33 @@ def main(argv: list[str] | None = None) -> None:
             continue
         ours = r["events_per_s"]
         theirs = run.events / run.eval_seconds
-        rows.append([
-            r["label"], f"{r['events']:,}", _f(ours, 0), _f(theirs, 0), f"{ours / theirs:.3f}",
-            _f(run.load_seconds), f"{r['matches']:,}", f"{run.matches:,}",
-            "yes" if r["per_rule"] == dict(run.per_rule) else "NO",
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["label"],
+                f"{r['events']:,}",
+                _f(ours, 0),
+                _f(theirs, 0),
+                f"{ours / theirs:.3f}",
+                _f(run.load_seconds),
+                f"{r['matches']:,}",
+                f"{run.matches:,}",
+                "yes" if r["per_rule"] == dict(run.per_rule) else "NO",
+            ]
+        )
     print_table(
-        ["rules", "events", "Sigstream ev/s", "rsigma ev/s", "Sigstream/rsigma",
-         "rsigma load s", "Sigstream matches", "rsigma matches", "agree per rule"],
+        [
+            "rules",
+            "events",
+            "Sigstream ev/s",
+            "rsigma ev/s",
+            "Sigstream/rsigma",
+            "rsigma load s",
+            "Sigstream matches",
+            "rsigma matches",
+            "agree per rule",
+        ],
         rows,
-    )  # fmt: skip
+    )
     if any(runs.values()):
         print(
             "\nrsigma ev/s excludes its rule load (timed on an empty input); it runs on one "
@@ -386,18 +469,25 @@ def main(argv: list[str] | None = None) -> None:
             "args": {k: v for k, v in vars(args).items() if not k.startswith("one_")},
             "machine": info,
             "corpus": corpus,
-            "results": [{k: v for k, v in r.items() if k not in ("per_rule", "titles")}
-                        for r in results],
+            "results": [
+                {k: v for k, v in r.items() if k not in ("per_rule", "titles")} for r in results
+            ],
             "rsigma": {
-                size: None if run is None else {
-                    "events": run.events, "seconds": run.seconds, "load_seconds": run.load_seconds,
-                    "cpu_seconds": run.cpu_seconds, "peak_rss_kb": run.peak_rss_kb,
-                    "matches": run.matches, "rules_loaded": run.rules_loaded,
+                size: None
+                if run is None
+                else {
+                    "events": run.events,
+                    "seconds": run.seconds,
+                    "load_seconds": run.load_seconds,
+                    "cpu_seconds": run.cpu_seconds,
+                    "peak_rss_kb": run.peak_rss_kb,
+                    "matches": run.matches,
+                    "rules_loaded": run.rules_loaded,
                 }
                 for size, run in runs.items()
             },
         },
-    )  # fmt: skip
+    )
     print(f"\n(results saved to {path})")
 
 

@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +32,15 @@ from typing import Any
 import yaml
 
 from bench.common import CACHE_DIR, progress
-from bench.dataset import TAG_CATEGORY, TAG_EVENT_TYPE, TAG_PRODUCT, TAG_SERVICE
+from bench.dataset import (
+    SAMPLE_SCALE,
+    TAG_BUCKET,
+    TAG_CATEGORY,
+    TAG_EVENT_TYPE,
+    TAG_PRODUCT,
+    TAG_SERVICE,
+)
 from detections.logsources import CATEGORY_EVENT_TYPES
-
-#: Event sampling: an event is in a sample of fraction f when crc32(event_id) % SCALE < f*SCALE
-#: (Spark's ``crc32`` of the UTF-8 id gives the same number, so both engines see one sample).
-SAMPLE_SCALE = 1_000_000
 
 
 def binary() -> str | None:
@@ -101,10 +103,6 @@ def sample_threshold(fraction: float) -> int:
     return max(1, min(SAMPLE_SCALE, round(fraction * SAMPLE_SCALE)))
 
 
-def in_sample(event_id: str, threshold: int) -> bool:
-    return zlib.crc32(event_id.encode()) % SAMPLE_SCALE < threshold
-
-
 def sample_file(source: Path, threshold: int) -> tuple[Path, int]:
     """The events of ``source`` (rsigma NDJSON) in the sample, written once and reused."""
     if threshold >= SAMPLE_SCALE:
@@ -115,14 +113,14 @@ def sample_file(source: Path, threshold: int) -> tuple[Path, int]:
     if dest.exists() and count_file.exists():
         return dest, int(count_file.read_text())
     progress(f"writing rsigma's sample ({threshold / SAMPLE_SCALE:.1%}) of {source.name} …")
-    prefix = b'{"_sigstream_event_id":"'
+    prefix = b'{"' + TAG_BUCKET.encode() + b'":'
     count = 0
     with source.open("rb") as src, dest.open("wb") as out:
         for line in src:
             if not line.startswith(prefix):
-                raise ValueError(f"{source}: line without a leading _sigstream_event_id")
-            end = line.index(b'"', len(prefix))
-            if zlib.crc32(line[len(prefix) : end]) % SAMPLE_SCALE < threshold:
+                raise ValueError(f"{source}: line without a leading {TAG_BUCKET}")
+            end = line.index(b",", len(prefix))
+            if int(line[len(prefix) : end]) < threshold:
                 out.write(line)
                 count += 1
     count_file.write_text(str(count))
@@ -202,7 +200,9 @@ def run(exe: str, rules: Path, pipeline: Path, events: Path, n_events: int) -> R
     empty.write_text("")
     load_s, _, _, load_err = _timed(_command(exe, rules, pipeline, empty), work / "load.out")
     loaded = next((ln for ln in load_err.splitlines() if ln.startswith("Loaded ")), "")
-    progress(f"rsigma: {loaded or 'rules loaded'} in {load_s:.1f}s; evaluating {n_events:,} events …")
+    progress(
+        f"rsigma: {loaded or 'rules loaded'} in {load_s:.1f}s; evaluating {n_events:,} events …"
+    )
     out = work / "matches.ndjson"
     seconds, cpu, rss, stderr = _timed(_command(exe, rules, pipeline, events), out)
     per_rule: Counter[str] = Counter()

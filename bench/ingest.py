@@ -1,0 +1,252 @@
+"""Ingest throughput: events/s from the ingest client into Kafka, kafka-python vs confluent-kafka.
+
+Events are encoded before the clock starts (the wire form of amplified OTRF events), so the
+numbers are the Kafka client's, not pydantic's. Both clients get the same producer settings
+as ``ingest.producer.EventProducer`` (acks=all, idempotence on, linger 20 ms, 512 KiB
+batches, no compression unless ``--compression``), send to a fresh topic with the project's
+partition count, and are timed from the first send to the end of ``flush()`` (every event
+acknowledged by the broker). The topic's end offsets are checked afterwards so a
+client that silently dropped events cannot win. Rounds alternate between the clients to
+spread out the noise of a busy machine; the median and the best round are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import machine_info, print_kv, print_table, progress, save_result
+from bench.dataset import base_events_path
+from sigstream.settings import Settings, get_settings
+
+Events = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class Round:
+    client: str
+    events: int
+    seconds: float
+    cpu_seconds: float
+    delivered: int
+    failed: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def load_events(settings: Settings, count: int, seed: int) -> Events:
+    """(key, value) pairs: a seeded sample of the OTRF events in their wire form."""
+    lines = base_events_path(settings).read_bytes().splitlines()
+    rng = random.Random(seed)
+    picked = [lines[i] for i in sorted(rng.sample(range(len(lines)), min(count, len(lines))))]
+    while len(picked) < count:  # more than the corpus: repeat it
+        picked.extend(picked[: count - len(picked)])
+    return [(json.loads(line)["sensor_id"].encode(), line) for line in picked]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kafka_python_round(
+    settings: Settings, topic: str, events: Events, compression: str | None
+) -> tuple[float, float, int]:
+    """The project's client: EventProducer's kafka-python producer and settings."""
+    from ingest.producer import EventProducer
+
+    producer = EventProducer(
+        settings.kafka_bootstrap, topic, f"{topic}.dlq", compression_type=compression
+    )
+    send = producer._producer.send  # EventProducer.send_raw minus the key .encode()
+    on_error = producer._on_error
+    cpu0, t0 = _cpu(), time.monotonic()
+    for key, value in events:
+        send(topic, key=key, value=value).add_errback(on_error)
+    producer.flush(timeout=600)
+    seconds, cpu = time.monotonic() - t0, _cpu() - cpu0
+    failed = producer.counts.failed
+    producer.close()
+    return seconds, cpu, failed
+
+
+def confluent_round(
+    settings: Settings, topic: str, events: Events, compression: str | None
+) -> tuple[float, float, int]:
+    """librdkafka through confluent-kafka, configured like EventProducer."""
+    from confluent_kafka import KafkaException, Producer
+
+    failed = 0
+
+    def delivered(err: Any, _msg: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "batch.size": 512 * 1024,
+            "message.max.bytes": 8 * 1024 * 1024,
+            "compression.type": compression or "none",
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+        }
+    )
+    produce, poll = producer.produce, producer.poll
+    cpu0, t0 = _cpu(), time.monotonic()
+    for key, value in events:
+        while True:
+            try:
+                produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:
+                poll(0.05)
+        poll(0)
+    if producer.flush(600) != 0:
+        raise KafkaException("confluent-kafka: messages left undelivered after flush")
+    return time.monotonic() - t0, _cpu() - cpu0, failed
+
+
+def end_offsets(settings: Settings, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+
+
+def delete_topics(settings: Settings, topics: list[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        admin.delete_topics(topics)
+    except Exception as exc:  # cleanup must not hide the numbers
+        progress(f"could not delete bench topics: {exc}")
+    finally:
+        admin.close()
+
+
+def ensure_services(settings: Settings, names: list[str]) -> None:
+    """Use the running services; start them (and leave them running) when they are down."""
+    from infra import services
+
+    current = services.status(settings)
+    down = [n for n in names if not current[n].up]
+    if down:
+        progress(f"starting {', '.join(down)} (left running; `sigstream infra down` stops them)")
+        services.up(down, settings=settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest",
+        description="Events/s from the ingest client into Kafka: kafka-python (the project's "
+        "EventProducer settings) vs confluent-kafka, pre-encoded events.",
+    )
+    parser.add_argument("--events", type=int, default=300_000, help="events per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per client (alternating)")
+    parser.add_argument(
+        "--compression", choices=["gzip", "snappy", "lz4", "zstd"], help="producer compression"
+    )
+    parser.add_argument("--seed", type=int, default=4, help="event sampling seed")
+    parser.add_argument(
+        "--clients", default="kafka-python,confluent-kafka", help="comma separated clients"
+    )
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    info = machine_info(settings)
+    clients: dict[str, Callable[..., tuple[float, float, int]]] = {
+        "kafka-python": kafka_python_round,
+        "confluent-kafka": confluent_round,
+    }
+    wanted = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if "confluent-kafka" in wanted:
+        try:
+            import confluent_kafka
+
+            info["confluent-kafka"] = (
+                f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+            )
+        except ImportError:
+            progress("confluent-kafka: not installed (pip install confluent-kafka); skipped")
+            wanted.remove("confluent-kafka")
+    ensure_services(settings, ["kafka"])
+    progress(f"encoding {args.events:,} events (before the clock starts) …")
+    events = load_events(settings, args.events, args.seed)
+    size = sum(len(v) for _, v in events)
+    progress(f"{size / 1e6:,.0f} MB of events, {size / len(events):,.0f} bytes on average")
+
+    from infra.kafka import ensure_topics
+
+    rounds: list[Round] = []
+    topics: list[str] = []
+    try:
+        for number in range(1, args.rounds + 1):
+            for client in wanted:
+                topic = f"sigstream-bench-ingest-{uuid.uuid4().hex[:8]}"
+                ensure_topics(settings, [topic], settings.topic_partitions)
+                topics.append(topic)
+                progress(f"round {number}: {client} → {topic} …")
+                seconds, cpu, failed = clients[client](settings, topic, events, args.compression)
+                delivered = end_offsets(settings, topic)
+                rounds.append(Round(client, len(events), seconds, cpu, delivered, failed))
+                progress(f"  {len(events) / seconds:,.0f} events/s, {delivered:,} in the topic")
+    finally:
+        delete_topics(settings, topics)
+
+    print_kv("Machine", info)
+    print(
+        f"\nIngest: {args.events:,} pre-encoded OTRF events per round "
+        f"({size / len(events):,.0f} bytes average), {settings.topic_partitions} partitions, "
+        f"acks=all, compression {args.compression or 'none'}, {args.rounds} rounds per client\n"
+    )
+    rows = []
+    summary: dict[str, Any] = {}
+    for client in wanted:
+        mine = [r for r in rounds if r.client == client]
+        rates = [r.rate for r in mine]
+        median = statistics.median(rates)
+        cpu_per_100k = statistics.median(r.cpu_seconds / r.events * 100_000 for r in mine)
+        ok = all(r.delivered == r.events and r.failed == 0 for r in mine)
+        rows.append(
+            [
+                client,
+                f"{median:,.0f}",
+                f"{max(rates):,.0f}",
+                f"{median * size / len(events) / 1e6:,.1f}",
+                f"{cpu_per_100k:.1f}",
+                "yes" if ok else "NO",
+            ]
+        )
+        summary[client] = {"median": median, "best": max(rates), "cpu_per_100k": cpu_per_100k}
+    print_table(
+        ["client", "events/s (median)", "events/s (best)", "MB/s", "CPU s / 100k", "all delivered"],
+        rows,
+    )
+    if len(summary) == 2:
+        ratio = summary["confluent-kafka"]["median"] / summary["kafka-python"]["median"]
+        print(f"\nconfluent-kafka / kafka-python: {ratio:.2f}x (medians)")
+    save_result("ingest", {"args": vars(args), "machine": info, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()

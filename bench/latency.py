@@ -1,0 +1,308 @@
+"""End-to-end latency: an event sent to Kafka -> its finding searchable in Elasticsearch.
+
+The real detection job runs in this process (``detections.job.start``, processing-time
+trigger, the production code path: Kafka source, parse, routing, rules, findings bulk-
+created from the executors). A sender thread produces events at a steady rate (half the
+engine's measured capacity unless ``--rate``), each carrying its send time in ``extra``
+(``bench_sent``); the job copies the event into the finding (``sigstream.event``), and a
+poller searches the findings index every ``--poll`` seconds. Latency = time the poller
+first saw the finding - send time, so it includes the producer's linger, the wait for the
+next trigger, the micro-batch, the bulk write and Elasticsearch's 1 s refresh.
+
+The job's first micro-batch pays Spark's analysis and code generation for the whole rule
+set; a warm-up phase absorbs it before the clock starts. Everything is sent to a fresh
+topic and a fresh findings index (deleted at the end), never the production ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    CACHE_DIR,
+    load_result,
+    machine_info,
+    print_kv,
+    print_table,
+    progress,
+    save_result,
+)
+from bench.dataset import base_events_path
+from bench.ingest import delete_topics, ensure_services
+from sigstream.settings import Settings, get_settings
+
+DEFAULT_RATE = 300.0
+
+
+def default_rate(size: str) -> tuple[float, str]:
+    """Half the engine's measured steady rate for this rule set, else a fixed default."""
+    saved = load_result("engine")
+    for result in (saved or {}).get("results", []):
+        if result.get("label") == size and result.get("events_per_s"):
+            capacity = float(result["events_per_s"])
+            return capacity / 2, f"half the engine's {capacity:,.0f} events/s ({size} rules)"
+    return DEFAULT_RATE, f"default (no engine result for '{size}' rules in {CACHE_DIR})"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class Poller(threading.Thread):
+    """Search the findings index every ``interval`` s; record when each finding appears."""
+
+    def __init__(self, settings: Settings, index: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        from detections.sinks.elasticsearch import connect
+
+        self.es = connect(settings.es_hosts)
+        self.index = index
+        self.interval = interval
+        self.seen: dict[str, tuple[float, dict[str, str]]] = {}
+        self.newest = ""  # event.ingested of the newest finding seen
+        self.stopping = threading.Event()
+        self.errors = 0
+
+    def poll(self) -> None:
+        query: dict[str, Any] = {"match_all": {}}
+        if self.newest:
+            # Bulk writes from one partition share one ingested time; look back generously.
+            query = {"range": {"event.ingested": {"gte": f"{self.newest}||-60s"}}}
+        response = self.es.search(
+            index=self.index,
+            query=query,
+            size=10_000,
+            source=["sigstream.event.extra", "event.ingested"],
+            ignore_unavailable=True,
+        )
+        now = time.time()
+        for hit in response["hits"]["hits"]:
+            if hit["_id"] in self.seen:
+                continue
+            source = hit["_source"]
+            extra = source.get("sigstream", {}).get("event", {}).get("extra", {})
+            self.seen[hit["_id"]] = (now, extra)
+            ingested = source.get("event", {}).get("ingested") or ""
+            self.newest = max(self.newest, ingested)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.poll()
+            except Exception:  # a slow or refused search must not end the benchmark
+                self.errors += 1
+            self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+def event_pool(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of the OTRF events (the realistic mix), as dicts to stamp and send."""
+    lines = base_events_path(settings).read_bytes().splitlines()
+    picked = random.Random(seed).sample(range(len(lines)), min(count, len(lines)))
+    return [json.loads(lines[i]) for i in picked]
+
+
+def send_phase(
+    producer: Any,
+    pool: list[dict[str, Any]],
+    start: int,
+    count: int,
+    rate: float,
+    phase: str,
+    run_id: str,
+) -> int:
+    """Send ``count`` events at ``rate``/s, each stamped with its send time; returns count."""
+    from ingest.replay import RateLimiter
+
+    limiter = RateLimiter(rate)
+    for i in range(start, start + count):
+        base = pool[i % len(pool)]
+        event = dict(base)
+        event["event_id"] = f"{base['event_id']}-{run_id}-{i}"  # fresh finding ids
+        limiter.wait()
+        extra = dict(base.get("extra") or {})
+        extra["bench_phase"] = phase
+        extra["bench_sent"] = f"{time.time():.6f}"
+        event["extra"] = extra
+        producer.send_raw(str(event["sensor_id"]), json.dumps(event).encode())
+    producer.flush()
+    return count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.latency",
+        description="End-to-end latency from Kafka send to searchable finding, with the real "
+        "streaming job running in-process; prints p50/p95/p99.",
+    )
+    parser.add_argument(
+        "--rate", type=float, help="events/s (default: half the engine's measured rate)"
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of sending")
+    parser.add_argument(
+        "--rules",
+        default="all",
+        help="'all' planned SigmaHQ Windows rules, or a size the engine benchmark sampled",
+    )
+    parser.add_argument(
+        "--trigger", type=float, default=2.0, help="micro-batch trigger interval, s (job: 2)"
+    )
+    parser.add_argument("--poll", type=float, default=0.1, help="Elasticsearch poll interval, s")
+    parser.add_argument("--warmup-events", type=int, default=2_000, help="events before timing")
+    parser.add_argument("--seed", type=int, default=4, help="event sampling seed")
+    parser.add_argument("--driver-memory", default="4g", help="Spark driver memory")
+    parser.add_argument(
+        "--max-wait", type=float, default=300.0, help="give up waiting for the job after s"
+    )
+    args = parser.parse_args(argv)
+
+    from detections.job import BatchStats, JobConfig, JobTotals, start
+    from detections.plan import load_plan
+    from detections.sinks.elasticsearch import connect
+    from detections.spark import build_session
+    from infra.kafka import ensure_topics
+    from ingest.producer import EventProducer
+    from sigstream.cli import default_rule_paths
+
+    settings = get_settings()
+    info = machine_info(settings)
+    rate, why = (args.rate, "--rate") if args.rate else default_rate(args.rules)
+    ensure_services(settings, ["kafka", "elasticsearch"])
+
+    if args.rules == "all":
+        rule_paths = default_rule_paths(settings)
+    else:
+        folder = CACHE_DIR / f"rules-{args.rules}-s{args.seed}"
+        if not folder.is_dir():
+            raise SystemExit(f"{folder} not found: run the engine benchmark with that size first")
+        rule_paths = [folder]
+    progress("compiling rules …")
+    plan = load_plan(rule_paths)
+    progress(f"{len(plan.rules)} rules planned")
+
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"sigstream-bench-latency-{run_id}"
+    index = f"sigstream-bench-latency-{run_id}"
+    checkpoint = CACHE_DIR / f"latency-checkpoint-{run_id}"
+    ensure_topics(settings, [topic, f"{topic}.dlq"], settings.topic_partitions)
+    cfg = JobConfig(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        events_topic=topic,
+        dlq_topic=f"{topic}.dlq",
+        es_hosts=tuple(settings.es_hosts),
+        findings_index=index,
+        checkpoint_dir=checkpoint,
+        trigger_seconds=args.trigger,
+    )
+    measured = int(rate * args.duration)
+    pool = event_pool(settings, args.warmup_events + measured, args.seed)
+    batches: list[BatchStats] = []
+    totals = JobTotals()
+
+    progress("starting Spark and the detection job (builds every rule's expression) …")
+    spark = build_session(
+        settings.model_copy(update={"spark_driver_memory": args.driver_memory}),
+        app_name="sigstream-bench-latency",
+        extra_conf={"spark.ui.showConsoleProgress": "false"},
+    )
+    es = connect(settings.es_hosts)
+    poller = Poller(settings, index, args.poll)
+    producer = EventProducer(settings.kafka_bootstrap, topic, f"{topic}.dlq")
+    query = None
+    try:
+        started = time.monotonic()
+        query = start(spark, plan, cfg, totals, on_batch=batches.append)
+        progress(f"job started in {time.monotonic() - started:.1f}s; warming up …")
+        send_phase(producer, pool, 0, args.warmup_events, rate, "warmup", run_id)
+        deadline = time.monotonic() + args.max_wait
+        while totals.events < args.warmup_events and time.monotonic() < deadline:
+            time.sleep(0.5)
+        warm_batches = len(batches)
+        progress(
+            f"warm-up done: {totals.events:,} events in {warm_batches} batches "
+            f"(first batch {batches[0].seconds:.1f}s)"
+            if batches
+            else "warm-up did not finish in time"
+        )
+        poller.start()
+        progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
+        send_phase(producer, pool, args.warmup_events, measured, rate, "measure", run_id)
+        expected = args.warmup_events + measured
+        deadline = time.monotonic() + args.max_wait
+        while totals.events < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(max(3.0, 3 * args.poll))  # the last bulk write, one refresh, a poll
+        poller.stopping.set()
+        poller.join()
+    finally:
+        if query is not None:
+            query.stop()
+        producer.close()
+        spark.stop()
+
+    latencies = [
+        seen - float(extra["bench_sent"])
+        for seen, extra in poller.seen.values()
+        if extra.get("bench_phase") == "measure" and "bench_sent" in extra
+    ]
+    steady = batches[warm_batches:]
+    try:
+        es.indices.delete(index=index, ignore_unavailable=True)
+        es.indices.delete_index_template(name=f"{index}-template")
+    except Exception as exc:
+        progress(f"could not delete the bench index: {exc}")
+    delete_topics(settings, [topic, f"{topic}.dlq"])
+    shutil.rmtree(checkpoint, ignore_errors=True)
+
+    print_kv("Machine", info)
+    print(
+        f"\nLatency: {len(plan.rules)} rules, {measured:,} events at {rate:,.0f}/s ({why}), "
+        f"trigger {args.trigger:g}s, ES refresh 1s, poll {args.poll:g}s; "
+        f"{totals.events - args.warmup_events:,} measured events processed in "
+        f"{len(steady)} batches (mean {statistics.mean([b.seconds for b in steady] or [0]):.2f}s, "
+        f"max {max([b.seconds for b in steady] or [0]):.2f}s per batch)\n"
+    )
+    if not latencies:
+        print("no findings seen for the measured events (see the job's log above)")
+        return
+    row = [
+        f"{len(latencies):,}",
+        *(f"{percentile(latencies, q):.2f}" for q in (0.5, 0.95, 0.99)),
+        f"{max(latencies):.2f}",
+        f"{statistics.mean(latencies):.2f}",
+    ]
+    print_table(["findings", "p50 s", "p95 s", "p99 s", "max s", "mean s"], [row])
+    if poller.errors:
+        print(f"({poller.errors} failed polls)")
+    save_result(
+        "latency",
+        {
+            "args": vars(args),
+            "machine": info,
+            "rate": rate,
+            "rules": len(plan.rules),
+            "findings": len(latencies),
+            "p50": percentile(latencies, 0.5),
+            "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99),
+            "max": max(latencies),
+            "batches": [b.__dict__ for b in steady],
+        },
+    )
+
+
+if __name__ == "__main__":
+    Path(CACHE_DIR).mkdir(parents=True, exist_ok=True)
+    main()
