@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -199,7 +200,7 @@ def run(exe: str, rules: Path, pipeline: Path, events: Path, n_events: int) -> R
     empty = work / "empty.ndjson"
     empty.write_text("")
     load_s, _, _, load_err = _timed(_command(exe, rules, pipeline, empty), work / "load.out")
-    loaded = next((ln for ln in load_err.splitlines() if ln.startswith("Loaded ")), "")
+    loaded = next((ln for ln in load_err.splitlines() if re.match(r"Loaded \d+ ", ln)), "")
     progress(
         f"rsigma: {loaded or 'rules loaded'} in {load_s:.1f}s; evaluating {n_events:,} events …"
     )
