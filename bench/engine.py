@@ -8,10 +8,11 @@ Per rule-set size (a seeded random sample of the planned SigmaHQ Windows rules) 
 * compile + plan time (``detections.plan.load_plan`` over that set's rule files),
 * Spark expression build time (``detections.engine.build_rule_columns``, py4j-bound),
 * the first run (includes Spark's analysis, optimisation and code generation) on a small
-  warm-up sample, then steady-state runs: the same warm-up sample again and a larger
-  sample sized to ``--run-seconds``; events/s is the larger run's events / wall time,
-* the per-query fixed cost (what each micro-batch pays before the first event) and the
-  marginal event rate, from the two steady runs,
+  warm-up sample (``--warm-events``), then steady-state runs: the same warm-up sample
+  again, and a larger sample (``--steady-events``); events/s is the larger run's events /
+  wall time,
+* the per-query fixed cost (what each micro-batch pays whatever its size) and the marginal
+  event rate, from the two steady runs (t = fixed + n / marginal),
 * peak RSS of the Spark driver JVM and of the Python process.
 
 Each rule set runs in its own child process (its own JVM), so first-run and peak-memory
@@ -59,13 +60,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def warm_fraction(n: int, warm_events: int) -> float:
-    return next((s for s in STEPS if s * n >= warm_events), 1.0)
-
-
-def main_fraction(n: int, target_events: float, floor: float) -> float:
-    fitting = [s for s in STEPS if s * n <= target_events]
-    return max([floor, *fitting])
+def sample_fraction(n: int, events: int) -> float:
+    """The smallest sampling step that gives at least ``events`` of ``n`` (or all)."""
+    return next((s for s in STEPS if s * n >= events), 1.0)
 
 
 # --- one rule set, in a child process ---------------------------------------------------
@@ -130,11 +127,7 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     warm_s, _, _ = timed_run(warm_df)
     warm_rate = warm_n / warm_s
 
-    fraction = (
-        1.0
-        if args.full
-        else main_fraction(args.events, warm_rate * args.run_seconds, args.warm_fraction)
-    )
+    fraction = 1.0 if args.full else args.steady_fraction
     if fraction == args.warm_fraction:
         main_df, main_n = warm_df, warm_n
     else:
@@ -235,8 +228,8 @@ def run_child(args: argparse.Namespace, size: str, folder: Path, parquet: Path) 
         str(args.events),
         "--warm-fraction",
         str(args.warm_fraction),
-        "--run-seconds",
-        str(args.run_seconds),
+        "--steady-fraction",
+        str(args.steady_fraction),
         "--driver-memory",
         args.driver_memory,
         "--partitions",
@@ -278,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="50k events, 15 s runs: a smoke run of the whole harness (~8 min)",
+        help="50k events, smaller samples: a smoke run of the whole harness (~6 min)",
     )
     parser.add_argument(
         "--sizes",
@@ -287,10 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="rule and event sampling")
     parser.add_argument(
-        "--run-seconds",
-        type=float,
+        "--steady-events",
+        type=int,
         default=None,
-        help="target length of each steady-state run (default 60; --quick 15)",
+        help="events in the steady-state run (default 100,000; --quick 25,000)",
     )
     parser.add_argument(
         "--warm-events",
@@ -318,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     parser.add_argument("--warm-fraction", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--steady-fraction", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one_set:
@@ -327,8 +321,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     args.events = args.events or (50_000 if args.quick else 2_000_000)
-    args.run_seconds = args.run_seconds or (15.0 if args.quick else 60.0)
-    args.warm_fraction = warm_fraction(args.events, args.warm_events)
+    args.steady_events = args.steady_events or (25_000 if args.quick else 100_000)
+    args.warm_fraction = sample_fraction(args.events, args.warm_events)
+    args.steady_fraction = max(args.warm_fraction, sample_fraction(args.events, args.steady_events))
     settings = get_settings()
     info = machine_info(settings)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]

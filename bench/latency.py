@@ -107,11 +107,36 @@ class Poller(threading.Thread):
             self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def event_pool(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
-    """A seeded sample of the OTRF events (the realistic mix), as dicts to stamp and send."""
+def event_pool(
+    settings: Settings, count: int, seed: int, match_share: float
+) -> tuple[list[dict[str, Any]], int]:
+    """Events to send, as dicts to stamp: a seeded sample of the OTRF mix, with a share of
+    SigmaHQ regression events mixed in. The OTRF mix alone yields few findings (well under
+    1% of events with all rules), too few for a p99; each regression event was written to
+    trigger its rule, so they make findings frequent without changing the background."""
+    from ingest.producer import encode_event
+    from ingest.sources import iter_items
+
+    rng = random.Random(seed)
     lines = base_events_path(settings).read_bytes().splitlines()
-    picked = random.Random(seed).sample(range(len(lines)), min(count, len(lines)))
-    return [json.loads(lines[i]) for i in picked]
+    background = [
+        json.loads(lines[i]) for i in rng.sample(range(len(lines)), min(count, len(lines)))
+    ]
+    regression = settings.shared_data / "sigma-regression"
+    markers = []
+    if match_share > 0 and regression.is_dir():
+        markers = [
+            json.loads(encode_event(item.event))
+            for item in iter_items([regression])
+            if item.event is not None
+        ]
+    pool = []
+    for i in range(count):
+        if markers and rng.random() < match_share:
+            pool.append(rng.choice(markers))
+        else:
+            pool.append(background[i % len(background)])
+    return pool, len(markers)
 
 
 def send_phase(
@@ -161,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--poll", type=float, default=0.1, help="Elasticsearch poll interval, s")
     parser.add_argument("--warmup-events", type=int, default=2_000, help="events before timing")
+    parser.add_argument(
+        "--match-share",
+        type=float,
+        default=0.1,
+        help="share of SigmaHQ regression events (each triggers a rule) among the OTRF mix",
+    )
     parser.add_argument("--seed", type=int, default=4, help="event sampling seed")
     parser.add_argument("--driver-memory", default="4g", help="Spark driver memory")
     parser.add_argument(
@@ -207,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         trigger_seconds=args.trigger,
     )
     measured = int(rate * args.duration)
-    pool = event_pool(settings, args.warmup_events + measured, args.seed)
+    pool, n_markers = event_pool(
+        settings, args.warmup_events + measured, args.seed, args.match_share
+    )
     batches: list[BatchStats] = []
     totals = JobTotals()
 
@@ -269,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     print_kv("Machine", info)
     print(
         f"\nLatency: {len(plan.rules)} rules, {measured:,} events at {rate:,.0f}/s ({why}), "
+        f"{args.match_share:.0%} of them SigmaHQ regression events ({n_markers} distinct), "
         f"trigger {args.trigger:g}s, ES refresh 1s, poll {args.poll:g}s; "
         f"{totals.events - args.warmup_events:,} measured events processed in "
         f"{len(steady)} batches (mean {statistics.mean([b.seconds for b in steady] or [0]):.2f}s, "
