@@ -9,7 +9,8 @@ be answered from a cache of repeated values.
 
 Three files per size N under ``.cache/bench/``, all the same events in the same order:
 
-* ``events-N.jsonl``: the wire form (what sensors send to Kafka), for ingest and latency;
+* ``events-N.jsonl``: the wire form (what sensors send to Kafka), an intermediate: deleted
+  once parsed into Parquet (``--keep-jsonl`` keeps it, e.g. for ``sigstream replay``);
 * ``events-N.parquet``: the wire form parsed exactly as the job parses Kafka records
   (``detections.parse``), so the engine benchmark starts from job-shaped rows;
 * ``events-N.rsigma.ndjson``: the same events flattened for rsigma (``extra`` merged into
@@ -211,7 +212,7 @@ def build_files(n: int, seed: int = DEFAULT_SEED, settings: Settings | None = No
     """Write the wire JSONL and rsigma NDJSON for ``n`` events (both in one pass)."""
     settings = settings or get_settings()
     paths = dataset_paths(n, seed)
-    if paths["jsonl"].exists() and paths["rsigma"].exists():
+    if paths["rsigma"].exists() and (paths["jsonl"].exists() or paths["parquet"].exists()):
         return
     base_path = base_events_path(settings)
     progress(f"loading base events from {base_path.name} …")
@@ -231,7 +232,9 @@ def build_files(n: int, seed: int = DEFAULT_SEED, settings: Settings | None = No
     progress(f"wrote {paths['jsonl'].name} and {paths['rsigma'].name}")
 
 
-def build_parquet(n: int, seed: int = DEFAULT_SEED, settings: Settings | None = None) -> None:
+def build_parquet(
+    n: int, seed: int = DEFAULT_SEED, settings: Settings | None = None, keep_jsonl: bool = False
+) -> None:
     """Parse the wire JSONL with the job's own parser and store the rows as Parquet."""
     from pyspark.sql import functions as F
 
@@ -266,18 +269,17 @@ def build_parquet(n: int, seed: int = DEFAULT_SEED, settings: Settings | None = 
     finally:
         spark.stop()
     progress(f"wrote {paths['parquet'].name}")
+    if not keep_jsonl:
+        paths["jsonl"].unlink()
 
 
-def ensure(n: int, seed: int = DEFAULT_SEED, *, parquet: bool = True) -> dict[str, Path]:
-    """The dataset files, built in a child process when missing (so the caller's peak
-    memory measures its benchmark, not the one-time generation)."""
+def ensure(n: int, seed: int = DEFAULT_SEED) -> dict[str, Path]:
+    """The Parquet and rsigma files, built in a child process when missing (so the caller's
+    peak memory measures its benchmark, not the one-time generation)."""
     paths = dataset_paths(n, seed)
-    needed = ["jsonl", "rsigma"] + (["parquet"] if parquet else [])
-    if not all(paths[k].exists() for k in needed):
+    if not (paths["parquet"].exists() and paths["rsigma"].exists()):
         progress(f"building the {n:,}-event dataset (once; cached in {CACHE_DIR}) …")
         cmd = [sys.executable, "-m", "bench.dataset", "--events", str(n), "--seed", str(seed)]
-        if not parquet:
-            cmd.append("--no-parquet")
         subprocess.run(cmd, check=True)
     return paths
 
@@ -289,11 +291,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--events", type=int, default=2_000_000, help="number of events")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sampling/variation seed")
-    parser.add_argument("--no-parquet", action="store_true", help="skip the Spark Parquet file")
+    parser.add_argument(
+        "--keep-jsonl", action="store_true", help="keep the wire-form JSONL after parsing"
+    )
     args = parser.parse_args(argv)
     build_files(args.events, args.seed)
-    if not args.no_parquet:
-        build_parquet(args.events, args.seed)
+    build_parquet(args.events, args.seed, keep_jsonl=args.keep_jsonl)
     for kind, path in dataset_paths(args.events, args.seed).items():
         if path.exists():
             files = list(path.rglob("*")) if path.is_dir() else [path]

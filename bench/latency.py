@@ -320,6 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     print_table(["findings", "p50 s", "p95 s", "p99 s", "max s", "mean s"], [row])
     if poller.errors:
         print(f"({poller.errors} failed polls)")
+    busy = sum(b.seconds for b in steady)
+    if busy and steady:
+        job_rate = sum(b.events for b in steady) / busy
+        verdict = (
+            "kept up"
+            if job_rate >= rate
+            else "did NOT keep up: latency includes a growing backlog; try a lower --rate"
+        )
+        print(f"\nthe job processed {job_rate:,.0f} events per second of batch time: {verdict}")
     save_result(
         "latency",
         {
