@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from detections.grouping import GroupingConfig, current_config, group_key
 from schemas.findings import (
     EventInfo,
     Finding,
     FindingState,
+    GroupInfo,
     HostInfo,
     ParentProcess,
     ProcessInfo,
@@ -16,6 +18,7 @@ from schemas.findings import (
     SigstreamInfo,
     attack_from_tags,
     finding_id,
+    group_id,
 )
 
 
@@ -40,28 +43,54 @@ def _process(event: dict[str, Any]) -> ProcessInfo:
     )
 
 
+def _message(rule: RuleInfo, host: str, process: ProcessInfo) -> str:
+    """What free-text search looks in: rule, host and the acting process."""
+    parts = [rule.name, rule.id, host, process.executable, process.command_line]
+    parts += [process.parent.executable, process.parent.command_line]
+    return " | ".join(p for p in parts if p)
+
+
 def build_finding(
-    rule: RuleInfo, event: dict[str, Any], ingested: datetime | None = None
+    rule: RuleInfo,
+    event: dict[str, Any],
+    ingested: datetime | None = None,
+    grouping: GroupingConfig | None = None,
 ) -> Finding:
-    """The finding for ``rule`` matching ``event`` (a schema event as a plain dict)."""
+    """The finding for ``rule`` matching ``event`` (a schema event as a plain dict), with
+    the group it belongs to (``grouping``: the process settings when not given)."""
     event = {k: v for k, v in event.items() if v is not None and v != {}}
-    fid = finding_id(rule.id, str(event["event_id"]))
+    event_id = str(event["event_id"])
+    fid = finding_id(rule.id, event_id)
+    when = _time(event["event_time"])
+    host = str(event["host"])
+    tenant = str(event.get("tenant_id", "default"))
+    window_s = (grouping or current_config()).window_for(rule.id)
+    key, start = group_key(when, event_id, window_s)
+    process = _process(event)
     return Finding(
-        timestamp=_time(event["event_time"]),
+        timestamp=when,
         rule=rule,
         threat=attack_from_tags(rule.tags),
-        host=HostInfo(name=str(event["host"])),
-        process=_process(event),
+        host=HostInfo(name=host),
+        process=process,
         event=EventInfo(
-            id=str(event["event_id"]),
+            id=event_id,
             category=str(event.get("event_type")),
-            created=_time(event["event_time"]),
+            created=when,
             ingested=ingested,
         ),
+        message=_message(rule, host, process),
         sigstream=SigstreamInfo(
-            tenant_id=str(event.get("tenant_id", "default")),
+            tenant_id=tenant,
             sensor_id=str(event["sensor_id"]),
             finding=FindingState(id=fid),
+            group=GroupInfo(
+                id=group_id(tenant, rule.id, host, key),
+                window_s=max(window_s, 0),
+                window_start=start,
+                first_seen=when,
+                last_seen=when,
+            ),
             event=event,
         ),
     )

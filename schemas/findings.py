@@ -70,16 +70,61 @@ class EventInfo(_Model):
     ingested: datetime | None = None
 
 
+Status = Literal["open", "acknowledged", "closed"]
+Resolution = Literal["true_positive", "benign", "false_positive"]
+
+
+class Note(_Model):
+    author: str
+    at: datetime
+    text: str
+
+
+class Change(_Model):
+    """One audit-history entry: who changed what, when, from which value to which."""
+
+    at: datetime
+    actor: str
+    action: str
+    field: str | None = None
+    old: str | None = None
+    new: str | None = None
+
+
 class FindingState(_Model):
+    """Triage state. Authoritative on group documents (the ``-groups`` index); per-match
+    documents keep the defaults and are never updated."""
+
     id: str
-    status: Literal["open", "acknowledged", "closed"] = "open"
+    status: Status = "open"
+    resolution: Resolution | None = None
+    assignee: str | None = None
+    updated: datetime | None = None
+    notes: list[Note] = Field(default_factory=list)
+    history: list[Change] = Field(default_factory=list)
     schema_version: int = FINDING_SCHEMA_VERSION
+
+
+class GroupInfo(_Model):
+    """Which group (the finding an analyst sees) a match belongs to, and on group
+    documents its derived size: count and first/last seen are recomputed from the
+    per-match documents, never incremented, so replays cannot double-count."""
+
+    id: str
+    window_s: int
+    window_start: datetime | None = None
+    count: int = 1
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
 
 
 class SigstreamInfo(_Model):
     tenant_id: str
     sensor_id: str
     finding: FindingState
+    group: GroupInfo | None = None
+    # Ids of the suppression rules that silenced this match (kept and counted, not lost).
+    suppressed_by: list[str] = Field(default_factory=list)
     # The matching event exactly as the schema parsed it; stored, not indexed.
     event: dict[str, Any] = Field(default_factory=dict)
 
@@ -91,12 +136,20 @@ class Finding(_Model):
     host: HostInfo
     process: ProcessInfo = Field(default_factory=ProcessInfo)
     event: EventInfo
+    # ECS ``message``: rule, host and process in one analysed text field for free-text search.
+    message: str | None = None
     sigstream: SigstreamInfo
 
 
 def finding_id(rule_id: str, event_id: str) -> str:
     """Deterministic id: the same rule matching the same event is always the same finding."""
     return hashlib.sha256(f"{rule_id}\x1f{event_id}".encode()).hexdigest()[:40]
+
+
+def group_id(tenant_id: str, rule_id: str, host: str, key: str) -> str:
+    """Deterministic group id: same tenant, rule, host and window key -> same finding."""
+    raw = "\x1f".join((tenant_id, rule_id, host, key))
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
 def attack_from_tags(tags: list[str]) -> Threat:

@@ -55,10 +55,30 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "2g"
     checkpoint_dir: Path = PROJECT_ROOT / ".run" / "checkpoints"
 
+    # Triage (issue 6): matches of one rule on one host within this many seconds are one
+    # finding; per-rule overrides in a YAML file ({default: s, rules: {rule id: s}}; 0 = off).
+    events_index: str = "sigstream-events"
+    group_window_s: int = 3600
+    grouping_file: Path | None = None
+    # API keys for the triage HTTP API: YAML {key: {tenant: t, role: analyst|read-only, user: u}}.
+    api_keys_file: Path | None = None
+
     # Values of Sigma `|expand` placeholders (%domain_controllers% ...): a YAML mapping.
     placeholders_file: Path | None = None
 
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
+
+    # Rules workflow (docs/rules-workflow.md): events archive for backtests, deployment store,
+    # bundle signing key, public keys the job trusts, shadow findings, automatic demotion.
+    archive_dir: Path = PROJECT_ROOT / ".run" / "archive" / "events"
+    deploy_dir: Path = PROJECT_ROOT / ".run" / "deploy"
+    signing_key: Path = PROJECT_ROOT / ".run" / "keys" / "bundle-signing.key"
+    trusted_keys: Path = PROJECT_ROOT / ".run" / "keys" / "trusted"
+    shadow_findings_index: str = "sigstream-findings-shadow"
+    demote_max_alert_rate: float = 0.05
+    demote_max_alerts_per_batch: int = 1000
+    demote_max_cost_us: float = 500.0
+    demote_min_events: int = 1000
 
 
 @lru_cache(maxsize=1)

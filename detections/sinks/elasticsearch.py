@@ -1,8 +1,18 @@
-"""Write findings to Elasticsearch with bulk requests and deterministic ids.
+"""Write findings to Elasticsearch, replay-safe.
 
-Documents are sent with ``op_type=create``: a finding that already exists (a replay after
-a crash, a re-processed micro-batch) is a 409 that we count as a duplicate, so replays
-never duplicate findings and never overwrite an analyst's triage state.
+Three indices per findings name ``<index>``:
+
+* ``<index>``: one immutable document per (rule, event) match, id = finding_id(rule, event),
+  sent with ``op_type=create``: a replayed match is a 409 counted as a duplicate.
+* ``<index>-groups``: the findings analysts triage, one per (tenant, rule, host, window),
+  id = group id. Count and first/last seen are *recomputed* from the match documents
+  (distinct match ids) and written with optimistic concurrency as partial updates that
+  never touch triage state, so a replay can neither double-count nor overwrite status,
+  assignee or notes.
+* ``<index>-suppressions``: suppression rules; matches they silence are stored (and
+  counted) but never open or grow a finding.
+
+The stripped Elasticsearch distribution has no scripting, so nothing here uses scripts.
 """
 
 from __future__ import annotations
@@ -11,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch, NotFoundError, helpers
 
+from detections.suppression import Suppression, suppressed_by
 from schemas.findings import Finding
 from schemas.generate import es_mappings
 
@@ -21,11 +32,21 @@ from schemas.generate import es_mappings
 class BulkResult:
     created: int = 0
     duplicates: int = 0
+    suppressed: int = 0
+    groups_synced: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 class BulkWriteError(RuntimeError):
     """Some documents were refused for a reason other than "already exists"."""
+
+
+def groups_index(index: str) -> str:
+    return f"{index}-groups"
+
+
+def suppressions_index(index: str) -> str:
+    return f"{index}-suppressions"
 
 
 def connect(hosts: Sequence[str], **kwargs: Any) -> Elasticsearch:
@@ -34,38 +55,92 @@ def connect(hosts: Sequence[str], **kwargs: Any) -> Elasticsearch:
     )
 
 
-def ensure_findings_index(es: Elasticsearch, index: str) -> None:
-    """Create the index template and index for findings if they do not exist yet."""
-    template = f"{index}-template"
-    if not es.indices.exists_index_template(name=template):
-        es.indices.put_index_template(
-            name=template,
-            index_patterns=[f"{index}*"],
-            template={
-                "settings": {
-                    "number_of_shards": 1,
-                    "number_of_replicas": 0,
-                    "refresh_interval": "1s",
-                },
-                "mappings": es_mappings(Finding),
-            },
-            priority=100,
-        )
-    if not es.indices.exists(index=index):
+def finding_mappings() -> dict[str, Any]:
+    """Generated strict mappings, with ECS ``message`` analysed for free-text search."""
+    mappings = es_mappings(Finding)
+    mappings["properties"]["message"] = {"type": "text"}
+    return mappings
+
+
+SUPPRESSION_MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "id": {"type": "keyword"},
+        "tenant_id": {"type": "keyword"},
+        "rule_id": {"type": "keyword"},
+        "fields": {"type": "object", "enabled": False},
+        "start": {"type": "date"},
+        "end": {"type": "date"},
+        "reason": {"type": "text"},
+        "author": {"type": "keyword"},
+        "created": {"type": "date"},
+    },
+}
+
+_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+
+
+def _template(es: Elasticsearch, name: str, patterns: list[str], mappings: dict[str, Any]) -> None:
+    es.indices.put_index_template(
+        name=name,
+        index_patterns=patterns,
+        template={"settings": _SETTINGS, "mappings": mappings},
+        priority=100,
+    )
+
+
+def _ensure(es: Elasticsearch, index: str, mappings: dict[str, Any]) -> None:
+    """Create ``index`` (from its template) or add new fields to an existing one."""
+    if es.indices.exists(index=index):
+        es.indices.put_mapping(index=index, properties=mappings["properties"])
+    else:
         es.options(ignore_status=400).indices.create(index=index)
 
 
-def write_documents(
-    es: Elasticsearch,
-    index: str,
-    documents: Iterable[tuple[str, dict[str, Any]]],
-    chunk_size: int = 1000,
+def ensure_findings_index(es: Elasticsearch, index: str) -> None:
+    """Index templates and indices for matches, groups and suppressions.
+
+    Templates also cover rollover backing indices (``<name>-000001`` ...), see
+    triage/lifecycle.py. Existing indices get new fields added (mappings only grow)."""
+    mappings = finding_mappings()
+    _template(es, f"{index}-template", [index, f"{index}-0*"], mappings)
+    groups = groups_index(index)
+    _template(es, f"{groups}-template", [groups, f"{groups}-0*"], mappings)
+    sup = suppressions_index(index)
+    _template(es, f"{sup}-template", [sup], SUPPRESSION_MAPPINGS)
+    for name, m in ((index, mappings), (groups, mappings), (sup, SUPPRESSION_MAPPINGS)):
+        _ensure(es, name, m)
+
+
+def active_suppressions(es: Elasticsearch, index: str) -> list[Suppression]:
+    """Every suppression rule of ``index`` (few: a page of 10,000 is plenty)."""
+    try:
+        resp = es.search(index=suppressions_index(index), size=10_000, query={"match_all": {}})
+    except NotFoundError:
+        return []
+    return [Suppression.model_validate(h["_source"]) for h in resp["hits"]["hits"]]
+
+
+def _mark_suppressed(docs: list[tuple[str, dict[str, Any]]], sups: list[Suppression]) -> int:
+    count = 0
+    for _, body in docs:
+        sig = body.get("sigstream")
+        if not sups or not isinstance(sig, dict):
+            continue
+        ids = suppressed_by(sups, body)
+        if ids:
+            sig["suppressed_by"] = ids
+            count += 1
+    return count
+
+
+def _bulk_create(
+    es: Elasticsearch, index: str, docs: list[tuple[str, dict[str, Any]]], chunk_size: int
 ) -> BulkResult:
-    """Bulk-create documents; raise BulkWriteError on any failure but duplicates."""
     result = BulkResult()
     actions = (
         {"_op_type": "create", "_index": index, "_id": doc_id, "_source": body}
-        for doc_id, body in documents
+        for doc_id, body in docs
     )
     for ok, item in helpers.streaming_bulk(
         es,
@@ -84,6 +159,41 @@ def write_documents(
             result.duplicates += 1
         else:
             result.errors.append(f"{info.get('_id')}: {info.get('status')} {info.get('error')}")
+    return result
+
+
+def write_documents(
+    es: Elasticsearch,
+    index: str,
+    documents: Iterable[tuple[str, dict[str, Any]]],
+    chunk_size: int = 1000,
+) -> BulkResult:
+    """Bulk-create match documents, then bring their groups up to date.
+
+    Groups are synced for duplicates too: if a crash hit between the two steps, the
+    replayed batch (all 409s) still repairs the group. Raises BulkWriteError on any
+    refusal but "already exists"."""
+    from detections.sinks.groups import sync_groups
+
+    docs = list(documents)
+    suppressed = _mark_suppressed(docs, active_suppressions(es, index)) if docs else 0
+    result = _bulk_create(es, index, docs, chunk_size)
+    result.suppressed = suppressed
     if result.errors:
         raise BulkWriteError(f"{len(result.errors)} findings refused; first: {result.errors[0]}")
+    group_ids = {
+        body["sigstream"]["group"]["id"]
+        for _, body in docs
+        if (body.get("sigstream") or {}).get("group") and not body["sigstream"].get("suppressed_by")
+    }
+    if group_ids:
+        es.indices.refresh(index=index)
+        result.groups_synced = sync_groups(es, index, sorted(group_ids))
     return result
+
+
+def write_findings(es: Elasticsearch, index: str, findings: Iterable[Finding]) -> BulkResult:
+    """The typed entry point: write ``findings`` (matches) and sync their groups."""
+    from detections.findings import finding_document
+
+    return write_documents(es, index, (finding_document(f) for f in findings))
