@@ -52,6 +52,10 @@ def _mount_infra() -> None:
 
 _mount_infra()
 
+from ingest.gateway.cli import app as _gateway_app  # noqa: E402
+
+app.add_typer(_gateway_app, name="gateway")
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -305,6 +309,15 @@ def findings_summary(
     for row in rows:
         table.add_row(row["rule"], row["level"] or "", row["host"], f"{row['count']:,}")
     console.print(table)
+
+
+def _mount_triage() -> None:
+    from triage.cli import register
+
+    register(findings_app)
+
+
+_mount_triage()
 
 
 # --- schema ----------------------------------------------------------------------------

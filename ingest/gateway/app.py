@@ -1,0 +1,235 @@
+"""The gateway's HTTP surface: ``POST /v1/events`` (a batch), ``/healthz``, ``/readyz``.
+
+One batch, in order: authenticate the bearer token (401), refuse oversized bodies before
+reading them (413), decode and validate every line (``parse``), apply the sensor's rate
+limit (429 + Retry-After), drop event ids Kafka already has (``dedupe``), then deliver
+events and rejects to Kafka and wait for the acknowledgements (503 + Retry-After if Kafka
+does not take them). The answer is JSON with per-batch counts and every rejection's reason.
+Batches of one credential are processed one at a time, which keeps each sensor's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ingest.gateway.credentials import Credential, CredentialStore
+from ingest.gateway.dedupe import RecentIds
+from ingest.gateway.limits import RateLimiter, retry_after_header
+from ingest.gateway.parse import BatchError, Limits, ParsedBatch, parse_batch
+from ingest.gateway.sink import Sink, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+#: How many rejections the answer lists one by one (all of them are counted by reason).
+MAX_LISTED_REJECTS = 100
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    limits: Limits = field(default_factory=Limits)
+    events_per_second: float = 20_000.0  # per credential; 0 disables the limit
+    burst_events: float = 40_000.0
+    kafka_retry_after_s: float = 5.0
+    dedupe_capacity: int = 1_000_000
+    #: Seed the de-duplication window from the last N records of each events partition.
+    restore_per_partition: int = 200_000
+
+
+@dataclass
+class GatewayState:
+    store: CredentialStore
+    sink: Sink
+    options: GatewayOptions
+    recent: RecentIds
+    limiter: RateLimiter
+    executor: ThreadPoolExecutor
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    totals: Counter[str] = field(default_factory=Counter)
+
+
+def _problem(status: int, reason: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"reason": reason, "message": message}, status_code=status, headers=headers)
+
+
+def _authenticate(state: GatewayState, request: Request) -> Credential | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return state.store.verify(token)
+
+
+async def _read_body(request: Request, cap: int) -> bytes | None:
+    """The body, or None as soon as it grows past ``cap`` (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(
+    batch_id: str, cred: Credential, parsed: ParsedBatch, fresh: int, duplicates: int
+) -> dict[str, Any]:
+    return {
+        "batch": batch_id,
+        "tenant": cred.tenant_id,
+        "sensor": cred.sensor_id,
+        "lines": parsed.lines,
+        "accepted": fresh,
+        "duplicates": duplicates,
+        "rejected": len(parsed.rejects),
+        "reasons": dict(Counter(r.reason for r in parsed.rejects)),
+        "rejects": [
+            {"line": r.line, "reason": r.reason, "message": r.message}
+            for r in parsed.rejects[:MAX_LISTED_REJECTS]
+        ],
+    }
+
+
+async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
+    cred = _authenticate(state, request)
+    if cred is None:
+        return JSONResponse(
+            {"reason": "unauthorized", "message": "missing, unknown or revoked credential"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    limits = state.options.limits
+    body = await _read_body(request, limits.max_body_bytes)
+    if body is None:
+        return _problem(413, "body_too_large", f"body over {limits.max_body_bytes} bytes")
+    batch_id = request.headers.get("x-sigstream-batch", "")[:64] or uuid.uuid4().hex
+    encoding = request.headers.get("content-encoding")
+    loop = asyncio.get_running_loop()
+    lock = state.locks.setdefault(cred.key_id, asyncio.Lock())
+    async with lock:
+        now = datetime.now(UTC)
+        try:
+            parsed = await loop.run_in_executor(
+                state.executor, parse_batch, body, cred.identity(), limits, now, encoding
+            )
+        except BatchError as exc:
+            state.totals[f"batch_{exc.reason}"] += 1
+            return _problem(exc.status, exc.reason, str(exc))
+        wait = state.limiter.check(cred.key_id, parsed.lines, time.monotonic())
+        if wait == float("inf"):
+            return _problem(413, "batch_over_burst", "batch larger than the sensor's burst")
+        if wait > 0:
+            state.totals["rate_limited"] += 1
+            return _problem(
+                429,
+                "rate_limited",
+                f"over {state.options.events_per_second:g} events/s",
+                **{"Retry-After": retry_after_header(wait)},
+            )
+        seen: set[tuple[str, str]] = set()
+        fresh = []
+        for _, event in parsed.events:
+            key = (event.tenant_id, event.event_id)
+            if key in state.recent or key in seen:
+                continue
+            seen.add(key)
+            fresh.append(event)
+        duplicates = len(parsed.events) - len(fresh)
+        try:
+            await loop.run_in_executor(
+                state.executor,
+                state.sink.deliver,
+                fresh,
+                parsed.rejects,
+                cred.identity(),
+                batch_id,
+            )
+        except SinkUnavailable as exc:
+            log.warning("batch %s of %s not delivered: %s", batch_id, cred.sensor_id, exc)
+            state.totals["kafka_unavailable"] += 1
+            return _problem(
+                503,
+                "kafka_unavailable",
+                "events not stored; re-send the batch",
+                **{"Retry-After": retry_after_header(state.options.kafka_retry_after_s)},
+            )
+        state.recent.add_all((e.tenant_id, e.event_id) for e in fresh)
+    state.totals["accepted"] += len(fresh)
+    state.totals["duplicates"] += duplicates
+    state.totals["rejected"] += len(parsed.rejects)
+    return JSONResponse(_answer(batch_id, cred, parsed, len(fresh), duplicates))
+
+
+def create_app(
+    store: CredentialStore,
+    sink: Sink,
+    options: GatewayOptions | None = None,
+    *,
+    seed_ids: Any = None,
+) -> FastAPI:
+    """The ASGI app. ``seed_ids``: a callable returning the (tenant, event id) pairs already
+    in Kafka, run once at start-up (None: start with an empty window)."""
+    opts = options or GatewayOptions()
+    if opts.events_per_second > 0 and opts.burst_events < opts.limits.max_events:
+        raise ValueError("burst_events must be at least limits.max_events")
+    state = GatewayState(
+        store=store,
+        sink=sink,
+        options=opts,
+        recent=RecentIds(opts.dedupe_capacity),
+        limiter=RateLimiter(opts.events_per_second, opts.burst_events),
+        executor=ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if seed_ids is not None:
+            try:
+                ids = await asyncio.get_running_loop().run_in_executor(state.executor, seed_ids)
+                state.recent.add_all(ids)
+                log.info("de-duplication window seeded with %d event ids", len(ids))
+            except Exception as exc:  # Kafka down at start: serve anyway, window empty
+                log.warning("could not seed the de-duplication window: %r", exc)
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)
+        sink.close()
+
+    app = FastAPI(title="sigstream ingest gateway", lifespan=lifespan, docs_url=None)
+    app.state.gateway = state
+
+    @app.post("/v1/events")
+    async def events(request: Request) -> JSONResponse:
+        """Ingest one NDJSON batch (Content-Encoding: identity, gzip or zstd)."""
+        return await ingest_batch(state, request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "totals": dict(state.totals), "recent_ids": len(state.recent)}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready_fn = getattr(sink, "ready", None)
+        ok = (
+            True
+            if ready_fn is None
+            else await asyncio.get_running_loop().run_in_executor(state.executor, ready_fn)
+        )
+        return JSONResponse({"kafka": ok}, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,158 @@
+"""``sigstream gateway serve | enroll | revoke | list | cert``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sigstream.settings import get_settings
+
+app = typer.Typer(
+    help="The HTTPS ingest gateway: sensors -> authenticated batches -> Kafka.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def gateway_dir() -> Path:
+    return get_settings().run_dir / "gateway"
+
+
+def default_credentials() -> Path:
+    return gateway_dir() / "credentials.json"
+
+
+Credentials = Annotated[
+    Path | None,
+    typer.Option(help="Credential store (default: .run/gateway/credentials.json)."),
+]
+
+
+@app.command()
+def enroll(
+    tenant: Annotated[str, typer.Option(help="Tenant the sensor belongs to.")],
+    sensor: Annotated[str, typer.Option(help="Sensor id (events must carry it or none).")],
+    relay: Annotated[
+        bool, typer.Option(help="A collector that may send for any sensor id of its tenant.")
+    ] = False,
+    credentials: Credentials = None,
+) -> None:
+    """Issue a credential; prints the token once (only its hash is stored)."""
+    from ingest.gateway.credentials import CredentialError, CredentialStore
+
+    try:
+        key_id, token = CredentialStore(credentials or default_credentials()).enroll(
+            tenant, sensor, relay=relay
+        )
+    except CredentialError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    err.print(f"enrolled sensor {sensor!r} of tenant {tenant!r} as key {key_id}")
+    print(token)
+
+
+@app.command()
+def revoke(
+    key_or_sensor: Annotated[str, typer.Argument(help="A key id, or a sensor id (all its keys).")],
+    tenant: Annotated[str | None, typer.Option(help="Only keys of this tenant.")] = None,
+    credentials: Credentials = None,
+) -> None:
+    """Revoke credentials; a running gateway refuses them from its next request on."""
+    from ingest.gateway.credentials import CredentialError, CredentialStore
+
+    try:
+        keys = CredentialStore(credentials or default_credentials()).revoke(key_or_sensor, tenant)
+    except CredentialError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"revoked {len(keys)} key(s): {', '.join(keys)}")
+
+
+@app.command("list")
+def list_(credentials: Credentials = None) -> None:
+    """Enrolled credentials (never the tokens)."""
+    from ingest.gateway.credentials import CredentialStore
+
+    table = Table("key", "tenant", "sensor", "relay", "created", "revoked")
+    for c in CredentialStore(credentials or default_credentials()).list():
+        table.add_row(
+            c.key_id, c.tenant_id, c.sensor_id, "yes" if c.relay else "", c.created, c.revoked or ""
+        )
+    console.print(table)
+
+
+@app.command()
+def cert(
+    out: Annotated[Path | None, typer.Option(help="Folder (default: .run/gateway/tls).")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="DNS name or IP the cert is for (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing pair.")] = False,
+) -> None:
+    """Generate a self-signed certificate and key for the gateway."""
+    from ingest.gateway.tls import generate_self_signed
+
+    folder = out or gateway_dir() / "tls"
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    if cert_path.exists() and not force:
+        err.print(f"[red]{cert_path} exists (use --force to replace it)[/red]")
+        raise typer.Exit(1)
+    generate_self_signed(cert_path, key_path, host or ["localhost", "127.0.0.1"])
+    console.print(f"wrote {cert_path} and {key_path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8443,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key.")] = None,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Plain HTTP: the embedded demo only.")
+    ] = False,
+    topic: Annotated[str | None, typer.Option(help="Events topic (default: settings).")] = None,
+    dlq_topic: Annotated[str | None, typer.Option(help="DLQ topic (default: settings).")] = None,
+    rate: Annotated[float, typer.Option(help="Events/s per credential (0: no limit).")] = 20_000,
+    burst: Annotated[float, typer.Option(help="Events a credential may send at once.")] = 40_000,
+    credentials: Credentials = None,
+) -> None:
+    """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
+    import uvicorn
+
+    from ingest.gateway.app import GatewayOptions
+    from ingest.gateway.server import TlsFiles, kafka_app, uvicorn_config
+    from ingest.gateway.tls import ensure_cert
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    s = get_settings()
+    tls: TlsFiles | None = None
+    if insecure_http:
+        err.print("[yellow]plain HTTP: tokens travel in clear text (demo only)[/yellow]")
+    else:
+        folder = gateway_dir() / "tls"
+        tls = TlsFiles(tls_cert or folder / "cert.pem", tls_key or folder / "key.pem")
+        if ensure_cert(tls.cert, tls.key, ["localhost", "127.0.0.1", host]):
+            err.print(f"generated a self-signed certificate: {tls.cert}")
+    creds = credentials or default_credentials()
+    if not creds.exists():
+        err.print(
+            f"[yellow]no credentials yet in {creds}: enroll with "
+            "'sigstream gateway enroll --tenant T --sensor S'[/yellow]"
+        )
+    app_ = kafka_app(
+        creds,
+        s.kafka_bootstrap,
+        topic or s.events_topic,
+        dlq_topic or s.dlq_topic,
+        GatewayOptions(events_per_second=rate, burst_events=burst),
+    )
+    scheme = "https" if tls else "http"
+    err.print(f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}")
+    uvicorn.Server(uvicorn_config(app_, host, port, tls, log_level="info")).run()

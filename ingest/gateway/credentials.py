@@ -1,0 +1,147 @@
+"""Per-sensor credentials: enrollment, revocation, verification.
+
+A credential is a bearer token ``sst_<key id>_<secret>`` issued once at enrollment. The
+store (a small JSON file, mode 0600) keeps only the SHA-256 of the secret, the tenant, the
+sensor id and whether the key is a relay (may send for any sensor of its tenant) or revoked.
+Why a token and not an HMAC over the batch: the batch travels over TLS already, and a token
+can be stored hashed, whereas an HMAC key must be stored in the clear on the server too.
+
+The gateway re-reads the file when its modification time changes, so ``sigstream gateway
+revoke`` takes effect on a running gateway within one request, without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest.gateway.parse import Identity
+
+TOKEN_RE = re.compile(r"^sst_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class CredentialError(ValueError):
+    """Enrollment input that cannot be accepted (bad names, unknown key ...)."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    key_id: str
+    tenant_id: str
+    sensor_id: str
+    secret_sha256: str
+    created: str
+    relay: bool = False
+    revoked: str | None = None
+
+    def identity(self) -> Identity:
+        return Identity(tenant_id=self.tenant_id, sensor_id=self.sensor_id, relay=self.relay)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class CredentialStore:
+    """The JSON credential file; every write is atomic (temp file + fsync + rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._by_key: dict[str, Credential] = {}
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._by_key, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_ino)  # every save is a rename: a new inode
+        if stamp == self._stamp:
+            return
+        doc = json.loads(self.path.read_text() or "{}")
+        self._by_key = {k: Credential(**v) for k, v in doc.get("credentials", {}).items()}
+        self._stamp = stamp
+
+    def list(self) -> list[Credential]:
+        self._load()
+        return sorted(self._by_key.values(), key=lambda c: (c.tenant_id, c.sensor_id, c.key_id))
+
+    def verify(self, token: str) -> Credential | None:
+        """The live credential a token belongs to, or None (unknown, wrong or revoked)."""
+        match = TOKEN_RE.match(token.strip())
+        if not match:
+            return None
+        self._load()
+        cred = self._by_key.get(match.group(1))
+        if cred is None or cred.revoked:
+            return None
+        if not hmac.compare_digest(cred.secret_sha256, _digest(match.group(2))):
+            return None
+        return cred
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"version": 1, "credentials": {k: asdict(v) for k, v in self._by_key.items()}}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(doc, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._stamp = None
+
+    def enroll(self, tenant_id: str, sensor_id: str, *, relay: bool = False) -> tuple[str, str]:
+        """Issue a new credential; returns ``(key id, token)``. The token is shown once."""
+        for label, value in (("tenant", tenant_id), ("sensor", sensor_id)):
+            if not NAME_RE.match(value):
+                raise CredentialError(f"invalid {label} id {value!r} (letters, digits, ._:-)")
+        self._load()
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        self._by_key[key_id] = Credential(
+            key_id=key_id,
+            tenant_id=tenant_id,
+            sensor_id=sensor_id,
+            secret_sha256=_digest(secret),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            relay=relay,
+        )
+        self._save()
+        return key_id, f"sst_{key_id}_{secret}"
+
+    def revoke(self, key_or_sensor: str, tenant_id: str | None = None) -> list[str]:
+        """Revoke by key id, or every live key of a sensor id; returns the key ids revoked."""
+        self._load()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        hits = [
+            c
+            for c in self._by_key.values()
+            if not c.revoked
+            and (c.key_id == key_or_sensor or c.sensor_id == key_or_sensor)
+            and (tenant_id is None or c.tenant_id == tenant_id)
+        ]
+        if not hits:
+            raise CredentialError(f"no live credential with key or sensor id {key_or_sensor!r}")
+        for c in hits:
+            self._by_key[c.key_id] = replace(c, revoked=now)
+        self._save()
+        return [c.key_id for c in hits]

@@ -1,0 +1,114 @@
+"""Run the gateway: build it from settings, serve it with uvicorn (TLS unless told not to).
+
+``GatewayServer`` runs uvicorn on a thread and is what tests and the benchmark use to get a
+real server on a free port; ``sigstream gateway serve`` runs the same thing in the
+foreground.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from ingest.gateway.app import GatewayOptions, create_app
+from ingest.gateway.credentials import CredentialStore
+from ingest.gateway.sink import KafkaSink, recent_ids
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+
+
+def kafka_app(
+    credentials: Path,
+    bootstrap: str,
+    events_topic: str,
+    dlq_topic: str,
+    options: GatewayOptions | None = None,
+) -> FastAPI:
+    """The gateway app writing to Kafka, its de-duplication window seeded from the topic."""
+    opts = options or GatewayOptions()
+    sink = KafkaSink(bootstrap, events_topic, dlq_topic)
+
+    def seed() -> list[tuple[str, str]]:
+        if opts.restore_per_partition <= 0:
+            return []
+        return recent_ids(bootstrap, events_topic, opts.restore_per_partition)
+
+    return create_app(CredentialStore(credentials), sink, opts, seed_ids=seed)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def uvicorn_config(
+    app: FastAPI, host: str, port: int, tls: TlsFiles | None, log_level: str = "warning"
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+
+
+class GatewayServer:
+    """uvicorn on a background thread; ``stop()`` then ``start()`` again simulates an outage."""
+
+    def __init__(
+        self,
+        app_factory: Callable[[], FastAPI],
+        host: str,
+        port: int,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        # A factory, not an app: each start is a fresh process-like gateway (new producer,
+        # de-duplication window seeded again from Kafka), as after a real restart.
+        self.app_factory, self.host, self.port, self.tls = app_factory, host, port, tls
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> GatewayServer:
+        # uvicorn installs signal handlers only on the main thread, so none here.
+        server = uvicorn.Server(uvicorn_config(self.app_factory(), self.host, self.port, self.tls))
+        thread = threading.Thread(target=server.run, name="gateway-uvicorn", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start on {self.url}")
+            time.sleep(0.05)
+        self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=30)
+        self._server = self._thread = None
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
