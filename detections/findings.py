@@ -7,6 +7,7 @@ from typing import Any
 
 from detections.grouping import GroupingConfig, current_config, group_key
 from schemas.findings import (
+    LEVEL_SEVERITY,
     EventInfo,
     Finding,
     FindingState,
@@ -78,6 +79,7 @@ def build_finding(
             category=str(event.get("event_type")),
             created=when,
             ingested=ingested,
+            severity=LEVEL_SEVERITY.get((rule.level or "").lower()),
         ),
         message=_message(rule, host, process),
         sigstream=SigstreamInfo(

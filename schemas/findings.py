@@ -68,6 +68,8 @@ class EventInfo(_Model):
     category: str
     created: datetime
     ingested: datetime | None = None
+    # ECS numeric severity from the rule level, so "most severe first" is a plain sort.
+    severity: int | None = None
 
 
 Status = Literal["open", "acknowledged", "closed"]
@@ -139,6 +141,10 @@ class Finding(_Model):
     # ECS ``message``: rule, host and process in one analysed text field for free-text search.
     message: str | None = None
     sigstream: SigstreamInfo
+
+
+#: Sigma level -> ECS ``event.severity`` (the scale Elastic's detection rules use).
+LEVEL_SEVERITY = {"informational": 0, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 
 def finding_id(rule_id: str, event_id: str) -> str:

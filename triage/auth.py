@@ -1,0 +1,62 @@
+"""Who is calling: API keys carry a tenant, a role and a user name.
+
+Keys live in a YAML file (``SIGSTREAM_API_KEYS_FILE``)::
+
+    sk-alice-123: {tenant: acme, role: analyst, user: alice}
+    sha256:5e88...: {tenant: globex, role: read-only, user: auditor}
+
+An entry may be keyed by the key itself or by ``sha256:<hex digest of the key>`` so the
+file need not hold secrets. Roles: ``analyst`` (read and triage), ``read-only``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Role = Literal["analyst", "read-only"]
+ROLES: tuple[str, ...] = ("analyst", "read-only")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The identity every query is scoped by. ``tenant=None`` (all tenants) is only for
+    the operator's CLI on the backend, never for API callers."""
+
+    user: str
+    role: Role
+    tenant: str | None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "analyst"
+
+
+class KeyStore:
+    def __init__(self, entries: dict[str, dict[str, Any]]) -> None:
+        self._entries: dict[str, Caller] = {}
+        for key, info in entries.items():
+            role = info.get("role", "read-only")
+            if role not in ROLES:
+                raise ValueError(f"API key for {info.get('user')!r}: unknown role {role!r}")
+            if not info.get("tenant"):
+                raise ValueError(f"API key for {info.get('user')!r}: a tenant is required")
+            self._entries[str(key)] = Caller(
+                user=str(info.get("user", "unknown")), role=role, tenant=str(info["tenant"])
+            )
+
+    @classmethod
+    def from_file(cls, path: Path) -> KeyStore:
+        return cls(yaml.safe_load(Path(path).read_text()) or {})
+
+    def lookup(self, key: str) -> Caller | None:
+        """The caller for ``key``, or None when the key is unknown."""
+        if not key:
+            return None
+        if key in self._entries and not key.startswith("sha256:"):
+            return self._entries[key]
+        return self._entries.get("sha256:" + hashlib.sha256(key.encode()).hexdigest())

@@ -1,0 +1,340 @@
+"""Read and triage findings in Elasticsearch, always scoped to the caller's tenant.
+
+Request bodies are built by pure functions (``list_query`` ...) and executed by thin
+functions taking an Elasticsearch client. The findings analysts see are the group
+documents (``<index>-groups``); their matches are in ``<index>``; raw events for context
+in the events index. Another tenant's finding is simply "not found".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from elasticsearch import ConflictError, Elasticsearch, NotFoundError
+
+from detections.sinks.elasticsearch import groups_index, suppressions_index
+from detections.suppression import Suppression
+from triage import workflow
+from triage.auth import Caller
+
+SORTS = {
+    "last_seen": "sigstream.group.last_seen",
+    "first_seen": "sigstream.group.first_seen",
+    "count": "sigstream.group.count",
+    "severity": "event.severity",
+    "rule": "rule.name",
+    "host": "host.name",
+    "status": "sigstream.finding.status",
+}
+MAX_PAGE_SIZE = 200
+#: Heavy fields a list page does not need.
+LIST_EXCLUDES = ["sigstream.event", "sigstream.finding.history", "sigstream.finding.notes"]
+
+
+class NotFound(LookupError):
+    """No such finding for this caller (other tenants' findings are not found either)."""
+
+
+class Forbidden(PermissionError):
+    """The caller's role does not allow this."""
+
+
+@dataclass
+class ListFilters:
+    start: datetime | None = None
+    end: datetime | None = None
+    levels: list[str] = field(default_factory=list)
+    rule: str | None = None
+    host: str | None = None
+    status: list[str] = field(default_factory=list)
+    assignee: str | None = None
+    text: str | None = None
+    sort: str = "last_seen"
+    order: str = "desc"
+    page: int = 1
+    size: int = 25
+
+
+def tenant_filter(caller: Caller) -> list[dict[str, Any]]:
+    """The clause every query carries: only the caller's tenant."""
+    return [] if caller.tenant is None else [{"term": {"sigstream.tenant_id": caller.tenant}}]
+
+
+def _ci_term(fld: str, value: str) -> dict[str, Any]:
+    return {"term": {fld: {"value": value, "case_insensitive": True}}}
+
+
+def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
+    """The search body for one page of findings."""
+    if f.sort not in SORTS:
+        raise ValueError(f"unknown sort {f.sort!r}; one of {', '.join(SORTS)}")
+    filters = tenant_filter(caller)
+    if f.start:
+        filters.append({"range": {"sigstream.group.last_seen": {"gte": f.start.isoformat()}}})
+    if f.end:
+        filters.append({"range": {"sigstream.group.first_seen": {"lte": f.end.isoformat()}}})
+    if f.levels:
+        filters.append({"terms": {"rule.level": [lv.lower() for lv in f.levels]}})
+    if f.rule:
+        filters.append(
+            {
+                "bool": {
+                    "should": [_ci_term("rule.id", f.rule), _ci_term("rule.name", f.rule)],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    if f.host:
+        filters.append(_ci_term("host.name", f.host))
+    if f.status:
+        filters.append({"terms": {"sigstream.finding.status": f.status}})
+    if f.assignee:
+        filters.append({"term": {"sigstream.finding.assignee": f.assignee}})
+    must: list[dict[str, Any]] = []
+    if f.text and f.text.strip():
+        must.append(
+            {
+                "simple_query_string": {
+                    "query": f.text,
+                    "fields": ["message"],
+                    "default_operator": "and",
+                }
+            }
+        )
+    size = max(1, min(f.size, MAX_PAGE_SIZE))
+    page = max(1, f.page)
+    order = "asc" if f.order == "asc" else "desc"
+    return {
+        "query": {"bool": {"filter": filters, "must": must}},
+        "sort": [{SORTS[f.sort]: {"order": order}}, {"sigstream.finding.id": "asc"}],
+        "from": (page - 1) * size,
+        "size": size,
+        "track_total_hits": True,
+        "_source": {"excludes": LIST_EXCLUDES},
+    }
+
+
+def list_findings(
+    es: Elasticsearch, index: str, caller: Caller, f: ListFilters
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page of finding documents)."""
+    body = list_query(f, caller)
+    try:
+        resp = es.search(index=groups_index(index), **body)
+    except NotFoundError:
+        return 0, []
+    return int(resp["hits"]["total"]["value"]), [h["_source"] for h in resp["hits"]["hits"]]
+
+
+def _hit(es: Elasticsearch, index: str, caller: Caller, finding_id: str) -> dict[str, Any]:
+    """The finding's search hit (with _index, _seq_no) if the caller may see it."""
+    query = {"bool": {"filter": [{"ids": {"values": [finding_id]}}, *tenant_filter(caller)]}}
+    try:
+        resp = es.search(index=groups_index(index), query=query, size=1, seq_no_primary_term=True)
+    except NotFoundError as exc:
+        raise NotFound(finding_id) from exc
+    hits = resp["hits"]["hits"]
+    if not hits:
+        raise NotFound(finding_id)
+    return hits[0]
+
+
+def get_finding(es: Elasticsearch, index: str, caller: Caller, finding_id: str) -> dict[str, Any]:
+    return _hit(es, index, caller, finding_id)["_source"]
+
+
+def finding_matches(
+    es: Elasticsearch, index: str, caller: Caller, finding: dict[str, Any], size: int = 50
+) -> tuple[int, list[dict[str, Any]]]:
+    """The finding's matching events (per-match documents), oldest first."""
+    gid = finding["sigstream"]["group"]["id"]
+    query = {
+        "bool": {
+            "filter": [{"term": {"sigstream.group.id": gid}}, *tenant_filter(caller)],
+            "must_not": [{"exists": {"field": "sigstream.suppressed_by"}}],
+        }
+    }
+    resp = es.search(
+        index=index, query=query, size=size, sort=[{"@timestamp": "asc"}], track_total_hits=True
+    )
+    return int(resp["hits"]["total"]["value"]), [h["_source"] for h in resp["hits"]["hits"]]
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def related_events_query(
+    finding: dict[str, Any], caller: Caller, window: timedelta, size: int = 100
+) -> dict[str, Any]:
+    """Events from the finding's host within ``window`` of its first and last match."""
+    g = finding["sigstream"]["group"]
+    first = _parse(g.get("first_seen") or finding["@timestamp"])
+    last = _parse(g.get("last_seen") or finding["@timestamp"])
+    return {
+        "query": {
+            "bool": {
+                "filter": [
+                    {"term": {"host": finding["host"]["name"]}},
+                    {"term": {"tenant_id": finding["sigstream"]["tenant_id"]}},
+                    *([] if caller.tenant is None else [{"term": {"tenant_id": caller.tenant}}]),
+                    {
+                        "range": {
+                            "event_time": {
+                                "gte": (first - window).isoformat(),
+                                "lte": (last + window).isoformat(),
+                            }
+                        }
+                    },
+                ]
+            }
+        },
+        "sort": [{"event_time": "asc"}],
+        "size": size,
+    }
+
+
+def related_events(
+    es: Elasticsearch,
+    events_index: str,
+    caller: Caller,
+    finding: dict[str, Any],
+    window: timedelta,
+) -> list[dict[str, Any]]:
+    try:
+        resp = es.search(index=events_index, **related_events_query(finding, caller, window))
+    except NotFoundError:
+        return []
+    return [h["_source"] for h in resp["hits"]["hits"]]
+
+
+def _process_start(
+    es: Elasticsearch, events_index: str, tenant: str, guid: str
+) -> dict[str, Any] | None:
+    resp = es.search(
+        index=events_index,
+        size=1,
+        query={
+            "bool": {
+                "filter": [
+                    {"term": {"tenant_id": tenant}},
+                    {"term": {"ProcessGuid": guid}},
+                    {"term": {"event_type": "process_creation"}},
+                ]
+            }
+        },
+    )
+    hits = resp["hits"]["hits"]
+    return hits[0]["_source"] if hits else None
+
+
+def process_ancestry(
+    es: Elasticsearch, events_index: str, finding: dict[str, Any], max_depth: int = 10
+) -> list[dict[str, Any]]:
+    """The acting process and its ancestors (process-creation events, child first),
+    followed through ``ParentProcessGuid`` as far as the events index knows them."""
+    event = finding["sigstream"].get("event") or {}
+    tenant = finding["sigstream"]["tenant_id"]
+    guid = event.get("ProcessGuid") or event.get("SourceProcessGuid")
+    chain: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        while guid and guid not in seen and len(chain) < max_depth:
+            seen.add(guid)
+            start = _process_start(es, events_index, tenant, guid)
+            if start is None:
+                if not chain and event.get("ParentProcessGuid"):
+                    guid = event["ParentProcessGuid"]  # the match itself is the creation
+                    continue
+                break
+            chain.append(start)
+            guid = start.get("ParentProcessGuid")
+    except NotFoundError:
+        return []
+    return chain
+
+
+def update_finding(
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    finding_id: str,
+    action: str,
+    attempts: int = 8,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Apply a triage action with optimistic concurrency; returns the new state.
+
+    The update names only ``sigstream.finding``, so it can race the job's count updates
+    safely: whichever loses re-reads and retries."""
+    if not caller.can_write:
+        raise Forbidden(f"{caller.user} ({caller.role}) may not change findings")
+    for _ in range(attempts):
+        hit = _hit(es, index, caller, finding_id)
+        state = hit["_source"]["sigstream"]["finding"]
+        new = workflow.apply(state, action, caller.user, datetime.now(UTC), **kwargs)
+        try:
+            es.update(
+                index=hit["_index"],
+                id=finding_id,
+                doc={"sigstream": {"finding": new}},
+                if_seq_no=hit["_seq_no"],
+                if_primary_term=hit["_primary_term"],
+                refresh="wait_for",
+            )
+            return new
+        except ConflictError:
+            continue
+    raise ConflictError("too many concurrent updates", None, None)  # type: ignore[arg-type]
+
+
+# --- suppressions --------------------------------------------------------------------
+
+
+def add_suppression(es: Elasticsearch, index: str, caller: Caller, sup: Suppression) -> Suppression:
+    """Store a suppression for the caller's tenant (its id is derived from what it matches)."""
+    if not caller.can_write:
+        raise Forbidden(f"{caller.user} ({caller.role}) may not add suppressions")
+    tenant = caller.tenant or sup.tenant_id
+    sup = sup.model_copy(
+        update={"tenant_id": tenant, "author": caller.user, "created": datetime.now(UTC)}
+    ).with_id()
+    es.index(
+        index=suppressions_index(index),
+        id=sup.id,
+        document=sup.model_dump(mode="json"),
+        refresh="wait_for",
+    )
+    return sup
+
+
+def list_suppressions(es: Elasticsearch, index: str, caller: Caller) -> list[dict[str, Any]]:
+    """The caller's suppressions, each with how many matches it has silenced so far."""
+    try:
+        resp = es.search(
+            index=suppressions_index(index),
+            size=1000,
+            query={"bool": {"filter": tenant_filter_plain(caller)}},
+        )
+    except NotFoundError:
+        return []
+    rows = [h["_source"] for h in resp["hits"]["hits"]]
+    if not rows:
+        return rows
+    counts = es.search(
+        index=index,
+        size=0,
+        query={"bool": {"filter": tenant_filter(caller)}},
+        aggs={"s": {"terms": {"field": "sigstream.suppressed_by", "size": len(rows)}}},
+    )
+    by_id = {b["key"]: b["doc_count"] for b in counts["aggregations"]["s"]["buckets"]}
+    for row in rows:
+        row["suppressed"] = by_id.get(row["id"], 0)
+    return rows
+
+
+def tenant_filter_plain(caller: Caller) -> list[dict[str, Any]]:
+    """Tenant clause for indices whose tenant field is top level (suppressions)."""
+    return [] if caller.tenant is None else [{"term": {"tenant_id": caller.tenant}}]
