@@ -112,8 +112,17 @@ def _bounded_zstd(body: bytes, cap: int) -> bytes:
     out = reader.read(cap + 1)
     if len(out) > cap:
         raise BatchError(413, "decoded_too_large", f"decoded body over {cap} bytes")
-    if not out and body:
-        raise BatchError(400, "bad_compression", "empty or truncated zstd stream")
+    # The bounded read above cannot tell a complete stream from a truncated one; now that the
+    # output is known to fit, decode again frame by frame and insist every frame is complete.
+    rest, total = body, b""
+    while rest:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        total += d.decompress(rest)
+        if not d.eof:
+            raise BatchError(400, "bad_compression", "truncated zstd stream")
+        rest = d.unused_data
+    if total != out:  # pragma: no cover - both decoders read the same frames
+        raise BatchError(400, "bad_compression", "inconsistent zstd stream")
     return out
 
 
