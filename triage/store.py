@@ -98,7 +98,7 @@ def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
             {
                 "simple_query_string": {
                     "query": f.text,
-                    "fields": ["message"],
+                    "fields": ["message", "message.words"],
                     "default_operator": "and",
                 }
             }

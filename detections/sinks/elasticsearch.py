@@ -56,9 +56,14 @@ def connect(hosts: Sequence[str], **kwargs: Any) -> Elasticsearch:
 
 
 def finding_mappings() -> dict[str, Any]:
-    """Generated strict mappings, with ECS ``message`` analysed for free-text search."""
+    """Generated strict mappings, with ECS ``message`` analysed for free-text search:
+    ``standard`` keeps ``winword.exe`` and ``t1059`` whole, ``message.words`` (``simple``)
+    splits paths into words (the stripped distribution has only the built-in analyzers)."""
     mappings = es_mappings(Finding)
-    mappings["properties"]["message"] = {"type": "text"}
+    mappings["properties"]["message"] = {
+        "type": "text",
+        "fields": {"words": {"type": "text", "analyzer": "simple"}},
+    }
     return mappings
 
 
