@@ -30,6 +30,29 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 bearer = HTTPBearer(auto_error=False)
 
 
+def caller(
+    request: Request,
+    key: Annotated[str | None, Security(api_key_header)] = None,
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> Caller:
+    """The authenticated caller (401 without a known key)."""
+    found = request.app.state.keys.lookup(key or (token.credentials if token else ""))
+    if found is None:
+        raise HTTPException(401, "missing or unknown API key")
+    return found
+
+
+def writer(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    """The caller, if their role may change findings (403 otherwise)."""
+    if not who.can_write:
+        raise HTTPException(403, f"{who.user} has the read-only role")
+    return who
+
+
+Reader = Annotated[Caller, Depends(caller)]
+Writer = Annotated[Caller, Depends(writer)]
+
+
 class CloseBody(BaseModel):
     resolution: Literal["true_positive", "benign", "false_positive"]
 
@@ -93,22 +116,7 @@ def create_app(
         description="Query and triage Sigstream findings. Authenticate with an API key.",
     )
 
-    def caller(
-        key: Annotated[str | None, Security(api_key_header)] = None,
-        token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
-    ) -> Caller:
-        found = key_store.lookup(key or (token.credentials if token else ""))
-        if found is None:
-            raise HTTPException(401, "missing or unknown API key")
-        return found
-
-    def writer(who: Annotated[Caller, Depends(caller)]) -> Caller:
-        if not who.can_write:
-            raise HTTPException(403, f"{who.user} has the read-only role")
-        return who
-
-    Reader = Annotated[Caller, Depends(caller)]
-    Writer = Annotated[Caller, Depends(writer)]
+    app.state.keys = key_store
 
     @app.get("/api/me", tags=["auth"])
     def me(who: Reader) -> dict[str, Any]:
