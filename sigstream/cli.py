@@ -257,35 +257,14 @@ def rules_check(
         raise typer.Exit(1)
 
 
-@rules_app.command("status")
-def rules_status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """What the detection job has loaded, refused and quarantined (from its status file)."""
-    from detections.status import read_status
+def _mount_rules_workflow() -> None:
+    """validate, test, backtest, coverage, bundle, deploy, status, ... (issue 5)."""
+    from sigstream.rules_workflow import register
 
-    path = status_path(get_settings())
-    if not path.exists():
-        err.print(f"no status at {path}: the detection job has not run here yet")
-        raise typer.Exit(2)
-    status = read_status(path)
-    if as_json:
-        console.print_json(json.dumps(status))
-        return
-    console.print(
-        f"plan {status['plan_version']}: {status['rules_loaded']:,} rules loaded; "
-        f"{status['batches']:,} batches, {status['events']:,} events, "
-        f"{status['dead_letters']:,} dead letters, {status['findings']:,} findings "
-        f"(updated {status['updated']})"
-    )
-    refused = ", ".join(f"{k}: {v}" for k, v in status["rejected_by_reason"].items())
-    console.print(f"refused at load: {refused or 'none'}")
-    table = Table(title="Quarantined at run time")
-    for column in ("rule id", "title", "reason", "since"):
-        table.add_column(column)
-    for q in status["quarantined"]:
-        table.add_row(q["rule_id"], q["title"], q["reason"], q["at"])
-    console.print(table)
+    register(rules_app)
+
+
+_mount_rules_workflow()
 
 
 # --- findings --------------------------------------------------------------------------

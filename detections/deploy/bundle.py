@@ -145,11 +145,15 @@ def build_bundle(
     version: str | None = None,
     placeholders: Path | None = None,
     modes: Mapping[str, RuleMode] | None = None,
+    default_mode: RuleMode | None = None,
     allow_unknown_fields: bool = False,
     allow_rejected: bool = False,
     now: datetime | None = None,
 ) -> tuple[dict[str, Any], DetectionPlan]:
     """The unsigned manifest of a bundle and the plan it compiles to.
+
+    ``modes`` / ``default_mode`` are the modes rules start in when deployed (rules without
+    one run active); operators' overrides in the deployment store take precedence.
 
     Refuses (BundleError) when a rule is rejected, unless ``allow_rejected``: a bundle is
     what will run, so it should not carry content the job would refuse.
@@ -184,6 +188,9 @@ def build_bundle(
     unknown = sorted(set(modes or {}) - known)
     if unknown:
         raise BundleError(f"modes given for rule ids not in the bundle: {', '.join(unknown)}")
+    given = dict(modes or {})
+    if default_mode is not None:
+        given = {str(p.rule.id): given.get(str(p.rule.id), default_mode) for p in plan.rules}
     created = (now or datetime.now(UTC)).isoformat()
     digest = content_digest(files)
     manifest = {
@@ -204,7 +211,7 @@ def build_bundle(
         ],
         "modes": {
             rule_id: {**mode.to_dict(), "set_by": "bundle"}
-            for rule_id, mode in sorted((modes or {}).items())
+            for rule_id, mode in sorted(given.items())
         },
         "files": files,
     }

@@ -167,7 +167,12 @@ def run_tests(
     cases, results, case_errors = collect_cases(plan, paths)
     errors += case_errors
     match = matcher or default_matcher()
-    hits: set[tuple[int, int]] = set(match(plan, [c.event for c in cases])) if cases else set()
+    try:
+        hits = set(match(plan, [c.event for c in cases])) if cases else set()
+    except Exception as exc:  # a rule the engine cannot evaluate fails the run, with why
+        return TestReport(
+            sorted(results.values(), key=lambda r: r.path), [*errors, f"engine error: {exc}"]
+        )
     index_of = {str(p.rule.id): p.index for p in plan.rules}
     for position, case in enumerate(cases):
         result = results[case.rule_id]

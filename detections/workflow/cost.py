@@ -1,0 +1,216 @@
+"""What a rule costs: regexes that can backtrack catastrophically (static), and measured
+evaluation time per event on a sample of real events (the engine's own matcher).
+
+A rule is flagged when its measured cost is more than ``factor`` times the median of the
+rules measured with it, so one expensive rule cannot hide among cheap ones, and when a
+regex has a shape known to backtrack exponentially or polynomially in Python's engine
+(the one the workers run).
+"""
+
+from __future__ import annotations
+
+import re
+import re._constants as sre_constants  # type: ignore[import-not-found]
+import re._parser as sre_parse  # type: ignore[import-not-found]
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from detections.compiler import ir
+from detections.plan import DetectionPlan, PlannedRule, plan_rules
+
+_REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT}
+_UNBOUNDED = sre_constants.MAXREPEAT
+
+
+@dataclass(frozen=True)
+class RegexIssue:
+    pattern: str
+    problem: str
+
+
+def _children(op: Any, av: Any) -> list[Any]:
+    """Sub-patterns of one parsed regex node."""
+    if op in _REPEATS:
+        return [av[2]]
+    if op == sre_constants.SUBPATTERN:
+        return [av[3]]
+    if op == sre_constants.BRANCH:
+        return list(av[1])
+    if op == sre_constants.ATOMIC_GROUP:
+        return [av]
+    if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+        return [av[1]]
+    return []
+
+
+def _has_repeat(pattern: Any) -> bool:
+    for op, av in pattern:
+        if op in _REPEATS and av[1] > 1:
+            return True
+        if any(_has_repeat(child) for child in _children(op, av)):
+            return True
+    return False
+
+
+def _first_chars(pattern: Any) -> set[Any] | None:
+    """What the pattern's first character can be, or None for 'anything / unknown'."""
+    for op, av in pattern:
+        if op == sre_constants.LITERAL:
+            return {chr(av).lower()}
+        if op == sre_constants.SUBPATTERN:
+            return _first_chars(av[3])
+        return None
+    return set()
+
+
+def _overlapping_branches(branches: Sequence[Any]) -> bool:
+    seen: set[Any] = set()
+    for branch in branches:
+        first = _first_chars(branch)
+        if first is None or first & seen:
+            return True
+        seen |= first
+    return False
+
+
+def _is_wild(op: Any, av: Any) -> bool:
+    """An unbounded repeat of 'almost anything' (``.*``, ``\\S+``, ``[^x]*``)."""
+    if op not in _REPEATS or av[1] != _UNBOUNDED or len(av[2]) != 1:
+        return False
+    inner_op, inner_av = av[2][0]
+    if inner_op == sre_constants.ANY:
+        return True
+    return inner_op == sre_constants.IN and any(
+        o in (sre_constants.CATEGORY, sre_constants.NEGATE) for o, _ in inner_av
+    )
+
+
+def _scan(pattern: Any, out: list[str]) -> None:
+    previous_wild = False
+    for op, av in pattern:
+        if op in _REPEATS and (av[1] == _UNBOUNDED or av[1] > 16):
+            body = av[2]
+            if _has_repeat(body):
+                out.append("nested quantifier, e.g. (a+)+: exponential backtracking")
+            items = list(body)
+            for inner_op, inner_av in body:
+                if inner_op == sre_constants.SUBPATTERN:
+                    items.extend(inner_av[3])
+            for inner_op, inner_av in items:
+                if inner_op == sre_constants.BRANCH and _overlapping_branches(inner_av[1]):
+                    out.append("quantified alternation with overlapping branches, e.g. (\\w|\\d)+")
+        wild = _is_wild(op, av)
+        if wild and previous_wild:
+            out.append("adjacent unbounded wildcards, e.g. .*.*: polynomial backtracking")
+        previous_wild = wild
+        for child in _children(op, av):
+            _scan(child, out)
+
+
+def regex_issues(pattern: str) -> list[str]:
+    """Problems of one regex: invalid, or shapes that backtrack catastrophically."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error as exc:
+        return [f"invalid regex: {exc}"]
+    found: list[str] = []
+    _scan(parsed, found)
+    return sorted(set(found))
+
+
+def rule_regex_issues(rule: PlannedRule) -> list[RegexIssue]:
+    return [
+        RegexIssue(str(p.value), problem)
+        for p in ir.iter_preds(rule.rule.ir)
+        if p.op == ir.REGEX
+        for problem in regex_issues(str(p.value))
+    ]
+
+
+# --- measured ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleCost:
+    rule_id: str
+    title: str
+    us_per_event: float
+    ratio_to_median: float
+    flagged: bool
+
+
+Timer = Callable[[DetectionPlan], float]
+
+
+def engine_timer(events: Sequence[dict[str, Any]], repeats: int = 3) -> Timer:
+    """Seconds the engine's matcher needs for one plan over ``events`` (best of
+    ``repeats``), with the events converted to Arrow once, as the job's batches are."""
+    import pyarrow as pa
+
+    from detections.engine import compile_matcher
+    from schemas.events import parse_event
+    from schemas.generate import arrow_event_schema
+
+    table = pa.Table.from_pylist(
+        [parse_event(e).model_dump() for e in events], schema=arrow_event_schema()
+    )
+
+    def timed(plan: DetectionPlan) -> float:
+        matcher = compile_matcher(plan)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            matcher.match(table)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    return timed
+
+
+def measure_costs(
+    plan: DetectionPlan,
+    events: Sequence[dict[str, Any]],
+    *,
+    factor: float = 10.0,
+    timer: Timer | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[RuleCost]:
+    """Per-rule evaluation cost in µs per event: each rule alone over the same events
+    (what adding it to the job costs), flagged when above ``factor`` x the median."""
+    if not events:
+        return []
+    measure = timer or engine_timer(events)
+    seconds: list[tuple[PlannedRule, float]] = []
+    for n, planned in enumerate(plan.rules, start=1):
+        single = plan_rules([planned.rule], allow_unknown_fields=True)
+        seconds.append((planned, measure(single) if single.rules else 0.0))
+        if progress is not None:
+            progress(n, len(plan.rules))
+    per_event = [(p, s * 1e6 / len(events)) for p, s in seconds]
+    median = statistics.median(us for _, us in per_event) or 1e-9
+    return [
+        RuleCost(
+            rule_id=str(p.rule.id),
+            title=p.rule.title,
+            us_per_event=us,
+            ratio_to_median=us / median,
+            flagged=us > factor * median,
+        )
+        for p, us in per_event
+    ]
+
+
+def sample_events(paths: Iterable[Any], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` schema events from replayable files (OTRF, regression, .jsonl)."""
+    from ingest.sources import iter_items
+
+    out: list[dict[str, Any]] = []
+    for item in iter_items(paths):
+        if item.event is not None:
+            out.append(item.event.model_dump(mode="json"))
+            if len(out) >= limit:
+                break
+    return out
