@@ -76,20 +76,27 @@ def _overlapping_branches(branches: Sequence[Any]) -> bool:
     return False
 
 
-def _is_wild(op: Any, av: Any) -> bool:
-    """An unbounded repeat of 'almost anything' (``.*``, ``\\S+``, ``[^x]*``)."""
+def _wild(op: Any, av: Any) -> Any:
+    """For an unbounded repeat of one item (``.*``, ``\\S+``, ``[^x]*``): ``"any"`` for the
+    dot, else the item itself; None for everything else."""
     if op not in _REPEATS or av[1] != _UNBOUNDED or len(av[2]) != 1:
-        return False
+        return None
     inner_op, inner_av = av[2][0]
     if inner_op == sre_constants.ANY:
-        return True
-    return inner_op == sre_constants.IN and any(
-        o in (sre_constants.CATEGORY, sre_constants.NEGATE) for o, _ in inner_av
-    )
+        return "any"
+    if inner_op == sre_constants.IN:
+        return repr(inner_av)
+    return None
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two adjacent repeats can both match the same characters (so backtracking
+    tries every split between them)."""
+    return a is not None and b is not None and ("any" in (a, b) or a == b)
 
 
 def _scan(pattern: Any, out: list[str]) -> None:
-    previous_wild = False
+    previous: Any = None
     for op, av in pattern:
         if op in _REPEATS and (av[1] == _UNBOUNDED or av[1] > 16):
             body = av[2]
@@ -102,10 +109,10 @@ def _scan(pattern: Any, out: list[str]) -> None:
             for inner_op, inner_av in items:
                 if inner_op == sre_constants.BRANCH and _overlapping_branches(inner_av[1]):
                     out.append("quantified alternation with overlapping branches, e.g. (\\w|\\d)+")
-        wild = _is_wild(op, av)
-        if wild and previous_wild:
+        wild = _wild(op, av)
+        if _overlap(previous, wild):
             out.append("adjacent unbounded wildcards, e.g. .*.*: polynomial backtracking")
-        previous_wild = wild
+        previous = wild
         for child in _children(op, av):
             _scan(child, out)
 
