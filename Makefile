@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick bench-findings clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -38,6 +38,10 @@ bench-latency: bench-install  ## Kafka send -> finding searchable in ES: p50/p95
 
 bench-ingest: bench-install  ## ingest client -> Kafka events/s: kafka-python vs confluent-kafka
 	$(PYTHON) -m bench.ingest $(BENCH_INGEST_ARGS)
+
+BENCH_FINDINGS_ARGS ?=
+bench-findings: bench-install  ## triage list/filter/free-text/show latency over 1M findings
+	$(PYTHON) -m bench.findings_query $(BENCH_FINDINGS_ARGS)
 
 bench-quick: bench-install  ## a smoke run of the three (50k events, short runs)
 	$(PYTHON) -m bench.engine --quick
