@@ -387,6 +387,41 @@ def suppressions_cmd(tenant: Tenant = None, as_json: AsJson = False) -> None:
     console.print(t)
 
 
+def lifecycle_cmd(
+    bootstrap: Annotated[
+        bool, typer.Option("--bootstrap", help="First set up the write aliases.")
+    ] = False,
+    max_age: Annotated[str, typer.Option(help="Roll over after this age (ES units).")] = "1d",
+    max_docs: Annotated[int | None, typer.Option(help="Or after this many documents.")] = None,
+    retention_days: Annotated[
+        int | None, typer.Option(help="Delete backing indices older than this.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+) -> None:
+    """Rollover and retention for the matches and events indices (no ILM in this ES)."""
+    from sigstream.settings import get_settings
+    from triage import lifecycle
+
+    es, s = _es(), get_settings()
+    for alias, time_field in ((s.findings_index, "@timestamp"), (s.events_index, "event_time")):
+        if bootstrap:
+            console.print(lifecycle.bootstrap(es, alias))
+        if not es.indices.exists_alias(name=alias):
+            console.print(f"{alias}: not a rollover alias (run with --bootstrap on a new setup)")
+            continue
+        if not dry_run:
+            r = lifecycle.rollover(es, alias, max_age, max_docs)
+            console.print(
+                f"{alias}: rolled over to {r['new_index']}"
+                if r["rolled_over"]
+                else f"{alias}: no rollover needed"
+            )
+        if retention_days is not None:
+            gone = lifecycle.apply_retention(es, alias, retention_days, time_field, dry_run)
+            verb = "would delete" if dry_run else "deleted"
+            console.print(f"{alias}: {verb} {', '.join(gone) or 'nothing'}")
+
+
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,

@@ -170,3 +170,16 @@ def test_every_list_query_is_scoped_to_the_callers_tenant() -> None:
     assert body["size"] == 200
     with pytest.raises(ValueError, match="sort"):
         list_query(ListFilters(sort="nope"), Caller("a", "analyst", "acme"))
+
+
+def test_retention_never_deletes_the_write_index_or_recent_data() -> None:
+    from triage.lifecycle import BackingIndex, expired
+
+    now = T0
+    indices = [
+        BackingIndex("f-000001", False, now - timedelta(days=100)),
+        BackingIndex("f-000002", False, now - timedelta(days=10)),
+        BackingIndex("f-000003", False, None),
+        BackingIndex("f-000004", True, now - timedelta(days=400)),
+    ]
+    assert expired(indices, now, timedelta(days=30)) == ["f-000001", "f-000003"]
