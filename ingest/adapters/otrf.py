@@ -66,7 +66,7 @@ def record_from_line(obj: Any) -> WindowsRecord:
 def _code(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise AdapterError(f"invalid EventID {value!r}") from exc
 
 

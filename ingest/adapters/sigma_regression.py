@@ -25,9 +25,8 @@ def iter_json_documents(text: str) -> Iterator[Any]:
 
 
 def _attr(node: Any, name: str) -> Any:
-    if isinstance(node, dict):
-        return (node.get("#attributes") or {}).get(name)
-    return None
+    attributes = node.get("#attributes") if isinstance(node, dict) else None
+    return attributes.get(name) if isinstance(attributes, dict) else None
 
 
 def record_from_document(document: Any) -> WindowsRecord:
@@ -37,6 +36,8 @@ def record_from_document(document: Any) -> WindowsRecord:
         system = event["System"]
     except (KeyError, TypeError) as exc:
         raise AdapterError("not a Windows event document: missing Event.System") from exc
+    if not isinstance(event, dict) or not isinstance(system, dict):
+        raise AdapterError("not a Windows event document: Event.System is not an object")
     event_code = system.get("EventID")
     if isinstance(event_code, dict):  # <EventID Qualifiers="..">4624</EventID>
         event_code = event_code.get("#text")
@@ -46,7 +47,7 @@ def record_from_document(document: Any) -> WindowsRecord:
     data = {k: v for k, v in data.items() if not k.startswith("#")}
     try:
         code = int(event_code)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise AdapterError(f"invalid EventID {event_code!r}") from exc
     return WindowsRecord(
         channel=str(system.get("Channel") or ""),

@@ -163,8 +163,11 @@ def parse_time(value: Any) -> datetime:
     """Parse the timestamp spellings found in Windows exports (always to aware UTC)."""
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, int | float):
-        parsed = datetime.fromtimestamp(float(value), tz=UTC)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            parsed = datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise AdapterError(f"timestamp out of range {value!r}") from exc
     elif isinstance(value, str) and value.strip():
         text = value.strip().replace(" ", "T", 1)
         if text.endswith("Z"):
@@ -183,4 +186,7 @@ def parse_time(value: Any) -> datetime:
         raise AdapterError(f"missing or empty timestamp {value!r}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 with an offset
+        raise AdapterError(f"timestamp out of range {value!r}") from exc
