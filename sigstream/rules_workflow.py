@@ -99,6 +99,13 @@ def validate_cmd(
     max_cost_us: Annotated[
         float | None, typer.Option(help="Also flag rules above this many µs per event.")
     ] = None,
+    attack_data: Annotated[
+        Path | None,
+        typer.Option(help="Local MITRE ATT&CK STIX file (enterprise-attack.json) for attacktag."),
+    ] = None,
+    d3fend_data: Annotated[
+        Path | None, typer.Option(help="Local MITRE D3FEND data file for d3_fendtag.")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Check rules before they ship: Sigma validators, compile, fields, cost.
@@ -111,6 +118,14 @@ def validate_cmd(
 
     s = get_settings()
     rule_paths = paths or [OWN_RULES]
+    if attack_data is not None:  # pySigma otherwise downloads these at run time
+        from sigma.data import mitre_attack
+
+        mitre_attack.set_url(str(attack_data))
+    if d3fend_data is not None:
+        from sigma.data import mitre_d3fend
+
+        mitre_d3fend.set_url(str(d3fend_data))
     events: list[dict[str, Any]] = []
     if cost:
         sources = cost_from or default_cost_sources(s)

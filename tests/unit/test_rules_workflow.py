@@ -139,7 +139,7 @@ def test_measured_cost_flags_rules_far_above_the_median() -> None:
     slow = str(plan.rules[0].rule.id)
 
     def timer(single):  # type: ignore[no-untyped-def]
-        return 0.5 if str(single.rules[0].rule.id) == slow else 0.01
+        return 500e-6 if str(single.rules[0].rule.id) == slow else 10e-6
 
     costs = measure_costs(plan, [{}] * 1000, factor=10, timer=timer)
     assert [c.rule_id for c in costs if c.flagged] == [slow]
