@@ -1,7 +1,8 @@
 """Automatic demotion: which rules crossed their alert-rate or cost threshold in a batch.
 
 Pure: the job gathers per-rule numbers for a micro-batch, asks :func:`rules_to_demote`,
-and calls ``DeploymentWatcher.record_demotion`` for each answer. Only rules that analysts
+calls ``DeploymentWatcher.record_demotion`` for each answer and writes the
+:func:`demotion_finding` that tells analysts why. Only rules that analysts
 see (active or canary) are demoted; a rule already in shadow stays there.
 """
 
@@ -9,8 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from detections.deploy.modes import RuleMode
+from schemas.findings import (
+    LEVEL_SEVERITY,
+    EventInfo,
+    Finding,
+    FindingState,
+    HostInfo,
+    RuleInfo,
+    SigstreamInfo,
+    finding_id,
+)
 
 
 @dataclass(frozen=True)
@@ -80,4 +92,51 @@ def policy_from_settings(settings: object) -> DemotionPolicy:
             settings, "demote_max_cost_us", DemotionPolicy.max_cost_us_per_event
         ),
         min_events=getattr(settings, "demote_min_events", DemotionPolicy.min_events),
+    )
+
+
+#: The rule id findings about demotions carry (a Sigstream health "rule", not a Sigma rule).
+DEMOTION_RULE_ID = "sigstream-health-rule-demoted"
+
+
+def demotion_finding(
+    rule: RuleInfo, demotion: Demotion, generation: int, at: datetime | None = None
+) -> Finding:
+    """The finding that tells analysts a rule was moved to shadow, and why.
+
+    Its id is derived from (rule, deployment generation), so writing it twice (a replayed
+    batch) does not duplicate it.
+    """
+    when = at or datetime.now(UTC)
+    event_id = f"demotion:{demotion.rule_id}:{generation}"
+    return Finding.model_validate(
+        {
+            "@timestamp": when,
+            "rule": RuleInfo(
+                id=DEMOTION_RULE_ID,
+                name="Sigstream: detection rule automatically demoted to shadow",
+                level="medium",
+                tags=["sigstream.health"],
+                description="A rule crossed its alert-rate or evaluation-cost threshold.",
+            ),
+            "host": HostInfo(name="sigstream-detect"),
+            "event": EventInfo(
+                id=event_id,
+                category="configuration",
+                created=when,
+                severity=LEVEL_SEVERITY["medium"],
+            ),
+            "message": f"rule '{rule.name}' ({rule.id}) demoted to shadow: {demotion.reason}",
+            "sigstream": SigstreamInfo(
+                tenant_id="sigstream",
+                sensor_id="detect-job",
+                finding=FindingState(id=finding_id(DEMOTION_RULE_ID, event_id)),
+                event={
+                    "demoted_rule": rule.model_dump(),
+                    "reason": demotion.reason,
+                    "metrics": demotion.metrics,
+                    "generation": generation,
+                },
+            ),
+        }
     )

@@ -243,3 +243,18 @@ def test_cost_demotion_and_mode_parsing() -> None:
         parse_mode("canary:2")
     with pytest.raises(ValueError):
         parse_mode("loud")
+
+
+def test_demotion_finding_says_why_and_is_idempotent() -> None:
+    from detections.deploy.demotion import Demotion, demotion_finding
+    from schemas.findings import RuleInfo
+
+    rule = RuleInfo(id=LSASS, name="LSASS Memory Read", level="high")
+    demotion = Demotion(LSASS, "alert rate 12.0% of 5,000 events > 5.0%", {"alert_rate": 0.12})
+    first = demotion_finding(rule, demotion, generation=7)
+    again = demotion_finding(rule, demotion, generation=7)
+    doc = first.model_dump(by_alias=True, mode="json")
+    assert "alert rate 12.0%" in doc["message"] and LSASS in doc["message"]
+    assert doc["sigstream"]["event"]["demoted_rule"]["id"] == LSASS
+    assert first.sigstream.finding.id == again.sigstream.finding.id
+    assert demotion_finding(rule, demotion, 8).sigstream.finding.id != first.sigstream.finding.id
