@@ -59,15 +59,17 @@ def _store(store: Path | None) -> Any:
     return DeploymentStore(store or get_settings().deploy_dir)
 
 
-def _trusted(settings: Settings) -> Any:
+def _trusted(settings: Settings, path: Path | None = None) -> Any:
     from detections.deploy.signing import load_trusted_keys
 
-    if not settings.trusted_keys.exists():
+    path = path or settings.trusted_keys
+    keys = load_trusted_keys([path]) if path.exists() else {}
+    if not keys:
         raise _fail(
-            f"no trusted public keys at {settings.trusted_keys}: run `sigstream rules keygen` "
+            f"no trusted public keys at {path}: run `sigstream rules keygen` "
             "or set SIGSTREAM_TRUSTED_KEYS"
         )
-    return load_trusted_keys([settings.trusted_keys])
+    return keys
 
 
 # --- validate ---------------------------------------------------------------------------
@@ -496,6 +498,10 @@ def bundle_cmd(
 def deploy_cmd(
     bundle: Annotated[Path, typer.Argument(help="A signed bundle file (sigstream rules bundle).")],
     store: StoreOpt = None,
+    trusted: Annotated[
+        Path | None,
+        typer.Option(help="Trusted public key file or folder (default: settings trusted_keys)."),
+    ] = None,
 ) -> None:
     """Verify a bundle and make it current; the running job picks it up next batch."""
     from detections.deploy.bundle import BundleError
@@ -503,7 +509,7 @@ def deploy_cmd(
 
     s = get_settings()
     try:
-        entry = _store(store).deploy(bundle, _trusted(s))
+        entry = _store(store).deploy(bundle, _trusted(s, trusted))
     except (BundleError, SignatureError) as exc:
         raise _fail(f"refused: {exc}", 1) from exc
     console.print(f"deployed {entry['version']} as generation {entry['generation']}")

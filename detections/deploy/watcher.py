@@ -87,6 +87,8 @@ class DeploymentWatcher:
         self._bundle: Bundle | None = None
         self._plan: DetectionPlan | None = None
         self._key_id = ""
+        # Verified, compiled bundles by digest (current and previous): a rollback is instant.
+        self._loaded: dict[str, tuple[Bundle, DetectionPlan, str]] = {}
         self.current: ActiveContent | None = None
         self.last_refusal: str | None = None
 
@@ -102,10 +104,12 @@ class DeploymentWatcher:
         if digest is None:
             return None
         if self._bundle is None or self._bundle.digest != digest:
-            loaded = self._load(digest, generation)
+            loaded = self._loaded.get(digest) or self._load(digest, generation)
             if loaded is None:
                 return None
             self._bundle, self._plan, self._key_id = loaded
+            self._loaded = {digest: loaded, **self._loaded}
+            self._loaded = dict(list(self._loaded.items())[:2])  # current and previous
         assert self._bundle is not None and self._plan is not None
         content = ActiveContent(
             generation=generation,

@@ -258,3 +258,40 @@ def test_demotion_finding_says_why_and_is_idempotent() -> None:
     assert doc["sigstream"]["event"]["demoted_rule"]["id"] == LSASS
     assert first.sigstream.finding.id == again.sigstream.finding.id
     assert demotion_finding(rule, demotion, 8).sigstream.finding.id != first.sigstream.finding.id
+
+
+def test_cli_keygen_bundle_deploy_disable_status_rollback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sigstream.cli import app
+
+    runner = CliRunner()
+    key, pub, store = tmp_path / "k.key", tmp_path / "trusted" / "k.pub", tmp_path / "store"
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, ["rules", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("keygen", "--private", str(key), "--public", str(pub))
+    assert runner.invoke(app, ["rules", "keygen", "--private", str(key)]).exit_code == 2
+    b1, b2 = tmp_path / "b1.json", tmp_path / "b2.json"
+    rules = _rules(tmp_path, ["proc_access_lsass_memory_read.yml"])
+    run("bundle", str(rules), "--key", str(key), "--out", str(b1), "--version", "1.0")
+    run("bundle", str(OWN_RULES), "--key", str(key), "--out", str(b2), "--version", "2.0")
+    assert "generation 1" in run("deploy", str(b1), "--store", str(store), "--trusted", str(pub))
+    run("deploy", str(b2), "--store", str(store), "--trusted", str(pub))
+    run("disable", LSASS, "--reason", "too noisy", "--store", str(store))
+    state = json.loads(run("status", "--json", "--store", str(store)))["deployment"]
+    assert state["generation"] == 3 and state["overrides"][LSASS]["mode"] == "disabled"
+    assert "rolled back to 1.0" in run("rollback", "--store", str(store))
+
+    doc = json.loads(b2.read_text())
+    doc["bundle"]["version"] = "2.0-forged"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(doc))
+    refused = runner.invoke(
+        app, ["rules", "deploy", str(forged), "--store", str(store), "--trusted", str(pub)]
+    )
+    assert refused.exit_code == 1 and "refused" in refused.output
+    assert DeploymentStore(store).state()["generation"] == 4  # nothing changed
