@@ -57,7 +57,7 @@ def synthetic_findings(n: int, seed: int = 7) -> Iterator[tuple[str, dict[str, A
     """``n`` group documents shaped like production ones (5 tenants, 5,000 hosts, 300
     rules, levels and statuses in realistic proportions, 30 days of activity)."""
     rnd = random.Random(seed)
-    rules = []
+    rules: list[dict[str, Any]] = []
     for r in range(300):
         word = WORDS[r % len(WORDS)]
         tags = [f"attack.t{1000 + r % 200}", "attack.execution"]
@@ -165,7 +165,7 @@ def scenarios(rnd: random.Random, es: Elasticsearch, index: str) -> dict[str, Ca
         return Caller("bench", "analyst", rnd.choice(TENANTS))
 
     def ids() -> list[str]:
-        resp = es.search(index=target, size=200, _source=False, query={"match_all": {}})
+        resp = es.search(index=target, size=200, source=False, query={"match_all": {}})
         return [h["_id"] for h in resp["hits"]["hits"]]
 
     sample = ids()
@@ -198,7 +198,7 @@ def scenarios(rnd: random.Random, es: Elasticsearch, index: str) -> dict[str, Ca
 
 
 def _show(es: Elasticsearch, index: str, fid: str) -> Any:
-    tenant = es.get(index=groups_index(index), id=fid, _source_includes=["sigstream.tenant_id"])
+    tenant = es.get(index=groups_index(index), id=fid, source_includes=["sigstream.tenant_id"])
     who = Caller("bench", "analyst", tenant["_source"]["sigstream"]["tenant_id"])
     return store.get_finding(es, index, who, fid)
 

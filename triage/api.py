@@ -154,7 +154,10 @@ def create_app(
             page=page,
             size=size,
         )
-        total, rows = store.list_findings(client, index, who, f)
+        try:
+            total, rows = store.list_findings(client, index, who, f)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return {"total": total, "page": page, "size": size, "findings": rows}
 
     @app.get("/api/findings/{finding_id}", response_model=FindingDetail, tags=["findings"])

@@ -149,7 +149,7 @@ def _resolve(es: Any, caller: Any, prefix: str) -> str:
     resp = es.search(
         index=groups_index(_index()),
         size=2,
-        _source=False,
+        source=False,
         query={
             "bool": {
                 "filter": [{"prefix": {"sigstream.finding.id": prefix}}, *tenant_filter(caller)]

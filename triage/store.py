@@ -29,6 +29,8 @@ SORTS = {
     "status": "sigstream.finding.status",
 }
 MAX_PAGE_SIZE = 200
+#: Elasticsearch's default max_result_window: from + size beyond it is refused.
+MAX_WINDOW = 10_000
 #: Heavy fields a list page does not need.
 LIST_EXCLUDES = ["sigstream.event", "sigstream.finding.history", "sigstream.finding.notes"]
 
@@ -105,6 +107,8 @@ def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
         )
     size = max(1, min(f.size, MAX_PAGE_SIZE))
     page = max(1, f.page)
+    if page * size > MAX_WINDOW:
+        raise ValueError(f"paging stops at {MAX_WINDOW:,} findings: narrow the filters")
     order = "asc" if f.order == "asc" else "desc"
     return {
         "query": {"bool": {"filter": filters, "must": must}},

@@ -168,6 +168,8 @@ def test_every_list_query_is_scoped_to_the_callers_tenant() -> None:
     assert {"terms": {"rule.level": ["high"]}} in filters
     assert body["query"]["bool"]["must"][0]["simple_query_string"]["query"] == "enc"
     assert body["size"] == 200
+    with pytest.raises(ValueError, match="10,000"):
+        list_query(ListFilters(page=51, size=200), Caller("a", "analyst", "acme"))
     with pytest.raises(ValueError, match="sort"):
         list_query(ListFilters(sort="nope"), Caller("a", "analyst", "acme"))
 
