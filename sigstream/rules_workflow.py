@@ -316,14 +316,14 @@ def backtest_cmd(
         f"({result.days} day(s), {result.first} .. {result.last})",
         highlight=False,
     )
-    for r in result.rules:
-        per_day = r.hits / max(result.days, 1)
-        console.rule(f"{r.title} [{r.level}]  {r.hits:,} hits, {per_day:,.1f}/day")
-        if r.per_day:
-            console.print("per day: " + ", ".join(f"{d} {n:,}" for d, n in r.per_day))
-        if r.top_hosts:
-            console.print("top hosts: " + ", ".join(f"{h} {n:,}" for h, n in r.top_hosts))
-        for sample in r.samples:
+    for rb in result.rules:
+        per_day = rb.hits / max(result.days, 1)
+        console.rule(f"{rb.title} [{rb.level}]  {rb.hits:,} hits, {per_day:,.1f}/day")
+        if rb.per_day:
+            console.print("per day: " + ", ".join(f"{d} {n:,}" for d, n in rb.per_day))
+        if rb.top_hosts:
+            console.print("top hosts: " + ", ".join(f"{h} {n:,}" for h, n in rb.top_hosts))
+        for sample in rb.samples:
             console.print(f"  {json.dumps(sample, default=str)[:300]}", highlight=False)
 
 

@@ -69,15 +69,15 @@ def sigma_checks(paths: Sequence[Path], fail_on_issues: bool) -> tuple[list[Issu
     skipped: list[str] = []
     validators = InstalledSigmaPlugins.autodiscover().validators
     for name, cls in sorted(validators.items()):
-        validator = SigmaValidator([cls])
+        validator = SigmaValidator([cls])  # type: ignore[list-item]
         try:
-            found = [i for rule in rules for i in validator.validate_rule(rule)]
+            found = [i for rule in rules for i in validator.validate_rule(rule)]  # type: ignore[arg-type]
             found += validator.finalize()
         except Exception as exc:  # e.g. MITRE data that must be downloaded
             skipped.append(f"sigma validator {name}: {str(exc).splitlines()[0][:160]}")
             continue
         for issue in found:
-            for rule in issue.rules or [None]:
+            for rule in issue.rules or [None]:  # type: ignore[list-item]
                 where = str(rule.source.path) if rule is not None and rule.source else None
                 rid = str(rule.id) if rule is not None and rule.id else None
                 text = f"{name} ({issue.severity.name.lower()}): {issue.description}"
