@@ -16,6 +16,10 @@ test: install  ## the whole suite: unit + integration + e2e (starts and stops th
 test-fast: install  ## unit tests only, no services (seconds)
 	$(PYTHON) -m pytest -m "not integration and not e2e" -q
 
+fuzz: install  ## long property-based and atheris runs (gateway parser, adapters, rule loader)
+	$(PIP) install -q -e '.[dev,fuzz]'
+	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest -m fuzz -q
+
 lint:
 	$(PYTHON) -m ruff check .
 
@@ -40,6 +44,9 @@ bench-ingest: bench-install  ## ingest client -> Kafka events/s: kafka-python vs
 	$(PYTHON) -m bench.ingest $(BENCH_INGEST_ARGS)
 
 BENCH_FINDINGS_ARGS ?=
+bench-gateway: bench-install  ## sensors -> HTTPS gateway -> Kafka events/s
+	$(PYTHON) -m bench.gateway $(BENCH_GATEWAY_ARGS)
+
 bench-findings: bench-install  ## triage list/filter/free-text/show latency over 1M findings
 	$(PYTHON) -m bench.findings_query $(BENCH_FINDINGS_ARGS)
 
