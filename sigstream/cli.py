@@ -94,12 +94,26 @@ def replay(
     limit: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
     tenant: Annotated[str, typer.Option(help="Tenant id stamped on every event.")] = "default",
     topic: Annotated[str | None, typer.Option(help="Events topic (default: settings).")] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="Send through the ingest gateway at this URL instead.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="SIGSTREAM_GATEWAY_TOKEN", help="Gateway credential.")
+    ] = None,
+    ca: Annotated[
+        Path | None, typer.Option(help="CA/cert file the gateway's TLS is checked with.")
+    ] = None,
 ) -> None:
     """Send log files to Kafka as sensors would; print counts sent / rejected.
 
     Valid events go to the events topic keyed by sensor id; records that cannot become
     schema events go to the dead-letter topic unchanged, with the reason in a header.
     """
+    if gateway:  # sensors' path: disk spool -> HTTPS gateway -> Kafka (docs/gateway.md)
+        from ingest.gateway.cli import replay_via_gateway
+
+        replay_via_gateway(paths, gateway, token, ca, rate=rate or None, limit=limit)
+        return
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
 

@@ -283,7 +283,8 @@ def backtest_cmd(
         raise _fail("no rule to backtest")
     cutoff = parse_since(since) if since else None
     err.print(f"starting Spark ({s.spark_master}) …")
-    spark = build_session(s, app_name="sigstream-backtest")
+    quiet = {} if sys.stderr.isatty() else {"spark.ui.showConsoleProgress": "false"}
+    spark = build_session(s, app_name="sigstream-backtest", extra_conf=quiet)
     try:
         if from_:
             err.print(f"reading {', '.join(map(str, from_))} …")

@@ -130,7 +130,7 @@ def backtest(
         F.countDistinct(F.to_date("event_time")).alias("days"),
     ).first()
     assert span is not None
-    say(f"matching {plan and len(plan.rules)} rule(s) over {span['n']:,} events …")
+    say(f"matching {len(plan.rules)} rule(s) over {span['n']:,} events …")
     hits = detect(events, plan).withColumn("day", F.date_format("event_time", "yyyy-MM-dd"))
     hits = hits.persist()
     try:
