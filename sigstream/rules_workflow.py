@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -570,6 +571,7 @@ def status_cmd(as_json: AsJson = False, store: StoreOpt = None) -> None:
     Shows the bundle, generation, mode overrides, refusals and demotions from the
     deployment store, and the job's status file.
     """
+    from detections.deploy.watcher import ACTIVE
     from detections.status import read_status
 
     s = get_settings()
@@ -588,6 +590,17 @@ def status_cmd(as_json: AsJson = False, store: StoreOpt = None) -> None:
             f"deployment generation {state['generation']}: bundle {version}; job runs "
             f"generation {running.get('generation', '-')} ({running.get('version', '-')}, "
             f"{running.get('at', 'never')})",
+            highlight=False,
+        )
+        bundle = _store(store).current_bundle()
+        overrides = _store(store).overrides()
+        modes = Counter(
+            (overrides.get(r["id"]) or bundle.default_modes.get(r["id"]) or ACTIVE).mode
+            for r in bundle.manifest["rules"]
+        )
+        console.print(
+            f"{sum(modes.values())} rules: "
+            + ", ".join(f"{n} {m}" for m, n in sorted(modes.items())),
             highlight=False,
         )
         if state["overrides"]:
