@@ -95,8 +95,12 @@ class DeploymentWatcher:
     def poll(self) -> ActiveContent | None:
         """New content if the store changed since the last poll and it is trustworthy, else
         None (nothing changed, nothing deployed, or the new bundle was refused)."""
-        state = self.store.state()
-        generation = int(state["generation"])
+        try:
+            state = self.store.state()
+            generation = int(state["generation"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # never stop the job
+            log.error("cannot read deployment state in %s: %s", self.store.root, exc)
+            return None
         if generation == self._seen_generation:
             return None
         self._seen_generation = generation
@@ -117,10 +121,13 @@ class DeploymentWatcher:
             digest=digest,
             key_id=self._key_id,
             plan=self._plan,
-            modes=_effective_modes(self._plan, self._bundle, self.store.overrides()),
+            modes=_effective_modes(self._plan, self._bundle, self._overrides()),
         )
         self.current = content
-        self.store.record_running(generation, digest, content.version)
+        try:
+            self.store.record_running(generation, digest, content.version)
+        except OSError as exc:  # status only: the new content runs anyway
+            log.warning("cannot record the running generation: %s", exc)
         log.info(
             "deployment generation %d: bundle %s (%d rules, %d disabled)",
             generation,
@@ -129,6 +136,13 @@ class DeploymentWatcher:
             len(content.disabled_indices),
         )
         return content
+
+    def _overrides(self) -> dict[str, RuleMode]:
+        try:
+            return self.store.overrides()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("cannot read rule mode overrides, keeping bundle modes: %s", exc)
+            return {}
 
     def _load(self, digest: str, generation: int) -> tuple[Bundle, DetectionPlan, str] | None:
         try:
@@ -147,7 +161,10 @@ class DeploymentWatcher:
             reason = f"{type(exc).__name__}: {exc}"
             log.error("refusing bundle %s (generation %d): %s", digest[:16], generation, reason)
             self.last_refusal = reason
-            self.store.record_refusal(digest, generation, reason)
+            try:
+                self.store.record_refusal(digest, generation, reason)
+            except OSError as err:
+                log.warning("cannot record the refusal: %s", err)
             return None
         self._prune(keep=digest)
         return bundle, plan, key_id

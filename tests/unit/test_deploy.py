@@ -295,3 +295,15 @@ def test_cli_keygen_bundle_deploy_disable_status_rollback(tmp_path: Path) -> Non
     )
     assert refused.exit_code == 1 and "refused" in refused.output
     assert DeploymentStore(store).state()["generation"] == 4  # nothing changed
+
+
+def test_watcher_survives_a_corrupt_state_file(tmp_path: Path, keys: dict[str, Path]) -> None:
+    store = DeploymentStore(tmp_path / "deploy")
+    trusted = load_trusted_keys([keys["trusted"]])
+    rules = _rules(tmp_path, ["proc_access_lsass_memory_read.yml"])
+    store.deploy(_bundle_file(tmp_path, rules, keys["private"], "b"), trusted)
+    watcher = DeploymentWatcher(store.root, trusted)
+    content = watcher.poll()
+    assert content is not None
+    store.state_path.write_text("{ half a file")
+    assert watcher.poll() is None and watcher.current is content  # job keeps running
