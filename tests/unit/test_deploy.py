@@ -307,3 +307,33 @@ def test_watcher_survives_a_corrupt_state_file(tmp_path: Path, keys: dict[str, P
     assert content is not None
     store.state_path.write_text("{ half a file")
     assert watcher.poll() is None and watcher.current is content  # job keeps running
+
+
+def test_bundle_plan_matches_like_the_rules_folder_and_honours_the_kill_switch(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    from detections.engine import compile_matcher, match_events
+    from detections.plan import load_plan
+    from sigstream.cli import SAMPLE_EVENTS
+
+    events = [json.loads(line) for line in SAMPLE_EVENTS.read_text().splitlines()]
+    store = DeploymentStore(tmp_path / "deploy")
+    trusted = load_trusted_keys([keys["trusted"]])
+    store.deploy(_bundle_file(tmp_path, OWN_RULES, keys["private"], "own"), trusted)
+    watcher = DeploymentWatcher(store.root, trusted)
+    content = watcher.poll()
+    assert content is not None
+
+    def found(plan, skip=()):  # type: ignore[no-untyped-def]
+        pairs = match_events(plan, events, compile_matcher(plan, skip))
+        return {(str(plan.rules[r].rule.id), events[e]["event_id"]) for e, r in pairs}
+
+    direct = found(load_plan([OWN_RULES]))
+    assert found(content.plan) == direct and (LSASS, "fixture-001") in direct
+
+    store.set_mode(LSASS, RuleMode(mode="disabled"))
+    killed = watcher.poll()
+    assert killed is not None
+    assert found(killed.plan, killed.disabled_indices) == {
+        pair for pair in direct if pair[0] != LSASS
+    }

@@ -196,3 +196,19 @@ def test_cli_rules_test_and_coverage(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rules", "coverage", str(OWN), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["domain"] == "enterprise-attack"
+
+
+def test_cli_validate_exits_1_on_errors_only(tmp_path: Path) -> None:
+    from sigstream.cli import app
+
+    folder = _copy_lsass(tmp_path)
+    runner = CliRunner()
+    args = ["rules", "validate", str(folder), "--no-sigma", "--no-cost"]
+    ok = runner.invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    text = LSASS_FILE.read_text().replace("4d01", "4d98").replace("TargetImage", "TargetImg")
+    (folder / "typo.yml").write_text(text)
+    bad = runner.invoke(app, args)
+    assert bad.exit_code == 1 and "TargetImg" in bad.output
+    lenient = runner.invoke(app, [*args, "--allow-unknown-fields"])
+    assert lenient.exit_code == 0 and "1 warning" in lenient.output
