@@ -167,5 +167,5 @@ def validate(
                     )
                 )
     elif not cost_events:
-        skipped.append("measured cost: no sample events")
+        skipped.append("measured cost: not run (no sample events)")
     return report
