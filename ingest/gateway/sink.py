@@ -69,6 +69,7 @@ class KafkaSink:
             "batch_size": 512 * 1024,
             "max_request_size": 8 * 1024 * 1024,
             "max_block_ms": 5_000,
+            "bootstrap_timeout_ms": 5_000,
             "request_timeout_ms": 10_000,
             "delivery_timeout_ms": int(timeout_s * 1000),
         }

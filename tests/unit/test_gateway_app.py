@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +132,22 @@ def test_answer_lists_at_most_100_rejects_but_counts_all(gw: Gw) -> None:
     answer = gw.post(b"x\n" * 150).json()
     assert answer["rejected"] == 150 and len(answer["rejects"]) == 100
     assert json.dumps(answer)  # plain JSON
+
+
+def test_kafka_unreachable_is_503_within_seconds(tmp_path: Path) -> None:
+    """The real Kafka sink pointed at a port nobody listens on: 503, not a hang or crash."""
+    from ingest.gateway.server import free_port
+    from ingest.gateway.sink import KafkaSink
+
+    store = CredentialStore(tmp_path / "creds.json")
+    _, token = store.enroll("acme", "ws01")
+    sink = KafkaSink(f"127.0.0.1:{free_port()}", "t", "t.dlq", timeout_s=5)
+    with TestClient(create_app(store, sink, GatewayOptions())) as http:
+        started = time.monotonic()
+        resp = http.post(
+            "/v1/events", content=ndjson([event(1)]), headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status_code == 503 and resp.json()["reason"] == "kafka_unavailable"
+        assert int(resp.headers["retry-after"]) >= 1
+        assert time.monotonic() - started < 20
+        assert http.get("/healthz").json()["totals"]["kafka_unavailable"] == 1
