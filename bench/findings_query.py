@@ -22,7 +22,12 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from bench.common import print_kv, print_table, progress, save_result
-from detections.sinks.elasticsearch import connect, ensure_findings_index, groups_index
+from detections.sinks.elasticsearch import (
+    connect,
+    drop_findings_index,
+    ensure_findings_index,
+    groups_index,
+)
 from schemas.findings import LEVEL_SEVERITY, attack_from_tags, group_id
 from sigstream.settings import Settings
 from triage import store
@@ -281,10 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         save_result("findings_query", {"findings": count, "rows": rows, "load_s": load_s})
     finally:
         if not args.keep and not args.reuse:
-            from detections.sinks.elasticsearch import suppressions_index
-
-            for name in (index, groups_index(index), suppressions_index(index)):
-                es.options(ignore_status=404).indices.delete(index=name)
+            drop_findings_index(es, index)
         es.close()
 
 

@@ -117,6 +117,13 @@ def ensure_findings_index(es: Elasticsearch, index: str) -> None:
         _ensure(es, name, m)
 
 
+def drop_findings_index(es: Elasticsearch, index: str) -> None:
+    """Delete the indices and templates ``ensure_findings_index`` made (tests, benchmarks)."""
+    for name in (index, groups_index(index), suppressions_index(index)):
+        es.options(ignore_status=404).indices.delete(index=name)
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{name}-template")
+
+
 def active_suppressions(es: Elasticsearch, index: str) -> list[Suppression]:
     """Every suppression rule of ``index`` (few: a page of 10,000 is plenty)."""
     try:

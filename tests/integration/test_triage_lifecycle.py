@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from detections.sinks.elasticsearch import connect, ensure_findings_index
+from detections.sinks.elasticsearch import connect, drop_findings_index, ensure_findings_index
 from triage import lifecycle
 
 pytestmark = pytest.mark.integration
@@ -39,11 +39,7 @@ def test_bootstrap_rollover_and_retention(services: dict[str, Any], unique: str)
         assert es.count(index=alias)["count"] == 1
         assert lifecycle.apply_retention(es, alias, 0) == []  # never the write index
     finally:
-        for name in (
-            f"{alias}-000001",
-            f"{alias}-000002",
-            f"{alias}-groups",
-            f"{alias}-suppressions",
-        ):
+        for name in (f"{alias}-000001", f"{alias}-000002"):
             es.options(ignore_status=404).indices.delete(index=name)
+        drop_findings_index(es, alias)
         es.close()

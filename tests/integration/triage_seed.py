@@ -14,7 +14,12 @@ from elasticsearch import Elasticsearch
 
 from detections.findings import build_finding
 from detections.grouping import GroupingConfig
-from detections.sinks.elasticsearch import connect, ensure_findings_index, write_findings
+from detections.sinks.elasticsearch import (
+    connect,
+    drop_findings_index,
+    ensure_findings_index,
+    write_findings,
+)
 from detections.sinks.events import ensure_events_index, index_events
 from schemas.events import EVENT_ADAPTER
 from schemas.findings import RuleInfo
@@ -149,14 +154,13 @@ def seed(hosts: list[str], index: str, events_index: str) -> Seeded:
 
 
 def drop(hosts: list[str], seeded: Seeded) -> None:
+    """Delete what ``seed`` made: indices and their templates."""
     es = connect(hosts)
     try:
-        for name in (
-            seeded.index,
-            f"{seeded.index}-groups",
-            f"{seeded.index}-suppressions",
-            seeded.events_index,
-        ):
-            es.options(ignore_status=404).indices.delete(index=name)
+        drop_findings_index(es, seeded.index)
+        es.options(ignore_status=404).indices.delete(index=seeded.events_index)
+        es.options(ignore_status=404).indices.delete_index_template(
+            name=f"{seeded.events_index}-template"
+        )
     finally:
         es.close()
