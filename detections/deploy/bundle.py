@@ -61,7 +61,8 @@ def _collect(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     for root in paths:
         for file in rule_files([root]):
             rel = file.relative_to(root) if root.is_dir() else Path(file.name)
-            out.append((f"rules/{root.name if root.is_dir() else 'files'}/{rel.as_posix()}", file))
+            folder = "" if root.name == "rules" else f"{root.name}/" if root.is_dir() else "files/"
+            out.append((f"rules/{folder}{rel.as_posix()}", file))
     names = [name for name, _ in out]
     if len(names) != len(set(names)):
         raise BundleError("two rule files would have the same path in the bundle")

@@ -77,11 +77,10 @@ class DeploymentWatcher:
         work_dir: Path | None = None,
     ) -> None:
         self.store = DeploymentStore(store_dir)
-        self.trusted = (
-            dict(trusted_keys)
-            if isinstance(trusted_keys, Mapping)
-            else load_trusted_keys([p for p in trusted_keys if p.exists()])
-        )
+        # Key files are re-read before each bundle is verified, so a key can be rotated
+        # (new .pub added, old one removed) without restarting the job.
+        self._key_paths = None if isinstance(trusted_keys, Mapping) else list(trusted_keys)
+        self.trusted = dict(trusted_keys) if isinstance(trusted_keys, Mapping) else {}
         self.work_dir = work_dir or Path(store_dir) / "extracted"
         self._seen_generation = -1
         self._bundle: Bundle | None = None
@@ -149,6 +148,8 @@ class DeploymentWatcher:
             bundle = read_bundle(self.store.bundle_path(digest))
             if bundle.digest != digest:
                 raise BundleError("stored bundle differs from the one deployed (edited on disk)")
+            if self._key_paths is not None:
+                self.trusted = load_trusted_keys([p for p in self._key_paths if p.exists()])
             if not self.trusted:
                 raise SignatureError("no trusted public keys configured")
             key_id = bundle.verify(self.trusted)

@@ -337,3 +337,17 @@ def test_bundle_plan_matches_like_the_rules_folder_and_honours_the_kill_switch(
     assert found(killed.plan, killed.disabled_indices) == {
         pair for pair in direct if pair[0] != LSASS
     }
+
+
+def test_watcher_rereads_trusted_keys_so_keys_rotate_without_restart(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    store = DeploymentStore(tmp_path / "deploy")
+    watcher = DeploymentWatcher(store.root, [keys["trusted"]])
+    rules = _rules(tmp_path, ["proc_access_lsass_memory_read.yml"])
+    store.deploy(_bundle_file(tmp_path, rules, keys["rogue"], "new-key"), None)
+    assert watcher.poll() is None  # signed by a key the job does not trust (yet)
+    shutil.copy(keys["rogue"].with_suffix(".pub"), keys["trusted"] / "rotated.pub")
+    store.deploy(_bundle_file(tmp_path, rules, keys["rogue"], "new-key-2", version="2"), None)
+    content = watcher.poll()
+    assert content is not None and content.version == "2"
