@@ -29,16 +29,39 @@ class Service(StrEnum):
     elasticsearch = "elasticsearch"
 
 
+class Profile(StrEnum):
+    default = "default"
+    cluster = "cluster"
+
+
+ProfileOpt = Annotated[
+    Profile,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="default: one Kafka + one Elasticsearch node. cluster: 3 Kafka brokers (RF 3), "
+        "2 Elasticsearch nodes and a Spark master with 2 workers, on ports 17077-19301 "
+        "(see infra/README.md).",
+    ),
+]
+
+
 def _names(only: list[Service] | None) -> list[str] | None:
     return [s.value for s in only] if only else None
 
 
-def _print_status() -> None:
-    table = Table(title="Sigstream services")
+def _print_status(profile: Profile = Profile.default) -> None:
+    if profile is Profile.cluster:
+        from infra import cluster
+
+        title, rows = "Sigstream cluster profile", cluster.status().values()
+    else:
+        title, rows = "Sigstream services", services.status().values()
+    table = Table(title=title)
     for column in ("service", "state", "pid", "address", "log"):
         table.add_column(column)
     colours = {"running": "green", "external": "yellow", "stopped": "red"}
-    for st in services.status().values():
+    for st in rows:
         colour = colours.get(st.state, "white")
         table.add_row(
             st.name,
@@ -59,15 +82,22 @@ def up(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for readiness (downloads not included).")
     ] = 180.0,
+    profile: ProfileOpt = Profile.default,
 ) -> None:
     """Fetch what is missing (first run only), start what is not running, wait until ready."""
     started = time.monotonic()
     try:
-        services.up(_names(only), timeout=timeout)
+        if profile is Profile.cluster:
+            from infra import cluster
+
+            _no_only(only)
+            cluster.up(timeout=max(timeout, 240.0))
+        else:
+            services.up(_names(only), timeout=timeout)
     except ServiceError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    _print_status()
+    _print_status(profile)
     console.print(f"ready in {time.monotonic() - started:.1f}s")
 
 
@@ -81,10 +111,17 @@ def down(
         bool, typer.Option("--wipe", help="Also delete their data (topics, indices).")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait before SIGKILL.")] = 30.0,
+    profile: ProfileOpt = Profile.default,
 ) -> None:
     """Stop the services infra started (SIGTERM, then SIGKILL after the timeout)."""
     try:
-        stopped = services.down(_names(only), wipe=wipe, timeout=timeout)
+        if profile is Profile.cluster:
+            from infra import cluster
+
+            _no_only(only)
+            stopped = cluster.down(wipe=wipe, timeout=timeout)
+        else:
+            stopped = services.down(_names(only), wipe=wipe, timeout=timeout)
     except ServiceError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -92,9 +129,50 @@ def down(
 
 
 @app.command()
-def status() -> None:
-    """Per service: running (started here), external (someone else's) or stopped."""
-    _print_status()
+def status(profile: ProfileOpt = Profile.default) -> None:
+    """Per process: running (started here), external (someone else's) or stopped."""
+    _print_status(profile)
+
+
+def _no_only(only: list[Service] | None) -> None:
+    if only:
+        raise typer.BadParameter("--only applies to the default profile", param_hint="--only")
+
+
+@app.command()
+def env(profile: ProfileOpt = Profile.cluster) -> None:
+    """Print the exports that point Sigstream (and Spark) at a profile.
+
+    eval "$(sigstream infra env --profile cluster)" and `sigstream detect` then runs on the
+    Spark standalone master, reading the 3 brokers and writing to the 2 ES nodes.
+    """
+    import sys
+
+    from infra import cluster_config
+
+    if profile is Profile.default:
+        for key in cluster_config.client_env(cluster_config.ClusterSpec(), sys.executable):
+            console.print(f"unset {key}", highlight=False)
+        return
+    spec = cluster_config.ClusterSpec()
+    text = cluster_config.render_exports(cluster_config.client_env(spec, sys.executable))
+    print(text, end="")
+
+
+@app.command()
+def kill(
+    member: Annotated[str, typer.Argument(help="e.g. kafka-2, es-1, spark-worker-1")],
+) -> None:
+    """SIGKILL one process of the cluster profile (a failure drill); `up --profile cluster`
+    brings it back."""
+    from infra import cluster
+
+    try:
+        pid = cluster.kill(member)
+    except (ServiceError, KeyError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"killed {member} (pid {pid})")
 
 
 @app.command()
