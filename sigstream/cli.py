@@ -313,15 +313,6 @@ def _mount_triage() -> None:
 _mount_triage()
 
 
-def _mount_triage() -> None:
-    from triage.cli import register
-
-    register(findings_app)
-
-
-_mount_triage()
-
-
 # --- schema ----------------------------------------------------------------------------
 
 
