@@ -6,7 +6,8 @@ read from Parquet (parsed by the job's own parser), a sample is cached in Spark,
 Per rule-set size (a seeded random sample of the planned SigmaHQ Windows rules) it reports:
 
 * compile + plan time (``detections.plan.load_plan`` over that set's rule files),
-* Spark expression build time (``detections.engine.build_rule_columns``, py4j-bound),
+* engine compile time (``detections.engine.compile_matcher``: rule programs, literal
+  indexes; each Spark Python worker does the same once per plan),
 * the first run (includes Spark's analysis, optimisation and code generation) on a small
   warm-up sample (``--warm-events``), then steady-state runs: the same warm-up sample
   again, and a larger sample (``--steady-events``); events/s is the larger run's events /
@@ -16,10 +17,9 @@ Per rule-set size (a seeded random sample of the planned SigmaHQ Windows rules) 
 * peak RSS of the Spark driver JVM and of the Python process.
 
 Each rule set runs in its own child process (its own JVM), so first-run and peak-memory
-numbers of one set do not leak into the next. Why samples: with all rules the engine does
-a few thousand events per second on a 2-core box, so passes over two million events for
-every rule set would take most of an hour; the samples are uniform, seeded draws from the
-full amplified set (``--full`` evaluates all of it). rsigma evaluates the very same sample.
+numbers of one set do not leak into the next. By default the steady run evaluates every
+event of the amplified set (read from Parquet, not cached); ``--steady-events N`` times a
+uniform, seeded sample instead (cached in memory). rsigma evaluates the very same events.
 """
 
 from __future__ import annotations
@@ -55,9 +55,26 @@ STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """user + system CPU time of a process and all its descendants (Spark's Python
+    workers are children of the JVM), from /proc/<pid>/stat."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    wanted, total, frontier = {pid}, 0.0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in stats.items():
+            if ppid == parent and child not in wanted:
+                wanted.add(child)
+                frontier.append(child)
+    total = sum(stats[p][1] for p in wanted if p in stats)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def sample_fraction(n: int, events: int) -> float:
@@ -73,7 +90,7 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
 
-    from detections.engine import build_rule_columns, detect
+    from detections.engine import compile_matcher, detect
     from detections.plan import load_plan
     from detections.spark import build_session
 
@@ -97,11 +114,11 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     partitions = args.partitions or spark.sparkContext.defaultParallelism
 
     started = time.monotonic()
-    rules = build_rule_columns(plan)
+    matcher = compile_matcher(plan)
     build_s = time.monotonic() - started
     progress(
-        f"[{label}] built Spark expressions in {build_s:.1f}s "
-        f"({len(rules.quarantined)} quarantined)"
+        f"[{label}] compiled the engine's rule programs in {build_s:.1f}s "
+        f"({len(matcher.errors)} refused)"
     )
 
     source = spark.read.parquet(args.parquet)
@@ -112,12 +129,14 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
         if threshold < SAMPLE_SCALE:
             bucket = F.crc32(F.col("event_id").cast("binary")) % SAMPLE_SCALE
             df = df.where(bucket < threshold)
+        if fraction >= 1.0:  # the whole set: read it as it is, too big to cache
+            return df, df.count()
         df = df.repartition(partitions).cache()
         return df, df.count()
 
     def timed_run(events: DataFrame) -> tuple[float, float, Counter[str]]:
         cpu0, t0 = _cpu_seconds(jvm_pid), time.monotonic()
-        rows = detect(events, plan, rules).groupBy("rule_index").count().collect()
+        rows = detect(events, plan).groupBy("rule_index").count().collect()
         seconds, cpu = time.monotonic() - t0, _cpu_seconds(jvm_pid) - cpu0
         counts = Counter({str(plan.rules[r["rule_index"]].rule.id): int(r["count"]) for r in rows})
         return seconds, cpu, counts
@@ -151,7 +170,7 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
         "label": label,
         "rules": len(plan.rules),
         "rejected": len(plan.rejections),
-        "quarantined": len(rules.quarantined),
+        "quarantined": len(matcher.errors),
         "compile_plan_s": compile_s,
         "build_s": build_s,
         "warm_events": warm_n,
@@ -285,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         "--steady-events",
         type=int,
         default=None,
-        help="events in the steady-state run (default 100,000; --quick 25,000)",
+        help="time a sample of this many events instead of the whole set (--quick: 25,000)",
     )
     parser.add_argument(
         "--warm-events",
@@ -296,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="evaluate every event of the set for each rule set (slow: about 25 min "
+        help="evaluate every event of the set (the default unless --quick or "
+        "--steady-events; about 2 min per rule set for 2M events on a 2-core box) "
         "for 2M events on a 2-core box)",
     )
     parser.add_argument("--driver-memory", default="6g", help="Spark driver memory (default 6g)")
@@ -323,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     args.events = args.events or (50_000 if args.quick else 2_000_000)
+    args.full = args.full or not (args.quick or args.steady_events)
     args.steady_events = args.steady_events or (25_000 if args.quick else 100_000)
     args.warm_fraction = sample_fraction(args.events, args.warm_events)
     args.steady_fraction = max(args.warm_fraction, sample_fraction(args.events, args.steady_events))
@@ -370,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
             "rules",
             "loaded",
             "compile+plan",
-            "expr build",
+            "engine compile",
             "first run (events)",
             "steady events",
             "steady s",

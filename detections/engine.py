@@ -1,155 +1,125 @@
-"""Apply a detection plan to a DataFrame of parsed events, entirely as Spark expressions.
+"""Apply a detection plan: to a Spark DataFrame of parsed events, or to plain event dicts.
 
-For every event the engine computes the array of indices of the rules that match it:
-rules are grouped by route and a route's rules are only evaluated for events of that
-route (a CASE WHEN per route), in chunks so that no generated method grows past the JVM's
-limits. Matches are then exploded into one row per (rule, event).
+Both run ``detections.matcher.Matcher``. In Spark it runs inside the Python workers over
+Arrow batches (``mapInArrow``): the query plan Spark has to analyse and optimise is one
+node whatever the number of rules, so a micro-batch costs milliseconds of planning instead
+of the tens of seconds a Catalyst expression per rule cost with thousands of rules (see
+``docs/engine.md``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
 
-from detections.compiler import to_column
-from detections.logsources import Route, field_source
+from detections.compiler import ir
+from detections.logsources import field_source
+from detections.matcher import Matcher, MatcherSpec, RuleSpec, keyword_columns
 from detections.plan import DetectionPlan
-from schemas.events import MODEL_BY_TYPE, Envelope
-from schemas.generate import event_columns
-
-#: Rules per generated array expression; keeps each chunk's code well under 64 KB.
-DEFAULT_CHUNK_SIZE = 12
 
 
-def _string_columns() -> set[str]:
-    return {name for name, ann in event_columns().items() if ann is str}
+class RuleEvaluationError(RuntimeError):
+    """A rule raised while being evaluated (``detect`` refuses to give partial answers)."""
 
 
-def field_column(source: str, name: str) -> Column:
-    if source == "col":
-        return F.col(name)
-    if source == "extra":
-        return F.col("extra").getItem(name)
-    return F.coalesce(F.col(name).cast("string"), F.col("extra").getItem(name))
+def rule_specs(plan: DetectionPlan, skip: Collection[int] = ()) -> list[RuleSpec]:
+    return [(p.index, p.route, p.rule.ir) for p in plan.rules if p.index not in skip]
 
 
-def lowered_column_name(source: str, name: str) -> str:
-    """A safe, unique column name for the lower-cased value of a field."""
-    safe = re.sub(r"\W", "_", name)
-    digest = hashlib.sha1(f"{source}:{name}".encode()).hexdigest()[:6]
-    return f"__lc_{source}_{safe}_{digest}"
+def compile_matcher(plan: DetectionPlan, skip: Collection[int] = ()) -> Matcher:
+    """The plan's rules compiled for the engine; ``matcher.errors`` lists rules it refused."""
+    return Matcher(rule_specs(plan, skip))
 
 
-def event_resolver(route: Route) -> Callable[[str], Column]:
-    """How a Sigma field name becomes a column for events of ``route``."""
-    return lambda name: field_column(field_source(route, name), name)
+def match_events(
+    plan: DetectionPlan, events: Sequence[dict[str, Any]], matcher: Matcher | None = None
+) -> list[tuple[int, int]]:
+    """(event position, rule index) for every match of ``events`` (schema-form dicts, as a
+    sensor sends them). Pure: the same matcher the streaming job runs in its workers."""
+    from schemas.events import parse_event
+    from schemas.generate import arrow_event_schema
+
+    matcher = matcher or compile_matcher(plan)
+    rows = [parse_event(event).model_dump() for event in events]
+    table = pa.Table.from_pylist(rows, schema=arrow_event_schema())
+    result = matcher.match(table)
+    if result.errors:
+        raise RuleEvaluationError(_describe(plan, result.errors))
+    return result.pairs()
 
 
-def keyword_columns(route: Route) -> list[Column]:
-    """Columns a field-less (keyword) detection searches: every string field of the route."""
-    strings = _string_columns() - set(Envelope.model_fields) - {"event_type"}
-    if route.event_types:
-        declared: set[str] = set()
-        for event_type in route.event_types:
-            declared |= set(MODEL_BY_TYPE[event_type].model_fields)
-        strings &= declared
-    cols = [F.col(name) for name in sorted(strings)]
-    cols.append(F.concat_ws("\n", F.map_values(F.col("extra"))))
-    return cols
-
-
-def route_condition(route: Route) -> Column:
-    cond = F.lit(True)
-    if route.product:
-        cond = cond & (F.lower(F.col("logsource.product")) == route.product)
-    if route.event_types:
-        cond = cond & F.col("event_type").isin(*route.event_types)
-    if route.service:
-        cond = cond & (F.lower(F.col("logsource.service")) == route.service)
-    return cond
-
-
-@dataclass(frozen=True)
-class RuleExpressions:
-    """Spark expressions of a plan's rules, and the rules that could not be built.
-
-    ``lowered`` holds the per-event pre-projection the rule expressions read: each field
-    any rule compares case-insensitively, cast to string and lower-cased once per event
-    instead of once per predicate.
-    """
-
-    columns: dict[int, Column]
-    quarantined: dict[int, str]
-    lowered: dict[str, Column]
-
-
-def build_rule_columns(plan: DetectionPlan, skip: Sequence[int] = ()) -> RuleExpressions:
-    """One boolean Column per rule; a rule whose expression cannot be built is quarantined."""
-    columns: dict[int, Column] = {}
-    quarantined: dict[int, str] = {}
-    lowered: dict[str, Column] = {}
-    keywords: dict[Route, list[Column]] = {}
-
-    def lowered_for(route: Route) -> Callable[[str], Column]:
-        def resolve(name: str) -> Column:
-            source = field_source(route, name)
-            alias = lowered_column_name(source, name)
-            if alias not in lowered:
-                lowered[alias] = F.lower(field_column(source, name).cast("string"))
-            return F.col(alias)
-
-        return resolve
-
+def engine_columns(plan: DetectionPlan, available: Collection[str]) -> list[str]:
+    """The event columns the plan's rules read (of those ``available``): routing, the
+    fields the rules name, ``extra``, and every string column of a route that has
+    field-less (keyword) searches. Only these cross from the JVM to the Python workers,
+    which is most of the cost of a batch when events are wide."""
+    needed = {"event_type", "logsource"}
     for planned in plan.rules:
-        if planned.index in skip:
-            continue
         route = planned.route
-        if route not in keywords:
-            keywords[route] = keyword_columns(route)
-        try:
-            columns[planned.index] = to_column(
-                planned.rule.ir,
-                event_resolver(route),
-                keyword_columns=keywords[route],
-                lowered=lowered_for(route),
-            )
-        except Exception as exc:  # a bad rule must never stop the others
-            quarantined[planned.index] = f"cannot build Spark expression: {exc}"
-    return RuleExpressions(columns, quarantined, lowered)
-
-
-def matched_rules(
-    plan: DetectionPlan, rules: RuleExpressions, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> Column:
-    """array<int> of the indices of the rules matching the current row."""
-    empty = F.array().cast("array<int>")
-    parts: list[Column] = []
-    for route, indices in plan.routes.items():
-        live = [i for i in indices if i in rules.columns]
-        if not live:
-            continue
-        cond = route_condition(route)
-        for start in range(0, len(live), chunk_size):
-            chunk = live[start : start + chunk_size]
-            hits = F.array(*[F.when(rules.columns[i], F.lit(i)) for i in chunk])
-            parts.append(F.when(cond, F.array_compact(hits)).otherwise(empty))
-    if not parts:
-        return empty
-    return F.flatten(F.array(*parts))
+        for name in ir.fields(planned.rule.ir):
+            source = field_source(route, name)
+            if source in ("col", "either"):
+                needed.add(name)
+            if source in ("extra", "either"):
+                needed.add("extra")
+        if any(
+            p.field is None and p.op not in ir.CONST_OPS for p in ir.iter_preds(planned.rule.ir)
+        ):
+            needed.update(keyword_columns(route))
+            needed.add("extra")
+    return [name for name in available if name in needed]
 
 
 def detect(
-    events: DataFrame, plan: DetectionPlan, rules: RuleExpressions | None = None
+    events: DataFrame,
+    plan: DetectionPlan,
+    skip: Collection[int] = (),
+    columns: Sequence[str] | None = None,
 ) -> DataFrame:
-    """Rows of ``events`` that match, one per (rule_index, event), with all event columns."""
-    rules = rules or build_rule_columns(plan)
-    prepared = events.select("*", *[expr.alias(name) for name, expr in rules.lowered.items()])
-    hits = prepared.select(*events.columns, matched_rules(plan, rules).alias("_hits"))
-    return hits.where(F.size("_hits") > 0).select(
-        F.explode("_hits").alias("rule_index"), *[c for c in events.columns]
+    """Rows of ``events`` that match, one per (rule_index, event): ``rule_index`` and the
+    event ``columns`` (default: all of them).
+
+    Rules the engine cannot compile are left out (``compile_matcher(plan).errors`` says
+    which); a rule that fails at run time fails the query with its id and error.
+    """
+    spec = MatcherSpec.of(rule_specs(plan, skip))
+    output = list(events.columns) if columns is None else list(columns)
+    needed = engine_columns(plan, events.columns)
+    shipped = needed + [c for c in output if c not in needed]
+    schema = T.StructType(
+        [
+            T.StructField("rule_index", T.IntegerType(), False),
+            *[events.schema[name] for name in output],
+        ]
     )
+    ids = {p.index: str(p.rule.id) for p in plan.rules}
+
+    def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        matcher = spec.matcher()
+        for batch in batches:
+            result = matcher.match(batch)
+            if result.errors:
+                raise RuleEvaluationError(
+                    "; ".join(f"rule {ids[i]}: {e}" for i, e in result.errors.items())
+                )
+            if result.rows.size:
+                yield matched_rows(batch.select(output), result.rows, result.rules)
+
+    return events.select(*shipped).mapInArrow(match_partition, schema)
+
+
+def matched_rows(batch: pa.RecordBatch, rows: Any, rules: Any) -> pa.RecordBatch:
+    """The matched rows of ``batch`` with their rule index in front."""
+    taken = batch.take(pa.array(rows))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(rules, pa.int32()), *taken.columns],
+        names=["rule_index", *batch.schema.names],
+    )
+
+
+def _describe(plan: DetectionPlan, errors: dict[int, str]) -> str:
+    return "; ".join(f"rule {plan.rules[i].rule.id}: {e}" for i, e in errors.items())

@@ -1,9 +1,15 @@
-"""The streaming "detect" job: Kafka -> parse -> Sigma plan -> findings in Elasticsearch.
+"""The streaming "detect" job: Kafka -> parse -> Sigma rules -> findings in Elasticsearch.
 
-Each micro-batch: malformed records go to the dead-letter topic with their reason; valid
-events are matched against the plan; findings are bulk-created in Elasticsearch from the
-executors with deterministic ids. Offsets are checkpointed by Spark, so after a crash the
-batch is replayed and the deterministic ids make the replay harmless.
+Each micro-batch is one Spark job: every task parses its records with the generated
+schema, runs the rule engine over the valid events (``detections.worker``) and
+bulk-creates findings with deterministic ids. Records the parser rejected are counted
+there and then written to the dead-letter topic with their reason. Offsets are
+checkpointed by Spark, so after a crash the batch is replayed and the deterministic ids
+make the replay harmless.
+
+A rule the engine cannot compile is quarantined when the job starts; a rule that raises
+while evaluating a batch is quarantined from that moment (its error is reported by the
+task, the other rules' findings are written) and left out of every later batch.
 """
 
 from __future__ import annotations
@@ -11,21 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from detections.engine import RuleExpressions, build_rule_columns, detect
-from detections.isolation import find_failing_rules, without
-from detections.parse import parse_records, rejected_records, valid_events
+from detections.engine import compile_matcher, engine_columns, rule_specs
+from detections.matcher import MatcherSpec
+from detections.parse import events_with_reasons, parse_records, rejected_records
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
+from detections.worker import REASON_COLUMN, STATS_SCHEMA, VALUE_COLUMN, partition_processor
 
 log = logging.getLogger("sigstream.detect")
 
@@ -54,6 +58,7 @@ class BatchStats:
     created: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    rule_seconds: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,34 +82,6 @@ class JobTotals:
         self.history.append(stats)
 
 
-def _findings_writer(
-    rule_infos: dict[int, dict[str, Any]], es_hosts: tuple[str, ...], index: str
-) -> Callable[[Iterator[Any]], Iterator[tuple[int, int]]]:
-    """A partition function run on executors: build findings and bulk-create them."""
-
-    def write(rows: Iterator[Any]) -> Iterator[tuple[int, int]]:
-        from detections.findings import build_finding, finding_document
-        from detections.sinks.elasticsearch import connect, write_documents
-        from schemas.findings import RuleInfo
-
-        infos = {i: RuleInfo.model_validate(d) for i, d in rule_infos.items()}
-        ingested = datetime.now(UTC)
-
-        def documents() -> Iterator[tuple[str, dict[str, Any]]]:
-            for row in rows:
-                event = json.loads(row["event_json"])
-                yield finding_document(build_finding(infos[row["rule_index"]], event, ingested))
-
-        es = connect(es_hosts)
-        try:
-            result = write_documents(es, index, documents())
-        finally:
-            es.close()
-        yield result.created, result.duplicates
-
-    return write
-
-
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
     (
         rejects.write.format("kafka")
@@ -116,68 +93,47 @@ def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
 
 def make_batch_handler(
     plan: DetectionPlan,
-    rules: RuleExpressions,
     cfg: JobConfig,
     totals: JobTotals,
+    quarantined: dict[int, str],
     on_batch: Callable[[BatchStats], None] | None = None,
     on_quarantine: Callable[[dict[int, str]], None] | None = None,
 ) -> Callable[[DataFrame, int], None]:
+    """The foreachBatch function. ``quarantined`` (rule index -> reason) is shared with
+    the caller and grows when a rule fails at run time."""
+    spec = MatcherSpec.of(rule_specs(plan))
     rule_infos = {i: info.model_dump() for i, info in plan.rule_infos().items()}
-    writer = _findings_writer(rule_infos, cfg.es_hosts, cfg.findings_index)
-    active = [rules]  # replaced when rules are quarantined at run time
-
-    def match(events: DataFrame, batch_id: int) -> DataFrame:
-        """Matches of the batch, persisted; quarantines rules that make evaluation fail."""
-        try:
-            matches = detect(events, plan, active[0]).persist()
-            matches.count()
-            return matches
-        except Exception as exc:
-            log.warning("batch %d: rule evaluation failed (%s); isolating the rule", batch_id, exc)
-            bad = find_failing_rules(events, plan, active[0])
-            if not bad:
-                raise  # not a rule's fault: let Spark retry the batch
-            active[0] = without(active[0], bad)
-            for index, reason in bad.items():
-                log.error("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
-            if on_quarantine:
-                on_quarantine({index: reason for index, reason in bad.items()})
-            matches = detect(events, plan, active[0]).persist()
-            matches.count()
-            return matches
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         stats = BatchStats(batch_id)
-        parsed = parse_records(batch).persist()
-        try:
-            counts = parsed.groupBy(F.col("reject_reason").isNull().alias("ok")).count().collect()
-            for row in counts:
-                if row["ok"]:
-                    stats.events = row["count"]
-                else:
-                    stats.rejected = row["count"]
-            if stats.rejected:
-                _write_dlq(rejected_records(parsed), cfg)
-            if stats.events:
-                events = valid_events(parsed)
-                matches = match(events, batch_id)
-                documents = matches.select(
-                    "rule_index",
-                    F.to_json(
-                        F.struct(*[F.col(c) for c in events.columns]),
-                        {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"},
-                    ).alias("event_json"),
-                )
-                try:
-                    for created, duplicates in documents.rdd.mapPartitions(writer).collect():
-                        stats.created += created
-                        stats.duplicates += duplicates
-                finally:
-                    matches.unpersist()
-                stats.matches = stats.created + stats.duplicates
-        finally:
-            parsed.unpersist()
+        process = partition_processor(
+            spec, set(quarantined), rule_infos, cfg.es_hosts, cfg.findings_index
+        )
+        records = events_with_reasons(parse_records(batch))
+        records = records.select(
+            REASON_COLUMN, VALUE_COLUMN, *engine_columns(plan, records.columns)
+        )
+        new_errors: dict[int, str] = {}
+        for row in records.mapInArrow(process, STATS_SCHEMA).collect():
+            stats.events += row["events"]
+            stats.rejected += row["rejected"]
+            stats.matches += row["matches"]
+            stats.created += row["created"]
+            stats.duplicates += row["duplicates"]
+            for index, error in json.loads(row["errors"]).items():
+                new_errors.setdefault(int(index), error)
+            for index, spent in json.loads(row["seconds"]).items():
+                rule = int(index)
+                stats.rule_seconds[rule] = stats.rule_seconds.get(rule, 0.0) + spent
+        if stats.rejected:
+            _write_dlq(rejected_records(parse_records(batch)), cfg)
+        if new_errors:
+            for index, reason in new_errors.items():
+                log.error("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
+            quarantined.update(new_errors)
+            if on_quarantine:
+                on_quarantine(new_errors)
         stats.seconds = time.monotonic() - started
         totals.add(stats)
         log.info(
@@ -211,12 +167,13 @@ def start(
         ensure_findings_index(es, cfg.findings_index)
     finally:
         es.close()
-    rules = build_rule_columns(plan)
+    quarantined = dict(compile_matcher(plan).errors)
     status = JobStatus.for_plan(plan)
-    status.quarantine(plan, rules.quarantined)
-    for index, reason in rules.quarantined.items():
-        log.warning("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
+    status.quarantine(plan, quarantined)
     totals = totals or JobTotals()
+    for index, reason in quarantined.items():
+        log.warning("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
+        totals.quarantined[str(plan.rules[index].rule.id)] = reason
 
     def save_status() -> None:
         if cfg.status_file is not None:
@@ -229,7 +186,7 @@ def start(
         if on_batch:
             on_batch(stats)
 
-    def quarantined(bad: dict[int, str]) -> None:
+    def on_quarantine(bad: dict[int, str]) -> None:
         status.quarantine(plan, bad)
         totals.quarantined.update({str(plan.rules[i].rule.id): r for i, r in bad.items()})
         save_status()
@@ -244,7 +201,7 @@ def start(
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    handler = make_batch_handler(plan, rules, cfg, totals, batch_done, quarantined)
+    handler = make_batch_handler(plan, cfg, totals, quarantined, batch_done, on_quarantine)
     writer = (
         reader.load()
         .writeStream.queryName("sigstream-detect")

@@ -64,8 +64,7 @@ def _defaults() -> dict[str, Column]:
     return defaults
 
 
-def valid_events(parsed: DataFrame) -> DataFrame:
-    events = parsed.where(F.col("reject_reason").isNull()).select("e.*")
+def _with_defaults(events: DataFrame) -> DataFrame:
     fills = {
         name: value
         if name == "logsource"
@@ -73,6 +72,18 @@ def valid_events(parsed: DataFrame) -> DataFrame:
         for name, value in _defaults().items()
     }
     return events.withColumns(fills)
+
+
+def valid_events(parsed: DataFrame) -> DataFrame:
+    """The valid events, envelope defaults applied."""
+    return _with_defaults(parsed.where(F.col("reject_reason").isNull()).select("e.*"))
+
+
+def events_with_reasons(parsed: DataFrame) -> DataFrame:
+    """Every record as event columns plus ``reject_reason`` (null for a valid event) and
+    the original ``value``, so one pass can count rejects, match events and copy each
+    matched event as its sensor sent it."""
+    return _with_defaults(parsed.select("reject_reason", "value", "e.*"))
 
 
 def rejected_records(parsed: DataFrame, stage: str = "detect") -> DataFrame:

@@ -30,8 +30,10 @@ def build_session(
         .config("spark.jars", ",".join(spark_kafka_jars()))
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.ui.enabled", "false")
-        # Column building goes through py4j; capturing Python call sites doubles its cost.
+        # Building DataFrames goes through py4j; capturing Python call sites doubles its cost.
         .config("spark.python.sql.dataFrameDebugging.enabled", "false")
+        # The rule engine runs per Arrow batch: larger batches spread its per-batch cost.
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
         .config("spark.sql.session.timeZone", "UTC")
         # Sysmon has fields that differ only by case (SourceProcessGuid vs ...GUID).
         .config("spark.sql.caseSensitive", "true")

@@ -119,6 +119,50 @@ def spark_event_schema() -> StructType:
     )
 
 
+# --- Arrow ---------------------------------------------------------------------------
+
+
+def _arrow_type(annotation: Any) -> Any:
+    import pyarrow as pa
+
+    annotation = _strip_optional(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return _arrow_type(type(typing.get_args(annotation)[0]))
+    if origin is dict:
+        key, value = typing.get_args(annotation)
+        return pa.map_(_arrow_type(key), _arrow_type(value))
+    if origin is list:
+        return pa.list_(_arrow_type(typing.get_args(annotation)[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(
+            [
+                pa.field(_field_name(name, info), _arrow_type(info.annotation))
+                for name, info in annotation.model_fields.items()
+            ]
+        )
+    scalar = {
+        str: pa.string(),
+        int: pa.int64(),
+        bool: pa.bool_(),
+        float: pa.float64(),
+        datetime: pa.timestamp("us", tz="UTC"),
+    }
+    if annotation in scalar:
+        return scalar[annotation]
+    if annotation is Any:
+        return pa.string()
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+def arrow_event_schema() -> Any:
+    """The Arrow schema of parsed events: what the rule engine reads (Spark hands the
+    same columns to its Python workers)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(n, _arrow_type(a)) for n, a in event_columns().items()])
+
+
 # --- Elasticsearch ---------------------------------------------------------------------
 
 

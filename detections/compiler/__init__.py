@@ -1,12 +1,7 @@
-"""The Sigma compiler: pySigma rule objects -> IR (pure) -> one Spark Column per rule.
-
-``to_column`` is imported lazily so that importing the compiler (and validating rules in
-CI) never loads pyspark.
-"""
+"""The Sigma compiler: pySigma rule objects -> IR (pure) -> rule programs the engine runs
+over Arrow batches (``to_arrow``; see ``detections.matcher``)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from detections.compiler import ir
 from detections.compiler.ir import IR_VERSION, And, IRError, Node, Not, Or, Pred
@@ -23,9 +18,6 @@ from detections.compiler.sigma_to_ir import (
     detection_to_ir,
     rule_files,
 )
-
-if TYPE_CHECKING:
-    from detections.compiler.to_spark import to_column
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -47,13 +39,4 @@ __all__ = [
     "detection_to_ir",
     "ir",
     "rule_files",
-    "to_column",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "to_column":
-        from detections.compiler.to_spark import to_column
-
-        return to_column
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
