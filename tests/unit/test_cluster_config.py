@@ -103,3 +103,28 @@ def test_alive_workers_counts_only_alive() -> None:
     answer = {"workers": [{"state": "ALIVE"}, {"state": "DEAD"}, {"state": "ALIVE"}]}
     assert cc.alive_workers(answer) == 2
     assert cc.alive_workers({}) == 0
+
+
+def test_cluster_layout_gives_each_member_its_own_files(tmp_path: Path) -> None:
+    from infra.cluster import ClusterLayout
+    from sigstream.settings import Settings
+
+    settings = Settings(run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", es_root=tmp_path)
+    layout = ClusterLayout(settings, cc.ClusterSpec())
+    members = layout.members()
+    assert [m.name for m in members] == [
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
+        "es-1",
+        "es-2",
+        "spark-master",
+        "spark-worker-1",
+        "spark-worker-2",
+    ]
+    assert len({m.pid_file for m in members}) == len({m.log for m in members}) == 8
+    assert all(m.run.is_relative_to(tmp_path / "run" / "cluster") for m in members[:3])
+    # SIGSTREAM_ES_ROOT moves the ES nodes, as it does the single node.
+    assert layout.member("es-2").run == tmp_path / "cluster" / "es-2"
+    with pytest.raises(KeyError):
+        layout.member("kafka-4")
