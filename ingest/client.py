@@ -77,6 +77,7 @@ class GatewayClient:
         fsync: FsyncPolicy = "batch",
         timeout_s: float = 30.0,
         max_backoff_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/v1/events"
         self.spool = Spool(spool_dir, fsync=fsync)
@@ -87,6 +88,7 @@ class GatewayClient:
         self.stats = ClientStats()
         self._http = httpx.Client(
             verify=verify,
+            transport=transport,
             timeout=timeout_s,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
         )

@@ -161,6 +161,38 @@ def test_resent_batch_is_not_written_twice_even_after_a_restart(gateway: Gateway
     assert len(read_topic(gateway.events_topic)) == 50
 
 
+class LosesEveryThirdAnswer(httpx.HTTPTransport):
+    """The network drops the gateway's answer (after the gateway acted on the request)."""
+
+    def __init__(self, verify: str) -> None:
+        super().__init__(verify=verify)
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        response.read()
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise httpx.ReadTimeout("answer lost", request=request)
+        return response
+
+
+def test_lost_answers_are_resent_and_stored_once(gateway: Gateway, tmp_path: Path) -> None:
+    """Batches the gateway stored but whose answer never reached the sensor are sent again;
+    Kafka still has every event id exactly once."""
+    _, token = gateway.store.enroll("acme", "ws01")
+    lossy = LosesEveryThirdAnswer(str(gateway.ca))
+    with GatewayClient(
+        gateway.server.url, token, tmp_path / "spool", batch_events=25, transport=lossy
+    ) as client:
+        client.submit(json.dumps(event(i), separators=(",", ":")).encode() for i in range(500))
+        assert client.drain(timeout_s=120)
+        stats = client.stats
+    assert stats.duplicates > 0, "some batches were re-sent after a lost answer"
+    docs = [json.loads(r.value) for r in read_topic(gateway.events_topic)]
+    assert [d["seq"] for d in docs] == list(range(500))  # once each, in order
+
+
 OUTAGE_S = float(os.environ.get("SIGSTREAM_GATEWAY_OUTAGE_S", "30"))
 
 
