@@ -174,10 +174,10 @@ def sigstream_matches(
     plan: DetectionPlan, events_file: Path, corpus: Corpus
 ) -> tuple[set[tuple[str, int]], dict[str, str]]:
     """(rule id, event position) pairs from the job's parse + detect code path in Spark,
-    and the rules whose Spark expression could not be built (id -> reason)."""
+    and the rules the engine refused to compile (id -> reason)."""
     from pyspark.sql import functions as F
 
-    from detections.engine import build_rule_columns, detect
+    from detections.engine import compile_matcher, detect
     from detections.parse import parse_records, valid_events
     from detections.spark import build_session
 
@@ -200,15 +200,15 @@ def sigstream_matches(
         if bad:
             raise CannotRun(f"Spark rejected {bad} events the adapters accepted")
         events = valid_events(parsed)
-        progress(f"building Spark expressions for {len(plan.rules):,} rules")
-        rules = build_rule_columns(plan)
+        progress(f"compiling {len(plan.rules):,} rules for the engine")
+        refused = compile_matcher(plan).errors
         progress(f"evaluating {len(corpus):,} events in Spark")
-        rows = detect(events, plan, rules).select("rule_index", "event_id").collect()
+        rows = detect(events, plan, columns=["event_id"]).collect()
     finally:
         spark.stop()
     position = {event_id: n for n, event_id in enumerate(corpus.event_ids)}
     rule_id = {p.index: str(p.rule.id) for p in plan.rules}
-    quarantined = {rule_id[i]: reason for i, reason in rules.quarantined.items()}
+    quarantined = {rule_id[i]: reason for i, reason in refused.items()}
     return {(rule_id[r.rule_index], position[r.event_id]) for r in rows}, quarantined
 
 

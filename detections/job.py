@@ -20,16 +20,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from detections.deploy.demotion import (
+    DemotionPolicy,
+    RuleBatchStats,
+    demotion_finding,
+    rules_to_demote,
+)
+from detections.deploy.modes import RuleMode
+from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_columns, rule_specs
 from detections.matcher import MatcherSpec
 from detections.parse import events_with_reasons, parse_records, rejected_records
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
-from detections.worker import REASON_COLUMN, STATS_SCHEMA, VALUE_COLUMN, partition_processor
+from detections.worker import (
+    REASON_COLUMN,
+    STATS_SCHEMA,
+    VALUE_COLUMN,
+    Destinations,
+    partition_processor,
+)
 
 log = logging.getLogger("sigstream.detect")
 
@@ -47,6 +62,12 @@ class JobConfig:
     trigger_seconds: float = 2.0
     available_now: bool = False
     status_file: Path | None = None
+    # Follow a deployment store (signed bundles, rule modes, kill switch): see
+    # docs/rules-workflow.md. Without it the job runs the plan it was started with.
+    deploy_dir: Path | None = None
+    trusted_keys: Path | None = None
+    shadow_index: str | None = None
+    demotion: DemotionPolicy | None = None
 
 
 @dataclass
@@ -58,7 +79,9 @@ class BatchStats:
     created: int = 0
     duplicates: int = 0
     seconds: float = 0.0
-    rule_seconds: dict[int, float] = field(default_factory=dict)
+    generation: int | None = None
+    # rule index -> [events evaluated, matches, seconds]
+    rules: dict[int, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +94,7 @@ class JobTotals:
     duplicates: int = 0
     history: list[BatchStats] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)
+    demoted: dict[str, str] = field(default_factory=dict)
 
     def add(self, stats: BatchStats) -> None:
         self.batches += 1
@@ -80,6 +104,45 @@ class JobTotals:
         self.created += stats.created
         self.duplicates += stats.duplicates
         self.history.append(stats)
+
+
+@dataclass
+class RunningContent:
+    """The rules the job runs now: a plan, its engine spec, and the deployment state."""
+
+    plan: DetectionPlan
+    spec: MatcherSpec
+    rule_infos: dict[int, dict[str, Any]]
+    quarantined: dict[int, str]  # refused at compile time or failed at run time
+    deployed: ActiveContent | None = None
+
+    @classmethod
+    def of(cls, plan: DetectionPlan, deployed: ActiveContent | None = None) -> RunningContent:
+        return cls(
+            plan=plan,
+            spec=MatcherSpec.of(rule_specs(plan)),
+            rule_infos={i: info.model_dump() for i, info in plan.rule_infos().items()},
+            quarantined=dict(compile_matcher(plan).errors),
+            deployed=deployed,
+        )
+
+    def with_modes(self, deployed: ActiveContent) -> RunningContent:
+        """The same compiled bundle under new modes (kill switch, canary, demotion)."""
+        return RunningContent(self.plan, self.spec, self.rule_infos, self.quarantined, deployed)
+
+    @property
+    def skip(self) -> set[int]:
+        disabled = self.deployed.disabled_indices if self.deployed else frozenset()
+        return set(self.quarantined) | set(disabled)
+
+    def destinations(self, cfg: JobConfig) -> Destinations:
+        modes: dict[int, tuple[str, RuleMode]] = {}
+        if self.deployed is not None:
+            for planned in self.plan.rules:
+                mode = self.deployed.mode_of(planned.index)
+                if mode.mode != "active":
+                    modes[planned.index] = (str(planned.rule.id), mode)
+        return Destinations(cfg.findings_index, cfg.shadow_index, modes)
 
 
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
@@ -92,27 +155,45 @@ def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
 
 
 def make_batch_handler(
-    plan: DetectionPlan,
+    content: RunningContent,
     cfg: JobConfig,
     totals: JobTotals,
-    quarantined: dict[int, str],
+    watcher: DeploymentWatcher | None = None,
     on_batch: Callable[[BatchStats], None] | None = None,
-    on_quarantine: Callable[[dict[int, str]], None] | None = None,
+    on_content: Callable[[RunningContent], None] | None = None,
 ) -> Callable[[DataFrame, int], None]:
-    """The foreachBatch function. ``quarantined`` (rule index -> reason) is shared with
-    the caller and grows when a rule fails at run time."""
-    spec = MatcherSpec.of(rule_specs(plan))
-    rule_infos = {i: info.model_dump() for i, info in plan.rule_infos().items()}
+    """The foreachBatch function. Between micro-batches it follows the deployment store
+    (new bundle, modes, kill switch) and quarantines rules that failed at run time."""
+    current = [content]
+
+    def follow_deployments() -> None:
+        if watcher is None:
+            return
+        deployed = watcher.poll()
+        if deployed is None:
+            return
+        running = current[0]
+        if running.deployed is not None and running.deployed.digest == deployed.digest:
+            current[0] = running.with_modes(deployed)
+        else:
+            current[0] = RunningContent.of(deployed.plan, deployed)
+            for index, reason in current[0].quarantined.items():
+                log.warning("rule %s refused: %s", deployed.plan.rules[index].rule.id, reason)
+        if on_content:
+            on_content(current[0])
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        follow_deployments()
+        running = current[0]
         stats = BatchStats(batch_id)
+        stats.generation = running.deployed.generation if running.deployed else None
         process = partition_processor(
-            spec, set(quarantined), rule_infos, cfg.es_hosts, cfg.findings_index
+            running.spec, running.skip, running.rule_infos, cfg.es_hosts, running.destinations(cfg)
         )
         records = events_with_reasons(parse_records(batch))
         records = records.select(
-            REASON_COLUMN, VALUE_COLUMN, *engine_columns(plan, records.columns)
+            REASON_COLUMN, VALUE_COLUMN, *engine_columns(running.plan, records.columns)
         )
         new_errors: dict[int, str] = {}
         for row in records.mapInArrow(process, STATS_SCHEMA).collect():
@@ -123,17 +204,23 @@ def make_batch_handler(
             stats.duplicates += row["duplicates"]
             for index, error in json.loads(row["errors"]).items():
                 new_errors.setdefault(int(index), error)
-            for index, spent in json.loads(row["seconds"]).items():
-                rule = int(index)
-                stats.rule_seconds[rule] = stats.rule_seconds.get(rule, 0.0) + spent
+            for index, numbers in json.loads(row["rules"]).items():
+                total = stats.rules.setdefault(int(index), [0, 0, 0.0])
+                for i, value in enumerate(numbers):
+                    total[i] += value
         if stats.rejected:
             _write_dlq(rejected_records(parse_records(batch)), cfg)
         if new_errors:
             for index, reason in new_errors.items():
-                log.error("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
-            quarantined.update(new_errors)
-            if on_quarantine:
-                on_quarantine(new_errors)
+                log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)
+            running.quarantined.update(new_errors)
+            totals.quarantined.update(
+                {str(running.plan.rules[i].rule.id): r for i, r in new_errors.items()}
+            )
+            if on_content:
+                on_content(running)
+        if watcher is not None and running.deployed is not None and cfg.demotion is not None:
+            _demote(running, stats, cfg, watcher, totals)
         stats.seconds = time.monotonic() - started
         totals.add(stats)
         log.info(
@@ -152,6 +239,47 @@ def make_batch_handler(
     return handle
 
 
+def _demote(
+    running: RunningContent,
+    stats: BatchStats,
+    cfg: JobConfig,
+    watcher: DeploymentWatcher,
+    totals: JobTotals,
+) -> None:
+    """Move rules that crossed their alert-rate or cost threshold to shadow, and tell
+    analysts with a finding. Takes effect at the next micro-batch."""
+    from detections.findings import finding_document
+    from detections.sinks.elasticsearch import connect, write_documents
+
+    assert running.deployed is not None and cfg.demotion is not None
+    numbers = [
+        RuleBatchStats(
+            rule_id=str(running.plan.rules[i].rule.id),
+            events=int(events),
+            matches=int(matches),
+            cost_us_per_event=seconds / events * 1e6 if events else None,
+        )
+        for i, (events, matches, seconds) in stats.rules.items()
+    ]
+    demotions = rules_to_demote(numbers, running.deployed.modes, cfg.demotion)
+    if not demotions:
+        return
+    infos = {str(p.rule.id): p.info for p in running.plan.rules}
+    es = connect(cfg.es_hosts)
+    try:
+        documents = []
+        for demotion in demotions:
+            watcher.record_demotion(demotion.rule_id, demotion.reason, demotion.metrics)
+            totals.demoted[demotion.rule_id] = demotion.reason
+            finding = demotion_finding(
+                infos[demotion.rule_id], demotion, running.deployed.generation
+            )
+            documents.append(finding_document(finding))
+        write_documents(es, cfg.findings_index, documents)
+    finally:
+        es.close()
+
+
 def start(
     spark: SparkSession,
     plan: DetectionPlan,
@@ -159,39 +287,54 @@ def start(
     totals: JobTotals | None = None,
     on_batch: Callable[[BatchStats], None] | None = None,
 ) -> StreamingQuery:
-    """Start the streaming query (returns at once; await or stop the query yourself)."""
+    """Start the streaming query (returns at once; await or stop the query yourself).
+
+    With ``cfg.deploy_dir`` the job runs the deployed bundle as soon as there is one
+    (``plan`` until then) and follows every later deployment between micro-batches.
+    """
     from detections.sinks.elasticsearch import connect, ensure_findings_index
 
     es = connect(cfg.es_hosts)
     try:
         ensure_findings_index(es, cfg.findings_index)
+        if cfg.shadow_index:
+            ensure_findings_index(es, cfg.shadow_index)
     finally:
         es.close()
-    quarantined = dict(compile_matcher(plan).errors)
-    status = JobStatus.for_plan(plan)
-    status.quarantine(plan, quarantined)
+    watcher = None
+    if cfg.deploy_dir is not None:
+        keys = sorted(cfg.trusted_keys.glob("*.pub")) if cfg.trusted_keys else []
+        watcher = DeploymentWatcher(cfg.deploy_dir, keys)
+    deployed = watcher.poll() if watcher else None
+    content = RunningContent.of(deployed.plan if deployed else plan, deployed)
     totals = totals or JobTotals()
-    for index, reason in quarantined.items():
-        log.warning("rule %s quarantined: %s", plan.rules[index].rule.id, reason)
-        totals.quarantined[str(plan.rules[index].rule.id)] = reason
+    status = [JobStatus.for_plan(content.plan)]
 
     def save_status() -> None:
         if cfg.status_file is not None:
-            status.batches, status.events = totals.batches, totals.events
-            status.dead_letters, status.findings = totals.rejected, totals.matches
-            status.write(cfg.status_file)
+            s = status[0]
+            s.batches, s.events = totals.batches, totals.events
+            s.dead_letters, s.findings = totals.rejected, totals.matches
+            s.write(cfg.status_file)
+
+    def content_changed(running: RunningContent) -> None:
+        if status[0].plan_version != running.plan.version:
+            status[0] = JobStatus.for_plan(running.plan)
+        status[0].quarantined = []
+        status[0].quarantine(running.plan, running.quarantined)
+        for index, reason in running.quarantined.items():
+            totals.quarantined.setdefault(str(running.plan.rules[index].rule.id), reason)
+        save_status()
+
+    for index, reason in content.quarantined.items():
+        log.warning("rule %s quarantined: %s", content.plan.rules[index].rule.id, reason)
+    content_changed(content)
 
     def batch_done(stats: BatchStats) -> None:
         save_status()
         if on_batch:
             on_batch(stats)
 
-    def on_quarantine(bad: dict[int, str]) -> None:
-        status.quarantine(plan, bad)
-        totals.quarantined.update({str(plan.rules[i].rule.id): r for i, r in bad.items()})
-        save_status()
-
-    save_status()
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
@@ -201,7 +344,7 @@ def start(
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    handler = make_batch_handler(plan, cfg, totals, quarantined, batch_done, on_quarantine)
+    handler = make_batch_handler(content, cfg, totals, watcher, batch_done, content_changed)
     writer = (
         reader.load()
         .writeStream.queryName("sigstream-detect")

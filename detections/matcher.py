@@ -37,12 +37,14 @@ RuleSpec = tuple[int, Route, ir.Node]
 @dataclass
 class MatchResult:
     """Matches of one batch as parallel arrays (sorted by row, then rule), plus the rules
-    that failed on this batch (index -> error) and the seconds each rule took."""
+    that failed on this batch (index -> error), the seconds each rule took and the number
+    of events each rule was evaluated on (its route's rows)."""
 
     rows: np.ndarray
     rules: np.ndarray
     errors: dict[int, str] = field(default_factory=dict)
     seconds: dict[int, float] = field(default_factory=dict)
+    evaluated: dict[int, int] = field(default_factory=dict)
 
     def pairs(self) -> list[tuple[int, int]]:
         return list(zip(self.rows.tolist(), self.rules.tolist(), strict=True))
@@ -76,6 +78,7 @@ class Matcher:
         found_rules: list[np.ndarray] = []
         errors: dict[int, str] = {}
         seconds: dict[int, float] = {}
+        evaluated: dict[int, int] = {}
         for route, program in self.programs.items():
             rows = np.flatnonzero(view.route_mask(route))
             if not rows.size:
@@ -85,6 +88,7 @@ class Matcher:
             for index, tree in program.rules.items():
                 if index in skip:
                     continue
+                evaluated[index] = evaluated.get(index, 0) + int(rows.size)
                 started = time.perf_counter()
                 try:
                     result = run(tree, route_rows, memo, program.slots)
@@ -99,11 +103,11 @@ class Matcher:
                     found_rules.append(np.full(hit.size, index, dtype=np.int32))
         if not found_rows:
             empty = np.zeros(0, dtype=np.int64)
-            return MatchResult(empty, empty.astype(np.int32), errors, seconds)
+            return MatchResult(empty, empty.astype(np.int32), errors, seconds, evaluated)
         all_rows = np.concatenate(found_rows).astype(np.int64)
         all_rules = np.concatenate(found_rules)
         order = np.lexsort((all_rules, all_rows))
-        return MatchResult(all_rows[order], all_rules[order], errors, seconds)
+        return MatchResult(all_rows[order], all_rules[order], errors, seconds, evaluated)
 
 
 # --- shipping the engine to Spark's Python workers -------------------------------------------

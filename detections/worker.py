@@ -2,22 +2,26 @@
 
 Runs in a Python worker over Arrow batches of parsed events: count the records the parser
 rejected (the driver sends those to the dead-letter topic), run the rule engine on the
-rest, turn matches into findings and bulk-create them in Elasticsearch, and report one
-row of counts, rule errors and rule costs back to the driver. One pass, one Spark job per
-micro-batch.
+rest, turn matches into findings and bulk-create them in Elasticsearch (the findings
+index, or the shadow index for rules deployed in shadow or outside their canary), and
+report one row of counts, rule errors and per-rule numbers back to the driver. One pass,
+one Spark job per micro-batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T
 
+from detections.deploy.modes import RuleMode
 from detections.matcher import MatcherSpec
 
 #: The row each task reports to the driver.
@@ -29,7 +33,14 @@ STATS_SCHEMA = T.StructType(
         T.StructField("created", T.LongType(), False),
         T.StructField("duplicates", T.LongType(), False),
         T.StructField("errors", T.StringType(), False),  # JSON: rule index -> error
-        T.StructField("seconds", T.StringType(), False),  # JSON: rule index -> seconds
+        # JSON: rule index -> [events evaluated, matches, seconds]
+        T.StructField("rules", T.StringType(), False),
+    ]
+)
+_ARROW_STATS = pa.schema(
+    [
+        pa.field(f.name, pa.int64() if f.dataType == T.LongType() else pa.string())
+        for f in STATS_SCHEMA
     ]
 )
 
@@ -37,12 +48,36 @@ REASON_COLUMN = "reject_reason"
 VALUE_COLUMN = "value"
 
 
+@dataclass(frozen=True)
+class Destinations:
+    """Where findings go: the analysts' index, the shadow index, and the rules (by index)
+    whose deployment mode is not plain ``active``."""
+
+    active: str
+    shadow: str | None = None
+    modes: Mapping[int, tuple[str, RuleMode]] | None = None  # index -> (rule id, mode)
+
+    def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
+        mode = (self.modes or {}).get(rule)
+        if mode is None:
+            return self.active
+        rule_id, rule_mode = mode
+        where = rule_mode.destination(
+            rule_id, str(event.get("tenant_id", "default")), str(event.get("sensor_id", ""))
+        )
+        if where == "active":
+            return self.active
+        if where == "shadow":
+            return self.shadow
+        return None
+
+
 def partition_processor(
     spec: MatcherSpec,
     skip: Collection[int],
     rule_infos: dict[int, dict[str, Any]],
     es_hosts: tuple[str, ...],
-    index: str,
+    destinations: Destinations,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only)."""
     skipped = frozenset(skip)
@@ -53,7 +88,7 @@ def partition_processor(
         matcher = spec.matcher()
         counts = dict.fromkeys(("events", "rejected", "matches", "created", "duplicates"), 0)
         errors: dict[int, str] = {}
-        seconds: dict[int, float] = {}
+        per_rule: dict[int, list[float]] = {}
         es = None
         ingested = datetime.now(UTC)
         try:
@@ -66,37 +101,33 @@ def partition_processor(
                     continue
                 result = matcher.match(events, skipped | errors.keys())
                 errors.update(result.errors)
-                for rule, spent in result.seconds.items():
-                    seconds[rule] = seconds.get(rule, 0.0) + spent
+                hits = np.bincount(result.rules) if result.rules.size else np.zeros(0, int)
+                for rule, rows in result.evaluated.items():
+                    numbers = per_rule.setdefault(rule, [0, 0, 0.0])
+                    numbers[0] += rows
+                    numbers[1] += int(hits[rule]) if rule < hits.size else 0
+                    numbers[2] += result.seconds.get(rule, 0.0)
                 if not result.rows.size:
                     continue
                 counts["matches"] += int(result.rows.size)
                 documents = finding_documents(
-                    events, result.rows, result.rules, rule_infos, ingested
+                    events, result.rows, result.rules, rule_infos, destinations, ingested
                 )
                 if es is None:
                     es = connect(es_hosts)
-                written = write_documents(es, index, documents)
-                counts["created"] += written.created
-                counts["duplicates"] += written.duplicates
+                for index, docs in documents.items():
+                    written = write_documents(es, index, docs)
+                    counts["created"] += written.created
+                    counts["duplicates"] += written.duplicates
         finally:
             if es is not None:
                 es.close()
-        yield pa.RecordBatch.from_pylist(
-            [
-                {
-                    **counts,
-                    "errors": json.dumps({str(k): v for k, v in errors.items()}),
-                    "seconds": json.dumps({str(k): round(v, 6) for k, v in seconds.items()}),
-                }
-            ],
-            schema=pa.schema(
-                [
-                    pa.field(f.name, pa.int64() if f.name in counts else pa.string())
-                    for f in STATS_SCHEMA
-                ]
-            ),
-        )
+        row = {
+            **counts,
+            "errors": json.dumps({str(k): v for k, v in errors.items()}),
+            "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
+        }
+        yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
 
@@ -106,17 +137,25 @@ def finding_documents(
     rows: Any,
     rules: Any,
     rule_infos: dict[int, dict[str, Any]],
+    destinations: Destinations,
     ingested: datetime,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(id, body) of the finding of each (row, rule) match. The finding carries the event
-    as its sensor sent it (the record's JSON), so nothing the rule did not read is lost."""
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Index -> (id, body) of the findings of the (row, rule) matches. A finding carries
+    the event as its sensor sent it (the record's JSON), so nothing the rule did not read
+    is lost."""
     from detections.findings import build_finding, finding_document
     from schemas.findings import RuleInfo
 
     infos: dict[int, RuleInfo] = {}
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     values = events.column(VALUE_COLUMN).take(pa.array(rows)).to_pylist()
     for value, rule in zip(values, rules.tolist(), strict=True):
+        event = json.loads(value)
+        index = destinations.index_for(rule, event)
+        if index is None:
+            continue
         info = infos.get(rule)
         if info is None:
             info = infos[rule] = RuleInfo.model_validate(rule_infos[rule])
-        yield finding_document(build_finding(info, json.loads(value), ingested))
+        out.setdefault(index, []).append(finding_document(build_finding(info, event, ingested)))
+    return out

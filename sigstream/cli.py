@@ -197,20 +197,40 @@ def detect(
         Path | None, typer.Option(help="Checkpoint folder (default: .run/checkpoints/detect).")
     ] = None,
     allow_unknown_fields: AllowUnknown = False,
+    deployments: Annotated[
+        bool | None,
+        typer.Option(
+            "--deployments/--no-deployments",
+            help="Follow the deployment store (signed bundles, modes, kill switch; see "
+            "`sigstream rules deploy`). Default: when something has been deployed.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
 
     Rules that cannot be compiled are refused with a reason at start; a rule that fails at
     run time is quarantined and the job goes on with the others (see `sigstream rules status`).
+    With deployments, the job runs the deployed bundle and follows new deployments, rule
+    modes and the kill switch between micro-batches, and demotes noisy or costly rules.
     """
+    from detections.deploy.demotion import policy_from_settings
     from detections.job import JobConfig, run
     from detections.spark import build_session
 
     _setup_logging(verbose)
     s = get_settings()
     plan = _load_plan_verbose(rules or default_rule_paths(s), allow_unknown_fields)
+    if deployments is None:
+        deployments = (s.deploy_dir / "state.json").exists()
+    follow = {
+        "deploy_dir": s.deploy_dir,
+        "trusted_keys": s.trusted_keys,
+        "shadow_index": s.shadow_findings_index,
+        "demotion": policy_from_settings(s),
+    }
     cfg = JobConfig(
+        **(follow if deployments else {}),
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
         dlq_topic=s.dlq_topic,

@@ -109,7 +109,12 @@ class DeploymentWatcher:
         if self._bundle is None or self._bundle.digest != digest:
             loaded = self._loaded.get(digest) or self._load(digest, generation)
             if loaded is None:
-                return None
+                if self._bundle is None:
+                    return None
+                # Refused: keep running the current bundle, but still follow the mode
+                # changes (kill switch, canary) made since the last poll.
+                loaded = (self._bundle, self._plan, self._key_id)  # type: ignore[assignment]
+                digest = self._bundle.digest
             self._bundle, self._plan, self._key_id = loaded
             self._loaded = {digest: loaded, **self._loaded}
             self._loaded = dict(list(self._loaded.items())[:2])  # current and previous

@@ -155,8 +155,9 @@ def test_watcher_follows_deploys_refuses_tampering_and_rolls_back(
         store.deploy(rogue, trusted)
     # ... and by the job when it got into the store anyway: the old content keeps running.
     store.deploy(rogue, None)
-    assert watcher.poll() is None
-    assert watcher.current is second
+    kept = watcher.poll()  # the rogue bundle is not loaded: the running one stays, its modes
+    assert kept is not None and kept.digest == second.digest  # re-read
+    assert watcher.current is kept
     assert "untrusted key" in store.state()["refusals"][-1]["reason"]
 
     # Edited on disk after deployment: refused as well.
