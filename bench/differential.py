@@ -451,23 +451,18 @@ class CaseResult:
 
 
 def rsigma_cases(binary: str, work: Path) -> list[CaseResult]:
-    """Run the cases of tests/integration/test_sigma_semantics_spark.py through rsigma.
+    """Run the semantics cases (tests/sigma_cases.py) through rsigma.
 
-    That test asserts each case's expected matches on the real Spark code path, so while it
-    is green, "rsigma differs from the expectation" means "rsigma differs from Sigstream".
-    The cases reach semantics the corpus may never exercise (newlines under wildcards,
-    IPv6 zones, base64 offsets ...). Events are typed like the test's DataFrame columns.
+    tests/unit/test_engine_semantics.py asserts each case's expected matches on the
+    engine, so while it is green, "rsigma differs from the expectation" means "rsigma
+    differs from Sigstream". The cases reach semantics the corpus may never exercise
+    (newlines under wildcards, IPv6 zones, base64 offsets ...). Numbers stay numbers.
     """
-    from tests.integration.test_sigma_semantics_spark import CASES, COLUMNS
+    from tests.sigma_cases import CASES
 
-    def typed(kind: str, value: Any) -> Any:
-        if value is None:
-            return None
-        if kind == "bigint":
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return None
+    def typed(value: Any) -> Any:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     folder = work / "cases"
@@ -480,7 +475,7 @@ def rsigma_cases(binary: str, work: Path) -> list[CaseResult]:
         rule.write_text(f"title: t\nlogsource:\n    category: test\ndetection:\n{body}\n")
         flat = []
         for n, event in enumerate(events):
-            row = {k: typed(kind, event.get(k)) for k, kind in COLUMNS.items()}
+            row = {k: typed(v) for k, v in event.items()}
             flat.append({**{k: v for k, v in row.items() if v is not None}, POSITION_FIELD: n})
         events_file = folder / f"{name}.jsonl"
         events_file.write_text("".join(json.dumps(e) + "\n" for e in flat), "utf-8")
