@@ -38,7 +38,7 @@ def record_from_document(document: Any) -> WindowsRecord:
         raise AdapterError("not a Windows event document: missing Event.System") from exc
     if not isinstance(event, dict) or not isinstance(system, dict):
         raise AdapterError("not a Windows event document: Event.System is not an object")
-    event_code = system.get("EventID")
+    event_code: Any = system.get("EventID")
     if isinstance(event_code, dict):  # <EventID Qualifiers="..">4624</EventID>
         event_code = event_code.get("#text")
     data = event.get("EventData") or event.get("UserData") or {}

@@ -81,7 +81,7 @@ def list_(credentials: Credentials = None) -> None:
     from ingest.gateway.credentials import CredentialStore
 
     table = Table("key", "tenant", "sensor", "relay", "created", "revoked")
-    for c in CredentialStore(credentials or default_credentials()).list():
+    for c in CredentialStore(credentials or default_credentials()).credentials():
         table.add_row(
             c.key_id, c.tenant_id, c.sensor_id, "yes" if c.relay else "", c.created, c.revoked or ""
         )

@@ -74,7 +74,7 @@ class CredentialStore:
         self._by_key = {k: Credential(**v) for k, v in doc.get("credentials", {}).items()}
         self._stamp = stamp
 
-    def list(self) -> list[Credential]:
+    def credentials(self) -> list[Credential]:
         self._load()
         return sorted(self._by_key.values(), key=lambda c: (c.tenant_id, c.sensor_id, c.key_id))
 

@@ -40,7 +40,7 @@ def test_revocation_is_seen_by_another_store_instance(tmp_path: Path) -> None:
     CredentialStore(tmp_path / "creds.json").revoke("ws01")  # the CLI, another process
     assert gateway_view.verify(token) is None
     assert gateway_view.verify(other) is not None
-    assert [c.revoked is not None for c in gateway_view.list()] == [True, False]
+    assert [c.revoked is not None for c in gateway_view.credentials()] == [True, False]
 
 
 def test_revoke_unknown_and_bad_names(tmp_path: Path) -> None:
