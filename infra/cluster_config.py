@@ -203,7 +203,8 @@ def spark_daemon_env(
     """Environment of the master and workers.
 
     SPARK_LOCAL_IP keeps every listener (RPC, block manager, UI) on loopback;
-    SPARK_DAEMON_MEMORY sizes the daemons (the default is 1 GB each); PYSPARK_PYTHON is
+    SPARK_DAEMON_MEMORY sizes the daemons (the default is 1 GB each); SPARK_WORKER_OPTS
+    cleans finished applications' work dirs; PYSPARK_PYTHON is
     the interpreter the executors' Python workers use when the driver names none.
     """
     env = {k: v for k, v in base.items() if not k.startswith(("SPARK_", "PYSPARK_"))}
@@ -213,6 +214,10 @@ def spark_daemon_env(
             "JAVA_HOME": str(java_home),
             "SPARK_LOCAL_IP": spec.host,
             "SPARK_DAEMON_MEMORY": spec.spark_daemon_memory,
+            # Each application leaves its jars and executor logs in the worker's work dir:
+            # delete those of finished applications after a day.
+            "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true "
+            "-Dspark.worker.cleanup.interval=3600 -Dspark.worker.cleanup.appDataTtl=86400",
             "SPARK_NO_DAEMONIZE": "1",
             "PYSPARK_PYTHON": python,
         }
