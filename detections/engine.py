@@ -13,12 +13,20 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from detections.compiler import ir
+from detections.compiler.to_arrow import KEYWORD_SEPARATOR
 from detections.logsources import field_source
-from detections.matcher import Matcher, MatcherSpec, RuleSpec, keyword_columns
+from detections.matcher import (
+    Matcher,
+    MatcherSpec,
+    RuleSpec,
+    keyword_columns,
+    keyword_text_column,
+)
 from detections.plan import DetectionPlan
 
 
@@ -52,12 +60,14 @@ def match_events(
     return result.pairs()
 
 
-def engine_columns(plan: DetectionPlan, available: Collection[str]) -> list[str]:
-    """The event columns the plan's rules read (of those ``available``): routing, the
-    fields the rules name, ``extra``, and every string column of a route that has
-    field-less (keyword) searches. Only these cross from the JVM to the Python workers,
-    which is most of the cost of a batch when events are wide."""
+def engine_inputs(plan: DetectionPlan, available: Sequence[str]) -> tuple[list[str], list[Column]]:
+    """The columns the plan's rules read (of those ``available``): routing, the fields the
+    rules name, ``extra``, and for routes with field-less (keyword) searches one column
+    of joined text per set of keyword fields, computed in the JVM. Only these cross to
+    the Python workers: with wide events that crossing is most of a batch's cost.
+    Returns the event columns by name and the computed columns."""
     needed = {"event_type", "logsource"}
+    keyword_sets: set[tuple[str, ...]] = set()
     for planned in plan.rules:
         route = planned.route
         for name in ir.fields(planned.rule.ir):
@@ -66,12 +76,16 @@ def engine_columns(plan: DetectionPlan, available: Collection[str]) -> list[str]
                 needed.add(name)
             if source in ("extra", "either"):
                 needed.add("extra")
-        if any(
-            p.field is None and p.op not in ir.CONST_OPS for p in ir.iter_preds(planned.rule.ir)
-        ):
-            needed.update(keyword_columns(route))
-            needed.add("extra")
-    return [name for name in available if name in needed]
+        preds = ir.iter_preds(planned.rule.ir)
+        if any(p.field is None and p.op not in ir.CONST_OPS for p in preds):
+            keyword_sets.add(keyword_columns(route))
+    computed = []
+    for names in sorted(keyword_sets):
+        parts = [F.col(name) for name in names if name in available]
+        if "extra" in available:
+            parts.append(F.array_join(F.map_values("extra"), KEYWORD_SEPARATOR))
+        computed.append(F.concat_ws(KEYWORD_SEPARATOR, *parts).alias(keyword_text_column(names)))
+    return [name for name in available if name in needed], computed
 
 
 def detect(
@@ -88,8 +102,8 @@ def detect(
     """
     spec = MatcherSpec.of(rule_specs(plan, skip))
     output = list(events.columns) if columns is None else list(columns)
-    needed = engine_columns(plan, events.columns)
-    shipped = needed + [c for c in output if c not in needed]
+    names, computed = engine_inputs(plan, events.columns)
+    shipped = [*names, *[c for c in output if c not in names]]
     schema = T.StructType(
         [
             T.StructField("rule_index", T.IntegerType(), False),
@@ -109,7 +123,7 @@ def detect(
             if result.rows.size:
                 yield matched_rows(batch.select(output), result.rows, result.rules)
 
-    return events.select(*shipped).mapInArrow(match_partition, schema)
+    return events.select(*shipped, *computed).mapInArrow(match_partition, schema)
 
 
 def matched_rows(batch: pa.RecordBatch, rows: Any, rules: Any) -> pa.RecordBatch:

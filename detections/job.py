@@ -33,7 +33,7 @@ from detections.deploy.demotion import (
 )
 from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
-from detections.engine import compile_matcher, engine_columns, rule_specs
+from detections.engine import compile_matcher, engine_inputs, rule_specs
 from detections.matcher import MatcherSpec
 from detections.parse import events_with_reasons, parse_records, rejected_records
 from detections.plan import DetectionPlan
@@ -192,9 +192,8 @@ def make_batch_handler(
             running.spec, running.skip, running.rule_infos, cfg.es_hosts, running.destinations(cfg)
         )
         records = events_with_reasons(parse_records(batch))
-        records = records.select(
-            REASON_COLUMN, VALUE_COLUMN, *engine_columns(running.plan, records.columns)
-        )
+        names, computed = engine_inputs(running.plan, records.columns)
+        records = records.select(REASON_COLUMN, VALUE_COLUMN, *names, *computed)
         new_errors: dict[int, str] = {}
         for row in records.mapInArrow(process, STATS_SCHEMA).collect():
             stats.events += row["events"]

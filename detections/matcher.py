@@ -25,7 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detections.compiler import ir
-from detections.compiler.to_arrow import FieldKey, Program, ProgramBuilder, run
+from detections.compiler.to_arrow import (
+    KEYWORD_SEPARATOR,
+    FieldKey,
+    Program,
+    ProgramBuilder,
+    run,
+)
 from detections.logsources import Route, field_source
 from schemas.events import MODEL_BY_TYPE, Envelope
 from schemas.generate import event_columns
@@ -147,6 +153,11 @@ def _compiled(spec: MatcherSpec) -> Matcher:
 # --- where field values come from -------------------------------------------------------------
 
 
+def keyword_text_column(columns: tuple[str, ...]) -> str:
+    """Name of the joined keyword text of ``columns`` (see ``_BatchView.keyword_text``)."""
+    return "__kw_" + hashlib.sha1("\x00".join(columns).encode()).hexdigest()[:10]
+
+
 @cache
 def keyword_columns(route: Route) -> tuple[str, ...]:
     """Typed string columns a field-less (keyword) search looks in for ``route`` (the
@@ -174,6 +185,7 @@ class _BatchView:
         self._masks: dict[Route, np.ndarray] = {}
         self._present: dict[tuple[str, str], np.ndarray] = {}
         self._extra_index: tuple[dict[str, int], np.ndarray, pa.Array, np.ndarray] | None = None
+        self._joined: dict[str, pa.Array] = {}
         logsource = batch.column("logsource") if "logsource" in self._names else None
         self._event_type = batch.column("event_type")
         self._product = pc.utf8_lower(pc.struct_field(logsource, "product")) if logsource else None
@@ -209,6 +221,32 @@ class _BatchView:
             self._columns[key] = column
         return column
 
+    def keyword_text(self, columns: tuple[str, ...]) -> pa.Array:
+        """Per row: the values of ``columns`` and of ``extra`` joined by the keyword
+        separator. Read from the batch when the Spark job computed it in the JVM (one
+        column crosses to Python instead of every string column), else joined here."""
+        name = keyword_text_column(columns)
+        if name in self._names:
+            return self.batch.column(name)
+        if name not in self._joined:
+            parts = [self._typed(c) for c in columns]
+            if "extra" in self._names:
+                maps = self.batch.column("extra")
+                lists = maps.cast(pa.list_(pa.struct([maps.type.key_field, maps.type.item_field])))
+                values = pc.list_flatten(lists).field(maps.type.item_field.name)
+                offsets = lists.offsets
+                joined = pc.binary_join(
+                    pa.ListArray.from_arrays(offsets, values), KEYWORD_SEPARATOR
+                )
+                parts.append(joined)
+            parts = [pc.cast(p, pa.string()) for p in parts]
+            self._joined[name] = (
+                pc.binary_join_element_wise(*parts, KEYWORD_SEPARATOR, null_handling="skip")
+                if parts
+                else pa.nulls(self.n, pa.string())
+            )
+        return self._joined[name]
+
     def present(self, source: str, name: str) -> np.ndarray:
         key = (source, name)
         if key not in self._present:
@@ -238,17 +276,6 @@ class _BatchView:
         pick = np.full(self.n, -1, dtype=np.int64)
         pick[parents[entries[::-1]]] = entries[::-1]  # reversed: the first entry wins
         return values.take(pa.array(pick, mask=pick < 0))
-
-    def extra_values(self, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-        """All ``extra`` values of ``rows`` flattened, and the row position of each."""
-        if "extra" not in self._names:
-            return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
-        maps = self.batch.column("extra").take(pa.array(rows))
-        entry = pa.struct([maps.type.key_field, maps.type.item_field])
-        lists = maps.cast(pa.list_(entry))
-        values = pc.list_flatten(lists).field(maps.type.item_field.name)
-        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        return values, parents
 
 
 class _Distinct:
@@ -301,13 +328,11 @@ class _RouteRows:
     def keyword_values(self, cased: bool) -> list[_Distinct]:
         found = self._keyword_values.get(cased)
         if found is None:
-            found = [self.distinct(("col", name, cased)) for name in self.keywords]
-            values, parents = self.view.extra_values(self.rows)
-            if len(values):
-                encoded = _encode(values)
-                array = encoded.array if cased else _lower(encoded.array)
-                found.append(_Distinct(array, np.vstack([parents, encoded.positions])))
-            self._keyword_values[cased] = found
+            text = self.view.keyword_text(self.keywords).take(self._take)
+            encoded = _encode(text)
+            if not cased:
+                encoded = _Distinct(_lower(encoded.array), encoded.positions)
+            found = self._keyword_values[cased] = [encoded]
         return found
 
     def literal_hits(self, index: int) -> dict[int, np.ndarray]:

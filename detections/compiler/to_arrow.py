@@ -45,6 +45,9 @@ __all__ = [
     "python_regex",
 ]
 
+#: Joins the field values of an event for keyword searches; no literal crosses it.
+KEYWORD_SEPARATOR = "\x01"
+
 #: A predicate's value per row of a route: a boolean array, or None when false everywhere.
 Result = np.ndarray | None
 
@@ -77,9 +80,8 @@ class Rows(Protocol):
         """Per row: the field has a value."""
 
     def keyword_values(self, cased: bool) -> list[Distinct]:
-        """Per keyword column (every string field of the route, then the ``extra``
-        values): its distinct values. For ``extra``, ``positions`` is 2 x k: (row, value
-        position) per value, as a row holds several."""
+        """The text a field-less (keyword) search looks in: per row, every string field
+        of the route and every ``extra`` value joined by ``KEYWORD_SEPARATOR``."""
 
     def literal_hits(self, index: int) -> dict[int, np.ndarray]:
         """Slots of literal index ``index`` that hold on some row -> their row results."""
@@ -426,7 +428,7 @@ class ProgramBuilder:
             if any(wild for wild, _ in tokens) or not self._keyword_columns:
                 return None
             needle = "".join(text for _, text in tokens)
-            if not needle:
+            if not needle or KEYWORD_SEPARATOR in needle:
                 return None
             return self._literal_index(None, pred.cased), needle
         if pred.field is None or pred.op not in (ir.EQ, ir.CONTAINS, ir.STARTSWITH, ir.ENDSWITH):
@@ -458,8 +460,11 @@ class ProgramBuilder:
             return self._keyword(pred)
         if op == ir.REGEX:
             pattern = python_regex(_string(pred), pred.cased, pred.flags)
-            if pred.field is None:
-                return _keyword_test(pattern.search, cased=True)
+            if pred.field is None:  # a regex must not match across two fields
+                return _keyword_test(
+                    lambda text: any(map(pattern.search, text.split(KEYWORD_SEPARATOR))),
+                    cased=True,
+                )
             return self._values_test(pred.field, True, pattern.search)
         name = _field(pred)
         source = self._source(name)
@@ -515,8 +520,8 @@ class ProgramBuilder:
             return lambda rows: None
         glob = ir.parse_glob(_string(pred))
         if not any(wild for wild, _ in glob):  # the empty keyword: any value at all
-            return _keyword_test(lambda value: True, pred.cased)
-        pattern = glob_regex(_string(pred))
+            return _keyword_test(bool, pred.cased)
+        pattern = glob_regex(_string(pred), within_field=True)
         return _keyword_test(pattern.search, pred.cased)
 
     def _fieldref(self, pred: ir.Pred) -> Callable[[Rows], Result]:
@@ -636,11 +641,13 @@ def _ip_in(text: str, networks: Sequence[Network]) -> bool:
     return any(address in n for n in networks)
 
 
-def glob_regex(glob: str) -> re.Pattern[str]:
+def glob_regex(glob: str, *, within_field: bool = False) -> re.Pattern[str]:
     """A canonical IR glob as a compiled regex (``fullmatch`` = the whole value,
-    ``search`` = anywhere); ``*`` and ``?`` also match line breaks."""
+    ``search`` = anywhere); ``*`` and ``?`` also match line breaks. ``within_field``:
+    they never match the keyword separator, so a match stays inside one field."""
+    any_char = "[^\x01]" if within_field else "."
     parts = [
-        (".*" if text == "*" else ".") if wild else re.escape(text)
+        (any_char + "*" if text == "*" else any_char) if wild else re.escape(text)
         for wild, text in ir.parse_glob(glob)
     ]
     return re.compile("".join(parts), re.DOTALL)
