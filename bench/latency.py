@@ -333,6 +333,11 @@ def main(argv: list[str] | None = None) -> None:
             else "did NOT keep up: latency includes a growing backlog; try a lower --rate"
         )
         print(f"\nthe job processed {job_rate:,.0f} events per second of batch time: {verdict}")
+        print(
+            f"batch time split (summed over tasks): rule engine "
+            f"{sum(b.match_seconds for b in steady):.1f}s, writing findings "
+            f"{sum(b.write_seconds for b in steady):.1f}s, of {busy:.1f}s of batches"
+        )
     save_result(
         "latency",
         {

@@ -79,6 +79,8 @@ class BatchStats:
     created: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    match_seconds: float = 0.0  # summed over tasks (CPU-ish), not wall time
+    write_seconds: float = 0.0
     generation: int | None = None
     # rule index -> [events evaluated, matches, seconds]
     rules: dict[int, list[float]] = field(default_factory=dict)
@@ -201,6 +203,8 @@ def make_batch_handler(
             stats.matches += row["matches"]
             stats.created += row["created"]
             stats.duplicates += row["duplicates"]
+            stats.match_seconds += row["match_s"]
+            stats.write_seconds += row["write_s"]
             for index, error in json.loads(row["errors"]).items():
                 new_errors.setdefault(int(index), error)
             for index, numbers in json.loads(row["rules"]).items():
@@ -223,7 +227,8 @@ def make_batch_handler(
         stats.seconds = time.monotonic() - started
         totals.add(stats)
         log.info(
-            "batch %d: %d events, %d rejected to DLQ, %d findings (%d new, %d known) in %.1fs",
+            "batch %d: %d events, %d rejected to DLQ, %d findings (%d new, %d known) in %.1fs"
+            " (tasks: %.1fs matching, %.1fs writing findings)",
             batch_id,
             stats.events,
             stats.rejected,
@@ -231,6 +236,8 @@ def make_batch_handler(
             stats.created,
             stats.duplicates,
             stats.seconds,
+            stats.match_seconds,
+            stats.write_seconds,
         )
         if on_batch:
             on_batch(stats)

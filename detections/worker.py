@@ -11,6 +11,7 @@ one Spark job per micro-batch.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,16 +33,16 @@ STATS_SCHEMA = T.StructType(
         T.StructField("matches", T.LongType(), False),
         T.StructField("created", T.LongType(), False),
         T.StructField("duplicates", T.LongType(), False),
+        T.StructField("match_s", T.DoubleType(), False),  # seconds in the rule engine
+        T.StructField("write_s", T.DoubleType(), False),  # seconds writing findings
         T.StructField("errors", T.StringType(), False),  # JSON: rule index -> error
         # JSON: rule index -> [events evaluated, matches, seconds]
         T.StructField("rules", T.StringType(), False),
     ]
 )
+_ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
 _ARROW_STATS = pa.schema(
-    [
-        pa.field(f.name, pa.int64() if f.dataType == T.LongType() else pa.string())
-        for f in STATS_SCHEMA
-    ]
+    [pa.field(f.name, _ARROW_TYPES[f.dataType.simpleString()]) for f in STATS_SCHEMA]
 )
 
 REASON_COLUMN = "reject_reason"
@@ -87,6 +88,7 @@ def partition_processor(
 
         matcher = spec.matcher()
         counts = dict.fromkeys(("events", "rejected", "matches", "created", "duplicates"), 0)
+        timing = {"match_s": 0.0, "write_s": 0.0}
         errors: dict[int, str] = {}
         per_rule: dict[int, list[float]] = {}
         es = None
@@ -99,7 +101,9 @@ def partition_processor(
                 counts["events"] += events.num_rows
                 if not events.num_rows:
                     continue
+                started = time.perf_counter()
                 result = matcher.match(events, skipped | errors.keys())
+                timing["match_s"] += time.perf_counter() - started
                 errors.update(result.errors)
                 hits = np.bincount(result.rules) if result.rules.size else np.zeros(0, int)
                 for rule, rows in result.evaluated.items():
@@ -110,6 +114,7 @@ def partition_processor(
                 if not result.rows.size:
                     continue
                 counts["matches"] += int(result.rows.size)
+                started = time.perf_counter()
                 documents = finding_documents(
                     events, result.rows, result.rules, rule_infos, destinations, ingested
                 )
@@ -119,11 +124,13 @@ def partition_processor(
                     written = write_documents(es, index, docs)
                     counts["created"] += written.created
                     counts["duplicates"] += written.duplicates
+                timing["write_s"] += time.perf_counter() - started
         finally:
             if es is not None:
                 es.close()
         row = {
             **counts,
+            **timing,
             "errors": json.dumps({str(k): v for k, v in errors.items()}),
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
         }

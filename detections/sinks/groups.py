@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from elasticsearch import ConflictError, Elasticsearch, NotFoundError
+from elasticsearch import Elasticsearch
 
 log = logging.getLogger(__name__)
 
@@ -85,34 +85,57 @@ def _same(stored: dict[str, Any], d: dict[str, Any]) -> bool:
     )
 
 
-def _sync_one(es: Elasticsearch, groups: str, gid: str, d: dict[str, Any]) -> bool:
-    """Create or grow one group document; True if it was written."""
+def _sync_many(es: Elasticsearch, groups: str, derived: dict[str, dict[str, Any]]) -> int:
+    """Create or grow many group documents with one multi-get and one bulk request per
+    round (a micro-batch can touch thousands of groups: one request per group made the
+    findings write the job's bottleneck). Conflicting writers are retried; returns how
+    many groups were written."""
+    pending = dict(derived)
+    written = 0
     for _ in range(MAX_ATTEMPTS):
-        try:
-            cur = es.get(index=groups, id=gid)
-        except NotFoundError:
-            try:
-                es.create(index=groups, id=gid, document=new_group_document(gid, d))
-                return True
-            except ConflictError:
-                continue  # another writer created it first: update instead
-        src = cur["_source"]
-        stored = src.get("sigstream", {}).get("group", {})
-        if _same(src, d) or int(stored.get("count", 0)) > d["count"]:
-            return False  # up to date, or our view is older than what is stored
-        try:
-            es.update(
-                index=cur["_index"],
-                id=gid,
-                doc={"@timestamp": d["first_seen"], "sigstream": {"group": _group_fields(d)}},
-                if_seq_no=cur["_seq_no"],
-                if_primary_term=cur["_primary_term"],
-            )
-            return True
-        except ConflictError:
-            continue
-    log.warning("group %s: gave up after %d concurrent updates", gid, MAX_ATTEMPTS)
-    return False
+        if not pending:
+            return written
+        found = es.mget(index=groups, ids=list(pending))["docs"]
+        operations: list[dict[str, Any]] = []
+        for doc in found:
+            gid, d = doc["_id"], pending[doc["_id"]]
+            if not doc.get("found"):
+                operations += [
+                    {"create": {"_index": groups, "_id": gid}},
+                    new_group_document(gid, d),
+                ]
+                continue
+            src = doc["_source"]
+            stored = src.get("sigstream", {}).get("group", {})
+            if _same(src, d) or int(stored.get("count", 0)) > d["count"]:
+                pending.pop(gid)  # up to date, or our view is older than what is stored
+                continue
+            operations += [
+                {
+                    "update": {
+                        "_index": doc["_index"],
+                        "_id": gid,
+                        "if_seq_no": doc["_seq_no"],
+                        "if_primary_term": doc["_primary_term"],
+                    }
+                },
+                {"doc": {"@timestamp": d["first_seen"], "sigstream": {"group": _group_fields(d)}}},
+            ]
+        if not operations:
+            return written
+        resp = es.bulk(operations=operations)
+        for item in resp["items"]:
+            ((_action, info),) = item.items()
+            gid = info["_id"]
+            if info.get("status") in (200, 201):
+                written += 1
+                pending.pop(gid, None)
+            elif info.get("status") != 409:  # 409: another writer won; re-read and retry
+                log.warning("group %s: %s %s", gid, info.get("status"), info.get("error"))
+                pending.pop(gid, None)
+    for gid in pending:
+        log.warning("group %s: gave up after %d concurrent updates", gid, MAX_ATTEMPTS)
+    return written
 
 
 def sync_groups(es: Elasticsearch, index: str, group_ids: list[str], chunk: int = 500) -> int:
@@ -123,6 +146,5 @@ def sync_groups(es: Elasticsearch, index: str, group_ids: list[str], chunk: int 
     written = 0
     for i in range(0, len(group_ids), chunk):
         ids = group_ids[i : i + chunk]
-        for gid, derived in derive_groups(es, index, ids).items():
-            written += _sync_one(es, groups, gid, derived)
+        written += _sync_many(es, groups, derive_groups(es, index, ids))
     return written
