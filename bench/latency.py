@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"\nthe job processed {job_rate:,.0f} events per second of batch time: {verdict}")
         print(
-            f"batch time split (summed over tasks): rule engine "
+            f"batch time: {sum(b.prepare_seconds for b in steady):.1f}s preparing on the "
+            f"driver, {sum(b.run_seconds for b in steady):.1f}s in Spark jobs; "
+            f"summed over tasks: rule engine "
             f"{sum(b.match_seconds for b in steady):.1f}s, writing findings "
             f"{sum(b.write_seconds for b in steady):.1f}s, of {busy:.1f}s of batches"
         )

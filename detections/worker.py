@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from detections.deploy.modes import RuleMode
-from detections.matcher import MatcherSpec
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -74,18 +73,21 @@ class Destinations:
 
 
 def partition_processor(
-    spec: MatcherSpec,
+    content: Any,
     skip: Collection[int],
-    rule_infos: dict[int, dict[str, Any]],
     es_hosts: tuple[str, ...],
     destinations: Destinations,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function of the detect job (closes over plain data only)."""
+    """The ``mapInArrow`` function of the detect job (closes over plain data only).
+
+    ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info): shipped to
+    each Python worker once per deployed content, not with every micro-batch."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from detections.sinks.elasticsearch import connect, write_documents
 
+        spec, rule_infos = content.value
         matcher = spec.matcher()
         counts = dict.fromkeys(("events", "rejected", "matches", "created", "duplicates"), 0)
         timing = {"match_s": 0.0, "write_s": 0.0}
