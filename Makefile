@@ -31,7 +31,7 @@ BENCH_INGEST_ARGS ?=
 
 bench: bench-engine bench-latency bench-ingest  ## all three benchmarks (~15 min with a warm cache)
 
-bench-install:  ## Sigstream plus the benchmark-only client (confluent-kafka)
+bench-install:  ## Sigstream plus the benchmark-only extra (crc32c for the kafka-python comparison)
 	$(PIP) install -q -e '.[dev,bench]'
 
 bench-engine: bench-install  ## engine events/s for 100 / 1,000 / all rules, vs rsigma
@@ -40,7 +40,7 @@ bench-engine: bench-install  ## engine events/s for 100 / 1,000 / all rules, vs 
 bench-latency: bench-install  ## Kafka send -> finding searchable in ES: p50/p95/p99
 	$(PYTHON) -m bench.latency $(BENCH_LATENCY_ARGS)
 
-bench-ingest: bench-install  ## ingest client -> Kafka events/s: kafka-python vs confluent-kafka
+bench-ingest: bench-install  ## ingest client -> Kafka events/s: EventProducer (confluent-kafka) vs kafka-python
 	$(PYTHON) -m bench.ingest $(BENCH_INGEST_ARGS)
 
 BENCH_FINDINGS_ARGS ?=
