@@ -68,6 +68,8 @@ class JobConfig:
     trusted_keys: Path | None = None
     shadow_index: str | None = None
     demotion: DemotionPolicy | None = None
+    # Index every valid event too (triage context: related events, process ancestry).
+    events_index: str | None = None
 
 
 @dataclass
@@ -158,7 +160,7 @@ class RunningContent:
                 mode = self.deployed.mode_of(planned.index)
                 if mode.mode != "active":
                     modes[planned.index] = (str(planned.rule.id), mode)
-        return Destinations(cfg.findings_index, cfg.shadow_index, modes)
+        return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index)
 
 
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
@@ -331,6 +333,10 @@ def start(
         ensure_findings_index(es, cfg.findings_index)
         if cfg.shadow_index:
             ensure_findings_index(es, cfg.shadow_index)
+        if cfg.events_index:
+            from detections.sinks.events import ensure_events_index
+
+            ensure_events_index(es, cfg.events_index)
     finally:
         es.close()
     watcher = None

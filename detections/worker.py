@@ -56,6 +56,7 @@ class Destinations:
     active: str
     shadow: str | None = None
     modes: Mapping[int, tuple[str, RuleMode]] | None = None  # index -> (rule id, mode)
+    events: str | None = None  # also index every valid event here (triage context)
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
         mode = (self.modes or {}).get(rule)
@@ -86,6 +87,7 @@ def partition_processor(
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from detections.sinks.elasticsearch import connect, write_documents
+        from detections.sinks.events import index_events
 
         spec, rule_infos = content.value
         matcher = spec.matcher()
@@ -103,6 +105,11 @@ def partition_processor(
                 counts["events"] += events.num_rows
                 if not events.num_rows:
                     continue
+                if destinations.events is not None:
+                    started = time.perf_counter()
+                    es = es or connect(es_hosts)
+                    index_events(es, destinations.events, event_documents(events))
+                    timing["write_s"] += time.perf_counter() - started
                 started = time.perf_counter()
                 result = matcher.match(events, skipped | errors.keys())
                 timing["match_s"] += time.perf_counter() - started
@@ -139,6 +146,19 @@ def partition_processor(
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+def event_documents(events: pa.RecordBatch) -> list[dict[str, Any]]:
+    """The batch's events as their sensors sent them, limited to the schema's fields (the
+    events index maps those strictly; a sensor's stray top-level key stays in the raw
+    record and the finding's copy, and cannot fail the batch)."""
+    from schemas.generate import event_columns
+
+    known = event_columns()
+    return [
+        {k: v for k, v in json.loads(raw).items() if k in known}
+        for raw in events.column(VALUE_COLUMN).to_pylist()
+    ]
 
 
 def finding_documents(

@@ -205,6 +205,14 @@ def detect(
             "`sigstream rules deploy`). Default: when something has been deployed.",
         ),
     ] = None,
+    index_events: Annotated[
+        bool,
+        typer.Option(
+            "--index-events/--no-index-events",
+            help="Also index every valid event in Elasticsearch (SIGSTREAM_EVENTS_INDEX), "
+            "for triage context: related events and process ancestry.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -231,6 +239,7 @@ def detect(
     }
     cfg = JobConfig(
         **(follow if deployments else {}),
+        events_index=s.events_index if index_events else None,
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
         dlq_topic=s.dlq_topic,
@@ -416,7 +425,7 @@ def demo(
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
     replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
     console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")
-    detect(rules=None, once=True, checkpoint=None, verbose=False)
+    detect(rules=None, once=True, checkpoint=None, index_events=True, verbose=False)
     console.rule("4/4  findings in Elasticsearch")
     findings_summary(top=25, as_json=False)
     console.print(

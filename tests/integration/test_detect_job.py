@@ -119,3 +119,32 @@ def test_findings_dead_letters_and_replays(
 def test_dead_letter_reasons_are_json_safe(services: Any) -> None:
     """Reasons survive a round trip through Kafka headers as text."""
     assert json.loads(json.dumps(describe_reject([("sigstream.reason", "bad \u00e9".encode())])))
+
+
+def test_job_indexes_events_for_triage_context(
+    services: Any, spark: Any, plan: Any, tmp_path: Path
+) -> None:
+    """With an events index, every valid event is searchable next to the findings, as the
+    analyst's context view (related events, process ancestry) reads them."""
+    from elasticsearch import Elasticsearch
+
+    good = SAMPLE_EVENTS.read_bytes().splitlines()
+    bad = (FIXTURES / "malformed_events.txt").read_bytes().splitlines()
+    base = job_config(tmp_path)
+    cfg = job_config(tmp_path, events_index=f"{base.findings_index}-events")
+    _produce(cfg, good + bad)
+    totals = run(spark, plan, cfg)
+    assert (totals.events, totals.rejected) == (len(good), len(bad))
+
+    es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
+    try:
+        assert cfg.events_index is not None
+        es.indices.refresh(index=cfg.events_index)
+        hits = es.search(index=cfg.events_index, size=100)["hits"]["hits"]
+        ids = {h["_source"]["event_id"] for h in hits}
+        assert ids == {json.loads(line)["event_id"] for line in good}
+        lsass = next(h["_source"] for h in hits if h["_source"]["event_id"] == "fixture-001")
+        assert lsass["event_type"] == "process_access" and lsass["host"]
+    finally:
+        es.indices.delete(index=cfg.events_index, ignore_unavailable=True)
+        es.close()
