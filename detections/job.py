@@ -35,7 +35,12 @@ from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
 from detections.matcher import MatcherSpec
-from detections.parse import events_with_reasons, parse_records, rejected_records
+from detections.parse import (
+    events_with_reasons,
+    parse_records,
+    rejected_records,
+    valid_events,
+)
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
 from detections.worker import (
@@ -70,6 +75,8 @@ class JobConfig:
     demotion: DemotionPolicy | None = None
     # Index every valid event too (triage context: related events, process ancestry).
     events_index: str | None = None
+    # Append every valid event to a Parquet archive (`sigstream rules backtest` reads it).
+    archive_dir: Path | None = None
 
 
 @dataclass
@@ -239,6 +246,10 @@ def make_batch_handler(
                     total[i] += value
         if stats.rejected:
             _write_dlq(rejected_records(parse_records(batch)), cfg)
+        if cfg.archive_dir is not None and stats.events:
+            from detections.workflow.backtest import write_archive
+
+            write_archive(valid_events(parse_records(batch)), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)

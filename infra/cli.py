@@ -93,12 +93,30 @@ def up(
             _no_only(only)
             cluster.up(timeout=max(timeout, 240.0))
         else:
-            services.up(_names(only), timeout=timeout)
+            names = _names(only)
+            services.up(names, timeout=timeout)
+            if names is None or "elasticsearch" in names:
+                setup_findings_store()
     except ServiceError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     _print_status(profile)
     console.print(f"ready in {time.monotonic() - started:.1f}s")
+
+
+def setup_findings_store() -> None:
+    """Index templates and rollover aliases for findings and events (docs/triage.md)."""
+    from detections.sinks.elasticsearch import connect
+    from sigstream.settings import get_settings
+    from triage.lifecycle import setup_store
+
+    settings = get_settings()
+    es = connect(settings.es_hosts)
+    try:
+        for line in setup_store(es, settings.findings_index, settings.events_index):
+            console.print(f"[dim]{line}[/dim]")
+    finally:
+        es.close()
 
 
 @app.command()

@@ -213,6 +213,14 @@ def detect(
             "for triage context: related events and process ancestry.",
         ),
     ] = False,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            "--archive/--no-archive",
+            help="Also append every valid event to the Parquet archive (SIGSTREAM_ARCHIVE_DIR) "
+            "that `sigstream rules backtest` reads.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -240,6 +248,7 @@ def detect(
     cfg = JobConfig(
         **(follow if deployments else {}),
         events_index=s.events_index if index_events else None,
+        archive_dir=s.archive_dir if archive else None,
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
         dlq_topic=s.dlq_topic,
@@ -422,10 +431,13 @@ def demo(
     started = time.monotonic()
     console.rule("1/4  services (Kafka, Elasticsearch)")
     up()
+    from infra.cli import setup_findings_store
+
+    setup_findings_store()
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
     replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
     console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")
-    detect(rules=None, once=True, checkpoint=None, index_events=True, verbose=False)
+    detect(rules=None, once=True, checkpoint=None, index_events=True, archive=True, verbose=False)
     console.rule("4/4  findings in Elasticsearch")
     findings_summary(top=25, as_json=False)
     console.print(

@@ -84,7 +84,9 @@ def archive_events(spark: SparkSession, archive_dir: Path, since: date | None) -
     df = spark.read.schema(schema).option("basePath", str(archive_dir)).parquet(str(archive_dir))
     if since is not None:
         df = df.where(F.col("event_date") >= F.lit(since.isoformat()).cast("date"))
-    return df.drop("event_date")
+    # The job archives at least once (a micro-batch replayed after a crash is appended
+    # again): an event id counts once.
+    return df.drop("event_date").dropDuplicates(["event_id"])
 
 
 def corpus_events(

@@ -121,20 +121,31 @@ def test_dead_letter_reasons_are_json_safe(services: Any) -> None:
     assert json.loads(json.dumps(describe_reject([("sigstream.reason", "bad \u00e9".encode())])))
 
 
-def test_job_indexes_events_for_triage_context(
+def test_job_stores_events_for_triage_context_and_backtests(
     services: Any, spark: Any, plan: Any, tmp_path: Path
 ) -> None:
     """With an events index, every valid event is searchable next to the findings, as the
-    analyst's context view (related events, process ancestry) reads them."""
+    analyst's context view (related events, process ancestry) reads them; with an
+    archive, every valid event is in the Parquet history `rules backtest` reads."""
     from elasticsearch import Elasticsearch
+
+    from detections.workflow.backtest import archive_events
 
     good = SAMPLE_EVENTS.read_bytes().splitlines()
     bad = (FIXTURES / "malformed_events.txt").read_bytes().splitlines()
     base = job_config(tmp_path)
-    cfg = job_config(tmp_path, events_index=f"{base.findings_index}-events")
+    cfg = job_config(
+        tmp_path,
+        events_index=f"{base.findings_index}-events",
+        archive_dir=tmp_path / "archive",
+    )
     _produce(cfg, good + bad)
     totals = run(spark, plan, cfg)
     assert (totals.events, totals.rejected) == (len(good), len(bad))
+    archived = archive_events(spark, tmp_path / "archive", None)
+    assert {r["event_id"] for r in archived.select("event_id").collect()} == {
+        json.loads(line)["event_id"] for line in good
+    }
 
     es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
     try:

@@ -43,3 +43,31 @@ def test_bootstrap_rollover_and_retention(services: dict[str, Any], unique: str)
             es.options(ignore_status=404).indices.delete(index=name)
         drop_findings_index(es, alias)
         es.close()
+
+
+def test_setup_store_makes_rollover_aliases_with_the_generated_mappings(
+    services: dict[str, Any], unique: str
+) -> None:
+    """What `sigstream infra up` runs: templates first, then the write aliases."""
+    findings, events = f"test-{unique}-findings", f"test-{unique}-events"
+    es = connect(["http://127.0.0.1:9200"])
+    try:
+        said = lifecycle.setup_store(es, findings, events)
+        assert all("created" in line for line in said), said
+        for alias in (findings, events):
+            assert es.indices.exists_alias(name=alias)
+            aliases = es.indices.get_alias(name=alias)
+            assert aliases[f"{alias}-000001"]["aliases"][alias]["is_write_index"] is True
+        props = es.indices.get_mapping(index=f"{findings}-000001")[f"{findings}-000001"]
+        assert props["mappings"]["properties"]["rule"]["properties"]["id"]["type"] == "keyword"
+        ev = es.indices.get_mapping(index=f"{events}-000001")[f"{events}-000001"]
+        assert ev["mappings"]["properties"]["event_time"]["type"] == "date"
+        assert es.indices.exists(index=f"{findings}-groups")
+        again = lifecycle.setup_store(es, findings, events)  # idempotent
+        assert all("already" in line for line in again), again
+    finally:
+        for alias in (findings, events):
+            es.options(ignore_status=404).indices.delete(index=f"{alias}-000001")
+            es.options(ignore_status=404).indices.delete_index_template(name=f"{alias}-template")
+        drop_findings_index(es, findings)
+        es.close()
