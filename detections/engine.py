@@ -56,7 +56,7 @@ def match_events(
     table = pa.Table.from_pylist(rows, schema=arrow_event_schema())
     result = matcher.match(table)
     if result.errors:
-        raise RuleEvaluationError(_describe(plan, result.errors))
+        raise RuleEvaluationError(describe_errors(rule_ids(plan), result.errors))
     return result.pairs()
 
 
@@ -110,16 +110,14 @@ def detect(
             *[events.schema[name] for name in output],
         ]
     )
-    ids = {p.index: str(p.rule.id) for p in plan.rules}
+    ids = rule_ids(plan)  # the closure ships this, not the plan
 
     def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matcher = spec.matcher()
         for batch in batches:
             result = matcher.match(batch)
             if result.errors:
-                raise RuleEvaluationError(
-                    "; ".join(f"rule {ids[i]}: {e}" for i, e in result.errors.items())
-                )
+                raise RuleEvaluationError(describe_errors(ids, result.errors))
             if result.rows.size:
                 yield matched_rows(batch.select(output), result.rows, result.rules)
 
@@ -135,5 +133,9 @@ def matched_rows(batch: pa.RecordBatch, rows: Any, rules: Any) -> pa.RecordBatch
     )
 
 
-def _describe(plan: DetectionPlan, errors: dict[int, str]) -> str:
-    return "; ".join(f"rule {plan.rules[i].rule.id}: {e}" for i, e in errors.items())
+def rule_ids(plan: DetectionPlan) -> dict[int, str]:
+    return {p.index: str(p.rule.id) for p in plan.rules}
+
+
+def describe_errors(ids: dict[int, str], errors: dict[int, str]) -> str:
+    return "; ".join(f"rule {ids[i]}: {e}" for i, e in errors.items())

@@ -14,6 +14,7 @@ task, the other rules' findings are written) and left out of every later batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -145,15 +146,7 @@ class RunningContent:
 
     def with_modes(self, deployed: ActiveContent) -> RunningContent:
         """The same compiled bundle under new modes (kill switch, canary, demotion)."""
-        return RunningContent(
-            self.plan,
-            self.spec,
-            self.rule_infos,
-            self.quarantined,
-            deployed,
-            self.shipped,
-            self.inputs,
-        )
+        return dataclasses.replace(self, deployed=deployed)
 
     @property
     def skip(self) -> set[int]:
@@ -221,7 +214,8 @@ def make_batch_handler(
         process = partition_processor(
             running.shipped, running.skip, cfg.es_hosts, running.destinations(cfg)
         )
-        records = events_with_reasons(parse_records(batch))
+        parsed = parse_records(batch)
+        records = events_with_reasons(parsed)
         if running.inputs is None:
             running.inputs = engine_inputs(running.plan, records.columns)
         names, computed = running.inputs
@@ -245,11 +239,11 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
         if stats.rejected:
-            _write_dlq(rejected_records(parse_records(batch)), cfg)
+            _write_dlq(rejected_records(parsed), cfg)
         if cfg.archive_dir is not None and stats.events:
             from detections.workflow.backtest import write_archive
 
-            write_archive(valid_events(parse_records(batch)), cfg.archive_dir)
+            write_archive(valid_events(parsed), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)

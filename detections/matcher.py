@@ -231,14 +231,12 @@ class _BatchView:
         if name not in self._joined:
             parts = [self._typed(c) for c in columns]
             if "extra" in self._names:
-                maps = self.batch.column("extra")
-                lists = maps.cast(pa.list_(pa.struct([maps.type.key_field, maps.type.item_field])))
-                values = pc.list_flatten(lists).field(maps.type.item_field.name)
-                offsets = lists.offsets
-                joined = pc.binary_join(
-                    pa.ListArray.from_arrays(offsets, values), KEYWORD_SEPARATOR
+                lists, _, values = _map_entries(self.batch.column("extra"))
+                parts.append(
+                    pc.binary_join(
+                        pa.ListArray.from_arrays(lists.offsets, values), KEYWORD_SEPARATOR
+                    )
                 )
-                parts.append(joined)
             parts = [pc.cast(p, pa.string()) for p in parts]
             self._joined[name] = (
                 pc.binary_join_element_wise(*parts, KEYWORD_SEPARATOR, null_handling="skip")
@@ -307,7 +305,7 @@ class _RouteRows:
         self.keywords = keywords
         self._take = pa.array(rows)
         self._distinct: dict[FieldKey, _Distinct] = {}
-        self._keyword_values: dict[bool, list[_Distinct]] = {}
+        self._keyword_text: dict[bool, _Distinct] = {}
         self._literal_hits: dict[int, dict[int, np.ndarray]] = {}
 
     def distinct(self, key: FieldKey) -> _Distinct:
@@ -325,40 +323,31 @@ class _RouteRows:
     def present(self, source: str, name: str) -> np.ndarray:
         return self.view.present(source, name)[self.rows]
 
-    def keyword_values(self, cased: bool) -> list[_Distinct]:
-        found = self._keyword_values.get(cased)
+    def keyword_text(self, cased: bool) -> _Distinct:
+        found = self._keyword_text.get(cased)
         if found is None:
             text = self.view.keyword_text(self.keywords).take(self._take)
-            encoded = _encode(text)
+            found = _encode(text)
             if not cased:
-                encoded = _Distinct(_lower(encoded.array), encoded.positions)
-            found = self._keyword_values[cased] = [encoded]
+                found = _Distinct(_lower(found.array), found.positions)
+            self._keyword_text[cased] = found
         return found
 
     def literal_hits(self, index: int) -> dict[int, np.ndarray]:
         hits = self._literal_hits.get(index)
         if hits is None:
             literal = self.program.literals[index]
-            if literal.key is not None:
-                columns = [self.distinct(literal.key)]
-            else:
-                columns = self.keyword_values(literal.cased)
+            distinct = (
+                self.distinct(literal.key)
+                if literal.key is not None
+                else self.keyword_text(literal.cased)
+            )
             hits = {}
-            for distinct in columns:
-                if not len(distinct.array):
-                    continue
-                positions = distinct.positions
+            if len(distinct.array):
                 for slot, found in literal.scan(distinct.array).items():
                     truth = np.zeros(len(distinct.array) + 1, dtype=bool)
                     truth[found] = True
-                    result = hits.get(slot)
-                    if result is None:
-                        result = hits[slot] = np.zeros(self.n, dtype=bool)
-                    if positions.ndim == 1:
-                        result |= truth[positions]
-                    else:
-                        parents, value_positions = positions
-                        result[parents[truth[value_positions]]] = True
+                    hits[slot] = truth[distinct.positions]
             self._literal_hits[index] = hits
         return hits
 
@@ -367,16 +356,22 @@ def _flatten_maps(maps: pa.Array) -> tuple[dict[str, int], np.ndarray, pa.Array,
     """A map column as flat entries: key -> code, each entry's key code, each entry's
     value and each entry's row. Built once per batch; each lookup is then an integer
     comparison instead of a pass over every map."""
-    if isinstance(maps, pa.ChunkedArray):
-        maps = maps.combine_chunks()
-    entry = pa.struct([maps.type.key_field, maps.type.item_field])
-    lists = maps.cast(pa.list_(entry))
-    flat = pc.list_flatten(lists)
-    keys = pc.dictionary_encode(flat.field(maps.type.key_field.name))
+    lists, keys_flat, values = _map_entries(maps)
+    keys = pc.dictionary_encode(keys_flat)
     codes = {key: code for code, key in enumerate(keys.dictionary.to_pylist())}
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
     key_codes = pc.fill_null(keys.indices, -1).to_numpy(zero_copy_only=False)
-    return codes, key_codes, flat.field(maps.type.item_field.name), parents
+    return codes, key_codes, values, parents
+
+
+def _map_entries(maps: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """A map column as a list<struct<key, value>> column plus its flat keys and values
+    (Arrow has no flatten for maps)."""
+    if isinstance(maps, pa.ChunkedArray):
+        maps = maps.combine_chunks()
+    lists = maps.cast(pa.list_(pa.struct([maps.type.key_field, maps.type.item_field])))
+    flat = pc.list_flatten(lists)
+    return lists, flat.field(maps.type.key_field.name), flat.field(maps.type.item_field.name)
 
 
 def _encode(column: pa.Array) -> _Distinct:

@@ -95,25 +95,12 @@ def setup_store(es: Elasticsearch, findings_index: str, events_index: str) -> li
     """What ``infra up`` does for a new Elasticsearch: index templates first, then the
     write aliases (so ``<name>-000001`` gets the generated mappings), then the groups and
     suppressions indices. Idempotent; an existing plain index is left as it is."""
-    from detections.sinks.elasticsearch import ensure_findings_index, finding_mappings
-    from detections.sinks.events import ensure_events_index
-    from schemas.generate import es_event_mappings
+    from detections.sinks.elasticsearch import ensure_findings_index, put_findings_templates
+    from detections.sinks.events import ensure_events_index, put_events_template
 
-    said: list[str] = []
-    for alias, mappings in (
-        (findings_index, finding_mappings()),
-        (events_index, es_event_mappings()),
-    ):
-        es.indices.put_index_template(
-            name=f"{alias}-template",
-            index_patterns=[alias, f"{alias}-0*"],
-            template={
-                "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-                "mappings": mappings,
-            },
-            priority=100,
-        )
-        said.append(bootstrap(es, alias))
+    put_findings_templates(es, findings_index)
+    put_events_template(es, events_index)
+    said = [bootstrap(es, findings_index), bootstrap(es, events_index)]
     ensure_findings_index(es, findings_index)
     ensure_events_index(es, events_index)
     return said

@@ -79,7 +79,7 @@ class Rows(Protocol):
     def present(self, source: str, name: str) -> np.ndarray:
         """Per row: the field has a value."""
 
-    def keyword_values(self, cased: bool) -> list[Distinct]:
+    def keyword_text(self, cased: bool) -> Distinct:
         """The text a field-less (keyword) search looks in: per row, every string field
         of the route and every ``extra`` value joined by ``KEYWORD_SEPARATOR``."""
 
@@ -553,32 +553,19 @@ class ProgramBuilder:
 
 
 def _keyword_test(test: Callable[[str], object], cased: bool) -> Callable[[Rows], Result]:
-    """Any keyword column of the row has a value passing ``test``."""
+    """The row's keyword text passes ``test``."""
 
     def evaluate(rows: Rows) -> Result:
-        result = np.zeros(rows.n, dtype=bool)
-        for distinct in rows.keyword_values(cased):
-            values, positions = distinct.pylist(), distinct.positions
-            truth = np.fromiter(
-                (value is not None and bool(test(value)) for value in values),
-                dtype=bool,
-                count=len(values),
-            )
-            if truth.any():
-                _mark_rows(result, truth, positions)
-        return _nonempty(result)
+        text = rows.keyword_text(cased)
+        values = text.pylist()
+        truth = np.fromiter(
+            (value is not None and bool(test(value)) for value in values),
+            dtype=bool,
+            count=len(values),
+        )
+        return _nonempty(truth[text.positions]) if truth.any() else None
 
     return evaluate
-
-
-def _mark_rows(result: np.ndarray, truth: np.ndarray, positions: np.ndarray) -> None:
-    """``positions`` is per row (1-D) or (row, value position) pairs (2 x k) for the
-    multi-valued ``extra`` column."""
-    if positions.ndim == 1:
-        result |= truth[positions]
-    else:
-        rows, values = positions
-        result[rows[truth[values]]] = True
 
 
 def _nonempty(result: np.ndarray) -> Result:

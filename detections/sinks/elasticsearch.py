@@ -85,7 +85,10 @@ SUPPRESSION_MAPPINGS: dict[str, Any] = {
 _SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
 
 
-def _template(es: Elasticsearch, name: str, patterns: list[str], mappings: dict[str, Any]) -> None:
+def put_template(
+    es: Elasticsearch, name: str, patterns: list[str], mappings: dict[str, Any]
+) -> None:
+    """An index template (``<name>-template``-style) with the project's index settings."""
     es.indices.put_index_template(
         name=name,
         index_patterns=patterns,
@@ -94,7 +97,7 @@ def _template(es: Elasticsearch, name: str, patterns: list[str], mappings: dict[
     )
 
 
-def _ensure(es: Elasticsearch, index: str, mappings: dict[str, Any]) -> None:
+def ensure_index(es: Elasticsearch, index: str, mappings: dict[str, Any]) -> None:
     """Create ``index`` (from its template) or add new fields to an existing one."""
     if es.indices.exists(index=index):
         es.indices.put_mapping(index=index, properties=mappings["properties"])
@@ -102,19 +105,25 @@ def _ensure(es: Elasticsearch, index: str, mappings: dict[str, Any]) -> None:
         es.options(ignore_status=400).indices.create(index=index)
 
 
-def ensure_findings_index(es: Elasticsearch, index: str) -> None:
-    """Index templates and indices for matches, groups and suppressions.
-
-    Templates also cover rollover backing indices (``<name>-000001`` ...), see
-    triage/lifecycle.py. Existing indices get new fields added (mappings only grow)."""
+def put_findings_templates(es: Elasticsearch, index: str) -> None:
+    """Index templates for matches, groups and suppressions; they also cover rollover
+    backing indices (``<name>-000001`` ...), see triage/lifecycle.py."""
     mappings = finding_mappings()
-    _template(es, f"{index}-template", [index, f"{index}-0*"], mappings)
+    put_template(es, f"{index}-template", [index, f"{index}-0*"], mappings)
     groups = groups_index(index)
-    _template(es, f"{groups}-template", [groups, f"{groups}-0*"], mappings)
+    put_template(es, f"{groups}-template", [groups, f"{groups}-0*"], mappings)
     sup = suppressions_index(index)
-    _template(es, f"{sup}-template", [sup], SUPPRESSION_MAPPINGS)
+    put_template(es, f"{sup}-template", [sup], SUPPRESSION_MAPPINGS)
+
+
+def ensure_findings_index(es: Elasticsearch, index: str) -> None:
+    """Templates and indices for matches, groups and suppressions. Existing indices get
+    new fields added (mappings only grow)."""
+    put_findings_templates(es, index)
+    mappings = finding_mappings()
+    groups, sup = groups_index(index), suppressions_index(index)
     for name, m in ((index, mappings), (groups, mappings), (sup, SUPPRESSION_MAPPINGS)):
-        _ensure(es, name, m)
+        ensure_index(es, name, m)
 
 
 def drop_findings_index(es: Elasticsearch, index: str) -> None:

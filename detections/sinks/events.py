@@ -11,7 +11,13 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from detections.sinks.elasticsearch import BulkResult, BulkWriteError, _bulk_create
+from detections.sinks.elasticsearch import (
+    BulkResult,
+    BulkWriteError,
+    _bulk_create,
+    ensure_index,
+    put_template,
+)
 from schemas.generate import es_event_mappings
 
 
@@ -19,22 +25,15 @@ def event_doc_id(event: dict[str, Any]) -> str:
     return f"{event.get('tenant_id', 'default')}:{event['event_id']}"
 
 
+def put_events_template(es: Elasticsearch, index: str) -> None:
+    """The events index template (also for rollover backing indices)."""
+    put_template(es, f"{index}-template", [index, f"{index}-0*"], es_event_mappings())
+
+
 def ensure_events_index(es: Elasticsearch, index: str) -> None:
-    """Template (also for rollover backing indices) and index for events."""
-    mappings = es_event_mappings()
-    es.indices.put_index_template(
-        name=f"{index}-template",
-        index_patterns=[index, f"{index}-0*"],
-        template={
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-            "mappings": mappings,
-        },
-        priority=100,
-    )
-    if es.indices.exists(index=index):
-        es.indices.put_mapping(index=index, properties=mappings["properties"])
-    else:
-        es.options(ignore_status=400).indices.create(index=index)
+    """Template and index for events."""
+    put_events_template(es, index)
+    ensure_index(es, index, es_event_mappings())
 
 
 def index_events(

@@ -42,6 +42,15 @@ def _sample_events() -> list[dict[str, Any]]:
     return events
 
 
+def _send_tagged(producer: EventProducer, query: Any, tag: str) -> None:
+    """The sample events again, ids suffixed with ``tag``, processed by the running job."""
+    for event in _sample_events():
+        value = json.dumps({**event, "event_id": f"{event['event_id']}-{tag}"})
+        producer.send_raw("fixture", value.encode())
+    producer.flush()
+    query.processAllAvailable()
+
+
 def _bundle(tmp: Path, name: str, files: list[str], key: Any, **kwargs: Any) -> Path:
     manifest, _ = build_bundle([RULES / f for f in files], version=name, **kwargs)
     path = tmp / f"{name}.bundle.json"
@@ -75,19 +84,13 @@ def test_deployments_reach_a_running_job(services: Any, spark: Any, tmp_path: Pa
         shadow_index=f"{job_config(tmp_path).findings_index}-shadow",
     )
     producer = EventProducer(cfg.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic)
-    events = _sample_events()
     # The job's own rules folder, for the fallback plan it starts with (replaced at once).
     totals = JobTotals()
     query = start(spark, load_plan([RULES]), cfg, totals)
 
     def step(tag: str) -> set[tuple[str, str]]:
         """Send the sample events with fresh ids; the (rule, event) findings they made."""
-        for event in events:
-            producer.send_raw(
-                "fixture", json.dumps({**event, "event_id": f"{event['event_id']}-{tag}"}).encode()
-            )
-        producer.flush()
-        query.processAllAvailable()
+        _send_tagged(producer, query, tag)
         return {
             (f["rule"]["id"], f["event"]["id"].rsplit("-", 1)[0])
             for f in read_findings(cfg)
@@ -176,12 +179,7 @@ def test_a_noisy_rule_is_demoted_to_shadow_with_a_finding_that_says_why(
     query = start(spark, load_plan([RULES]), cfg, JobTotals())
 
     def send(tag: str) -> None:
-        for event in _sample_events():
-            producer.send_raw(
-                "fixture", json.dumps({**event, "event_id": f"{event['event_id']}-{tag}"}).encode()
-            )
-        producer.flush()
-        query.processAllAvailable()
+        _send_tagged(producer, query, tag)
 
     try:
         send("a")  # judged on this batch: 2 alerts > 1 allowed
