@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,18 +401,34 @@ def start(
     return writer.start()
 
 
+# A companion query runs beside the detect query in the same Spark application (the
+# correlation stage, sensor health): given the session and the job's config it starts its
+# own streaming query, or returns None when it has nothing to do.
+Companion = Callable[[SparkSession, JobConfig], StreamingQuery | None]
+
+
 def run(
     spark: SparkSession,
     plan: DetectionPlan,
     cfg: JobConfig,
     on_batch: Callable[[BatchStats], None] | None = None,
+    companions: Sequence[Companion] = (),
 ) -> JobTotals:
-    """Run until stopped (or, with ``available_now``, until everything in Kafka is processed)."""
+    """Run until stopped (or, with ``available_now``, until everything in Kafka is processed).
+
+    Companion queries start after the detect query; the job runs until all of them have
+    terminated, and stops all of them if any fails or on Ctrl-C.
+    """
     totals = JobTotals()
-    query = start(spark, plan, cfg, totals, on_batch)
+    queries = [start(spark, plan, cfg, totals, on_batch)]
+    queries += [q for c in companions if (q := c(spark, cfg)) is not None]
     try:
-        query.awaitTermination()
+        for query in queries:
+            query.awaitTermination()
     except KeyboardInterrupt:
         log.info("stopping (Ctrl-C): the next run resumes from the checkpoint")
-        query.stop()
+    finally:
+        for query in queries:
+            if query.isActive:
+                query.stop()
     return totals
