@@ -423,8 +423,11 @@ def run(
     queries = [start(spark, plan, cfg, totals, on_batch)]
     queries += [q for c in companions if (q := c(spark, cfg)) is not None]
     try:
-        for query in queries:
-            query.awaitTermination()
+        # awaitAnyTermination raises as soon as any query fails, so one broken query
+        # stops the job instead of leaving the others running unobserved.
+        while any(query.isActive for query in queries):
+            spark.streams.awaitAnyTermination()
+            spark.streams.resetTerminated()
     except KeyboardInterrupt:
         log.info("stopping (Ctrl-C): the next run resumes from the checkpoint")
     finally:
