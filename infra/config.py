@@ -159,15 +159,22 @@ def kafka_java_command(
 
 
 def es_settings(
-    *, host: str, port: int, data_dir: Path, logs_dir: Path, cluster_name: str = "sigstream"
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    logs_dir: Path,
+    cluster_name: str = "sigstream",
+    transport_port: int | None = None,
 ) -> dict[str, object]:
     """``elasticsearch.yml`` settings for a loopback single node without security.
 
     Bootstrap checks (vm.max_map_count, ...) are skipped because the node binds to loopback
     with ``discovery.type: single-node``. The disk watermarks are off so a nearly full CI disk
-    does not turn every index read-only.
+    does not turn every index read-only. ``transport_port`` pins the node-to-node port
+    (else the 9300-9399 range: a second node on the machine would take the next free one).
     """
-    return {
+    values: dict[str, object] = {
         "cluster.name": cluster_name,
         "node.name": f"{cluster_name}-1",
         "discovery.type": "single-node",
@@ -179,6 +186,9 @@ def es_settings(
         "cluster.routing.allocation.disk.threshold_enabled": False,
         "action.auto_create_index": True,
     }
+    if transport_port is not None:
+        values["transport.port"] = transport_port
+    return values
 
 
 def render_es_yml(values: Mapping[str, object]) -> str:
@@ -322,6 +332,13 @@ class Layout:
     @property
     def es_tmp(self) -> Path:
         return self.es_run / "tmp"
+
+    @property
+    def es_conf(self) -> Path:
+        """The node's ES_PATH_CONF: its own elasticsearch.yml, so two stacks sharing one
+        cached distribution (the fault drills beside the dev stack) never rewrite each
+        other's configuration."""
+        return self.es_run / "config"
 
     @property
     def es_pid(self) -> Path:

@@ -120,27 +120,47 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
+def copy_config(home: Path, conf: Path) -> None:
+    """Seed a node's own config folder from the distribution's (jvm.options, log4j2, ...),
+    without elasticsearch.yml (written per node) and the keystore (created per node)."""
+    for item in (home / "config").iterdir():
+        target = conf / item.name
+        if item.name in {"elasticsearch.yml", "elasticsearch.keystore"} or target.exists():
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target)
+        else:
+            shutil.copy2(item, target)
+
+
 def prepare(settings: Settings, layout: Layout, home: Path) -> None:
-    """Write elasticsearch.yml, create run folders, hand both to the ES user."""
+    """Write the node's config folder (ES_PATH_CONF) and run folders, hand them to the ES user.
+
+    The config lives in the run dir, not in the cached distribution, so stacks with
+    different run dirs (the fault drills' private one) share the download safely.
+    """
     host, port = address(settings)
-    make_reachable_dirs(layout.es_run, layout.es_data, layout.es_logs, layout.es_tmp)
+    folders = (layout.es_run, layout.es_conf, layout.es_data, layout.es_logs, layout.es_tmp)
+    make_reachable_dirs(*folders)
+    copy_config(home, layout.es_conf)
     values = config.es_settings(
         host=host,
         port=port,
         data_dir=layout.es_data,
         logs_dir=layout.es_logs,
         cluster_name=CLUSTER_NAME,
+        transport_port=settings.es_transport_port,
     )
-    (home / "config" / "elasticsearch.yml").write_text(config.render_es_yml(values))
+    (layout.es_conf / "elasticsearch.yml").write_text(config.render_es_yml(values))
     ids = ensure_user(settings.es_user)
     if ids is None:
         return
     uid, gid = ids
     if home.stat().st_uid != uid:
         _chown_tree(home, uid, gid)
-    # The ES config dir must be writable (the keystore is created there on first start).
-    os.chown(home / "config" / "elasticsearch.yml", uid, gid)
-    for folder in (layout.es_run, layout.es_data, layout.es_logs, layout.es_tmp):
+    # The config folder must be writable by ES (the keystore is created there on first start).
+    _chown_tree(layout.es_conf, uid, gid)
+    for folder in folders:
         os.chown(folder, uid, gid)
     for folder in (home, layout.es_run):
         if not config.can_traverse(folder, uid, [gid]):
@@ -173,6 +193,7 @@ def start(java_home: Path, settings: Settings, layout: Layout, home: Path) -> No
     if runs_as_other_user():
         cmd = ["runuser", "-u", settings.es_user, "--", *cmd]
     env = config.es_env(os.environ, java_home, settings.es_heap, layout.es_tmp)
+    env["ES_PATH_CONF"] = str(layout.es_conf)
     # cwd matters: jvm.options writes gc.log and hs_err files relative to it.
     launcher = spawn(cmd, log_file=layout.es_launcher_log, env=env, cwd=layout.es_logs)
     _launchers[layout.es_pid] = launcher

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     java_home: Path | None = None
     # Maven settings for fetching; None: infra/maven/settings.xml (mirror everything to Central).
     maven_settings: Path | None = None
+    # Node-to-node port; None: Elasticsearch's default range (9300-9399). A second local
+    # stack (the fault drills, tests/drills/) pins its own so it never takes the next one.
+    es_transport_port: int | None = None
 
     spark_master: str = "local[2]"
     spark_driver_memory: str = "2g"

@@ -109,6 +109,28 @@ def test_es_settings_are_the_loopback_single_node(tmp_path: Path) -> None:
     assert values["path.data"] == str(tmp_path / "data")
 
 
+def test_es_transport_port_is_pinned_only_when_given(tmp_path: Path) -> None:
+    assert "transport.port" not in _es_values(tmp_path)
+    pinned = config.es_settings(
+        host="127.0.0.1",
+        port=29200,
+        data_dir=tmp_path / "d",
+        logs_dir=tmp_path / "l",
+        transport_port=29300,
+    )
+    assert pinned["transport.port"] == 29300
+    assert yaml.safe_load(config.render_es_yml(pinned))["transport.port"] == 29300
+
+
+def test_es_config_dir_is_per_run_dir_not_in_the_shared_cache(tmp_path: Path) -> None:
+    """Two stacks sharing one cache (the drills' and the dev stack) keep separate configs."""
+    a = config.Layout.from_settings(Settings(cache_dir=tmp_path / "c", run_dir=tmp_path / "a"))
+    b = config.Layout.from_settings(Settings(cache_dir=tmp_path / "c", run_dir=tmp_path / "b"))
+    assert a.es_home("8.19.21") == b.es_home("8.19.21")
+    assert a.es_conf == tmp_path / "a" / "elasticsearch" / "config"
+    assert a.es_conf != b.es_conf
+
+
 def test_es_settings_name_only_modules_the_distribution_has(tmp_path: Path) -> None:
     """The integ-test-zip refuses to start on settings of modules it lacks (ML, ILM, ...)."""
     for key in _es_values(tmp_path):
