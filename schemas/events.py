@@ -269,6 +269,29 @@ class WindowsEvent(Envelope):
     event_type: Literal["windows_event"] = "windows_event"
 
 
+def _sensor_logsource() -> Logsource:
+    return Logsource(product="sigstream", service="heartbeat")
+
+
+class Heartbeat(Envelope):
+    """The sensor saying "I am alive", every ``expected_interval_s`` seconds.
+
+    The backend's sensor-health job (docs/sensor-health.md) reads it: a sensor that sends
+    neither events nor heartbeats for a few intervals is reported silent. It carries its own
+    ``seq`` like any event, and the sensor's counters, so a gap the sensor knows about
+    (dropped or still spooled events) is visible next to the gap the backend measures. Its
+    logsource (product ``sigstream``) keeps it out of every Windows Sigma rule.
+    """
+
+    event_type: Literal["heartbeat"] = "heartbeat"
+    logsource: Logsource = Field(default_factory=_sensor_logsource)
+    expected_interval_s: int | None = Field(default=None, ge=1)
+    agent_version: Text = None
+    events_sent: int | None = Field(default=None, ge=0)
+    events_dropped: int | None = Field(default=None, ge=0)
+    events_spooled: int | None = Field(default=None, ge=0)
+
+
 EVENT_MODELS: tuple[type[Envelope], ...] = (
     ProcessCreation,
     ProcessTermination,
@@ -292,6 +315,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     PsScript,
     PsModule,
     WindowsEvent,
+    Heartbeat,
 )
 
 Event = Annotated[

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     demote_max_cost_us: float = 500.0
     demote_min_events: int = 1000
 
+    # Sensor health (docs/sensor-health.md): heartbeat interval assumed for sensors that do
+    # not announce one, missed intervals before "silent", clock skew threshold, how long
+    # missing sequence numbers may still arrive, and the per-sensor status index.
+    health_interval_s: float = 60.0
+    health_silence_multiplier: float = 3.0
+    health_skew_threshold_s: float = 300.0
+    health_gap_grace_s: float = 30.0
+    sensors_index: str = "sigstream-sensors"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

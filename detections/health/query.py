@@ -1,0 +1,320 @@
+"""The sensor-health streaming query: Kafka events -> per-sensor state -> health findings
+and the sensors index.
+
+It runs beside the detect query (a ``detections.job`` companion) with its own Kafka
+source and checkpoint, so it neither slows the rule engine nor depends on it:
+
+* parse only the envelope (and heartbeat) columns: a small ``from_json`` schema picked
+  from the generated event schema, the Kafka timestamp standing in for ``received_time``
+  when the gateway did not stamp one;
+* ``groupBy(tenant_id, sensor_id).applyInPandasWithState`` keeps one ``SensorState``
+  (JSON) per sensor and runs the pure state machine (``detections.health.state``), with
+  processing-time timeouts: a silent sensor sends nothing, only a timer can notice it;
+* ``foreachBatch``: health findings to the findings index (``write_documents``: create
+  with deterministic ids, then the groups analysts triage) and one status document per
+  sensor touched to the sensors index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+
+from detections.health.findings import (
+    health_finding,
+    sensor_doc_id,
+    sensor_status,
+    sensors_mappings,
+)
+from detections.health.state import HealthConfig, Record, SensorState, expire, next_timer, observe
+from detections.job import JobConfig
+
+log = logging.getLogger("sigstream.health")
+
+#: Envelope and heartbeat fields health reads; their types come from the generated schema.
+HEALTH_FIELDS = (
+    "tenant_id",
+    "sensor_id",
+    "host",
+    "event_id",
+    "seq",
+    "event_time",
+    "received_time",
+    "event_type",
+    "expected_interval_s",
+    "agent_version",
+    "events_sent",
+    "events_dropped",
+    "events_spooled",
+)
+
+STATE_SCHEMA = T.StructType([T.StructField("json", T.StringType())])
+OUTPUT_SCHEMA = T.StructType(
+    [
+        T.StructField("target", T.StringType()),  # "finding" or "sensor"
+        T.StructField("kind", T.StringType()),  # observation kind, or "status"
+        T.StructField("doc_id", T.StringType()),
+        T.StructField("body", T.StringType()),
+    ]
+)
+
+
+def health_schema() -> T.StructType:
+    """The slice of the event schema health parses (cheap: a dozen columns, not 150)."""
+    from schemas.generate import spark_event_schema
+
+    full = spark_event_schema()
+    return T.StructType([full[name] for name in HEALTH_FIELDS])
+
+
+def envelope_rows(records: DataFrame) -> DataFrame:
+    """Kafka rows -> one row per parseable event: what ``Record`` needs, epoch seconds."""
+    e = F.from_json(F.col("value").cast("string"), health_schema(), {"mode": "PERMISSIVE"})
+    parsed = records.select(e.alias("e"), "timestamp", "partition", "offset")
+    return parsed.where(
+        F.col("e.sensor_id").isNotNull()
+        & F.col("e.event_id").isNotNull()
+        & F.col("e.event_time").isNotNull()
+    ).select(
+        F.coalesce(F.col("e.tenant_id"), F.lit("default")).alias("tenant_id"),
+        F.col("e.sensor_id").alias("sensor_id"),
+        F.col("e.host").alias("host"),
+        F.col("e.event_id").alias("event_id"),
+        F.col("e.seq").alias("seq"),
+        F.col("e.event_time").cast("double").alias("event_time"),
+        F.coalesce(F.col("e.received_time"), F.col("timestamp")).cast("double").alias("received"),
+        (F.col("e.event_type") == "heartbeat").alias("heartbeat"),
+        F.col("e.expected_interval_s").cast("double").alias("interval_s"),
+        F.col("e.agent_version").alias("agent_version"),
+        F.col("e.events_sent").alias("events_sent"),
+        F.col("e.events_dropped").alias("events_dropped"),
+        F.col("e.events_spooled").alias("events_spooled"),
+        "partition",
+        "offset",
+    )
+
+
+def _none(value: Any) -> Any:
+    return None if pd.isna(value) else value
+
+
+def _records(frame: pd.DataFrame) -> list[Record]:
+    frame = frame.sort_values(["partition", "offset"], kind="stable")
+    out = []
+    for row in frame.itertuples(index=False):
+        seq, interval_s = _none(row.seq), _none(row.interval_s)
+        sent, dropped, spooled = (
+            _none(row.events_sent),
+            _none(row.events_dropped),
+            _none(row.events_spooled),
+        )
+        out.append(
+            Record(
+                event_id=row.event_id,
+                event_time=float(row.event_time),
+                received=float(row.received),
+                seq=None if seq is None else int(seq),
+                host=_none(row.host),
+                heartbeat=bool(row.heartbeat),
+                interval_s=None if interval_s is None else float(interval_s),
+                agent_version=_none(row.agent_version),
+                events_sent=None if sent is None else int(sent),
+                events_dropped=None if dropped is None else int(dropped),
+                events_spooled=None if spooled is None else int(spooled),
+            )
+        )
+    return out
+
+
+def state_function(
+    cfg: HealthConfig, clock: Callable[[], float] = time.time
+) -> Callable[[Any, Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
+    """The ``applyInPandasWithState`` function: one sensor's batch (or timer) in, its
+    finding documents and status document out."""
+
+    def update(
+        key: Any, frames: Iterator[pd.DataFrame], state: GroupState
+    ) -> Iterator[pd.DataFrame]:
+        tenant, sensor = str(key[0]), str(key[1])
+        now = clock()
+        current = SensorState.from_json(state.get[0]) if state.exists else SensorState()
+        if state.hasTimedOut:
+            observations = expire(current, now, cfg)
+        else:
+            batch = [f for f in frames if len(f)]
+            records = _records(pd.concat(batch)) if batch else []
+            observations = observe(current, records, now, cfg)
+        state.update((current.to_json(),))
+        state.setTimeoutDuration(int(next_timer(current, now, cfg) * 1000))
+        rows: list[tuple[str, str, str, str]] = []
+        for obs in observations:
+            if obs.kind == "recovered":
+                continue
+            finding = health_finding(tenant, sensor, current.host, obs)
+            body = finding.model_dump_json(by_alias=True)
+            rows.append(("finding", obs.kind, finding.sigstream.finding.id, body))
+        status = sensor_status(tenant, sensor, current, now, cfg)
+        rows.append(("sensor", "status", sensor_doc_id(tenant, sensor), status.model_dump_json()))
+        yield pd.DataFrame(rows, columns=["target", "kind", "doc_id", "body"])
+
+    return update
+
+
+def health_updates(events: DataFrame, cfg: HealthConfig) -> DataFrame:
+    """Envelope rows -> finding and status documents, per sensor, with state and timers."""
+    return events.groupBy("tenant_id", "sensor_id").applyInPandasWithState(
+        state_function(cfg),
+        OUTPUT_SCHEMA,
+        STATE_SCHEMA,
+        "update",
+        GroupStateTimeout.ProcessingTimeTimeout,
+    )
+
+
+@dataclass
+class HealthBatch:
+    batch_id: int
+    sensors: int = 0
+    findings: Counter[str] = field(default_factory=Counter)
+    created: int = 0
+    seconds: float = 0.0
+
+
+def write_batch(
+    rows: list[Any], es_hosts: tuple[str, ...], findings_index: str, sensors_index: str
+) -> tuple[int, int]:
+    """Write one batch's documents; returns (new findings, sensor documents)."""
+    from elasticsearch import helpers
+
+    from detections.sinks.elasticsearch import connect, write_documents
+
+    findings = [(r["doc_id"], json.loads(r["body"])) for r in rows if r["target"] == "finding"]
+    sensors = [
+        {
+            "_op_type": "index",
+            "_index": sensors_index,
+            "_id": r["doc_id"],
+            "_source": json.loads(r["body"]),
+        }
+        for r in rows
+        if r["target"] == "sensor"
+    ]
+    es = connect(es_hosts)
+    try:
+        created = write_documents(es, findings_index, findings).created if findings else 0
+        if sensors:
+            helpers.bulk(es, sensors, chunk_size=2000, max_retries=5)
+        return created, len(sensors)
+    finally:
+        es.close()
+
+
+def ensure_indices(es_hosts: tuple[str, ...], findings_index: str, sensors_index: str) -> None:
+    from detections.sinks.elasticsearch import connect, ensure_findings_index, ensure_index
+
+    es = connect(es_hosts)
+    try:
+        ensure_findings_index(es, findings_index)
+        mappings = sensors_mappings()
+        if not es.indices.exists(index=sensors_index):
+            es.options(ignore_status=400).indices.create(
+                index=sensors_index,
+                mappings=mappings,
+                settings={"number_of_shards": 1, "number_of_replicas": 0},
+            )
+        else:
+            ensure_index(es, sensors_index, mappings)
+    finally:
+        es.close()
+
+
+def checkpoint_for(job_checkpoint: Path) -> Path:
+    """Beside the detect query's checkpoint, never inside it."""
+    return job_checkpoint.parent / f"{job_checkpoint.name}-sensor-health"
+
+
+def start(
+    spark: SparkSession,
+    cfg: JobConfig,
+    health: HealthConfig,
+    sensors_index: str,
+    on_batch: Callable[[HealthBatch], None] | None = None,
+    checkpoint: Path | None = None,
+) -> StreamingQuery:
+    """Start the sensor-health query (returns at once)."""
+    ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .option("subscribe", cfg.events_topic)
+        .option("startingOffsets", cfg.starting_offsets)
+        .option("failOnDataLoss", "false")
+    )
+    if cfg.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
+    updates = health_updates(envelope_rows(reader.load()), health)
+
+    def handle(batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        rows = batch.collect()
+        stats = HealthBatch(batch_id)
+        stats.findings.update(r["kind"] for r in rows if r["target"] == "finding")
+        stats.created, stats.sensors = write_batch(
+            rows, cfg.es_hosts, cfg.findings_index, sensors_index
+        )
+        stats.seconds = time.monotonic() - started
+        if stats.findings:
+            log.info(
+                "health batch %d: %d sensors updated, findings %s (%d new) in %.1fs",
+                batch_id,
+                stats.sensors,
+                dict(stats.findings),
+                stats.created,
+                stats.seconds,
+            )
+        if on_batch:
+            on_batch(stats)
+
+    writer = (
+        updates.writeStream.queryName("sigstream-sensor-health")
+        .outputMode("update")
+        .option("checkpointLocation", str(checkpoint or checkpoint_for(cfg.checkpoint_dir)))
+        .foreachBatch(handle)
+    )
+    if cfg.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
+    return writer.start()
+
+
+def config_from_settings() -> tuple[HealthConfig, str]:
+    from sigstream.settings import get_settings
+
+    s = get_settings()
+    health = HealthConfig(
+        default_interval_s=s.health_interval_s,
+        silence_multiplier=s.health_silence_multiplier,
+        skew_threshold_s=s.health_skew_threshold_s,
+        gap_grace_s=s.health_gap_grace_s,
+    )
+    return health, s.sensors_index
+
+
+def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
+    """The ``detections.job`` companion: the health query with the process settings."""
+    health, sensors_index = config_from_settings()
+    return start(spark, cfg, health, sensors_index)
