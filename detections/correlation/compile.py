@@ -1,0 +1,288 @@
+"""Sigma correlation rules -> :class:`CorrelationSpec`, resolved against the detection plan.
+
+Pure (files in, specs out). A correlation that cannot run (unknown type, a base rule that
+is missing or was refused, an extended condition) becomes a :class:`CorrelationRejection`
+naming its file; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
+from sigma.exceptions import SigmaRuleLocation
+
+from detections.compiler.sigma_to_ir import rule_files
+from detections.correlation.model import (
+    CORRELATION_TYPES,
+    Condition,
+    CorrelationRejection,
+    CorrelationSpec,
+)
+from detections.plan import DetectionPlan, plan_rules
+
+_OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
+_HAS_CORRELATION = re.compile(r"^correlation:", re.MULTILINE)
+_HAS_NAME = re.compile(r"^name:", re.MULTILINE)
+
+
+class CorrelationError(ValueError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CorrelationSet:
+    """The correlations that run, and the ones quarantined with their reasons."""
+
+    specs: tuple[CorrelationSpec, ...] = ()
+    rejections: tuple[CorrelationRejection, ...] = ()
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+
+
+def rule_names(paths: Iterable[Path]) -> dict[str, str]:
+    """Sigma ``name`` -> rule id, for every rule under ``paths`` that has a name (a
+    correlation may reference base rules by name). Only files with a ``name:`` key are
+    parsed, so scanning the SigmaHQ corpus costs a text search per file."""
+    names: dict[str, str] = {}
+    for path in paths:
+        names.update(_names_in(path.read_text(encoding="utf-8", errors="replace")))
+    return names
+
+
+def _names_in(text: str) -> dict[str, str]:
+    if not _HAS_NAME.search(text):
+        return {}
+    try:
+        return {
+            str(d["name"]): str(d["id"]) for d in _documents(text) if d.get("name") and d.get("id")
+        }
+    except yaml.YAMLError:
+        return {}  # the rule loader reports broken files
+
+
+def condition_from(raw: Any, default: SigmaCorrelationCondition, field: str | None) -> Condition:
+    """The condition of the YAML ``condition`` mapping: pySigma's one operator, or a range
+    of a lower and an upper bound (pySigma refuses two operators, Sigma's spec allows it)."""
+    if not isinstance(raw, dict):
+        return Condition(((default.op.name.lower(), float(default.count)),), field)
+    terms = []
+    for op in _OPERATORS:
+        if op in raw:
+            try:
+                terms.append((op, float(raw[op])))
+            except (TypeError, ValueError) as exc:
+                raise CorrelationError(
+                    "bad_condition", f"condition {op}: {raw[op]!r} is not a number"
+                ) from exc
+    if not terms:
+        raise CorrelationError("bad_condition", f"condition {raw!r} has no operator")
+    if len(terms) > 1:
+        lower = [t for t in terms if t[0] in ("gt", "gte")]
+        upper = [t for t in terms if t[0] in ("lt", "lte")]
+        if len(lower) != 1 or len(upper) != 1 or len(terms) != 2:
+            raise CorrelationError(
+                "bad_condition", f"condition {raw!r}: a range is one lower and one upper bound"
+            )
+    return Condition(tuple(terms), field)
+
+
+def _single_operator(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with a range condition cut to its first bound, so pySigma parses it
+    (the full range is read from the raw YAML by :func:`condition_from`)."""
+    corr = doc.get("correlation")
+    cond = corr.get("condition") if isinstance(corr, dict) else None
+    if isinstance(cond, dict) and sum(op in cond for op in _OPERATORS) > 1:
+        first = next(op for op in _OPERATORS if op in cond)
+        kept = {k: v for k, v in cond.items() if k not in _OPERATORS or k == first}
+        doc = {**doc, "correlation": {**corr, "condition": kept}}
+    return doc
+
+
+class _Resolver:
+    """Base rule references (id or name) -> ids of rules the plan runs."""
+
+    def __init__(self, plan: DetectionPlan, names: dict[str, str]) -> None:
+        self.ids = {str(p.rule.id) for p in plan.rules}
+        self.refused = {r.rule_id: r for r in plan.rejections if r.rule_id}
+        self.names = names
+
+    def __call__(self, reference: str, correlation_ids: set[str]) -> str:
+        rule_id = self.names.get(reference, reference)
+        if rule_id in self.ids:
+            return rule_id
+        if rule_id in correlation_ids or reference in correlation_ids:
+            raise CorrelationError(
+                "chained_correlation",
+                f"references correlation {reference}: chaining is not supported",
+            )
+        if rule_id in self.refused:
+            why = self.refused[rule_id]
+            raise CorrelationError(
+                "base_rule_not_loaded",
+                f"base rule {reference} was not loaded: {why.reason}: {why.message}",
+            )
+        raise CorrelationError("unknown_rule", f"base rule {reference} not found (by id or name)")
+
+
+def compile_correlation(
+    rule: SigmaCorrelationRule, raw: dict[str, Any], resolve: _Resolver, correlation_ids: set[str]
+) -> CorrelationSpec:
+    """One parsed correlation rule -> spec; raises :class:`CorrelationError`."""
+    if rule.errors:
+        raise CorrelationError("parse_error", str(rule.errors[0]))
+    kind = str(rule.type.name).lower() if rule.type is not None else ""
+    if kind not in CORRELATION_TYPES:
+        raise CorrelationError(
+            "unsupported_type", f"correlation type {kind or '?'} is not supported"
+        )
+    if not isinstance(rule.condition, SigmaCorrelationCondition):
+        raise CorrelationError(
+            "unsupported_condition", "extended (boolean) conditions are not supported"
+        )
+    refs = [r.reference for r in rule.rules or []]
+    if not refs:
+        raise CorrelationError("no_rules", "the correlation references no rules")
+    rules = tuple(resolve(r, correlation_ids) for r in refs)
+    field = rule.condition.fieldref
+    if isinstance(field, list):
+        if len(field) != 1:
+            raise CorrelationError("bad_condition", "value_count counts the values of one field")
+        field = field[0]
+    if kind == "value_count" and not field:
+        raise CorrelationError("bad_condition", "value_count needs condition.field")
+    raw_condition = (raw.get("correlation") or {}).get("condition")
+    condition = condition_from(
+        raw_condition, rule.condition, field if kind == "value_count" else None
+    )
+    aliases = []
+    for alias in rule.aliases:
+        mapping = tuple(
+            sorted((resolve(ref.reference, correlation_ids), f) for ref, f in alias.mapping.items())
+        )
+        aliases.append((alias.alias, mapping))
+    return CorrelationSpec(
+        id=str(rule.id) if rule.id else str(rule.name or rule.title),
+        title=rule.title,
+        type=kind,
+        rules=rules,
+        group_by=tuple(rule.group_by or ()),
+        timespan_s=int(rule.timespan.seconds),
+        condition=condition,
+        generate=bool(rule.generate),
+        level=str(rule.level) if rule.level is not None else None,
+        tags=tuple(str(t) for t in rule.tags),
+        description=rule.description,
+        author=rule.author,
+        path=str(rule.source.path) if rule.source is not None else None,
+        rule_fields=tuple(aliases),
+    )
+
+
+def _correlation_docs(
+    text: str, where: str
+) -> tuple[list[tuple[SigmaCorrelationRule, dict[str, Any]]], list[CorrelationRejection]]:
+    found: list[tuple[SigmaCorrelationRule, dict[str, Any]]] = []
+    rejected: list[CorrelationRejection] = []
+    try:
+        docs = _documents(text)
+    except yaml.YAMLError as exc:
+        return [], [CorrelationRejection(where, None, "parse_error", f"{where}: {exc}")]
+    for doc in docs:
+        if "correlation" not in doc:
+            continue
+        try:
+            rule = SigmaCorrelationRule.from_dict(
+                _single_operator(doc), collect_errors=True, source=SigmaRuleLocation(where)
+            )
+        except Exception as exc:  # a broken correlation must not stop the others
+            rejected.append(
+                CorrelationRejection(
+                    where, str(doc.get("id") or "") or None, "parse_error", f"{where}: {exc}"
+                )
+            )
+            continue
+        found.append((rule, doc))
+    return found, rejected
+
+
+def compile_correlations(
+    sources: Sequence[tuple[str, str]], plan: DetectionPlan, names: dict[str, str] | None = None
+) -> CorrelationSet:
+    """Correlations of ``sources`` ((where, YAML text) pairs) resolved against ``plan``."""
+    parsed: list[tuple[SigmaCorrelationRule, dict[str, Any]]] = []
+    rejections: list[CorrelationRejection] = []
+    for where, text in sources:
+        if not _HAS_CORRELATION.search(text):
+            continue
+        found, rejected = _correlation_docs(text, where)
+        parsed += found
+        rejections += rejected
+    local_names = dict(names or {})
+    for _where, text in sources:
+        local_names.update(_names_in(text))
+    correlation_ids = {str(r.id) for r, _ in parsed if r.id} | {
+        str(r.name) for r, _ in parsed if r.name
+    }
+    resolve = _Resolver(plan, local_names)
+    specs: list[CorrelationSpec] = []
+    seen: set[str] = set()
+    for rule, raw in parsed:
+        where = str(rule.source.path) if rule.source is not None else None
+        rule_id = str(rule.id) if rule.id else None
+        try:
+            spec = compile_correlation(rule, raw, resolve, correlation_ids)
+        except CorrelationError as exc:
+            rejections.append(
+                CorrelationRejection(where, rule_id, exc.reason, f"{where}: {exc.message}")
+            )
+            continue
+        if spec.id in seen:
+            rejections.append(
+                CorrelationRejection(
+                    where,
+                    rule_id,
+                    "duplicate_id",
+                    f"{where}: correlation id {spec.id} is already loaded",
+                )
+            )
+            continue
+        seen.add(spec.id)
+        specs.append(spec)
+    return CorrelationSet(tuple(specs), tuple(rejections))
+
+
+def load_correlations(paths: Sequence[Path], plan: DetectionPlan) -> CorrelationSet:
+    """Every correlation rule under ``paths`` (the job's rule folders), against ``plan``."""
+    sources = []
+    for path in rule_files(paths):
+        try:
+            sources.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
+            continue  # the rule loader reports unreadable files
+    return compile_correlations(sources, plan)
+
+
+def correlation_only_rules(plan: DetectionPlan, specs: Sequence[CorrelationSpec]) -> set[int]:
+    """Plan indexes of base rules that must not write findings of their own: referenced
+    by a correlation with ``generate: false`` and by none with ``generate: true`` (Sigma
+    v2). Quarantined correlations are not in ``specs``, so their base rules keep alerting."""
+    silent = {r for s in specs if not s.generate for r in s.rules}
+    loud = {r for s in specs if s.generate for r in s.rules}
+    return {p.index for p in plan.rules if str(p.rule.id) in silent - loud}
+
+
+def base_plan(plan: DetectionPlan, specs: Sequence[CorrelationSpec]) -> DetectionPlan:
+    """A plan of only the rules correlations reference (indexes renumbered)."""
+    wanted = {r for s in specs for r in s.rules}
+    return plan_rules([p.rule for p in plan.rules if str(p.rule.id) in wanted])

@@ -1,0 +1,171 @@
+"""The per-key correlation state machine: pure, so every semantic is unit-tested here.
+
+One :class:`KeyState` per (correlation, group key). :func:`advance` adds the key's new
+matches, given the event-time watermark, and returns firings and late reports:
+
+* A match at or before the watermark is **late**: reported, never counted (Spark's own
+  rule for late rows, so "late" means the same here and in the query's metrics).
+* Windows are anchored at matches: the window of the earliest pending match at ``s`` is
+  ``[s, s + timespan]``, both ends inclusive.
+* Conditions that only more matches can satisfy (``gt``/``gte``) fire as soon as they hold
+  and the watermark has reached ``s`` (no earlier match can still arrive, so the window
+  start, and with it the finding id, is final). If the window closes without holding,
+  the window slides to the next pending match. Other conditions (``lt``, ``lte``, ``eq``,
+  ``neq``, ranges) are decided when the watermark passes the window's end; the window is
+  consumed either way.
+* After a firing, matches up to the window's end are absorbed (they belong to the window
+  that fired), so one burst fires once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from detections.correlation.model import CorrelationSpec, correlation_finding_id
+
+
+@dataclass(frozen=True, order=True)
+class Match:
+    """One base-rule match as the correlation sees it."""
+
+    time_ms: int
+    rule: str
+    event_id: str
+    value: str | None = None  # value_count: the counted field's value
+    host: str = ""
+    sensor_id: str = ""
+    tenant_id: str = "default"
+
+    def to_list(self) -> list[object]:
+        return [
+            self.time_ms,
+            self.rule,
+            self.event_id,
+            self.value,
+            self.host,
+            self.sensor_id,
+            self.tenant_id,
+        ]
+
+    @classmethod
+    def from_list(cls, raw: list[object]) -> Match:
+        t, rule, event_id, value, host, sensor, tenant = raw
+        return cls(int(str(t)), str(rule), str(event_id), None if value is None else str(value),
+                   str(host), str(sensor), str(tenant))  # fmt: skip
+
+
+@dataclass
+class KeyState:
+    pending: list[Match] = field(default_factory=list)
+    # Matches at or before this time belong to a window that already fired.
+    closed_until: int = -1
+
+    def to_json(self) -> str:
+        return json.dumps([self.closed_until, [m.to_list() for m in self.pending]])
+
+    @classmethod
+    def from_json(cls, text: str | None) -> KeyState:
+        if not text:
+            return cls()
+        closed, pending = json.loads(text)
+        return cls([Match.from_list(m) for m in pending], int(closed))
+
+
+@dataclass(frozen=True)
+class Firing:
+    correlation_id: str
+    group_key: str
+    window_start_ms: int
+    window_end_ms: int
+    value: float
+    matches: tuple[Match, ...]
+
+    @property
+    def finding_id(self) -> str:
+        return correlation_finding_id(self.correlation_id, self.group_key, self.window_start_ms)
+
+
+@dataclass(frozen=True)
+class Late:
+    match: Match
+    watermark_ms: int
+
+
+@dataclass
+class Step:
+    state: KeyState
+    firings: list[Firing] = field(default_factory=list)
+    late: list[Late] = field(default_factory=list)
+    absorbed: int = 0
+    # Event time the watermark must pass for this key to make progress (None: nothing pending).
+    deadline_ms: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.state.pending and self.deadline_ms is None
+
+
+def measure(spec: CorrelationSpec, window: list[Match]) -> float:
+    """The number the condition is compared with, per correlation type."""
+    if spec.type == "event_count":
+        return len(window)
+    if spec.type == "value_count":
+        return len({m.value for m in window if m.value is not None})
+    if spec.type == "temporal":
+        return len({m.rule for m in window})
+    # temporal_ordered: how many of the rules occur in the given order (a subsequence);
+    # matches at the same millisecond count as in order.
+    position = {rule: i for i, rule in reversed(list(enumerate(spec.rules)))}
+    ordered = sorted(window, key=lambda m: (m.time_ms, position.get(m.rule, 0)))
+    done = 0
+    for match in ordered:
+        if done < len(spec.rules) and match.rule == spec.rules[done]:
+            done += 1
+    return done
+
+
+def advance(
+    spec: CorrelationSpec,
+    group_key: str,
+    state: KeyState,
+    new: list[Match],
+    watermark_ms: int,
+) -> Step:
+    """Add ``new`` matches to ``state`` at ``watermark_ms``; fire what is decided."""
+    step = Step(KeyState(list(state.pending), state.closed_until))
+    known = {(m.rule, m.event_id) for m in state.pending}
+    for match in new:
+        if match.time_ms <= watermark_ms:
+            step.late.append(Late(match, watermark_ms))
+        elif match.time_ms <= state.closed_until:
+            step.absorbed += 1
+        elif (match.rule, match.event_id) not in known:
+            known.add((match.rule, match.event_id))
+            step.state.pending.append(match)
+    pending = sorted(step.state.pending)
+    span = spec.timespan_ms
+    cond = spec.condition
+    deadline: int | None = None
+    while pending:
+        start = pending[0].time_ms
+        end = start + span
+        window = [m for m in pending if m.time_ms <= end]
+        value = measure(spec, window)
+        closed = watermark_ms >= end
+        settled = watermark_ms >= start
+        decide = (settled and cond.holds(value)) if cond.monotone else closed
+        if decide and cond.holds(value):
+            step.firings.append(Firing(spec.id, group_key, start, end, value, tuple(window)))
+            step.state.closed_until = end
+            pending = pending[len(window) :]
+        elif closed:
+            pending = pending[1:] if cond.monotone else pending[len(window) :]
+        else:
+            deadline = start if cond.monotone and cond.holds(value) else end
+            break
+    step.state.pending = pending
+    if deadline is None and step.state.closed_until > watermark_ms:
+        deadline = step.state.closed_until  # forget the absorbed window once it is past
+    step.deadline_ms = deadline
+    return step
