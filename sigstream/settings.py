@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,18 @@ class Settings(BaseSettings):
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     findings_index: str = "sigstream-findings"
+
+    # Client security (the `secure` profile, infra/README.md); sigstream/connections.py turns
+    # these into each client's options. Defaults: plaintext without authentication.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca: Path | None = None  # PEM CA the brokers' certificates are checked with
+    es_username: str | None = None
+    es_password: SecretStr | None = None
+    es_api_key: SecretStr | None = None  # instead of username/password
+    es_ca: Path | None = None  # PEM CA of https Elasticsearch hosts
 
     # Local services run by ``infra`` (``sigstream infra up``). Versions are Maven Central
     # coordinates; see infra/README.md for why these ones.

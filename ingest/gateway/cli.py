@@ -129,9 +129,9 @@ def serve(
     from ingest.gateway.app import GatewayOptions
     from ingest.gateway.server import TlsFiles, kafka_app, uvicorn_config
     from ingest.gateway.tls import ensure_cert
+    from sigstream.connections import confluent_kafka_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
     s = get_settings()
     tls: TlsFiles | None = None
     if insecure_http:
@@ -153,6 +153,7 @@ def serve(
         topic or s.events_topic,
         dlq_topic or s.dlq_topic,
         GatewayOptions(events_per_second=rate, burst_events=burst),
+        client_config=confluent_kafka_config(s),
     )
     scheme = "https" if tls else "http"
     err.print(f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,15 +35,21 @@ def kafka_app(
     events_topic: str,
     dlq_topic: str,
     options: GatewayOptions | None = None,
+    client_config: Mapping[str, Any] | None = None,
 ) -> FastAPI:
-    """The gateway app writing to Kafka, its de-duplication window seeded from the topic."""
+    """The gateway app writing to Kafka, its de-duplication window seeded from the topic.
+
+    ``client_config``: librdkafka security properties (``connections.confluent_kafka_config``).
+    """
     opts = options or GatewayOptions()
-    sink = KafkaSink(bootstrap, events_topic, dlq_topic)
+    sink = KafkaSink(bootstrap, events_topic, dlq_topic, client_config=client_config)
 
     def seed() -> list[tuple[str, str]]:
         if opts.restore_per_partition <= 0:
             return []
-        return recent_ids(bootstrap, events_topic, opts.restore_per_partition)
+        return recent_ids(
+            bootstrap, events_topic, opts.restore_per_partition, client_config=client_config
+        )
 
     return create_app(CredentialStore(credentials), sink, opts, seed_ids=seed)
 

@@ -1,14 +1,17 @@
 """Where accepted events and rejects go: Kafka, through an idempotent producer.
 
-``KafkaSink.deliver`` is blocking (kafka-python is thread-based); the app runs it on a
-worker thread and only answers a batch after Kafka acknowledged every record of it
-(``acks=all``), so a 200 means "durable in Kafka". Any failure raises ``SinkUnavailable``
-(the app answers 503 + Retry-After and the client re-sends the whole batch later; the ids
-already acknowledged are then answered as duplicates, see ``dedupe``).
+``KafkaSink.deliver`` is blocking; the app runs it on a worker thread and only answers a
+batch after Kafka acknowledged every record of it (``acks=all``), so a 200 means "durable
+in Kafka". Any failure raises ``SinkUnavailable`` (the app answers 503 + Retry-After and the
+client re-sends the whole batch later; the ids already acknowledged are then answered as
+duplicates, see ``dedupe``).
 
-The producer is idempotent (``enable_idempotence``: broker-side de-duplication of the
+The client is librdkafka (confluent-kafka), like ``ingest.producer.EventProducer``. The
+producer is idempotent (``enable.idempotence``: broker-side de-duplication of the
 producer's own retries, order kept with up to 5 requests in flight). It is created lazily
 and thrown away after any failure, so a Kafka outage never leaves the gateway stuck.
+Security options (SASL/TLS) come in as librdkafka properties from
+``sigstream.connections.confluent_kafka_config``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ingest.gateway.parse import Identity, Reject
 from ingest.producer import dlq_headers, encode_event
@@ -54,33 +57,35 @@ class KafkaSink:
         dlq_topic: str,
         *,
         timeout_s: float = 30.0,
+        client_config: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
+        """``client_config``: librdkafka security properties (see sigstream.connections);
+        ``overrides``: any other librdkafka property."""
         self.bootstrap = bootstrap
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.timeout_s = timeout_s
         self.config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
             "acks": "all",
-            "enable_idempotence": True,
-            "max_in_flight_requests_per_connection": 5,
-            "linger_ms": 5,
-            "batch_size": 512 * 1024,
-            "max_request_size": 8 * 1024 * 1024,
-            "max_block_ms": 5_000,
-            "bootstrap_timeout_ms": 5_000,
-            "request_timeout_ms": 10_000,
-            "delivery_timeout_ms": int(timeout_s * 1000),
+            "enable.idempotence": True,
+            "max.in.flight.requests.per.connection": 5,
+            "linger.ms": 5,
+            "batch.size": 512 * 1024,
+            "message.max.bytes": 8 * 1024 * 1024,
+            "socket.timeout.ms": 10_000,
+            "message.timeout.ms": int(timeout_s * 1000),
         }
+        self.config.update(client_config or {})
+        self.config["bootstrap.servers"] = bootstrap
         self.config.update(overrides)
-        self._producer: KafkaProducer | None = None
+        self._producer: Producer | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> KafkaProducer:
+    def _get(self) -> Producer:
         with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(**self.config)
+                self._producer = Producer(self.config)
             return self._producer
 
     def _drop(self) -> None:
@@ -88,29 +93,42 @@ class KafkaSink:
             producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                producer.close(timeout=1)
+                producer.purge()
+                producer.flush(0)
             except Exception:  # pragma: no cover - best effort on a broken producer
                 log.debug("closing a failed producer", exc_info=True)
 
     def deliver(
         self, events: Sequence[Envelope], rejects: Sequence[Reject], identity: Identity, batch: str
     ) -> None:
+        failures: list[str] = []
+        acked = [0]
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is None:
+                acked[0] += 1
+            elif len(failures) < 5:
+                failures.append(str(error))
+            else:
+                failures.append("")
+
         try:
             producer = self._get()
-            futures = []
+            sent = 0
             for event in events:
                 headers = [
                     (TENANT_HEADER, event.tenant_id.encode()),
                     (EVENT_ID_HEADER, event.event_id.encode()),
                 ]
-                futures.append(
-                    producer.send(
-                        self.events_topic,
-                        key=event.sensor_id.encode(),
-                        value=encode_event(event),
-                        headers=headers,
-                    )
+                self._produce(
+                    producer,
+                    self.events_topic,
+                    encode_event(event),
+                    delivered,
+                    key=event.sensor_id.encode(),
+                    headers=headers,
                 )
+                sent += 1
             for r in rejects:
                 headers = [
                     *dlq_headers(
@@ -119,51 +137,106 @@ class KafkaSink:
                     (TENANT_HEADER, identity.tenant_id.encode()),
                     (SENSOR_HEADER, identity.sensor_id.encode()),
                 ]
-                futures.append(producer.send(self.dlq_topic, value=r.raw, headers=headers))
-            producer.flush(timeout=self.timeout_s)
-            deadline = time.monotonic() + self.timeout_s
-            for f in futures:
-                f.get(timeout=max(0.1, deadline - time.monotonic()))
+                self._produce(producer, self.dlq_topic, r.raw, delivered, headers=headers)
+                sent += 1
+            remaining = producer.flush(self.timeout_s)
+            if remaining or failures or acked[0] != sent:
+                reasons = "; ".join(f for f in failures if f) or f"{remaining} not delivered"
+                raise RuntimeError(f"{sent - acked[0]} of {sent} records failed: {reasons}")
         except Exception as exc:
             self._drop()
             raise SinkUnavailable(f"Kafka did not acknowledge the batch: {exc!r}") from exc
 
+    def _produce(
+        self, producer: Producer, topic: str, value: bytes, callback: Any, **kw: Any
+    ) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                producer.produce(topic, value, on_delivery=callback, **kw)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                if time.monotonic() > deadline:
+                    raise
+                producer.poll(0.05)
+
     def ready(self) -> bool:
         try:
-            return bool(self._get().partitions_for(self.events_topic))
+            meta = self._get().list_topics(self.events_topic, timeout=5)
+            topic = meta.topics.get(self.events_topic)
+            return topic is not None and topic.error is None and bool(topic.partitions)
         except Exception:
             self._drop()
             return False
 
     def close(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            producer.flush(5)
         self._drop()
 
 
 def recent_ids(
-    bootstrap: str, topic: str, per_partition: int, timeout_s: float = 20.0
+    bootstrap: str,
+    topic: str,
+    per_partition: int,
+    timeout_s: float = 20.0,
+    client_config: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, str]]:
     """(tenant, event id) of the last ``per_partition`` records of each partition, oldest
-    first, read from the headers the gateway writes. Empty when the topic does not exist."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000
-    )
+    first, read from the headers the gateway writes. Empty when the topic does not exist.
+
+    Needs Read on the topic: under the secure profile's ACLs the gateway has none, so the
+    app starts with an empty window (it logs why)."""
+    config: dict[str, Any] = {
+        **(client_config or {}),
+        "bootstrap.servers": bootstrap,
+        "group.id": "sigstream-gateway-seed",  # required by librdkafka; never joined
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    }
+    consumer = Consumer(config)
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            if (
+                info is not None
+                and info.error is not None
+                and info.error.code()
+                not in (
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError._UNKNOWN_TOPIC,
+                )
+            ):
+                raise RuntimeError(f"cannot read {topic}: {info.error}")
             return []
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, max(begin[tp], end[tp] - per_partition))
-        found: list[tuple[str, str]] = []
+        assigned: list[TopicPartition] = []
+        pending: set[int] = set()
+        for p in sorted(info.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                assigned.append(TopicPartition(topic, p, max(low, high - per_partition)))
+                pending.add(p)
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        per_part: dict[int, list[tuple[str, str]]] = {p: [] for p in pending}
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(consumer.position(tp) < end[tp] for tp in tps):
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    h = dict(rec.headers or [])
-                    if TENANT_HEADER in h and EVENT_ID_HEADER in h:
-                        found.append((h[TENANT_HEADER].decode(), h[EVENT_ID_HEADER].decode()))
-        return found
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                    continue
+                raise RuntimeError(f"cannot read {topic}: {msg.error()}")
+            h = dict(msg.headers() or [])
+            if TENANT_HEADER in h and EVENT_ID_HEADER in h:
+                per_part[msg.partition()].append(
+                    (h[TENANT_HEADER].decode(), h[EVENT_ID_HEADER].decode())
+                )
+        return [pair for p in sorted(per_part) for pair in per_part[p]]
     finally:
         consumer.close()
