@@ -111,7 +111,7 @@ def setup_findings_store() -> None:
     from triage.lifecycle import setup_store
 
     settings = get_settings()
-    es = connect(settings.es_hosts)
+    es = connect(settings.es_hosts)  # auth and CA from the settings (sigstream/connections.py)
     try:
         for line in setup_store(es, settings.findings_index, settings.events_index):
             console.print(f"[dim]{line}[/dim]")

@@ -189,7 +189,10 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> lis
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="sigstream-infra")
+    from sigstream.connections import kafka_python_kwargs
+
+    options = {**kafka_python_kwargs(settings), "bootstrap_servers": bootstrap(settings)}
+    admin = KafkaAdminClient(**options, client_id="sigstream-infra")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]

@@ -116,6 +116,7 @@ def replay(
         return
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
+    from sigstream.connections import confluent_kafka_config
 
     s = get_settings()
     events_topic = topic or s.events_topic
@@ -124,7 +125,8 @@ def replay(
         err.print(f"  … {sent:,} sent, {rejected:,} rejected", highlight=False)
 
     try:
-        producer = EventProducer(s.kafka_bootstrap, events_topic, s.dlq_topic)
+        security = confluent_kafka_config(s, bootstrap=False)
+        producer = EventProducer(s.kafka_bootstrap, events_topic, s.dlq_topic, **security)
     except Exception as exc:  # NoBrokersAvailable and friends
         err.print(
             f"[red]cannot reach Kafka at {s.kafka_bootstrap}: {exc}[/red]\n"

@@ -38,12 +38,12 @@ def _tls(s: Settings) -> bool:
     return s.kafka_security_protocol.upper() in {"SSL", "SASL_SSL"}
 
 
-def confluent_kafka_config(s: Settings) -> dict[str, Any]:
-    """librdkafka properties (``Producer``/``Consumer``/``AdminClient``), bootstrap included."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": s.kafka_bootstrap,
-        "security.protocol": s.kafka_security_protocol.lower(),
-    }
+def confluent_kafka_config(s: Settings, *, bootstrap: bool = True) -> dict[str, Any]:
+    """librdkafka properties (``Producer``/``Consumer``/``AdminClient``); ``bootstrap=False``
+    gives only the security part (for ``EventProducer(servers, ..., **config)``)."""
+    config: dict[str, Any] = {"security.protocol": s.kafka_security_protocol.lower()}
+    if bootstrap:
+        config["bootstrap.servers"] = s.kafka_bootstrap
     sasl = _sasl(s)
     if sasl is not None:
         config.update(
@@ -78,14 +78,14 @@ def kafka_python_kwargs(s: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def spark_kafka_options(s: Settings) -> dict[str, str]:
+def spark_kafka_options(s: Settings, *, bootstrap: bool = True) -> dict[str, str]:
     """Options for Spark's Kafka source and sink (Spark hands ``kafka.*`` to the Java client).
 
-    The CA goes in as a PEM trust store, so no JKS file has to be built."""
-    options = {
-        "kafka.bootstrap.servers": s.kafka_bootstrap,
-        "kafka.security.protocol": s.kafka_security_protocol.upper(),
-    }
+    The CA goes in as a PEM trust store, so no JKS file has to be built. ``bootstrap=False``
+    leaves the servers out (the job's config carries them separately)."""
+    options = {"kafka.security.protocol": s.kafka_security_protocol.upper()}
+    if bootstrap:
+        options["kafka.bootstrap.servers"] = s.kafka_bootstrap
     sasl = _sasl(s)
     if sasl is not None:
         module = PLAIN_MODULE if s.kafka_sasl_mechanism.upper() == "PLAIN" else SCRAM_MODULE
@@ -114,6 +114,16 @@ def elasticsearch_kwargs(s: Settings) -> dict[str, Any]:
     if s.es_ca is not None:
         kwargs["ca_certs"] = str(s.es_ca)
     return kwargs
+
+
+AUTH_KEYS = ("basic_auth", "api_key", "bearer_auth", "http_auth")
+
+
+def merge_es_kwargs(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` wins; an authentication given explicitly replaces the default one."""
+    if any(key in given for key in AUTH_KEYS):
+        defaults = {k: v for k, v in defaults.items() if k not in AUTH_KEYS}
+    return {**defaults, **given}
 
 
 SECRET_FIELDS = ("kafka_sasl_password", "es_password", "es_api_key")

@@ -6,6 +6,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from sigstream.connections import elasticsearch_kwargs
 from sigstream.settings import Settings
 
 #: Sigma levels, most severe first (for sorting what an analyst sees).
@@ -30,7 +31,9 @@ def summary_aggregation(top: int) -> dict[str, Any]:
 
 def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]], int]:
     """(rows of rule/level/host/count, most severe first, at most ``top``; total findings)."""
-    es = Elasticsearch(list(settings.es_hosts), request_timeout=30)
+    es = Elasticsearch(
+        list(settings.es_hosts), request_timeout=30, **elasticsearch_kwargs(settings)
+    )
     try:
         es.indices.refresh(index=settings.findings_index)
         resp = es.search(
