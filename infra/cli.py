@@ -32,6 +32,7 @@ class Service(StrEnum):
 class Profile(StrEnum):
     default = "default"
     cluster = "cluster"
+    secure = "secure"
 
 
 ProfileOpt = Annotated[
@@ -40,8 +41,9 @@ ProfileOpt = Annotated[
         "--profile",
         "-p",
         help="default: one Kafka + one Elasticsearch node. cluster: 3 Kafka brokers (RF 3), "
-        "2 Elasticsearch nodes and a Spark master with 2 workers, on ports 17077-19301 "
-        "(see infra/README.md).",
+        "2 Elasticsearch nodes and a Spark master with 2 workers, on ports 17077-19301. "
+        "secure: Kafka SASL_SSL + ACLs on 19492, Elasticsearch with security and TLS on "
+        "19400 (see infra/README.md).",
     ),
 ]
 
@@ -55,6 +57,10 @@ def _print_status(profile: Profile = Profile.default) -> None:
         from infra import cluster
 
         title, rows = "Sigstream cluster profile", cluster.status().values()
+    elif profile is Profile.secure:
+        from infra import secure
+
+        title, rows = "Sigstream secure profile", secure.status().values()
     else:
         title, rows = "Sigstream services", services.status().values()
     table = Table(title=title)
@@ -92,6 +98,11 @@ def up(
 
             _no_only(only)
             cluster.up(timeout=max(timeout, 240.0))
+        elif profile is Profile.secure:
+            from infra import secure
+
+            _no_only(only)
+            secure.up(timeout=max(timeout, 240.0))
         else:
             names = _names(only)
             services.up(names, timeout=timeout)
@@ -138,6 +149,11 @@ def down(
 
             _no_only(only)
             stopped = cluster.down(wipe=wipe, timeout=timeout)
+        elif profile is Profile.secure:
+            from infra import secure
+
+            _no_only(only)
+            stopped = secure.down(wipe=wipe, timeout=timeout)
         else:
             stopped = services.down(_names(only), wipe=wipe, timeout=timeout)
     except ServiceError as exc:
@@ -158,15 +174,33 @@ def _no_only(only: list[Service] | None) -> None:
 
 
 @app.command()
-def env(profile: ProfileOpt = Profile.cluster) -> None:
+def env(
+    profile: ProfileOpt = Profile.cluster,
+    kafka_user: Annotated[
+        str | None, typer.Option(help="secure profile: Kafka user (gateway, job, admin).")
+    ] = None,
+    es_user: Annotated[
+        str | None,
+        typer.Option(help="secure profile: ES user (sigstream_job, sigstream_api, ...)."),
+    ] = None,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="secure profile: include the passwords.")
+    ] = False,
+) -> None:
     """Print the exports that point Sigstream (and Spark) at a profile.
 
     eval "$(sigstream infra env --profile cluster)" and `sigstream detect` then runs on the
     Spark standalone master, reading the 3 brokers and writing to the 2 ES nodes.
+    eval "$(sigstream infra env --profile secure --kafka-user job --es-user sigstream_job
+    --show-secrets)" runs it as the job's users against the secure profile.
     """
     import sys
 
     from infra import cluster_config
+
+    if profile is Profile.secure:
+        _secure_env(kafka_user, es_user, show_secrets)
+        return
 
     if profile is Profile.default:
         for key in cluster_config.client_env(cluster_config.ClusterSpec(), sys.executable):
@@ -207,3 +241,25 @@ def fetch(
         raise typer.Exit(1) from exc
     for name, folder in folders.items():
         console.print(f"{name}: {folder}")
+
+
+def _secure_env(kafka_user: str | None, es_user: str | None, show_secrets: bool) -> None:
+    from infra import cluster_config, secure
+    from infra import security as sec
+
+    if kafka_user is not None and kafka_user not in sec.KAFKA_USERS:
+        raise typer.BadParameter(f"choose from {sec.KAFKA_USERS}", param_hint="--kafka-user")
+    if es_user is not None and es_user not in (sec.ES_SUPERUSER, *sec.ES_USERS):
+        raise typer.BadParameter(f"choose from {sec.ES_USERS}", param_hint="--es-user")
+    where = secure.SecureLayout.of(secure.get_settings())
+    try:
+        passwords = secure.load_passwords(where) if show_secrets else None
+    except ServiceError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    values = sec.client_env(
+        sec.SecureSpec(), where.secrets, kafka_user=kafka_user, es_user=es_user, passwords=passwords
+    )
+    print(cluster_config.render_exports(values), end="")
+    if not show_secrets and (kafka_user or es_user):
+        err.print(f"passwords left out: add --show-secrets (they are in {where.passwords})")
