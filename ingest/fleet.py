@@ -161,6 +161,7 @@ def run_fleet(
     rounds: int,
     *,
     paced: bool = True,
+    first_round: int = 0,
     flush: Callable[[], None] | None = None,
     stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.time,
@@ -170,7 +171,7 @@ def run_fleet(
     ``stop`` is checked between rounds."""
     sent = 0
     next_at = time.monotonic()
-    for number in range(rounds):
+    for number in range(first_round, first_round + rounds):
         if stop and stop():
             break
         for event in fleet.round(number, clock()):
@@ -179,7 +180,7 @@ def run_fleet(
         if flush:
             flush()
         if progress:
-            progress(number + 1, sent)
+            progress(number + 1 - first_round, sent)
         if paced:
             next_at += fleet.spec.round_s
             time.sleep(max(0.0, next_at - time.monotonic()))

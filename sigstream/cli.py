@@ -223,6 +223,14 @@ def detect(
             "that `sigstream rules backtest` reads.",
         ),
     ] = False,
+    sensor_health: Annotated[
+        bool,
+        typer.Option(
+            "--sensor-health/--no-sensor-health",
+            help="Also run the sensor-health query (silent sensors, sequence gaps and resets, "
+            "clock skew; `sigstream sensors`). See docs/sensor-health.md.",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -235,6 +243,7 @@ def detect(
     from detections.deploy.demotion import policy_from_settings
     from detections.job import JobConfig, run
     from detections.spark import build_session
+    from sigstream.connections import elasticsearch_kwargs, spark_kafka_options
 
     _setup_logging(verbose)
     s = get_settings()
@@ -256,13 +265,17 @@ def detect(
         dlq_topic=s.dlq_topic,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
+        kafka_options=spark_kafka_options(s, bootstrap=False),
+        es_options=elasticsearch_kwargs(s),
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
         status_file=status_path(s),
     )
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
-    totals = run(spark, plan, cfg)
+    from detections.health.query import start_sensor_health
+
+    totals = run(spark, plan, cfg, companions=[start_sensor_health] if sensor_health else [])
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(
@@ -351,6 +364,10 @@ def _mount_triage() -> None:
 
 
 _mount_triage()
+
+from triage.sensors import sensors_cmd  # noqa: E402
+
+app.command("sensors")(sensors_cmd)
 
 
 # --- schema ----------------------------------------------------------------------------

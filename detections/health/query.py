@@ -33,6 +33,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
+from detections.findings import finding_document
 from detections.health.findings import (
     health_finding,
     sensor_doc_id,
@@ -163,9 +164,8 @@ def state_function(
         for obs in observations:
             if obs.kind == "recovered":
                 continue
-            finding = health_finding(tenant, sensor, current.host, obs)
-            body = finding.model_dump_json(by_alias=True)
-            rows.append(("finding", obs.kind, finding.sigstream.finding.id, body))
+            doc_id, body = finding_document(health_finding(tenant, sensor, current.host, obs))
+            rows.append(("finding", obs.kind, doc_id, json.dumps(body)))
         status = sensor_status(tenant, sensor, current, now, cfg)
         rows.append(("sensor", "status", sensor_doc_id(tenant, sensor), status.model_dump_json()))
         yield pd.DataFrame(rows, columns=["target", "kind", "doc_id", "body"])
