@@ -120,6 +120,22 @@ class GroupInfo(_Model):
     last_seen: datetime | None = None
 
 
+class CorrelationInfo(_Model):
+    """A correlation finding (Sigma correlation rule): its window, group and the base
+    findings (ids as ``finding_id(base rule, event)``) that made it."""
+
+    type: str
+    group_key: str
+    group_by: dict[str, str] = Field(default_factory=dict)
+    window_start: datetime
+    window_end: datetime
+    value: float
+    condition: str
+    rules: list[str] = Field(default_factory=list)
+    base_findings: list[str] = Field(default_factory=list)
+    base_events: list[str] = Field(default_factory=list)
+
+
 class SigstreamInfo(_Model):
     tenant_id: str
     sensor_id: str
@@ -127,6 +143,7 @@ class SigstreamInfo(_Model):
     group: GroupInfo | None = None
     # Ids of the suppression rules that silenced this match (kept and counted, not lost).
     suppressed_by: list[str] = Field(default_factory=list)
+    correlation: CorrelationInfo | None = None
     # The matching event exactly as the schema parsed it; stored, not indexed.
     event: dict[str, Any] = Field(default_factory=dict)
 
