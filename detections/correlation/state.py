@@ -51,8 +51,15 @@ class Match:
     @classmethod
     def from_list(cls, raw: list[object]) -> Match:
         t, rule, event_id, value, host, sensor, tenant = raw
-        return cls(int(str(t)), str(rule), str(event_id), None if value is None else str(value),
-                   str(host), str(sensor), str(tenant))  # fmt: skip
+        return cls(
+            int(str(t)),
+            str(rule),
+            str(event_id),
+            None if value is None else str(value),
+            str(host),
+            str(sensor),
+            str(tenant),
+        )
 
 
 @dataclass
