@@ -60,12 +60,14 @@ def match_events(
     return result.pairs()
 
 
-def engine_inputs(plan: DetectionPlan, available: Sequence[str]) -> tuple[list[str], list[Column]]:
+def engine_inputs(
+    plan: DetectionPlan, available: Sequence[str]
+) -> tuple[list[str], dict[str, Column]]:
     """The columns the plan's rules read (of those ``available``): routing, the fields the
     rules name, ``extra``, and for routes with field-less (keyword) searches one column
     of joined text per set of keyword fields, computed in the JVM. Only these cross to
     the Python workers: with wide events that crossing is most of a batch's cost.
-    Returns the event columns by name and the computed columns."""
+    Returns the event columns by name and the computed columns (name -> aliased column)."""
     needed = {"event_type", "logsource"}
     keyword_sets: set[tuple[str, ...]] = set()
     for planned in plan.rules:
@@ -79,12 +81,13 @@ def engine_inputs(plan: DetectionPlan, available: Sequence[str]) -> tuple[list[s
         preds = ir.iter_preds(planned.rule.ir)
         if any(p.field is None and p.op not in ir.CONST_OPS for p in preds):
             keyword_sets.add(keyword_columns(route))
-    computed = []
+    computed = {}
     for names in sorted(keyword_sets):
         parts = [F.col(name) for name in names if name in available]
         if "extra" in available:
             parts.append(F.array_join(F.map_values("extra"), KEYWORD_SEPARATOR))
-        computed.append(F.concat_ws(KEYWORD_SEPARATOR, *parts).alias(keyword_text_column(names)))
+        column = keyword_text_column(names)
+        computed[column] = F.concat_ws(KEYWORD_SEPARATOR, *parts).alias(column)
     return [name for name in available if name in needed], computed
 
 
@@ -121,7 +124,7 @@ def detect(
             if result.rows.size:
                 yield matched_rows(batch.select(output), result.rows, result.rules)
 
-    return events.select(*shipped, *computed).mapInArrow(match_partition, schema)
+    return events.select(*shipped, *computed.values()).mapInArrow(match_partition, schema)
 
 
 def matched_rows(batch: pa.RecordBatch, rows: Any, rules: Any) -> pa.RecordBatch:

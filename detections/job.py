@@ -26,6 +26,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from detections.batch_query import BatchQuery
 from detections.deploy.demotion import (
     DemotionPolicy,
     RuleBatchStats,
@@ -36,21 +37,15 @@ from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
 from detections.matcher import MatcherSpec
-from detections.parse import (
-    events_with_reasons,
-    parse_records,
-    rejected_records,
-    valid_events,
-)
+from detections.parse import parse_records, rejected_records, valid_events
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
 from detections.worker import (
-    REASON_COLUMN,
     STATS_SCHEMA,
-    VALUE_COLUMN,
     Destinations,
     partition_processor,
 )
+from schemas.generate import spark_event_schema
 
 log = logging.getLogger("sigstream.detect")
 
@@ -78,6 +73,10 @@ class JobConfig:
     events_index: str | None = None
     # Append every valid event to a Parquet archive (`sigstream rules backtest` reads it).
     archive_dir: Path | None = None
+    # Client security (sigstream/connections.py): extra ``kafka.*`` options for the source
+    # and the DLQ writer (SASL/TLS), and Elasticsearch client kwargs (auth, CA).
+    kafka_options: dict[str, str] = field(default_factory=dict)
+    es_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,9 +129,9 @@ class RunningContent:
     quarantined: dict[int, str]  # refused at compile time or failed at run time
     deployed: ActiveContent | None = None
     # Built on the first batch and reused: the spec shipped once to the workers, and the
-    # engine's input columns (planning them per batch cost a noticeable share of a batch).
+    # per-batch query (building it per batch cost a large share of a small batch).
     shipped: Any = None
-    inputs: tuple[list[str], list[Any]] | None = None
+    query: BatchQuery | None = None
 
     @classmethod
     def of(cls, plan: DetectionPlan, deployed: ActiveContent | None = None) -> RunningContent:
@@ -167,6 +166,7 @@ def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
     (
         rejects.write.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .options(**cfg.kafka_options)
         .option("topic", cfg.dlq_topic)
         .save()
     )
@@ -211,18 +211,21 @@ def make_batch_handler(
         if running.shipped is None:
             context = batch.sparkSession.sparkContext
             running.shipped = context.broadcast((running.spec, running.rule_infos))
-        process = partition_processor(
-            running.shipped, running.skip, cfg.es_hosts, running.destinations(cfg)
+        if running.query is None:
+            names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
+            running.query = BatchQuery(batch.sparkSession, names, computed)
+        skip, destinations = running.skip, running.destinations(cfg)
+        records = running.query.map_in_arrow(
+            batch,
+            (id(running.shipped), tuple(sorted(skip)), repr(destinations)),
+            lambda: partition_processor(
+                running.shipped, skip, cfg.es_hosts, destinations, cfg.es_options
+            ),
+            STATS_SCHEMA,
         )
-        parsed = parse_records(batch)
-        records = events_with_reasons(parsed)
-        if running.inputs is None:
-            running.inputs = engine_inputs(running.plan, records.columns)
-        names, computed = running.inputs
-        records = records.select(REASON_COLUMN, VALUE_COLUMN, *names, *computed)
         new_errors: dict[int, str] = {}
         stats.prepare_seconds = time.monotonic() - started
-        rows = records.mapInArrow(process, STATS_SCHEMA).collect()
+        rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
         for row in rows:
             stats.events += row["events"]
@@ -239,11 +242,11 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
         if stats.rejected:
-            _write_dlq(rejected_records(parsed), cfg)
+            _write_dlq(rejected_records(parse_records(batch)), cfg)
         if cfg.archive_dir is not None and stats.events:
             from detections.workflow.backtest import write_archive
 
-            write_archive(valid_events(parsed), cfg.archive_dir)
+            write_archive(valid_events(parse_records(batch)), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)
@@ -304,7 +307,7 @@ def _demote(
     if not demotions:
         return
     infos = {str(p.rule.id): p.info for p in running.plan.rules}
-    es = connect(cfg.es_hosts)
+    es = connect(cfg.es_hosts, **cfg.es_options)
     try:
         documents = []
         for demotion in demotions:
@@ -333,7 +336,7 @@ def start(
     """
     from detections.sinks.elasticsearch import connect, ensure_findings_index
 
-    es = connect(cfg.es_hosts)
+    es = connect(cfg.es_hosts, **cfg.es_options)
     try:
         ensure_findings_index(es, cfg.findings_index)
         if cfg.shadow_index:
@@ -381,6 +384,7 @@ def start(
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .options(**cfg.kafka_options)
         .option("subscribe", cfg.events_topic)
         .option("startingOffsets", cfg.starting_offsets)
         .option("failOnDataLoss", "false")

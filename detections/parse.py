@@ -6,6 +6,8 @@ Runs inside the streaming job: every record either becomes a typed event row or 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -37,53 +39,59 @@ def reject_reason(e: Column) -> Column:
     return reason
 
 
+#: The Kafka source's columns the job keeps next to the parsed event.
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset")
+
+
+def parsed_event() -> Column:
+    """The record's JSON parsed with the generated schema (null fields where it does not fit)."""
+    return F.from_json(F.col("value").cast("string"), spark_event_schema(), {"mode": "PERMISSIVE"})
+
+
 def parse_records(records: DataFrame) -> DataFrame:
     """Kafka rows (key, value, topic, partition, offset, ...) -> parsed struct + reason."""
-    parsed = F.from_json(
-        F.col("value").cast("string"), spark_event_schema(), {"mode": "PERMISSIVE"}
+    return records.select(*KAFKA_COLUMNS, parsed_event().alias("e")).withColumn(
+        "reject_reason", reject_reason(F.col("e"))
     )
-    return records.select(
-        "key", "value", "topic", "partition", "offset", parsed.alias("e")
-    ).withColumn("reject_reason", reject_reason(F.col("e")))
 
 
-def _defaults() -> dict[str, Column]:
-    """The envelope's pydantic defaults as Spark literals, so an event that omits a field
-    with a default means the same in the job as at the ingest edge."""
-    defaults: dict[str, Column] = {}
-    for name, info in Envelope.model_fields.items():
-        if isinstance(info.default, str | int) and info.default is not None:
-            defaults[name] = F.lit(info.default)
+def event_fields(names: Sequence[str] | None = None) -> list[Column]:
+    """The parsed struct's fields (``names``, default all) as top-level columns, with the
+    envelope's pydantic defaults applied, so an event that omits a field with a default
+    means the same in the job as at the ingest edge."""
+    schema = spark_event_schema()
+    columns = []
+    for name in names if names is not None else schema.fieldNames():
+        value = F.col(f"e.{name}")
+        info = Envelope.model_fields.get(name)
+        if name == "logsource":
+            value = _logsource_with_defaults()
+        elif info is not None and isinstance(info.default, str | int):
+            value = F.coalesce(value, F.lit(info.default).cast(schema[name].dataType))
+        columns.append(value.alias(name))
+    return columns
+
+
+def _logsource_with_defaults() -> Column:
     parts = []
     for name, info in Logsource.model_fields.items():
-        value = F.col(f"logsource.{name}")
+        value = F.col(f"e.logsource.{name}")
         if isinstance(info.default, str):
             value = F.coalesce(value, F.lit(info.default))
         parts.append(value.alias(name))
-    defaults["logsource"] = F.struct(*parts)
-    return defaults
-
-
-def _with_defaults(events: DataFrame) -> DataFrame:
-    fills = {
-        name: value
-        if name == "logsource"
-        else F.coalesce(F.col(name), value.cast(events.schema[name].dataType))
-        for name, value in _defaults().items()
-    }
-    return events.withColumns(fills)
+    return F.struct(*parts)
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:
     """The valid events, envelope defaults applied."""
-    return _with_defaults(parsed.where(F.col("reject_reason").isNull()).select("e.*"))
+    return parsed.where(F.col("reject_reason").isNull()).select(*event_fields())
 
 
 def events_with_reasons(parsed: DataFrame) -> DataFrame:
     """Every record as event columns plus ``reject_reason`` (null for a valid event) and
     the original ``value``, so one pass can count rejects, match events and copy each
     matched event as its sensor sent it."""
-    return _with_defaults(parsed.select("reject_reason", "value", "e.*"))
+    return parsed.select("reject_reason", "value", *event_fields())
 
 
 def rejected_records(parsed: DataFrame, stage: str = "detect") -> DataFrame:

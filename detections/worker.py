@@ -78,6 +78,7 @@ def partition_processor(
     skip: Collection[int],
     es_hosts: tuple[str, ...],
     destinations: Destinations,
+    es_options: Mapping[str, Any] | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
@@ -107,7 +108,7 @@ def partition_processor(
                     continue
                 if destinations.events is not None:
                     started = time.perf_counter()
-                    es = es or connect(es_hosts)
+                    es = es or connect(es_hosts, **(es_options or {}))
                     index_events(es, destinations.events, event_documents(events))
                     timing["write_s"] += time.perf_counter() - started
                 started = time.perf_counter()
@@ -128,7 +129,7 @@ def partition_processor(
                     events, result.rows, result.rules, rule_infos, destinations, ingested
                 )
                 if es is None:
-                    es = connect(es_hosts)
+                    es = connect(es_hosts, **(es_options or {}))
                 for index, docs in documents.items():
                     written = write_documents(es, index, docs)
                     counts["created"] += written.created
