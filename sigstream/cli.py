@@ -231,6 +231,14 @@ def detect(
             "clock skew; `sigstream sensors`). See docs/sensor-health.md.",
         ),
     ] = True,
+    correlations: Annotated[
+        bool,
+        typer.Option(
+            "--correlations/--no-correlations",
+            help="Also run Sigma correlation rules (from the rule folders; by default also "
+            "detections/correlation/rules) as a second streaming query (docs/correlations.md).",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -274,8 +282,11 @@ def detect(
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
     from detections.health.query import start_sensor_health
+    from sigstream.correlations import correlation_companions
 
-    totals = run(spark, plan, cfg, companions=[start_sensor_health] if sensor_health else [])
+    companions = [start_sensor_health] if sensor_health else []
+    companions += correlation_companions(rules, s) if correlations else []
+    totals = run(spark, plan, cfg, companions=companions)
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(
@@ -332,6 +343,7 @@ def _mount_rules_workflow() -> None:
 
 
 _mount_rules_workflow()
+__import__("sigstream.correlations").correlations.register(rules_app)
 
 
 # --- findings --------------------------------------------------------------------------

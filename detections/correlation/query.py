@@ -321,7 +321,7 @@ def batch_writer(
             late_docs += [late_document(spec, row["group_key"], x) for x in lates]
         stats = {"batch": batch_id, "firings": len(findings), "late": len(late_docs)}
         if findings or late_docs:
-            es = connect(cfg.es_hosts)
+            es = connect(cfg.es_hosts, **cfg.es_options)
             try:
                 if findings:
                     result = write_documents(es, cfg.findings_index, findings)
@@ -368,7 +368,7 @@ def ensure_indices(cfg: JobConfig, ccfg: CorrelationConfig) -> None:
         put_template,
     )
 
-    es = connect(cfg.es_hosts)
+    es = connect(cfg.es_hosts, **cfg.es_options)
     try:
         ensure_findings_index(es, cfg.findings_index)
         late = ccfg.late(cfg)
@@ -400,6 +400,7 @@ def start_correlations(
         .option("subscribe", cfg.events_topic)
         .option("startingOffsets", cfg.starting_offsets)
         .option("failOnDataLoss", "false")
+        .options(**cfg.kafka_options)
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))

@@ -1,0 +1,95 @@
+"""CLI glue for Sigma correlation rules: the companion query ``sigstream detect`` starts,
+and ``sigstream rules correlations`` (what loads, what is quarantined and why)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from detections.correlation.query import CorrelationContent
+    from detections.job import Companion
+    from sigstream.settings import Settings
+
+err = Console(stderr=True)
+console = Console()
+
+#: The project's own correlation rules (and their base rules), run by default.
+OWN_CORRELATIONS = Path(__file__).resolve().parent.parent / "detections" / "correlation" / "rules"
+
+
+def correlation_paths(rules: list[Path] | None, settings: Settings) -> list[Path]:
+    """Where correlations are read: the job's rule folders, plus the project's own
+    correlation rules when the default rule set is used."""
+    if rules:
+        return list(rules)
+    from sigstream.cli import default_rule_paths
+
+    return [*default_rule_paths(settings), OWN_CORRELATIONS]
+
+
+def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
+    from detections.correlation.query import load_content
+    from detections.plan import load_placeholders
+
+    content = load_content(paths, load_placeholders(settings.placeholders_file))
+    err.print(
+        f"  {len(content.specs)} correlation rule(s) over {len(content.plan.rules)} base rule(s), "
+        f"{len(content.rejections)} quarantined"
+    )
+    for r in content.rejections:
+        err.print(f"  [yellow]correlation quarantined[/yellow] {r.reason}: {r.message}")
+    return content
+
+
+def correlation_companions(rules: list[Path] | None, settings: Settings) -> list[Companion]:
+    """The correlation query as a ``detections.job.Companion`` (none without correlations).
+    Allowed lateness: ``SIGSTREAM_CORRELATION_LATENESS_S`` (default 60 s)."""
+    from detections.correlation.query import CorrelationConfig, start_correlations
+
+    content = load_verbose(correlation_paths(rules, settings), settings)
+    if not content.specs:
+        return []
+    lateness = int(os.environ.get("SIGSTREAM_CORRELATION_LATENESS_S", "60"))
+    return [
+        functools.partial(start_correlations, content=content, ccfg=CorrelationConfig(lateness))
+    ]
+
+
+def register(rules_app: typer.Typer) -> None:
+    @rules_app.command("correlations")
+    def rules_correlations(
+        paths: Annotated[
+            list[Path] | None,
+            typer.Argument(help="Rule files or folders (default: the job's, plus our own)."),
+        ] = None,
+    ) -> None:
+        """List the correlation rules the job would run, and the quarantined ones with why.
+
+        Exits 1 when a correlation is quarantined.
+        """
+        from sigstream.settings import get_settings
+
+        s = get_settings()
+        content = load_verbose(correlation_paths(paths, s), s)
+        table = Table(title="Sigma correlation rules")
+        for column in ("correlation", "type", "group-by", "timespan", "condition", "generate"):
+            table.add_column(column)
+        for spec in content.specs:
+            table.add_row(
+                spec.title,
+                spec.type,
+                ", ".join(spec.group_by),
+                f"{spec.timespan_s}s",
+                spec.condition.describe(),
+                "yes" if spec.generate else "no",
+            )
+        console.print(table)
+        if content.rejections:
+            raise typer.Exit(1)
