@@ -451,7 +451,9 @@ def write_es_realm(where: SecureLayout, settings: Settings) -> None:
 
 def setup_es(spec: sec.SecureSpec, where: SecureLayout, settings: Settings) -> None:
     """Check every user logs in (file realm), then set up the findings/events store as
-    elastic (index templates, rollover aliases), as ``infra up`` does for the default."""
+    elastic (index templates, rollover aliases), as ``infra up`` does for the default.
+    The realm files are rewritten first: index names may differ from the last start."""
+    write_es_realm(where, settings)
     pw = load_passwords(where)["elasticsearch"]
     deadline = time.monotonic() + 30
     for name in sec.ES_USERS:
@@ -462,6 +464,15 @@ def setup_es(spec: sec.SecureSpec, where: SecureLayout, settings: Settings) -> N
             if time.monotonic() > deadline:
                 raise ServiceError(ELASTICSEARCH, f"user {name} cannot log in: {code} {answer}")
             time.sleep(1.0)
+    # The file realm reloads within seconds: wait until the roles name today's indices.
+    asked = {"index": [{"names": [settings.findings_index], "privileges": ["create_doc"]}]}
+    path = "/_security/user/_has_privileges"
+    while not es_request(spec, where, "POST", path, asked, user=sec.ES_JOB)[1].get(
+        "has_all_requested"
+    ):
+        if time.monotonic() > deadline:
+            raise ServiceError(ELASTICSEARCH, "the roles file was not picked up in time")
+        time.sleep(1.0)
     progress(f"Elasticsearch roles and users in place: {', '.join(sec.ES_USERS)}")
     from detections.sinks.elasticsearch import connect
     from triage.lifecycle import setup_store
@@ -512,10 +523,11 @@ def up(
                 name, f"{st.address} is taken by a process this profile did not start"
             )
     java_home = single.find_java_home(cfg)
-    if before[KAFKA].state != "running":
-        _start_kafka(java_home / "bin" / "java", cfg, spec, where, pw["kafka"])
+    # Elasticsearch first: its boot is the long pole, Kafka's storage format overlaps it.
     if before[ELASTICSEARCH].state != "running":
         _start_es(java_home, cfg, spec, where)
+    if before[KAFKA].state != "running":
+        _start_kafka(java_home / "bin" / "java", cfg, spec, where, pw["kafka"])
     deadline = time.monotonic() + timeout
     progress("waiting for the secure Kafka and Elasticsearch…")
     conf = admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN])

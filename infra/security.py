@@ -346,7 +346,10 @@ def es_roles(findings: str, events: str, shadow: str) -> dict[str, dict[str, obj
     findings_all = [findings, f"{findings}-*", shadow, f"{shadow}-*"]
     events_all = [events, f"{events}-*"]
     suppressions = f"{findings}-suppressions"
-    job_write = ["create_index", "write", "read", "view_index_metadata", "maintenance"]
+    # ``manage``: the job keeps the generated mappings current when it starts (put_mapping);
+    # ``write`` alone will stop allowing that in Elasticsearch 9. It does not allow deleting
+    # an index (``delete_index``) or writing suppressions' documents.
+    job_write = ["create_index", "write", "read", "view_index_metadata", "manage"]
     return {
         ES_JOB: {
             "cluster": ["monitor", "manage_index_templates"],
@@ -363,7 +366,7 @@ def es_roles(findings: str, events: str, shadow: str) -> dict[str, dict[str, obj
                 },
                 {
                     "names": [suppressions],
-                    "privileges": ["create_index", "read", "view_index_metadata"],
+                    "privileges": ["create_index", "read", "view_index_metadata", "manage"],
                 },
             ],
         },
