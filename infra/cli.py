@@ -263,3 +263,32 @@ def _secure_env(kafka_user: str | None, es_user: str | None, show_secrets: bool)
     print(cluster_config.render_exports(values), end="")
     if not show_secrets and (kafka_user or es_user):
         err.print(f"passwords left out: add --show-secrets (they are in {where.passwords})")
+
+
+@app.command("rotate")
+def rotate_secrets(
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="Rotate only this user's password (repeatable)."),
+    ] = None,
+    certs: Annotated[
+        bool, typer.Option("--certs", help="Issue new server certificates and restart.")
+    ] = False,
+    profile: ProfileOpt = Profile.secure,
+) -> None:
+    """secure profile: new passwords for gateway, job and the sigstream_* ES users (live,
+    no restart), or new server certificates (--certs, restarts both services)."""
+    from infra import secure
+
+    if profile is not Profile.secure:
+        raise typer.BadParameter("only the secure profile has secrets", param_hint="--profile")
+    try:
+        if certs:
+            secure.rotate_certs()
+            console.print("new server certificates in place (same CA)")
+        else:
+            done = secure.rotate_passwords(users=user)
+            console.print(f"rotated: {', '.join(done)}; restart clients with the new passwords")
+    except (ServiceError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc

@@ -596,6 +596,70 @@ def down(
     return stopped
 
 
+# Rotation ------------------------------------------------------------------------------
+
+ROTATABLE = (sec.KAFKA_GATEWAY, sec.KAFKA_JOB, *sec.ES_USERS)
+
+
+def rotate_passwords(
+    settings: Settings | None = None,
+    spec: sec.SecureSpec | None = None,
+    users: list[str] | None = None,
+) -> list[str]:
+    """New passwords for the gateway and job Kafka users (SCRAM credentials replaced over
+    the Admin API) and the ``sigstream_*`` ES users (file realm, reloaded within seconds),
+    while both services run. Connections already open stay up; new logins need the new
+    password. ``admin``, the controller link and ``elastic`` are in the services' own
+    config and change only with ``down --wipe`` + ``up`` (see infra/README.md)."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    cfg, where = _ctx(settings)
+    spec = spec or sec.SecureSpec()
+    chosen = list(users or ROTATABLE)
+    unknown = [u for u in chosen if u not in ROTATABLE]
+    if unknown:
+        raise ValueError(f"cannot rotate {unknown} live; choose from {list(ROTATABLE)}")
+    pw = load_passwords(where)
+    new = {user: sec.new_password() for user in chosen}
+    kafka_users = [u for u in chosen if u in (sec.KAFKA_GATEWAY, sec.KAFKA_JOB)]
+    if kafka_users:
+        admin = AdminClient(admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN]))
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        changes = [UserScramCredentialUpsertion(u, info, new[u].encode()) for u in kafka_users]
+        for future in admin.alter_user_scram_credentials(changes).values():
+            future.result(30)
+        pw["kafka"].update({u: new[u] for u in kafka_users})
+        sec.write_secret(where.passwords, sec.render_passwords(pw))
+    es_users = [u for u in chosen if u in sec.ES_USERS]
+    if es_users:
+        pw["elasticsearch"].update({u: new[u] for u in es_users})
+        sec.write_secret(where.passwords, sec.render_passwords(pw))
+        write_es_realm(where, cfg)
+        deadline = time.monotonic() + 30
+        for user in es_users:
+            while es_request(spec, where, "GET", "/_security/_authenticate", user=user)[0] != 200:
+                if time.monotonic() > deadline:
+                    raise ServiceError(ELASTICSEARCH, f"the new password of {user} is not live")
+                time.sleep(1.0)
+    progress(f"rotated the passwords of {', '.join(chosen)} (in {where.passwords})")
+    return chosen
+
+
+def rotate_certs(settings: Settings | None = None, spec: sec.SecureSpec | None = None) -> None:
+    """New server certificates from the same CA (clients keep trusting it), then a restart
+    of both services so they load them."""
+    cfg, where = _ctx(settings)
+    spec = spec or sec.SecureSpec()
+    renew_server_certs(where, spec)
+    down(cfg, spec)
+    up(cfg, spec)
+
+
 def client_settings(
     settings: Settings | None = None,
     spec: sec.SecureSpec | None = None,

@@ -329,6 +329,11 @@ def es_secure_settings(
         "xpack.security.http.ssl.enabled": True,
         "xpack.security.transport.ssl.enabled": True,
         "xpack.security.transport.ssl.verification_mode": "certificate",
+        # Tries (and fails, every few seconds) to store built-in roles in the .security
+        # index, which this distribution cannot create (see below).
+        "logger.org.elasticsearch.xpack.security.support.QueryableBuiltInRolesSynchronizer": (
+            "error"
+        ),
     }
     for layer in ("http", "transport"):
         for key, value in ssl.items():

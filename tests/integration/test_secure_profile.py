@@ -227,3 +227,23 @@ def test_gateway_to_job_to_findings_read_by_the_analyst(
         analyst.close()
     assert len(hits) == EXPECTED_FINDINGS
     assert {h["_source"]["sigstream"]["tenant_id"] for h in hits} == {"acme"}
+
+
+def test_rotated_passwords_replace_the_old_ones_live(profile: Settings) -> None:
+    old_kafka = confluent_kafka_config(as_user(profile, sec.KAFKA_GATEWAY, None))
+    old_es = as_user(profile, None, sec.ES_ANALYST)
+    secure.rotate_passwords(profile, SPEC, [sec.KAFKA_GATEWAY, sec.ES_ANALYST])
+    errors = _errors_of(old_kafka)
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    new_kafka = confluent_kafka_config(as_user(profile, sec.KAFKA_GATEWAY, None))
+    assert profile.events_topic in AdminClient(new_kafka).list_topics(timeout=10).topics
+    assert old_es.es_password is not None
+    stale = es_client(profile, sec.ES_ANALYST, password=old_es.es_password.get_secret_value())
+    fresh = es_client(profile, sec.ES_ANALYST)
+    try:
+        with pytest.raises(AuthenticationException):
+            stale.search(index=profile.findings_index)
+        assert fresh.search(index=profile.findings_index)["hits"]["total"]["value"] >= 0
+    finally:
+        stale.close()
+        fresh.close()
