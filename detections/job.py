@@ -77,6 +77,8 @@ class JobConfig:
     # and the DLQ writer (SASL/TLS), and Elasticsearch client kwargs (auth, CA).
     kafka_options: dict[str, str] = field(default_factory=dict)
     es_options: dict[str, Any] = field(default_factory=dict)
+    # How long a micro-batch waits out an Elasticsearch outage before the job fails.
+    es_patience_s: float = 300.0
 
 
 @dataclass
@@ -219,7 +221,7 @@ def make_batch_handler(
             batch,
             (id(running.shipped), tuple(sorted(skip)), repr(destinations)),
             lambda: partition_processor(
-                running.shipped, skip, cfg.es_hosts, destinations, cfg.es_options
+                running.shipped, skip, cfg.es_hosts, destinations, cfg.es_options, cfg.es_patience_s
             ),
             STATS_SCHEMA,
         )

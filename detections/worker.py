@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -79,16 +80,19 @@ def partition_processor(
     es_hosts: tuple[str, ...],
     destinations: Destinations,
     es_options: Mapping[str, Any] | None = None,
+    patience_s: float = 300.0,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
     ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info): shipped to
-    each Python worker once per deployed content, not with every micro-batch."""
+    each Python worker once per deployed content, not with every micro-batch. Writes wait
+    out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``)."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from detections.sinks.elasticsearch import connect, write_documents
         from detections.sinks.events import index_events
+        from detections.sinks.outage import outlasting_outages
 
         spec, rule_infos = content.value
         matcher = spec.matcher()
@@ -109,7 +113,10 @@ def partition_processor(
                 if destinations.events is not None:
                     started = time.perf_counter()
                     es = es or connect(es_hosts, **(es_options or {}))
-                    index_events(es, destinations.events, event_documents(events))
+                    docs = event_documents(events)
+                    outlasting_outages(
+                        partial(index_events, es, destinations.events, docs), patience_s
+                    )
                     timing["write_s"] += time.perf_counter() - started
                 started = time.perf_counter()
                 result = matcher.match(events, skipped | errors.keys())
@@ -130,8 +137,14 @@ def partition_processor(
                 )
                 if es is None:
                     es = connect(es_hosts, **(es_options or {}))
-                for index, docs in documents.items():
-                    written = write_documents(es, index, docs)
+                for index, findings in documents.items():
+                    suppressions = outlasting_outages(
+                        partial(cached_suppressions, es, es_hosts, index), patience_s
+                    )
+                    written = outlasting_outages(
+                        partial(write_documents, es, index, findings, suppressions=suppressions),
+                        patience_s,
+                    )
                     counts["created"] += written.created
                     counts["duplicates"] += written.duplicates
                 timing["write_s"] += time.perf_counter() - started
@@ -147,6 +160,26 @@ def partition_processor(
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+#: How long a worker reuses an index's suppression rules: a new suppression silences
+#: matches within this many seconds, and a batch saves a search per task.
+SUPPRESSIONS_TTL_S = 5.0
+_suppressions: dict[tuple[tuple[str, ...], str], tuple[float, list[Any]]] = {}
+
+
+def cached_suppressions(es: Any, hosts: tuple[str, ...], index: str) -> list[Any]:
+    """The suppression rules of ``index``, read at most every ``SUPPRESSIONS_TTL_S``
+    seconds per Python worker (Spark reuses workers across micro-batches)."""
+    from detections.sinks.elasticsearch import active_suppressions
+
+    now = time.monotonic()
+    cached = _suppressions.get((hosts, index))
+    if cached is not None and now - cached[0] < SUPPRESSIONS_TTL_S:
+        return cached[1]
+    rules = active_suppressions(es, index)
+    _suppressions[(hosts, index)] = (now, rules)
+    return rules
 
 
 def event_documents(events: pa.RecordBatch) -> list[dict[str, Any]]:

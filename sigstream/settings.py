@@ -30,6 +30,9 @@ class Settings(BaseSettings):
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     findings_index: str = "sigstream-findings"
+    # How long the detect job's micro-batch waits out an Elasticsearch outage (retrying its
+    # replay-safe writes with backoff) before the job fails with the error.
+    es_patience_s: float = 300.0
 
     # Client security (the `secure` profile, infra/README.md); sigstream/connections.py turns
     # these into each client's options. Defaults: plaintext without authentication.

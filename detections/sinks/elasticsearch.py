@@ -35,10 +35,26 @@ class BulkResult:
     suppressed: int = 0
     groups_synced: int = 0
     errors: list[str] = field(default_factory=list)
+    refused_statuses: list[int] = field(default_factory=list)
+
+    def raise_refusals(self, what: str) -> None:
+        if self.errors:
+            raise BulkWriteError(
+                f"{len(self.errors)} {what} refused; first: {self.errors[0]}",
+                self.refused_statuses,
+            )
 
 
 class BulkWriteError(RuntimeError):
-    """Some documents were refused for a reason other than "already exists"."""
+    """Some documents were refused for a reason other than "already exists".
+
+    ``retriable`` when every refusal was a "not now" status (429 or 5xx: shards not yet
+    allocated after a restart, a full write queue), so repeating the write can succeed."""
+
+    def __init__(self, message: str, statuses: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.statuses = sorted(set(statuses))
+        self.retriable = bool(self.statuses) and all(s == 429 or s >= 500 for s in self.statuses)
 
 
 def groups_index(index: str) -> str:
@@ -50,8 +66,13 @@ def suppressions_index(index: str) -> str:
 
 
 def connect(hosts: Sequence[str], **kwargs: Any) -> Elasticsearch:
+    """A client; authentication and CA come from the settings (SIGSTREAM_ES_*) unless given."""
+    from sigstream.connections import elasticsearch_kwargs, merge_es_kwargs
+    from sigstream.settings import get_settings
+
+    options = merge_es_kwargs(elasticsearch_kwargs(get_settings()), kwargs)
     return Elasticsearch(
-        list(hosts), request_timeout=60, retry_on_timeout=True, max_retries=5, **kwargs
+        list(hosts), request_timeout=60, retry_on_timeout=True, max_retries=5, **options
     )
 
 
@@ -180,6 +201,7 @@ def _bulk_create(
             result.duplicates += 1
         else:
             result.errors.append(f"{info.get('_id')}: {info.get('status')} {info.get('error')}")
+            result.refused_statuses.append(int(info.get("status") or 0))
     return result
 
 
@@ -188,8 +210,12 @@ def write_documents(
     index: str,
     documents: Iterable[tuple[str, dict[str, Any]]],
     chunk_size: int = 1000,
+    suppressions: list[Suppression] | None = None,
 ) -> BulkResult:
     """Bulk-create match documents, then bring their groups up to date.
+
+    ``suppressions`` are the index's suppression rules if the caller has them at hand
+    (the job caches them for a few seconds per worker); otherwise they are read.
 
     Groups are synced for duplicates too: if a crash hit between the two steps, the
     replayed batch (all 409s) still repairs the group. Raises BulkWriteError on any
@@ -197,11 +223,12 @@ def write_documents(
     from detections.sinks.groups import sync_groups
 
     docs = list(documents)
-    suppressed = _mark_suppressed(docs, active_suppressions(es, index)) if docs else 0
+    if suppressions is None and docs:
+        suppressions = active_suppressions(es, index)
+    suppressed = _mark_suppressed(docs, suppressions or [])
     result = _bulk_create(es, index, docs, chunk_size)
     result.suppressed = suppressed
-    if result.errors:
-        raise BulkWriteError(f"{len(result.errors)} findings refused; first: {result.errors[0]}")
+    result.raise_refusals("findings")
     group_ids = {
         body["sigstream"]["group"]["id"]
         for _, body in docs

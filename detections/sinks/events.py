@@ -13,7 +13,6 @@ from elasticsearch import Elasticsearch
 
 from detections.sinks.elasticsearch import (
     BulkResult,
-    BulkWriteError,
     _bulk_create,
     ensure_index,
     put_template,
@@ -44,6 +43,5 @@ def index_events(
         (event_doc_id(e), {k: v for k, v in e.items() if v is not None and v != {}}) for e in events
     ]
     result = _bulk_create(es, index, docs, chunk_size)
-    if result.errors:
-        raise BulkWriteError(f"{len(result.errors)} events refused; first: {result.errors[0]}")
+    result.raise_refusals("events")
     return result
