@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,14 @@ from detections.health.findings import (
     sensor_status,
     sensors_mappings,
 )
-from detections.health.state import HealthConfig, Record, SensorState, expire, next_timer, observe
+from detections.health.state import (
+    HealthConfig,
+    Record,
+    SensorState,
+    expire,
+    next_timer,
+    observe,
+)
 from detections.job import JobConfig
 
 log = logging.getLogger("sigstream.health")
@@ -108,79 +116,139 @@ def envelope_rows(records: DataFrame) -> DataFrame:
     )
 
 
-def _none(value: Any) -> Any:
-    return None if pd.isna(value) else value
+_COLUMNS = (
+    "event_id",
+    "event_time",
+    "received",
+    "seq",
+    "host",
+    "heartbeat",
+    "interval_s",
+    "agent_version",
+    "events_sent",
+    "events_dropped",
+    "events_spooled",
+    "partition",
+    "offset",
+)
 
 
-def _records(frame: pd.DataFrame) -> list[Record]:
-    frame = frame.sort_values(["partition", "offset"], kind="stable")
+def _value(v: Any) -> Any:
+    """None for SQL nulls (NaN in float columns, None/NaN in object ones)."""
+    return None if v is None or v != v else v
+
+
+def _int(v: Any) -> int | None:
+    v = _value(v)
+    return None if v is None else int(v)
+
+
+def _records(c: dict[str, list[Any]], rows: list[int]) -> list[Record]:
+    """Rows ``rows`` of the columns ``c`` -> Records in arrival (partition, offset) order.
+    Plain lists, not pandas row access: that cost more than the state machine itself."""
+    order = sorted(rows, key=lambda i: (c["partition"][i], c["offset"][i]))
     out = []
-    for row in frame.itertuples(index=False):
-        seq, interval_s = _none(row.seq), _none(row.interval_s)
-        sent, dropped, spooled = (
-            _none(row.events_sent),
-            _none(row.events_dropped),
-            _none(row.events_spooled),
-        )
+    for i in order:
+        interval_s = _value(c["interval_s"][i])
         out.append(
             Record(
-                event_id=row.event_id,
-                event_time=float(row.event_time),
-                received=float(row.received),
-                seq=None if seq is None else int(seq),
-                host=_none(row.host),
-                heartbeat=bool(row.heartbeat),
+                event_id=c["event_id"][i],
+                event_time=float(c["event_time"][i]),
+                received=float(c["received"][i]),
+                seq=_int(c["seq"][i]),
+                host=_value(c["host"][i]),
+                heartbeat=bool(c["heartbeat"][i]),
                 interval_s=None if interval_s is None else float(interval_s),
-                agent_version=_none(row.agent_version),
-                events_sent=None if sent is None else int(sent),
-                events_dropped=None if dropped is None else int(dropped),
-                events_spooled=None if spooled is None else int(spooled),
+                agent_version=_value(c["agent_version"][i]),
+                events_sent=_int(c["events_sent"][i]),
+                events_dropped=_int(c["events_dropped"][i]),
+                events_spooled=_int(c["events_spooled"][i]),
             )
         )
     return out
 
 
+def _by_sensor(frames: Iterator[pd.DataFrame]) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+    """The batch's columns as lists, and sensor key -> its row numbers."""
+    batch = [f for f in frames if len(f)]
+    if not batch:
+        return {}, {}
+    frame = pd.concat(batch, ignore_index=True) if len(batch) > 1 else batch[0]
+    c = {name: frame[name].tolist() for name in (*_COLUMNS, "tenant_id", "sensor_id")}
+    rows: dict[str, list[int]] = {}
+    for i, (tenant, sensor) in enumerate(zip(c["tenant_id"], c["sensor_id"], strict=True)):
+        rows.setdefault(f"{tenant}{_SEP}{sensor}", []).append(i)
+    return c, rows
+
+
+_SEP = "\x1f"
+
+
 def state_function(
     cfg: HealthConfig, clock: Callable[[], float] = time.time
 ) -> Callable[[Any, Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
-    """The ``applyInPandasWithState`` function: one sensor's batch (or timer) in, its
-    finding documents and status document out."""
+    """The ``applyInPandasWithState`` function for one bucket of sensors: their records
+    of the batch (or a timer) in, finding documents and status documents out.
+
+    Sensors with records are observed; the bucket's other sensors get their timer check
+    (gaps past the grace, silence) on the same call, since Spark fires a key's timeout
+    only when the key has no data, and a bucket of many sensors nearly always has some.
+    """
 
     def update(
         key: Any, frames: Iterator[pd.DataFrame], state: GroupState
     ) -> Iterator[pd.DataFrame]:
-        tenant, sensor = str(key[0]), str(key[1])
         now = clock()
-        current = SensorState.from_json(state.get[0]) if state.exists else SensorState()
-        if state.hasTimedOut:
-            observations = expire(current, now, cfg)
-        else:
-            batch = [f for f in frames if len(f)]
-            records = _records(pd.concat(batch)) if batch else []
-            observations = observe(current, records, now, cfg)
-        state.update((current.to_json(),))
-        state.setTimeoutDuration(int(next_timer(current, now, cfg) * 1000))
-        rows: list[tuple[str, str, str, str]] = []
-        for obs in observations:
-            if obs.kind == "recovered":
-                continue
-            doc_id, body = finding_document(health_finding(tenant, sensor, current.host, obs))
-            rows.append(("finding", obs.kind, doc_id, json.dumps(body)))
-        status = sensor_status(tenant, sensor, current, now, cfg)
-        rows.append(("sensor", "status", sensor_doc_id(tenant, sensor), status.model_dump_json()))
-        yield pd.DataFrame(rows, columns=["target", "kind", "doc_id", "body"])
+        sensors: dict[str, dict[str, Any]] = json.loads(state.get[0]) if state.exists else {}
+        c, rows = ({}, {}) if state.hasTimedOut else _by_sensor(frames)
+        out: list[tuple[str, str, str, str]] = []
+        timer = math.inf
+        for name in sorted(set(sensors) | set(rows)):
+            tenant, sensor = name.split(_SEP, 1)
+            current = SensorState(**sensors[name]) if name in sensors else SensorState()
+            mine = rows.get(name)
+            if mine:
+                observations = observe(current, _records(c, mine), now, cfg)
+            else:
+                observations = expire(current, now, cfg)
+            sensors[name] = asdict(current)
+            timer = min(timer, next_timer(current, now, cfg))
+            for obs in observations:
+                if obs.kind == "recovered":
+                    continue
+                doc_id, body = finding_document(health_finding(tenant, sensor, current.host, obs))
+                out.append(("finding", obs.kind, doc_id, json.dumps(body)))
+            if mine or observations:
+                status = sensor_status(tenant, sensor, current, now, cfg)
+                doc = status.model_dump_json()
+                out.append(("sensor", "status", sensor_doc_id(tenant, sensor), doc))
+        state.update((json.dumps(sensors, separators=(",", ":")),))
+        if timer < math.inf:
+            state.setTimeoutDuration(int(timer * 1000))
+        yield pd.DataFrame({n: [r[i] for r in out] for i, n in enumerate(OUTPUT_SCHEMA.names)})
 
     return update
 
 
-def health_updates(events: DataFrame, cfg: HealthConfig) -> DataFrame:
-    """Envelope rows -> finding and status documents, per sensor, with state and timers."""
-    return events.groupBy("tenant_id", "sensor_id").applyInPandasWithState(
-        state_function(cfg),
-        OUTPUT_SCHEMA,
-        STATE_SCHEMA,
-        "update",
-        GroupStateTimeout.ProcessingTimeTimeout,
+def health_updates(events: DataFrame, cfg: HealthConfig, buckets: int = 256) -> DataFrame:
+    """Envelope rows -> finding and status documents, with per-sensor state and timers.
+
+    State is kept per bucket of sensors (a stable hash of tenant and sensor), not per
+    sensor: ``applyInPandasWithState`` has a fixed cost per key and batch (tens of ms on a
+    loaded machine) that dwarfs the state machine's work for one sensor. The number of
+    buckets is part of the checkpoint: changing it needs a new checkpoint.
+    """
+    bucket = F.pmod(F.xxhash64("tenant_id", "sensor_id"), F.lit(buckets)).alias("bucket")
+    return (
+        events.withColumn("bucket", bucket)
+        .groupBy("bucket")
+        .applyInPandasWithState(
+            state_function(cfg),
+            OUTPUT_SCHEMA,
+            STATE_SCHEMA,
+            "update",
+            GroupStateTimeout.ProcessingTimeTimeout,
+        )
     )
 
 
@@ -191,6 +259,8 @@ class HealthBatch:
     findings: Counter[str] = field(default_factory=Counter)
     created: int = 0
     seconds: float = 0.0
+    state_seconds: float = 0.0  # the Spark job: read, parse, per-sensor state (collect)
+    write_seconds: float = 0.0  # findings and sensor documents to Elasticsearch
 
 
 def write_batch(
@@ -253,6 +323,7 @@ def start(
     sensors_index: str,
     on_batch: Callable[[HealthBatch], None] | None = None,
     checkpoint: Path | None = None,
+    buckets: int = 256,
 ) -> StreamingQuery:
     """Start the sensor-health query (returns at once)."""
     ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
@@ -263,19 +334,23 @@ def start(
         .option("startingOffsets", cfg.starting_offsets)
         .option("failOnDataLoss", "false")
     )
-    if cfg.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    updates = health_updates(envelope_rows(reader.load()), health)
+    # No maxOffsetsPerTrigger (the detect query's cap is not applied): a batch reads all
+    # that has arrived, so a sensor with records waiting in Kafka is never timed out as
+    # silent because a capped batch did not reach them yet. Health reads a dozen columns
+    # per record, so even a large backlog is a cheap batch.
+    updates = health_updates(envelope_rows(reader.load()), health, buckets)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = batch.collect()
         stats = HealthBatch(batch_id)
+        stats.state_seconds = time.monotonic() - started
         stats.findings.update(r["kind"] for r in rows if r["target"] == "finding")
         stats.created, stats.sensors = write_batch(
             rows, cfg.es_hosts, cfg.findings_index, sensors_index
         )
         stats.seconds = time.monotonic() - started
+        stats.write_seconds = stats.seconds - stats.state_seconds
         if stats.findings:
             log.info(
                 "health batch %d: %d sensors updated, findings %s (%d new) in %.1fs",
