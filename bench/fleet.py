@@ -227,16 +227,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\nState (last batch)")
     rows_total = state["rows"] or 0
-    mem = state["memory_bytes"] or 0
+    sst = state["rocksdb_sst_bytes"] or 0
     print_table(
-        ["sensors", "state rows (buckets)", "memory bytes", "bytes/sensor", "rocksdb sst bytes"],
+        [
+            "sensors",
+            "state rows (buckets)",
+            "RocksDB SST bytes",
+            "SST bytes/sensor",
+            "memory bytes",
+        ],
         [
             [
                 f"{spec.sensors:,}",
                 f"{rows_total:,}",
-                f"{mem:,}",
-                f"{mem / spec.sensors:,.0f}",
-                f"{state['rocksdb_sst_bytes'] or 0:,}",
+                f"{sst:,}",
+                f"{sst / spec.sensors:,.0f}",
+                f"{state['memory_bytes'] or 0:,}",
             ]
         ],
     )
