@@ -10,9 +10,9 @@ from typing import Any
 from typer.testing import CliRunner
 
 from detections.correlation.findings import correlation_finding, late_document
+from detections.correlation.offline import correlate_events
 from detections.correlation.query import CorrelationContent, load_content
-from detections.correlation.state import Firing, KeyState, Late, Match, advance
-from detections.engine import match_events
+from detections.correlation.state import Firing, Late, Match
 from detections.findings import finding_document
 from schemas.events import parse_event
 from schemas.findings import Finding, finding_id
@@ -41,27 +41,7 @@ def correlate(
     content: CorrelationContent, title: str, events: list[dict[str, Any]]
 ) -> list[Firing]:
     """Events -> base-rule matches (engine) -> the named correlation's firings."""
-    spec = next(s for s in content.specs if s.title == title)
-    pairs = match_events(content.plan, events)
-    states: dict[str, KeyState] = {}
-    new: dict[str, list[Match]] = {}
-    for position, index in sorted(pairs):
-        rule = str(content.plan.rules[index].rule.id)
-        if rule not in spec.rules:
-            continue
-        e = events[position]
-        key = "\x1f".join(str(e.get(g) or "") for g in spec.group_by)
-        t = int(datetime.fromisoformat(e["event_time"]).timestamp() * 1000)
-        value = e.get(spec.condition.field) if spec.condition.field else None
-        new.setdefault(key, []).append(
-            Match(t, rule, e["event_id"], value, e["host"], e["sensor_id"])
-        )
-    firings = []
-    for key, matches in new.items():
-        step = advance(spec, key, states.get(key, KeyState()), matches, 0)
-        step = advance(spec, key, step.state, [], 2**52)  # the watermark far past every window
-        firings += step.firings
-    return firings
+    return [f for spec, f in correlate_events(content, events) if spec.title == title]
 
 
 def own() -> CorrelationContent:
