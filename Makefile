@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick bench-findings bench-fleet clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick bench-findings bench-fleet bench-correlation clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -53,6 +53,10 @@ bench-findings: bench-install  ## triage list/filter/free-text/show latency over
 BENCH_FLEET_ARGS ?=
 bench-fleet: bench-install  ## sensor health: 10,000 simulated sensors -> events/s, state size, findings by kind
 	$(PYTHON) -m bench.fleet $(BENCH_FLEET_ARGS)
+
+BENCH_CORRELATION_ARGS ?=
+bench-correlation: bench-install  ## correlation query: events/s and state size (OTRF + synthetic load)
+	$(PYTHON) -m bench.correlation $(BENCH_CORRELATION_ARGS)
 
 bench-quick: bench-install  ## a smoke run of the three (50k events, short runs)
 	$(PYTHON) -m bench.engine --quick
