@@ -615,6 +615,7 @@ def rotate_passwords(
         AdminClient,
         ScramCredentialInfo,
         ScramMechanism,
+        UserScramCredentialAlteration,
         UserScramCredentialUpsertion,
     )
 
@@ -630,7 +631,9 @@ def rotate_passwords(
     if kafka_users:
         admin = AdminClient(admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN]))
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
-        changes = [UserScramCredentialUpsertion(u, info, new[u].encode()) for u in kafka_users]
+        changes: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(u, info, new[u].encode()) for u in kafka_users
+        ]
         for future in admin.alter_user_scram_credentials(changes).values():
             future.result(30)
         pw["kafka"].update({u: new[u] for u in kafka_users})

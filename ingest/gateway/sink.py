@@ -227,16 +227,17 @@ def recent_ids(
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
+            error, partition = msg.error(), msg.partition() or 0
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(partition)
                     continue
-                raise RuntimeError(f"cannot read {topic}: {msg.error()}")
-            h = dict(msg.headers() or [])
+                raise RuntimeError(f"cannot read {topic}: {error}")
+            raw = msg.headers() or []
+            pairs = raw.items() if isinstance(raw, dict) else raw
+            h = {k: v for k, v in pairs if isinstance(v, bytes)}
             if TENANT_HEADER in h and EVENT_ID_HEADER in h:
-                per_part[msg.partition()].append(
-                    (h[TENANT_HEADER].decode(), h[EVENT_ID_HEADER].decode())
-                )
+                per_part[partition].append((h[TENANT_HEADER].decode(), h[EVENT_ID_HEADER].decode()))
         return [pair for p in sorted(per_part) for pair in per_part[p]]
     finally:
         consumer.close()
