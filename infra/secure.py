@@ -435,7 +435,10 @@ def write_es_realm(where: SecureLayout, settings: Settings) -> None:
     """Users, their roles and the role definitions, as file-realm files (0600, ES user)."""
     pw = load_passwords(where)["elasticsearch"]
     roles = sec.es_roles(
-        settings.findings_index, settings.events_index, settings.shadow_findings_index
+        settings.findings_index,
+        settings.events_index,
+        settings.shadow_findings_index,
+        settings.sensors_index,
     )
     files = {
         "users": sec.render_users_file(pw),

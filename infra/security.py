@@ -341,13 +341,16 @@ def es_secure_settings(
     return values
 
 
-def es_roles(findings: str, events: str, shadow: str) -> dict[str, dict[str, object]]:
+def es_roles(
+    findings: str, events: str, shadow: str, sensors: str = "sigstream-sensors"
+) -> dict[str, dict[str, object]]:
     """Role bodies for ``PUT _security/role/<name>``.
 
     The job creates and writes findings (match documents, groups, the shadow index) and
     events, reads suppressions, and keeps the index templates it ships current. The API
     reads and updates findings and suppressions (triage state) and reads events. Analysts
-    only read."""
+    only read. The job's companion queries write the correlation stage's late-match reports
+    and the sensor-health index."""
     findings_all = [findings, f"{findings}-*", shadow, f"{shadow}-*"]
     events_all = [events, f"{events}-*"]
     suppressions = f"{findings}-suppressions"
@@ -364,8 +367,10 @@ def es_roles(findings: str, events: str, shadow: str) -> dict[str, dict[str, obj
                         findings,
                         f"{findings}-0*",
                         f"{findings}-groups",
+                        f"{findings}-correlation-late",
                         shadow,
                         *events_all,
+                        sensors,
                     ],
                     "privileges": job_write,
                 },
@@ -382,14 +387,14 @@ def es_roles(findings: str, events: str, shadow: str) -> dict[str, dict[str, obj
                     "names": findings_all,
                     "privileges": ["read", "write", "view_index_metadata", "maintenance"],
                 },
-                {"names": events_all, "privileges": ["read", "view_index_metadata"]},
+                {"names": [*events_all, sensors], "privileges": ["read", "view_index_metadata"]},
             ],
         },
         ES_ANALYST: {
             "cluster": [],
             "indices": [
                 {
-                    "names": [*findings_all, *events_all],
+                    "names": [*findings_all, *events_all, sensors],
                     "privileges": ["read", "view_index_metadata"],
                 }
             ],

@@ -333,6 +333,7 @@ def start(
         .option("subscribe", cfg.events_topic)
         .option("startingOffsets", cfg.starting_offsets)
         .option("failOnDataLoss", "false")
+        .options(**cfg.kafka_options)
     )
     # No maxOffsetsPerTrigger (the detect query's cap is not applied): a batch reads all
     # that has arrived, so a sensor with records waiting in Kafka is never timed out as

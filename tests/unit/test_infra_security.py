@@ -126,7 +126,7 @@ def test_roles_analyst_reads_job_writes_suppressions_read_only() -> None:
     assert all(set(entry["privileges"]) <= {"read", "view_index_metadata"} for entry in analyst)
     job = roles["sigstream_job"]["indices"]
     writable = {n for entry in job if "write" in entry["privileges"] for n in entry["names"]}
-    assert {"f", "f-0*", "f-groups", "e"} <= writable
+    assert {"f", "f-0*", "f-groups", "f-correlation-late", "e", "sigstream-sensors"} <= writable
     assert "f-suppressions" not in writable
     api = roles["sigstream_api"]["indices"]
     assert any("write" in entry["privileges"] and "f" in entry["names"] for entry in api)
