@@ -31,6 +31,10 @@ A_ID = "11111111-0000-4000-8000-00000000000a"
 B_ID = "11111111-0000-4000-8000-00000000000b"
 COUNT_ID = "11111111-0000-4000-8000-0000000000c1"
 ORDERED_ID = "11111111-0000-4000-8000-0000000000c2"
+TEMPORAL_ID = "11111111-0000-4000-8000-0000000000c3"
+VALUES_ID = "11111111-0000-4000-8000-0000000000c4"
+LOGON_ID = "11111111-0000-4000-8000-0000000000c5"
+FAILED_ID = "11111111-0000-4000-8000-00000000000f"
 
 RULES = f"""
 title: Runs a.exe
@@ -45,6 +49,13 @@ id: {B_ID}
 name: runs_b
 logsource: {{category: process_creation, product: windows}}
 detection: {{sel: {{Image|endswith: '\\\\b.exe'}}, condition: sel}}
+level: low
+---
+title: Failed logon
+id: {FAILED_ID}
+name: failed_logon
+logsource: {{product: windows, service: security}}
+detection: {{sel: {{EventID: 4625}}, condition: sel}}
 level: low
 ---
 title: Three a.exe on one host
@@ -66,10 +77,39 @@ correlation:
   rules: [runs_a, runs_b]
   group-by: host
   timespan: 60s
+---
+title: a.exe and b.exe in any order
+id: {TEMPORAL_ID}
+level: high
+correlation:
+  type: temporal
+  rules: [runs_a, runs_b]
+  group-by: host
+  timespan: 60s
+---
+title: Three different a.exe command lines on one host
+id: {VALUES_ID}
+level: medium
+correlation:
+  type: value_count
+  rules: runs_a
+  group-by: host
+  timespan: 60s
+  condition: {{field: CommandLine, gte: 3}}
+---
+title: Three failed logons for one account, any host
+id: {LOGON_ID}
+level: medium
+correlation:
+  type: event_count
+  rules: failed_logon
+  group-by: TargetUserName
+  timespan: 60s
+  condition: {{gte: 3}}
 """
 
 
-def event(host: str, seconds: float, image: str, eid: str) -> Any:
+def event(host: str, seconds: float, image: str, eid: str, cmd: str | None = None) -> Any:
     return parse_event(
         {
             "event_type": "process_creation",
@@ -78,7 +118,24 @@ def event(host: str, seconds: float, image: str, eid: str) -> Any:
             "event_id": eid,
             "event_time": (T0 + timedelta(seconds=seconds)).isoformat(),
             "Image": f"C:\\Tools\\{image}",
+            "CommandLine": cmd,
             "logsource": {"category": "process_creation", "product": "windows"},
+        }
+    )
+
+
+def failed_logon(host: str, seconds: float, user: str, eid: str) -> Any:
+    """A Security 4625: ``TargetUserName`` is not a schema column, it lives in ``extra``."""
+    return parse_event(
+        {
+            "event_type": "windows_event",
+            "sensor_id": f"sensor-{host}",
+            "host": host,
+            "event_id": eid,
+            "event_time": (T0 + timedelta(seconds=seconds)).isoformat(),
+            "EventID": 4625,
+            "extra": {"TargetUserName": user},
+            "logsource": {"product": "windows", "service": "security"},
         }
     )
 
@@ -121,7 +178,7 @@ def content(tmp_path: Path) -> CorrelationContent:
     folder.mkdir()
     (folder / "corr.yml").write_text(RULES)
     loaded = load_content([folder])
-    assert not loaded.rejections and len(loaded.specs) == 2
+    assert not loaded.rejections and len(loaded.specs) == 5
     return loaded
 
 
@@ -133,29 +190,44 @@ def test_sequences_through_kafka_become_correlation_findings(
     send(
         cfg,
         [
-            # h1: three a.exe in a minute -> event_count fires (window edge: the third
-            # is exactly 60 s after the first and still counts)
-            event("h1", 1, "a.exe", "h1-1"),
-            event("h1", 30, "a.exe", "h1-2"),
-            event("h1", 61, "a.exe", "h1-3"),
+            # h1: three a.exe (three command lines) in a minute -> event_count and
+            # value_count fire (window edge: the third is exactly 60 s after the first)
+            event("h1", 1, "a.exe", "h1-1", "a 1"),
+            event("h1", 30, "a.exe", "h1-2", "a 2"),
+            event("h1", 61, "a.exe", "h1-3", "a 3"),
             # h2 and h3: two a.exe each; five in total, never three on one host
-            event("h2", 2, "a.exe", "h2-1"),
-            event("h2", 3, "a.exe", "h2-2"),
-            event("h3", 4, "b.exe", "h3-1"),  # b before a: temporal_ordered refuses
+            event("h2", 2, "a.exe", "h2-1", "a 1"),
+            event("h2", 3, "a.exe", "h2-2", "a 1"),
+            event("h3", 4, "b.exe", "h3-1"),  # b before a: temporal fires, ordered refuses
             event("h3", 5, "a.exe", "h3-2"),
-            # h4: a then b -> temporal_ordered fires
+            # h4: a then b -> temporal and temporal_ordered fire
             event("h4", 10, "a.exe", "h4-1"),
             event("h4", 20, "b.exe", "h4-2"),
+            # failed logons grouped by account (an `extra` field), across hosts
+            failed_logon("h5", 1, "alice", "l-1"),
+            failed_logon("h6", 2, "alice", "l-2"),
+            failed_logon("h7", 3, "alice", "l-3"),
+            failed_logon("h5", 4, "bob", "l-4"),
+            failed_logon("h6", 5, "bob", "l-5"),
             # moves the watermark past every window (no rule matches it)
             event("clock", 300, "notepad.exe", "clock-1"),
         ],
     )
     totals = drain(spark, cfg, content, ccfg)
     found = correlation_findings(cfg)
-    assert sorted((f["rule"]["id"], f["host"]["name"]) for f in found) == [
+    assert sorted((f["rule"]["id"], f["sigstream"]["correlation"]["group_key"]) for f in found) == [
         (COUNT_ID, "h1"),
         (ORDERED_ID, "h4"),
+        (TEMPORAL_ID, "h3"),
+        (TEMPORAL_ID, "h4"),
+        (VALUES_ID, "h1"),
+        (LOGON_ID, "alice"),
     ]
+    values = next(f for f in found if f["rule"]["id"] == VALUES_ID)
+    assert values["sigstream"]["correlation"]["value"] == 3
+    logons = next(f for f in found if f["rule"]["id"] == LOGON_ID)
+    assert logons["sigstream"]["correlation"]["group_by"] == {"TargetUserName": "alice"}
+    assert logons["sigstream"]["correlation"]["base_events"] == ["l-1", "l-2", "l-3"]
     count = next(f for f in found if f["rule"]["id"] == COUNT_ID)
     corr = count["sigstream"]["correlation"]
     assert corr["type"] == "event_count" and corr["value"] == 3
@@ -163,17 +235,19 @@ def test_sequences_through_kafka_become_correlation_findings(
     assert corr["base_events"] == ["h1-1", "h1-2", "h1-3"]
     assert corr["base_findings"] == [finding_id(A_ID, e) for e in ("h1-1", "h1-2", "h1-3")]
     assert count["rule"]["level"] == "high" and count["threat"]["technique"]["id"] == ["T1059"]
-    assert totals.created == 2 and totals.late == 0
+    assert totals.created == 6 and totals.late == 0
 
     # A match behind the watermark (300 s - 10 s) is reported as late, once per
     # correlation that would have counted it, and never counted.
-    send(cfg, [event("h2", 5, "a.exe", "h2-late")])
+    send(cfg, [event("h2", 5, "a.exe", "h2-late", "a 9")])
     again = drain(spark, cfg, content, ccfg)
-    assert again.late == 2 and again.firings == 0
+    assert again.late == 4 and again.firings == 0
     reports = late_reports(ccfg.late(cfg), cfg)
-    assert sorted(r["correlation_id"] for r in reports) == [COUNT_ID, ORDERED_ID]
+    assert sorted(r["correlation_id"] for r in reports) == sorted(
+        [COUNT_ID, ORDERED_ID, TEMPORAL_ID, VALUES_ID]
+    )
     assert {(r["event_id"], r["lateness_ms"]) for r in reports} == {("h2-late", 285_000)}
-    assert len(correlation_findings(cfg)) == 2
+    assert len(correlation_findings(cfg)) == 6
 
 
 def test_restart_from_checkpoint_mid_window_fires_exactly_once(
