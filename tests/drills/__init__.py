@@ -1,0 +1,1 @@
+"""Fault drills (issue 8): faults injected mid-replay on a private stack, exact counts."""
