@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick bench-findings bench-fleet bench-correlation clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-quick bench-findings bench-fleet bench-correlation drills clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -62,6 +62,11 @@ bench-quick: bench-install  ## a smoke run of the three (50k events, short runs)
 	$(PYTHON) -m bench.engine --quick
 	$(PYTHON) -m bench.latency --duration 20
 	$(PYTHON) -m bench.ingest --events 50000 --rounds 1
+
+# Fault drills (issue 8; docs/fault-drills.md) on a private Kafka + ES (ports 29092/29200).
+DRILLS_ARGS ?=
+drills: install  ## kill -9 the job, restart Kafka, stop ES 60 s mid-replay: lost/duplicated findings, recovery s
+	$(PYTHON) -m bench.drills $(DRILLS_ARGS)
 
 clean:
 	rm -rf .run build
