@@ -111,7 +111,31 @@ def load_content(
     rules, rejections = compile_path(wanted, config)
     plan = plan_rules(rules, rejections)
     found = compile_correlations([(str(p), texts[p]) for p in wanted], plan)
-    return CorrelationContent(base_plan(plan, found.specs), found.specs, found.rejections)
+    return runnable(plan, found.specs, found.rejections)
+
+
+def runnable(
+    plan: DetectionPlan,
+    specs: Sequence[CorrelationSpec],
+    rejections: Sequence[CorrelationRejection] = (),
+) -> CorrelationContent:
+    """The content to run: correlations whose base rules the engine refuses (say, a regex
+    Python cannot compile) are quarantined with the engine's reason."""
+    from detections.engine import compile_matcher
+
+    base = base_plan(plan, specs)
+    refused = {str(base.rules[i].rule.id): why for i, why in compile_matcher(base).errors.items()}
+    keep, quarantined = [], list(rejections)
+    for spec in specs:
+        bad = [r for r in spec.rules if r in refused]
+        if bad:
+            message = f"{spec.path}: base rule {bad[0]} refused by the engine: {refused[bad[0]]}"
+            quarantined.append(
+                CorrelationRejection(spec.path, spec.id, "base_rule_quarantined", message)
+            )
+        else:
+            keep.append(spec)
+    return CorrelationContent(base_plan(plan, keep), tuple(keep), tuple(quarantined))
 
 
 def _references(text: str) -> set[str]:
@@ -158,7 +182,7 @@ def keyed_matches(events: DataFrame, content: CorrelationContent, lateness_s: in
     matches = detect(timed, content.plan, columns=_needed_columns(content, columns))
     index = {str(p.rule.id): p.index for p in content.plan.rules}
     entries = []
-    for ci, spec in enumerate(content.specs):
+    for spec in content.specs:
         for rule in dict.fromkeys(spec.rules):
             parts = [
                 F.coalesce(_field(spec.field_for(rule, g), columns), F.lit(""))
@@ -171,7 +195,7 @@ def keyed_matches(events: DataFrame, content: CorrelationContent, lateness_s: in
                 else F.lit(None).cast("string")
             )
             entry = F.struct(
-                F.lit(ci).alias("corr"),
+                F.lit(spec.id).alias("corr"),
                 key.alias("group_key"),
                 F.lit(rule).alias("rule"),
                 value.alias("value"),
@@ -195,7 +219,7 @@ def keyed_matches(events: DataFrame, content: CorrelationContent, lateness_s: in
 OUTPUT = T.StructType(
     [
         T.StructField("kind", T.StringType()),  # "firing" or "late"
-        T.StructField("corr", T.IntegerType()),
+        T.StructField("corr", T.StringType()),  # correlation id (state survives rule edits)
         T.StructField("group_key", T.StringType()),
         T.StructField("window_start", T.LongType()),
         T.StructField("window_end", T.LongType()),
@@ -213,11 +237,17 @@ def state_function(
     """The applyInPandasWithState function: a thin adapter around ``state.advance``."""
     import pandas as pd
 
-    specs = tuple(specs)
+    by_id = {spec.id: spec for spec in specs}
 
     def correlate(key: Any, frames: Iterator[pd.DataFrame], state: GroupState) -> Iterator[Any]:
-        corr, group_key = int(key[0]), str(key[1])
-        spec = specs[corr]
+        corr, group_key = str(key[0]), str(key[1])
+        spec = by_id.get(corr)
+        if spec is None:  # a correlation removed since the checkpoint: forget its state
+            for _ in frames:
+                pass
+            if state.exists:
+                state.remove()
+            return
         saved = KeyState.from_json(state.get[0]) if state.exists else KeyState()
         new = [
             Match(
@@ -310,8 +340,9 @@ def batch_writer(
         rows = [r.asDict() for r in batch.collect()]
         findings, late_docs = [], []
         now = datetime.now(UTC)
+        by_id = {spec.id: spec for spec in content.specs}
         for row in rows:
-            spec = content.specs[row["corr"]]
+            spec = by_id[row["corr"]]
             firings, lates = decode(row)
             for f in firings:
                 f = Firing(

@@ -202,3 +202,24 @@ def test_the_projects_own_correlations_load() -> None:
     assert not cs.rejections
     assert {s.type for s in cs.specs} == {"event_count", "value_count", "temporal_ordered"}
     assert {r.reason for r in plan.rejections} == {"correlation_rule"}
+
+
+def test_a_correlation_over_a_rule_the_engine_refuses_is_quarantined_others_run() -> None:
+    from detections.correlation.query import runnable
+
+    refused = BASE.replace("Image|endswith: '\\\\c.exe'", "CommandLine|re: '(?i)a(?-i)b'")
+    assert refused != BASE
+    ok = correlation(
+        "  type: event_count\n  rules: base_a\n  timespan: 1m\n  condition: {gte: 2}\n"
+    )
+    bad = correlation(
+        f"  type: temporal\n  rules: [base_a, {C}]\n  timespan: 1m\n",
+        "00000000-0000-4000-8000-0000000000f2",
+    )
+    plan, cs = compile_text(ok + bad, refused)
+    assert len(cs.specs) == 2  # the compiler accepts the regex; the engine does not
+    content = runnable(plan, cs.specs, cs.rejections)
+    assert [s.id for s in content.specs] == ["00000000-0000-4000-8000-0000000000f1"]
+    (rejection,) = content.rejections
+    assert rejection.reason == "base_rule_quarantined" and C in rejection.message
+    assert [str(p.rule.id) for p in content.plan.rules] == [A]
