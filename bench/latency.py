@@ -2,8 +2,10 @@
 
 The real detection job runs in this process (``detections.job.start``, processing-time
 trigger, the production code path: Kafka source, parse, routing, rules, findings bulk-
-created from the executors). A sender thread produces events at a steady rate (half the
-engine's measured capacity unless ``--rate``), each carrying its send time in ``extra``
+created from the executors). First a capacity phase measures what the whole job sustains:
+a backlog of ``--capacity-events`` sent at once, processed in as few micro-batches as the
+job takes, capacity = events / seconds of batch time. Then events are sent at a steady
+rate, half that capacity unless ``--rate``, each carrying its send time in ``extra``
 (``bench_sent``); the job copies the event into the finding (``sigstream.event``), and a
 poller searches the findings index every ``--poll`` seconds. Latency = time the poller
 first saw the finding - send time, so it includes the producer's linger, the wait for the
@@ -29,7 +31,6 @@ from typing import Any
 
 from bench.common import (
     CACHE_DIR,
-    load_result,
     machine_info,
     print_kv,
     print_table,
@@ -40,17 +41,7 @@ from bench.dataset import base_events_path
 from bench.ingest import delete_topics, ensure_services
 from sigstream.settings import Settings, get_settings
 
-DEFAULT_RATE = 300.0
-
-
-def default_rate(size: str) -> tuple[float, str]:
-    """Half the engine's measured steady rate for this rule set, else a fixed default."""
-    saved = load_result("engine")
-    for result in (saved or {}).get("results", []):
-        if result.get("label") == size and result.get("events_per_s"):
-            capacity = float(result["events_per_s"])
-            return capacity / 2, f"half the engine's {capacity:,.0f} events/s ({size} rules)"
-    return DEFAULT_RATE, f"default (no engine result for '{size}' rules in {CACHE_DIR})"
+WARMUP_RATE = 1_000.0  # events/s while the first micro-batches pay Spark's code generation
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -173,7 +164,15 @@ def main(argv: list[str] | None = None) -> None:
         "streaming job running in-process; prints p50/p95/p99.",
     )
     parser.add_argument(
-        "--rate", type=float, help="events/s (default: half the engine's measured rate)"
+        "--rate",
+        type=float,
+        help="events/s (default: half the job's capacity, measured first in the same run)",
+    )
+    parser.add_argument(
+        "--capacity-events",
+        type=int,
+        default=50_000,
+        help="backlog the capacity phase sends at once to measure the job's events/s",
     )
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of sending")
     parser.add_argument(
@@ -214,7 +213,6 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = get_settings()
     info = machine_info(settings)
-    rate, why = (args.rate, "--rate") if args.rate else default_rate(args.rules)
     ensure_services(settings, ["kafka", "elasticsearch"])
 
     if args.rules == "all":
@@ -242,10 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_dir=checkpoint,
         trigger_seconds=args.trigger,
     )
-    measured = int(rate * args.duration)
-    pool, n_markers = event_pool(
-        settings, args.warmup_events + measured, args.seed, args.match_share
-    )
+    capacity_events = 0 if args.rate else args.capacity_events
+    # Enough distinct events for the largest send phase at up to 50k events/s.
+    pool_size = args.warmup_events + capacity_events + int((args.rate or 50_000) * args.duration)
+    pool, n_markers = event_pool(settings, pool_size, args.seed, args.match_share)
     batches: list[BatchStats] = []
     totals = JobTotals()
 
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         query = start(spark, plan, cfg, totals, on_batch=batches.append)
         progress(f"job started in {time.monotonic() - started:.1f}s; warming up …")
-        send_phase(producer, pool, 0, args.warmup_events, rate, "warmup", run_id)
+        send_phase(producer, pool, 0, args.warmup_events, WARMUP_RATE, "warmup", run_id)
         deadline = time.monotonic() + args.max_wait
         while totals.events < args.warmup_events and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -274,10 +272,29 @@ def main(argv: list[str] | None = None) -> None:
             if batches
             else "warm-up did not finish in time"
         )
+        sent = args.warmup_events
+        if args.rate:
+            rate, why = args.rate, "--rate"
+        else:
+            progress(f"capacity: sending a backlog of {capacity_events:,} events at once …")
+            before = len(batches)
+            sent += send_phase(producer, pool, sent, capacity_events, 0, "capacity", run_id)
+            while totals.events < sent and time.monotonic() < deadline + args.max_wait:
+                time.sleep(0.2)
+            busy = batches[before:]
+            capacity = sum(b.events for b in busy) / max(sum(b.seconds for b in busy), 1e-9)
+            rate = capacity / 2
+            why = (
+                f"half the job's capacity of {capacity:,.0f} events/s, measured over "
+                f"{sum(b.events for b in busy):,} events in {len(busy)} batches"
+            )
+            progress(f"capacity {capacity:,.0f} events/s; measuring at {rate:,.0f}/s")
+        measured = int(rate * args.duration)
+        warm_batches = len(batches)  # the measured phase's batches start here
         poller.start()
         progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
-        send_phase(producer, pool, args.warmup_events, measured, rate, "measure", run_id)
-        expected = args.warmup_events + measured
+        send_phase(producer, pool, sent, measured, rate, "measure", run_id)
+        expected = sent + measured
         deadline = time.monotonic() + args.max_wait
         while totals.events < expected and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -310,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nLatency: {len(plan.rules)} rules, {measured:,} events at {rate:,.0f}/s ({why}), "
         f"{args.match_share:.0%} of them SigmaHQ regression events ({n_markers} distinct), "
         f"trigger {args.trigger:g}s, ES refresh 1s, poll {args.poll:g}s; "
-        f"{totals.events - args.warmup_events:,} measured events processed in "
+        f"{totals.events - (expected - measured):,} measured events processed in "
         f"{len(steady)} batches (mean {statistics.mean([b.seconds for b in steady] or [0]):.2f}s, "
         f"max {max([b.seconds for b in steady] or [0]):.2f}s per batch)\n"
     )

@@ -52,7 +52,7 @@ class BatchQuery:
                 [
                     reject_reason(F.col("e")).alias(REASON_COLUMN),
                     F.col(VALUE_COLUMN),
-                    *event_fields(names),
+                    *event_fields(),  # all: the computed columns read fields of their own
                 ],
             ),
             _seq(context, [*map(F.col, self.inputs), *computed.values()]),
