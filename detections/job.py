@@ -79,6 +79,9 @@ class JobConfig:
     es_options: dict[str, Any] = field(default_factory=dict)
     # How long a micro-batch waits out an Elasticsearch outage before the job fails.
     es_patience_s: float = 300.0
+    # Ids of rules that only feed correlations (Sigma ``generate: false``): they run, but
+    # write no findings of their own (detections.correlation.compile.correlation_only_rules).
+    silent_rule_ids: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -161,7 +164,10 @@ class RunningContent:
                 mode = self.deployed.mode_of(planned.index)
                 if mode.mode != "active":
                     modes[planned.index] = (str(planned.rule.id), mode)
-        return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index)
+        silent = frozenset(
+            p.index for p in self.plan.rules if str(p.rule.id) in cfg.silent_rule_ids
+        )
+        return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent)
 
 
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:

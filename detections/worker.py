@@ -58,8 +58,12 @@ class Destinations:
     shadow: str | None = None
     modes: Mapping[int, tuple[str, RuleMode]] | None = None  # index -> (rule id, mode)
     events: str | None = None  # also index every valid event here (triage context)
+    # Rules whose matches only feed correlations (Sigma ``generate: false``): no findings.
+    silent: frozenset[int] = frozenset()
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
+        if rule in self.silent:
+            return None
         mode = (self.modes or {}).get(rule)
         if mode is None:
             return self.active
