@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+from pyspark import Accumulator, AccumulatorParam
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -42,8 +44,9 @@ from detections.correlation.findings import (
 )
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.state import Firing, KeyState, Late, Match, advance
-from detections.engine import detect
+from detections.engine import engine_inputs, matched_rows, rule_specs
 from detections.job import JobConfig
+from detections.matcher import MatcherSpec
 from detections.parse import parse_records, valid_events
 from detections.plan import DetectionPlan, plan_rules
 
@@ -87,6 +90,7 @@ class CorrelationTotals:
     duplicates: int = 0
     late: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    rule_errors: dict[str, str] = field(default_factory=dict)  # base rule id -> error
 
 
 def load_content(
@@ -175,11 +179,64 @@ def _needed_columns(content: CorrelationContent, columns: Sequence[str]) -> list
     return list(dict.fromkeys(n for n in needed if n in columns))
 
 
-def keyed_matches(events: DataFrame, content: CorrelationContent, lateness_s: int) -> DataFrame:
+class _ErrorsParam(AccumulatorParam):  # type: ignore[type-arg]
+    """Accumulates rule index -> error from the executors (first error per rule wins)."""
+
+    def zero(self, value: dict[int, str]) -> dict[int, str]:
+        return {}
+
+    def addInPlace(self, a: dict[int, str], b: dict[int, str]) -> dict[int, str]:
+        return {**b, **a}
+
+
+def rule_errors(spark: SparkSession) -> Accumulator:  # type: ignore[type-arg]
+    return spark.sparkContext.accumulator({}, _ErrorsParam())
+
+
+def tolerant_detect(
+    events: DataFrame,
+    plan: DetectionPlan,
+    columns: Sequence[str],
+    errors: Accumulator | None = None,  # type: ignore[type-arg]
+) -> DataFrame:
+    """Like ``detections.engine.detect``, but a base rule that raises on a batch only
+    loses its own matches (the others' flow on) and its error goes to ``errors``: one bad
+    base rule must not fail the query, which would stop the whole job."""
+    spec = MatcherSpec.of(rule_specs(plan))
+    output = list(columns)
+    names, computed = engine_inputs(plan, events.columns)
+    shipped = [*names, *[c for c in output if c not in names]]
+    schema = T.StructType(
+        [T.StructField("rule_index", T.IntegerType(), False), *[events.schema[n] for n in output]]
+    )
+
+    def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        matcher = spec.matcher()
+        failed: dict[int, str] = dict(matcher.errors)  # refused by the engine up front
+        if failed and errors is not None:
+            errors.add(dict(failed))
+        for batch in batches:
+            result = matcher.match(batch, failed.keys())
+            if result.errors:
+                failed.update(result.errors)
+                if errors is not None:
+                    errors.add(dict(result.errors))
+            if result.rows.size:
+                yield matched_rows(batch.select(output), result.rows, result.rules)
+
+    return events.select(*shipped, *computed).mapInArrow(match_partition, schema)
+
+
+def keyed_matches(
+    events: DataFrame,
+    content: CorrelationContent,
+    lateness_s: int,
+    errors: Accumulator | None = None,  # type: ignore[type-arg]
+) -> DataFrame:
     """One row per (correlation, group key, base-rule match), with the guard column."""
     columns = events.columns
     timed = events.withWatermark("event_time", f"{lateness_s} seconds")
-    matches = detect(timed, content.plan, columns=_needed_columns(content, columns))
+    matches = tolerant_detect(timed, content.plan, _needed_columns(content, columns), errors)
     index = {str(p.rule.id): p.index for p in content.plan.rules}
     entries = []
     for spec in content.specs:
@@ -330,14 +387,23 @@ def batch_writer(
     ccfg: CorrelationConfig,
     totals: CorrelationTotals,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
+    errors: Accumulator | None = None,  # type: ignore[type-arg]
 ) -> Callable[[DataFrame, int], None]:
-    """foreachBatch: firings -> findings index, late matches -> late index."""
+    """foreachBatch: firings -> findings index, late matches -> late index; base rules
+    that failed on the batch are logged (their matches of that batch are lost)."""
     from detections.findings import finding_document
     from detections.sinks.elasticsearch import connect, write_documents
+
+    ids = {p.index: str(p.rule.id) for p in content.plan.rules}
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
+        if errors is not None and errors.value:
+            for index, error in errors.value.items():
+                if ids[index] not in totals.rule_errors:
+                    log.error("correlation base rule %s failed: %s", ids[index], error)
+                totals.rule_errors[ids[index]] = error
         findings, late_docs = [], []
         now = datetime.now(UTC)
         by_id = {spec.id: spec for spec in content.specs}
@@ -436,7 +502,8 @@ def start_correlations(
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     events = valid_events(parse_records(reader.load()))
-    keyed = keyed_matches(events, content, ccfg.lateness_s)
+    errors = rule_errors(spark)
+    keyed = keyed_matches(events, content, ccfg.lateness_s, errors)
     fired = keyed.groupBy("corr", "group_key").applyInPandasWithState(
         state_function(content.specs),
         OUTPUT,
@@ -444,7 +511,7 @@ def start_correlations(
         "append",
         GroupStateTimeout.EventTimeTimeout,
     )
-    handler = batch_writer(content, cfg, ccfg, totals or CorrelationTotals(), on_batch)
+    handler = batch_writer(content, cfg, ccfg, totals or CorrelationTotals(), on_batch, errors)
     writer = (
         fired.writeStream.queryName("sigstream-correlate")
         .option("checkpointLocation", str(ccfg.checkpoint(cfg)))

@@ -282,3 +282,39 @@ def test_restart_from_checkpoint_mid_window_fires_exactly_once(
     # Once more from the checkpoint with nothing new: no second firing.
     third = drain(spark, cfg, content, ccfg)
     assert third.firings == 0 and len(correlation_findings(cfg)) == 1
+
+
+def test_a_base_rule_failing_at_run_time_loses_only_its_own_matches(
+    spark: Any, content: CorrelationContent
+) -> None:
+    """One bad base rule must not fail the correlation query (which would stop the job):
+    the others' matches flow on and its error reaches the driver. (The engine refuses this
+    regex when it compiles the rules; an error raised while matching takes the same path.)"""
+    import dataclasses
+
+    from detections.compiler import Pred
+    from detections.correlation.query import rule_errors, tolerant_detect
+    from detections.parse import parse_records, valid_events
+    from detections.plan import plan_rules
+    from ingest.producer import encode_event
+
+    rules = [p.rule for p in content.plan.rules]
+    broken = [
+        dataclasses.replace(r, ir=Pred("Image", "regex", r"\p{NoSuchProperty}", True))
+        if str(r.id) == B_ID
+        else r
+        for r in rules
+    ]
+    plan = plan_rules(broken)
+    events = [event("h1", 1, "a.exe", "t-1"), event("h1", 2, "b.exe", "t-2")]
+    records = spark.createDataFrame(
+        [("k", encode_event(e), "t", 0, i) for i, e in enumerate(events)],
+        "key string, value binary, topic string, partition int, offset long",
+    )
+    errors = rule_errors(spark)
+    parsed = valid_events(parse_records(records))
+    rows = tolerant_detect(parsed, plan, ["event_id"], errors).collect()
+    a_index = next(p.index for p in plan.rules if str(p.rule.id) == A_ID)
+    b_index = next(p.index for p in plan.rules if str(p.rule.id) == B_ID)
+    assert [(r["rule_index"], r["event_id"]) for r in rows] == [(a_index, "t-1")]
+    assert list(errors.value) == [b_index] and "bad escape" in errors.value[b_index]
