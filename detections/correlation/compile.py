@@ -102,7 +102,11 @@ def _single_operator(doc: dict[str, Any]) -> dict[str, Any]:
     (the full range is read from the raw YAML by :func:`condition_from`)."""
     corr = doc.get("correlation")
     cond = corr.get("condition") if isinstance(corr, dict) else None
-    if isinstance(cond, dict) and sum(op in cond for op in _OPERATORS) > 1:
+    if (
+        isinstance(corr, dict)
+        and isinstance(cond, dict)
+        and sum(op in cond for op in _OPERATORS) > 1
+    ):
         first = next(op for op in _OPERATORS if op in cond)
         kept = {k: v for k, v in cond.items() if k not in _OPERATORS or k == first}
         doc = {**doc, "correlation": {**corr, "condition": kept}}
@@ -203,7 +207,7 @@ def _correlation_docs(
             continue
         try:
             rule = SigmaCorrelationRule.from_dict(
-                _single_operator(doc), collect_errors=True, source=SigmaRuleLocation(where)
+                _single_operator(doc), collect_errors=True, source=SigmaRuleLocation(Path(where))
             )
         except Exception as exc:  # a broken correlation must not stop the others
             rejected.append(
@@ -238,22 +242,22 @@ def compile_correlations(
     specs: list[CorrelationSpec] = []
     seen: set[str] = set()
     for rule, raw in parsed:
-        where = str(rule.source.path) if rule.source is not None else None
+        location = str(rule.source.path) if rule.source is not None else None
         rule_id = str(rule.id) if rule.id else None
         try:
             spec = compile_correlation(rule, raw, resolve, correlation_ids)
         except CorrelationError as exc:
             rejections.append(
-                CorrelationRejection(where, rule_id, exc.reason, f"{where}: {exc.message}")
+                CorrelationRejection(location, rule_id, exc.reason, f"{location}: {exc.message}")
             )
             continue
         if spec.id in seen:
             rejections.append(
                 CorrelationRejection(
-                    where,
+                    location,
                     rule_id,
                     "duplicate_id",
-                    f"{where}: correlation id {spec.id} is already loaded",
+                    f"{location}: correlation id {spec.id} is already loaded",
                 )
             )
             continue

@@ -329,7 +329,7 @@ def state_function(
             assert step.deadline_ms is not None
             # Spark times a key out once the watermark is *past* the timestamp.
             state.setTimeoutTimestamp(max(step.deadline_ms - 1, watermark))
-        rows = [
+        rows: list[tuple[Any, ...]] = [
             (
                 "firing",
                 corr,
@@ -416,7 +416,11 @@ def batch_writer(
                 )
                 findings.append(finding_document(correlation_finding(spec, f, now)))
             late_docs += [late_document(spec, row["group_key"], x) for x in lates]
-        stats = {"batch": batch_id, "firings": len(findings), "late": len(late_docs)}
+        stats: dict[str, Any] = {
+            "batch": batch_id,
+            "firings": len(findings),
+            "late": len(late_docs),
+        }
         if findings or late_docs:
             es = connect(cfg.es_hosts, **cfg.es_options)
             try:
