@@ -282,10 +282,12 @@ def detect(
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
     from detections.health.query import start_sensor_health
-    from sigstream.correlations import correlation_companions
+    from sigstream.correlations import with_correlations
 
     companions = [start_sensor_health] if sensor_health else []
-    companions += correlation_companions(rules, s) if correlations else []
+    if correlations:  # generate: false base rules write no findings of their own
+        cfg, more = with_correlations(cfg, rules, s)
+        companions += more
     totals = run(spark, plan, cfg, companions=companions)
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")

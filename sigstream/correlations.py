@@ -3,6 +3,7 @@ and ``sigstream rules correlations`` (what loads, what is quarantined and why)."
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from detections.correlation.query import CorrelationContent
-    from detections.job import Companion
+    from detections.job import Companion, JobConfig
     from sigstream.settings import Settings
 
 err = Console(stderr=True)
@@ -48,18 +49,26 @@ def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
     return content
 
 
-def correlation_companions(rules: list[Path] | None, settings: Settings) -> list[Companion]:
-    """The correlation query as a ``detections.job.Companion`` (none without correlations).
-    Allowed lateness: ``SIGSTREAM_CORRELATION_LATENESS_S`` (default 60 s)."""
+def with_correlations(
+    cfg: JobConfig, rules: list[Path] | None, settings: Settings
+) -> tuple[JobConfig, list[Companion]]:
+    """The job config with the base rules of ``generate: false`` correlations silenced
+    (they run, but write no findings of their own: Sigma v2), and the correlation query
+    as a companion (none without correlations). Allowed lateness:
+    ``SIGSTREAM_CORRELATION_LATENESS_S`` (default 60 s)."""
+    from detections.correlation.compile import correlation_only_rule_ids
     from detections.correlation.query import CorrelationConfig, start_correlations
 
     content = load_verbose(correlation_paths(rules, settings), settings)
     if not content.specs:
-        return []
+        return cfg, []
+    silent = correlation_only_rule_ids(content.specs)
+    if silent:
+        cfg = dataclasses.replace(cfg, silent_rule_ids=cfg.silent_rule_ids | silent)
+        err.print(f"  {len(silent)} base rule(s) only feed correlations (generate: false)")
     lateness = int(os.environ.get("SIGSTREAM_CORRELATION_LATENESS_S", "60"))
-    return [
-        functools.partial(start_correlations, content=content, ccfg=CorrelationConfig(lateness))
-    ]
+    query = functools.partial(start_correlations, content=content, ccfg=CorrelationConfig(lateness))
+    return cfg, [query]
 
 
 def register(rules_app: typer.Typer) -> None:

@@ -277,13 +277,20 @@ def load_correlations(paths: Sequence[Path], plan: DetectionPlan) -> Correlation
     return compile_correlations(sources, plan)
 
 
-def correlation_only_rules(plan: DetectionPlan, specs: Sequence[CorrelationSpec]) -> set[int]:
-    """Plan indexes of base rules that must not write findings of their own: referenced
-    by a correlation with ``generate: false`` and by none with ``generate: true`` (Sigma
-    v2). Quarantined correlations are not in ``specs``, so their base rules keep alerting."""
+def correlation_only_rule_ids(specs: Sequence[CorrelationSpec]) -> frozenset[str]:
+    """Ids of base rules that must not write findings of their own: referenced by a
+    correlation with ``generate: false`` and by none with ``generate: true`` (Sigma v2).
+    Quarantined correlations are not in ``specs``, so their base rules keep alerting.
+    The job takes these as ``JobConfig.silent_rule_ids``."""
     silent = {r for s in specs if not s.generate for r in s.rules}
     loud = {r for s in specs if s.generate for r in s.rules}
-    return {p.index for p in plan.rules if str(p.rule.id) in silent - loud}
+    return frozenset(silent - loud)
+
+
+def correlation_only_rules(plan: DetectionPlan, specs: Sequence[CorrelationSpec]) -> set[int]:
+    """:func:`correlation_only_rule_ids` as indexes of ``plan``."""
+    ids = correlation_only_rule_ids(specs)
+    return {p.index for p in plan.rules if str(p.rule.id) in ids}
 
 
 def base_plan(plan: DetectionPlan, specs: Sequence[CorrelationSpec]) -> DetectionPlan:

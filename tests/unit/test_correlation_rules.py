@@ -155,3 +155,23 @@ def test_cli_lists_correlations_and_fails_on_quarantined(tmp_path: Any) -> None:
     )
     refused = runner.invoke(app, ["rules", "correlations", str(OWN_CORRELATIONS), str(bad)])
     assert refused.exit_code == 1 and "unknown_rule" in refused.output
+
+
+def test_detect_silences_base_rules_that_only_feed_correlations(tmp_path: Any) -> None:
+    """`sigstream detect` passes the generate: false base rules to the job as
+    silent_rule_ids, and adds the correlation query as a companion."""
+    from detections.job import JobConfig
+    from sigstream.correlations import with_correlations
+    from sigstream.settings import get_settings
+
+    cfg = JobConfig("k:9092", "t", "d", ("http://es:9200",), "f", tmp_path)
+    silenced, companions = with_correlations(cfg, [OWN_CORRELATIONS], get_settings())
+    titles = {str(p.rule.id): p.rule.title for p in own().plan.rules}
+    assert sorted(titles[i] for i in silenced.silent_rule_ids) == [
+        "Failed Logon",
+        "Reconnaissance Command",
+    ]  # the Office -> PowerShell bases feed a generate: true correlation: they still alert
+    assert len(companions) == 1
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert with_correlations(cfg, [empty], get_settings()) == (cfg, [])
