@@ -275,6 +275,7 @@ def detect(
         findings_index=s.findings_index,
         kafka_options=spark_kafka_options(s, bootstrap=False),
         es_options=elasticsearch_kwargs(s),
+        es_patience_s=s.es_patience_s,
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
         status_file=status_path(s),
