@@ -185,7 +185,7 @@ _SEP = "\x1f"
 
 
 def state_function(
-    cfg: HealthConfig, clock: Callable[[], float] = time.time
+    cfg: HealthConfig, clock: Callable[[], float] = time.time, timers: bool = True
 ) -> Callable[[Any, Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
     """The ``applyInPandasWithState`` function for one bucket of sensors: their records
     of the batch (or a timer) in, finding documents and status documents out.
@@ -223,31 +223,37 @@ def state_function(
                 doc = status.model_dump_json()
                 out.append(("sensor", "status", sensor_doc_id(tenant, sensor), doc))
         state.update((json.dumps(sensors, separators=(",", ":")),))
-        if timer < math.inf:
+        if timers and timer < math.inf:
             state.setTimeoutDuration(int(timer * 1000))
         yield pd.DataFrame({n: [r[i] for r in out] for i, n in enumerate(OUTPUT_SCHEMA.names)})
 
     return update
 
 
-def health_updates(events: DataFrame, cfg: HealthConfig, buckets: int = 256) -> DataFrame:
+def health_updates(
+    events: DataFrame, cfg: HealthConfig, buckets: int = 256, timers: bool = True
+) -> DataFrame:
     """Envelope rows -> finding and status documents, with per-sensor state and timers.
 
     State is kept per bucket of sensors (a stable hash of tenant and sensor), not per
     sensor: ``applyInPandasWithState`` has a fixed cost per key and batch (tens of ms on a
     loaded machine) that dwarfs the state machine's work for one sensor. The number of
     buckets is part of the checkpoint: changing it needs a new checkpoint.
+
+    ``timers=False`` for an available-now run: Spark keeps running no-data batches for an
+    operator with processing-time timeouts, so such a query would never finish. Without
+    timers, silence is only noticed for sensors of buckets that still receive records.
     """
     bucket = F.pmod(F.xxhash64("tenant_id", "sensor_id"), F.lit(buckets)).alias("bucket")
     return (
         events.withColumn("bucket", bucket)
         .groupBy("bucket")
         .applyInPandasWithState(
-            state_function(cfg),
+            state_function(cfg, timers=timers),
             OUTPUT_SCHEMA,
             STATE_SCHEMA,
             "update",
-            GroupStateTimeout.ProcessingTimeTimeout,
+            GroupStateTimeout.ProcessingTimeTimeout if timers else GroupStateTimeout.NoTimeout,
         )
     )
 
@@ -339,7 +345,8 @@ def start(
     # that has arrived, so a sensor with records waiting in Kafka is never timed out as
     # silent because a capped batch did not reach them yet. Health reads a dozen columns
     # per record, so even a large backlog is a cheap batch.
-    updates = health_updates(envelope_rows(reader.load()), health, buckets)
+    timers = not cfg.available_now
+    updates = health_updates(envelope_rows(reader.load()), health, buckets, timers)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
