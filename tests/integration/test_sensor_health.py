@@ -190,3 +190,43 @@ def test_fleet_health_findings_and_sensors_index(
     drop_findings_index(es, cfg.findings_index)
     es.options(ignore_status=404).indices.delete(index=sensors_index)
     es.close()
+
+
+def test_health_companion_finishes_with_a_once_detect_run(
+    services: Any, spark: Any, tmp_path: Path, unique: str
+) -> None:
+    """`detect --once` runs the health query as a companion: the job must end when Kafka
+    is drained (no timers keep it alive) and the resets and skew must be found."""
+    from detections.job import run
+    from detections.plan import load_plan
+    from sigstream.settings import PROJECT_ROOT
+
+    spec = FleetSpec(
+        sensors=20, silent=0.0, dropping=0.0, restarting=0.1, skewed=0.1,
+        incident_round=2, tenant_id=f"once-{unique}",
+    )  # fmt: skip
+    fleet = Fleet.build(spec)
+    cfg = job_config(tmp_path, unique)  # available_now
+    sensors_index = f"test-{unique}-sensors"
+    with EventProducer(cfg.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic) as producer:
+        run_fleet(fleet, producer.send_event, 4, paced=False, flush=producer.flush)
+    health = HealthConfig(skew_threshold_s=300)
+
+    def companion(session: Any, job_cfg: Any) -> Any:
+        return start(session, job_cfg, health, sensors_index)
+
+    plan = load_plan([PROJECT_ROOT / "detections" / "rules"])
+    started = time.monotonic()
+    totals = run(spark, plan, cfg, companions=[companion])
+    assert time.monotonic() - started < 600
+    assert totals.events == 20 * (4 * spec.events_per_round + 2)
+    es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
+    try:
+        found = _health_findings(es, cfg.findings_index, spec.tenant_id)
+        assert found == {"reset": fleet.expected()["reset"], "skew": fleet.expected()["skew"]}
+        es.indices.refresh(index=sensors_index)
+        assert es.count(index=sensors_index)["count"] == spec.sensors
+    finally:
+        drop_findings_index(es, cfg.findings_index)
+        es.options(ignore_status=404).indices.delete(index=sensors_index)
+        es.close()
