@@ -72,7 +72,8 @@ def fetch_sensors(
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, up to ``limit`` documents, worst state first): one search per
     state, so silent sensors are never cut off by a page of healthy ones."""
-    total, docs = 0, []
+    total = 0
+    docs: list[dict[str, Any]] = []
     for wanted in (state,) if state else STATES:
         resp = es.search(
             index=index,
