@@ -50,7 +50,8 @@ def print_report(results: list[DrillResult]) -> None:
         print(
             f"\n{r.drill}: fault at {r.fault_at:.1f}s into the replay, lasted {r.outage_s:.1f}s; "
             f"{c.documents:,} finding documents, {len(c.extra)} unexpected, "
-            f"{len(c.group_mismatches)} groups with a different count"
+            f"{len(c.group_mismatches)} groups with a different count; "
+            f"{r.kafka_records:,} records in the events topic"
         )
         for note in r.notes:
             print(f"  - {note}")

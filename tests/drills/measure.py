@@ -137,6 +137,8 @@ class DrillResult:
     recovery_s: float | None  # fault end -> first micro-batch completed afterwards
     caught_up_s: float | None  # fault end -> the job has read everything that was sent
     supervisor_restarts: int = 0  # job exits a supervisor had to restart
+    kafka_records: int | None = None  # records in the events topic (== events_sent: no
+    # event lost or written twice on the way into Kafka)
     notes: list[str] = field(default_factory=list)
 
     def row(self) -> list[str]:

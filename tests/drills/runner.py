@@ -58,8 +58,9 @@ ES_OUTAGE_S = 60.0
 
 @dataclass(frozen=True)
 class DrillOptions:
-    rate: float = 1000.0  # events/s of the replay
-    fault_after_s: float = 10.0  # seconds into the replay
+    rate: float = 400.0  # events/s of the paced replay (about 50 s of it)
+    fault_after_s: float = 10.0  # seconds into the paced replay
+    warmup_events: int = 1000  # sent at once before it, to warm the job up
     es_outage_s: float = ES_OUTAGE_S
     caught_up_timeout_s: float = 420.0
     job_start_timeout_s: float = 240.0
@@ -298,32 +299,34 @@ def run_drill(
     fault = FAULTS[drill]
     run = _prepare(stack, drill, root)
     job = DetectJob(run.job_spec(options), stack.env())
-    replay = Replay(stack.bootstrap, run.topic, run.dlq, events, rate=options.rate)
+    head, rest = events[: options.warmup_events], events[options.warmup_events :]
+    warmup = Replay(stack.bootstrap, run.topic, run.dlq, head, rate=None)
+    replay = Replay(stack.bootstrap, run.topic, run.dlq, rest, rate=options.rate)
     try:
         job.start()
-        # The job is up once it has written its status file (just before its query starts).
-        _wait(job.spec.status_file.exists, options.job_start_timeout_s, "job start", job)
-        replay.start()
-        progress(f"{drill}: replaying {len(events):,} events at {options.rate:,.0f}/s")
-        # Fault mid-replay, once the job has completed a batch of this replay.
+        # The first events at once, so the job is warm (its first micro-batch done, which
+        # costs a JVM, the rules and the Python workers) before the paced replay starts.
+        warmup.start()
+        warmup.wait(120)
+        checkpoint = run.workdir / "checkpoint"
         _wait(
-            lambda: (
-                time.time() - replay.started_at >= options.fault_after_s
-                and bool(read_commits(run.workdir / "checkpoint", run.topic))
-            ),
+            lambda: bool(read_commits(checkpoint, run.topic)),
             options.job_start_timeout_s,
             "a first micro-batch",
             job,
         )
+        replay.start()
+        progress(f"{drill}: replaying {len(rest):,} events at {options.rate:,.0f}/s")
+        time.sleep(options.fault_after_s)
         fault_at = time.time()
         progress(f"{drill}: fault at {fault_at - replay.started_at:.1f}s into the replay")
         fault_end, notes = fault.inject(stack, job, options)
         progress(f"{drill}: fault over after {fault_end - fault_at:.1f}s; {'; '.join(notes)}")
         replay.wait(600)
-        if replay.failed:
-            notes.append(f"replay: {replay.failed} messages not delivered: {replay.errors[:3]}")
+        for r in (warmup, replay):
+            if r.failed:
+                notes.append(f"replay: {r.failed} messages not delivered: {r.errors[:3]}")
         end = end_offsets(stack.bootstrap, run.topic)
-        checkpoint = run.workdir / "checkpoint"
         _wait(
             lambda: any(reached(c.offsets, end) for c in read_commits(checkpoint, run.topic)),
             options.caught_up_timeout_s,
@@ -344,7 +347,7 @@ def run_drill(
         )
     result = DrillResult(
         drill=drill,
-        events_sent=replay.sent,
+        events_sent=warmup.sent + replay.sent,
         comparison=compare(
             baseline.ids, findings.ids, findings.documents, baseline.groups, findings.groups
         ),
@@ -353,8 +356,9 @@ def run_drill(
         recovery_s=(first.completed_at - fault_end) if first else None,
         caught_up_s=(done.completed_at - fault_end) if done else None,
         supervisor_restarts=len(job.unexpected_exits),
+        kafka_records=sum(end.values()),
         notes=notes,
     )
-    if replay.failed:
+    if warmup.failed or replay.failed:
         result.notes.append("events were lost before Kafka: the comparison is not meaningful")
     return result

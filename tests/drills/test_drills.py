@@ -42,6 +42,7 @@ def test_drill_loses_and_duplicates_nothing(
     print(table)
     c = result.comparison
     assert result.events_sent == len(drill_events)
+    assert result.kafka_records == result.events_sent, "the replay lost or doubled events"
     assert not any("not delivered" in n for n in result.notes), result.notes
     assert c.lost == [], f"{len(c.lost)} findings lost, e.g. {c.lost[:5]}"
     assert c.duplicated == [] and c.duplicate_documents == 0
