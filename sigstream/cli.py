@@ -383,6 +383,7 @@ _mount_triage()
 from triage.sensors import sensors_cmd  # noqa: E402
 
 app.command("sensors")(sensors_cmd)
+app.command("fleet")(__import__("ingest.fleet_cli").fleet_cli.fleet_cmd)
 
 
 # --- schema ----------------------------------------------------------------------------

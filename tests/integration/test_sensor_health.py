@@ -230,3 +230,29 @@ def test_health_companion_finishes_with_a_once_detect_run(
         drop_findings_index(es, cfg.findings_index)
         es.options(ignore_status=404).indices.delete(index=sensors_index)
         es.close()
+
+
+def test_fleet_command_sends_events_and_heartbeats(services: Any, unique: str) -> None:
+    """`sigstream fleet` puts the fleet's records on the topic: events and heartbeats."""
+    from kafka import KafkaConsumer
+
+    from sigstream.settings import get_settings
+
+    topic = f"test.{unique}.fleet"
+    result = CliRunner().invoke(
+        app,
+        ["fleet", "--sensors", "20", "--rounds", "2", "--round-s", "0.1", "--topic", topic],
+    )
+    assert result.exit_code == 0, result.output
+    assert "sent 100 records from 20 sensors in 2 rounds" in result.output
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=get_settings().kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    try:
+        types = [json.loads(m.value)["event_type"] for m in consumer]
+    finally:
+        consumer.close()
+    assert types.count("heartbeat") == 20 and types.count("process_creation") == 80
