@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sensors, args.max_wait = 1_000, 180.0
 
-    from detections.health.query import HealthBatch, start
+    from detections.health.query import HealthBatch, checkpoint_for, start
     from detections.health.state import HealthConfig
     from detections.job import JobConfig
     from detections.sinks.elasticsearch import connect, drop_findings_index
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     es.options(ignore_status=404).indices.delete(index=sensors_index)
     es.close()
     delete_topics(settings, [topic, f"{topic}.dlq"])
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.rmtree(checkpoint_for(checkpoint), ignore_errors=True)
     spark.stop()
 
 
