@@ -47,8 +47,13 @@ def new_cluster_id() -> str:
     """A KRaft cluster id: a random UUID as 22 characters of unpadded base64url.
 
     This is what ``kafka-storage.sh random-uuid`` prints; generating it here saves a JVM start.
+    Like Kafka's ``Uuid.randomUuid`` it never starts with ``-``: the storage tool's argument
+    parser would take such an id (1 in 64) for an option and refuse to format.
     """
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 def render_properties(values: Mapping[str, object]) -> str:

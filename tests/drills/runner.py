@@ -248,28 +248,32 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, job: DetectJ
         time.sleep(0.5)
 
 
+# When the fault ended (epoch seconds) and what happened, for the report.
+FaultOutcome = tuple[float, list[str]]
+
+
 @dataclass
 class Fault:
     """What a drill does to the system; returns (fault end, notes)."""
 
     name: str
-    inject: Callable[[DrillStack, DetectJob, DrillOptions], tuple[float, list[str]]]
+    inject: Callable[[DrillStack, DetectJob, DrillOptions], FaultOutcome]
 
 
-def _kill_driver(stack: DrillStack, job: DetectJob, options: DrillOptions) -> tuple[float, list]:
+def _kill_driver(stack: DrillStack, job: DetectJob, options: DrillOptions) -> FaultOutcome:
     pid = job.pid
     killed = job.kill9()
     job.start()  # same checkpoint, same topics: exactly a restart by an operator
     return time.time(), [f"kill -9 of the job's process group {pid} ({killed} processes)"]
 
 
-def _restart_kafka(stack: DrillStack, job: DetectJob, options: DrillOptions) -> tuple[float, list]:
+def _restart_kafka(stack: DrillStack, job: DetectJob, options: DrillOptions) -> FaultOutcome:
     down = stack.stop("kafka")
     up = stack.start("kafka")
     return time.time(), [f"Kafka stopped in {down:.1f}s, back (ready) in {up:.1f}s"]
 
 
-def _es_outage(stack: DrillStack, job: DetectJob, options: DrillOptions) -> tuple[float, list]:
+def _es_outage(stack: DrillStack, job: DetectJob, options: DrillOptions) -> FaultOutcome:
     down = stack.stop("elasticsearch")
     time.sleep(max(0.0, options.es_outage_s - down))
     up = stack.start("elasticsearch")

@@ -37,6 +37,11 @@ def test_cluster_id_is_22_chars_of_base64url() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", i) for i in ids)
 
 
+def test_cluster_id_never_starts_with_a_dash() -> None:
+    """The storage tool would parse ``-t -abc...`` as an option (1 id in 64 did)."""
+    assert not any(config.new_cluster_id().startswith("-") for _ in range(2000))
+
+
 def test_render_properties_keeps_order_and_escapes_backslashes() -> None:
     text = config.render_properties({"b": 1, "a": r"C:\data"})
     assert text == "b=1\na=C:\\\\data\n"
