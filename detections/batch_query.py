@@ -1,13 +1,14 @@
 """The detect job's per-micro-batch query, built once and applied to every batch.
 
-Each micro-batch runs the same query over new Kafka records: parse with the generated
-schema, the reject reason, the engine's input columns, then the engine in ``mapInArrow``.
-Building that query with PySpark's DataFrame API costs about a thousand Py4J round trips
-(a column object per field, a Java list element per column, resolving every column of the
-100-field event for ``mapInArrow``): about 0.3 s of driver time per batch on two cores,
-a large share of a small batch's latency. Here the column lists are built once as JVM
-objects, and each batch applies them in four Py4J calls; Spark still analyses and plans
-the query per batch, in the JVM, which is fast.
+The stream itself is parsed (``detections.parse.flat_records``), so Spark analyses the
+parse once when the query starts. What remains per batch depends on the deployed rules:
+select the columns the engine reads (plus the joined keyword text), then the engine in
+``mapInArrow``. Building that with PySpark's DataFrame API costs hundreds of Py4J round
+trips per batch (a column object per field, a Java list element per column, resolving
+every input column for ``mapInArrow``). Here the column list and the ``mapInArrow``
+function are built once as JVM objects, and each batch applies them in two Py4J calls;
+the function (with its pickled closure) is rebuilt only when the content, quarantine or
+rule modes change.
 
 This leans on classic PySpark internals (``DataFrame._jdf``, the JVM ``Column`` of a
 ``Column``). Those are stable across Spark 3.x and 4.x classic sessions; Spark Connect has
@@ -28,49 +29,35 @@ from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
 from pyspark.sql.pandas.functions import pandas_udf
 from pyspark.sql.types import StructType
 
-from detections.parse import KAFKA_COLUMNS, event_fields, parsed_event, reject_reason
 from detections.worker import REASON_COLUMN, VALUE_COLUMN
 
 ArrowFunction = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 
 class BatchQuery:
-    """Kafka records -> (reject reason, raw value, the engine's input columns) -> a
-    ``mapInArrow`` function. ``names`` are event fields, ``computed`` extra columns over
-    them (the engine's keyword text)."""
+    """Flat records (``flat_records``) -> (reject reason, raw value, the engine's input
+    columns) -> a ``mapInArrow`` function. ``names`` are event fields, ``computed`` extra
+    columns over them (the engine's keyword text), by name."""
 
     def __init__(
         self, spark: SparkSession, names: Sequence[str], computed: Mapping[str, Column]
     ) -> None:
         self.spark = spark
-        context = spark.sparkContext
         self.inputs = [REASON_COLUMN, VALUE_COLUMN, *names]
-        self._stages = [
-            _seq(context, [*map(F.col, KAFKA_COLUMNS), parsed_event().alias("e")]),
-            _seq(
-                context,
-                [
-                    reject_reason(F.col("e")).alias(REASON_COLUMN),
-                    F.col(VALUE_COLUMN),
-                    *event_fields(),  # all: the computed columns read fields of their own
-                ],
-            ),
-            _seq(context, [*map(F.col, self.inputs), *computed.values()]),
-        ]
         self.input_names = [*self.inputs, *computed]
+        columns = [*map(F.col, self.inputs), *computed.values()]
+        self._select = _to_seq(spark.sparkContext, [c._jc for c in columns])  # type: ignore[attr-defined]
         self._function: tuple[Hashable, Any] | None = None
 
-    def records(self, batch: DataFrame) -> DataFrame:
+    def records(self, flat: DataFrame) -> DataFrame:
         """The batch's records as the engine reads them."""
-        jdf = batch._jdf  # type: ignore[attr-defined]
-        for stage in self._stages:
-            jdf = jdf.select(stage)
+        jdf = flat._jdf.select(self._select)  # type: ignore[attr-defined]
         return ClassicDataFrame(jdf, self.spark)
 
     def map_in_arrow(
-        self, batch: DataFrame, key: Hashable, make: Callable[[], ArrowFunction], schema: StructType
+        self, flat: DataFrame, key: Hashable, make: Callable[[], ArrowFunction], schema: StructType
     ) -> DataFrame:
-        """``records(batch).mapInArrow(make(), schema)``, with the Python function (and
+        """``records(flat).mapInArrow(make(), schema)``, with the Python function (and
         its pickled closure) rebuilt only when ``key`` changes: between deployments it
         is the same for every batch."""
         if self._function is None or self._function[0] != key:
@@ -78,9 +65,5 @@ class BatchQuery:
                 make(), returnType=schema, functionType=PythonEvalType.SQL_MAP_ARROW_ITER_UDF
             )
             self._function = (key, udf(*map(F.col, self.input_names))._jc)
-        jdf = self.records(batch)._jdf  # type: ignore[attr-defined]
+        jdf = self.records(flat)._jdf  # type: ignore[attr-defined]
         return ClassicDataFrame(jdf.mapInArrow(self._function[1], False, None), self.spark)
-
-
-def _seq(context: Any, columns: Sequence[Column]) -> Any:
-    return _to_seq(context, [c._jc for c in columns])  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
 from detections.matcher import MatcherSpec
-from detections.parse import parse_records, rejected_records, valid_events
+from detections.parse import flat_records, flat_valid_events, rejected_records
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
 from detections.worker import (
@@ -250,11 +250,11 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
         if stats.rejected:
-            _write_dlq(rejected_records(parse_records(batch)), cfg)
+            _write_dlq(rejected_records(batch), cfg)
         if cfg.archive_dir is not None and stats.events:
             from detections.workflow.backtest import write_archive
 
-            write_archive(valid_events(parse_records(batch)), cfg.archive_dir)
+            write_archive(flat_valid_events(batch), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)
@@ -401,7 +401,7 @@ def start(
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     handler = make_batch_handler(content, cfg, totals, watcher, batch_done, content_changed)
     writer = (
-        reader.load()
+        flat_records(reader.load())
         .writeStream.queryName("sigstream-detect")
         .option("checkpointLocation", str(cfg.checkpoint_dir))
         .foreachBatch(handler)

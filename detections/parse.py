@@ -94,8 +94,24 @@ def events_with_reasons(parsed: DataFrame) -> DataFrame:
     return parsed.select("reject_reason", "value", *event_fields())
 
 
+def flat_records(records: DataFrame) -> DataFrame:
+    """Kafka records -> one flat row each: the Kafka columns, ``reject_reason`` (null for a
+    valid event) and every event field with the envelope defaults applied.
+
+    The detect job applies this to the stream itself, so Spark analyses the parse once
+    when the query starts instead of in every micro-batch."""
+    return parse_records(records).select(*KAFKA_COLUMNS, "reject_reason", *event_fields())
+
+
+def flat_valid_events(flat: DataFrame) -> DataFrame:
+    """The valid events of :func:`flat_records` output, as :func:`valid_events` gives them."""
+    names = spark_event_schema().fieldNames()
+    return flat.where(F.col("reject_reason").isNull()).select(*names)
+
+
 def rejected_records(parsed: DataFrame, stage: str = "detect") -> DataFrame:
-    """Rejects in the Kafka sink's shape: original key/value plus reason headers."""
+    """Rejects in the Kafka sink's shape: original key/value plus reason headers (of
+    :func:`parse_records` or :func:`flat_records` output)."""
     origin = F.concat_ws(
         ":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string")
     )

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 from detections.batch_query import BatchQuery
 from detections.compiler.sigma_to_ir import compile_yaml
 from detections.engine import engine_inputs
-from detections.parse import events_with_reasons, parse_records
+from detections.parse import events_with_reasons, flat_records, parse_records
 from detections.plan import plan_rules
 from schemas.generate import spark_event_schema
 
@@ -61,10 +61,12 @@ def test_prebuilt_query_matches_the_dataframe_api_across_batches(spark: SparkSes
             .select(*query.inputs, *computed.values())
             .collect()
         )
-        got = query.records(df).collect()
+        got = query.records(flat_records(df)).collect()
         assert got == expected
         assert sum(r["reject_reason"] is not None for r in got) == 2
-        summary = query.map_in_arrow(df, "key", lambda: _summary, "rows long, rejected long")
+        summary = query.map_in_arrow(
+            flat_records(df), "key", lambda: _summary, "rows long, rejected long"
+        )
         totals = summary.collect()
         assert sum(r["rows"] for r in totals) == len(lines)
         assert sum(r["rejected"] for r in totals) == 2
