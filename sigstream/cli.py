@@ -472,7 +472,18 @@ def demo(
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
     replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
     console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")
-    detect(rules=None, once=True, checkpoint=None, index_events=True, archive=True, verbose=False)
+    # Sensor health stays off: the demo replays recordings made years ago, which it would
+    # rightly report as clock skew on every sensor (`sigstream fleet` demonstrates it).
+    detect(
+        rules=None,
+        once=True,
+        checkpoint=None,
+        index_events=True,
+        archive=True,
+        sensor_health=False,
+        correlations=True,
+        verbose=False,
+    )
     console.rule("4/4  findings in Elasticsearch")
     findings_summary(top=25, as_json=False)
     console.print(
