@@ -548,5 +548,3 @@ def corpus_rules() -> dict[str | None, Any]:
         pytest.skip(f"SigmaHQ corpus not found under {corpus}")
     rules, _ = compile_path(folders)
     return {rule.id: rule for rule in rules}
-
-

@@ -117,8 +117,7 @@ def test_a_rule_that_raises_is_isolated() -> None:
         raise RuntimeError("engine bug on this data")
 
     program.slots = [
-        Slot(s.id, s.cost, evaluate=explode) if s.evaluate is not None else s
-        for s in program.slots
+        Slot(s.id, s.cost, evaluate=explode) if s.evaluate is not None else s for s in program.slots
     ]
     result = matcher.match(batch([{"Image": "C:\\cmd.exe", "CommandLine": "x"}]))
     assert result.pairs() == [(0, 0)]
