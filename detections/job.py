@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 
 from detections.batch_query import BatchQuery
 from detections.deploy.demotion import (
@@ -168,6 +168,28 @@ class RunningContent:
             p.index for p in self.plan.rules if str(p.rule.id) in cfg.silent_rule_ids
         )
         return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent)
+
+
+#: Kafka consumer options of the job's sources. ``fetch.max.wait.ms`` (Kafka's default is
+#: 500 ms) is how long the broker holds a fetch that finds less than ``fetch.min.bytes``:
+#: a consumer reading an offset range can pay it on its last fetch. Measured: a batch read
+#: of 1,400 records took 0.85 s with the default and 0.33 s with 10 ms; the streaming job's
+#: capacity (bench.latency) rose from 3,420 to 4,080 events/s.
+KAFKA_SOURCE_DEFAULTS = {"kafka.fetch.max.wait.ms": "10"}
+
+
+def kafka_source(spark: SparkSession, cfg: JobConfig) -> DataStreamReader:
+    """The events topic as a stream, as every query of the job reads it (the settings'
+    security options and any ``kafka.*`` override in ``cfg.kafka_options`` win)."""
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .options(**KAFKA_SOURCE_DEFAULTS)
+        .options(**cfg.kafka_options)
+        .option("subscribe", cfg.events_topic)
+        .option("startingOffsets", cfg.starting_offsets)
+        .option("failOnDataLoss", "false")
+    )
 
 
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
@@ -389,14 +411,7 @@ def start(
         if on_batch:
             on_batch(stats)
 
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
-        .options(**cfg.kafka_options)
-        .option("subscribe", cfg.events_topic)
-        .option("startingOffsets", cfg.starting_offsets)
-        .option("failOnDataLoss", "false")
-    )
+    reader = kafka_source(spark, cfg)
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     handler = make_batch_handler(content, cfg, totals, watcher, batch_done, content_changed)

@@ -45,7 +45,7 @@ from detections.correlation.findings import (
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.state import Firing, KeyState, Late, Match, advance
 from detections.engine import engine_inputs, matched_rows, rule_specs
-from detections.job import JobConfig
+from detections.job import JobConfig, kafka_source
 from detections.matcher import MatcherSpec
 from detections.parse import parse_records, valid_events
 from detections.plan import DetectionPlan, plan_rules
@@ -495,14 +495,7 @@ def start_correlations(
     if not content.specs:
         return None
     ensure_indices(cfg, ccfg)
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
-        .option("subscribe", cfg.events_topic)
-        .option("startingOffsets", cfg.starting_offsets)
-        .option("failOnDataLoss", "false")
-        .options(**cfg.kafka_options)
-    )
+    reader = kafka_source(spark, cfg)
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     events = valid_events(parse_records(reader.load()))

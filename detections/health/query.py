@@ -49,7 +49,7 @@ from detections.health.state import (
     next_timer,
     observe,
 )
-from detections.job import JobConfig
+from detections.job import JobConfig, kafka_source
 
 log = logging.getLogger("sigstream.health")
 
@@ -333,14 +333,7 @@ def start(
 ) -> StreamingQuery:
     """Start the sensor-health query (returns at once)."""
     ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
-        .option("subscribe", cfg.events_topic)
-        .option("startingOffsets", cfg.starting_offsets)
-        .option("failOnDataLoss", "false")
-        .options(**cfg.kafka_options)
-    )
+    reader = kafka_source(spark, cfg)
     # No maxOffsetsPerTrigger (the detect query's cap is not applied): a batch reads all
     # that has arrived, so a sensor with records waiting in Kafka is never timed out as
     # silent because a capped batch did not reach them yet. Health reads a dozen columns
