@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from infra import config
+
 PROFILE = "secure"
 SCRAM = "SCRAM-SHA-512"
 KAFKA_ADMIN = "admin"
@@ -219,49 +221,45 @@ def kafka_secure_properties(
     no ACL allows; only ``admin`` is a super user."""
     host = spec.host
     admin = passwords[KAFKA_ADMIN]
-    return {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{spec.kafka_controller_port}",
-        "listeners": f"SASL_SSL://{host}:{spec.kafka_port},CONTROLLER://{host}:{spec.kafka_controller_port}",
-        "advertised.listeners": f"SASL_SSL://{host}:{spec.kafka_port}",
-        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
-        "inter.broker.listener.name": "SASL_SSL",
-        "controller.listener.names": "CONTROLLER",
-        "sasl.enabled.mechanisms": SCRAM,
-        "sasl.mechanism.inter.broker.protocol": SCRAM,
-        "sasl.mechanism.controller.protocol": "PLAIN",
-        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.controller.plain.sasl.jaas.config": _jaas(
-            PLAIN_MODULE, KAFKA_ADMIN, passwords["controller"], admin=passwords["controller"]
-        ),
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": _jaas(
-            SCRAM_MODULE, KAFKA_ADMIN, admin
-        ),
-        "ssl.keystore.type": "PEM",
-        "ssl.keystore.location": str(keystore),
-        "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(truststore),
-        "ssl.client.auth": "none",
-        "ssl.endpoint.identification.algorithm": "https",
-        "authorizer.class.name": STANDARD_AUTHORIZER,
-        "super.users": f"User:{KAFKA_ADMIN}",
-        "allow.everyone.if.no.acl.found": "false",
-        "log.dirs": str(log_dir),
-        "num.partitions": str(partitions),
-        "auto.create.topics.enable": "false",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "num.network.threads": "2",
-        "num.io.threads": "4",
-    }
+    # The single node's settings (internal topics at RF 1, threads, retention), with the
+    # listeners, SASL, TLS and authorizer replaced.
+    props = config.kafka_server_properties(
+        host=host,
+        port=spec.kafka_port,
+        controller_port=spec.kafka_controller_port,
+        log_dir=log_dir,
+        partitions=partitions,
+    )
+    props.update(
+        {
+            "listeners": f"SASL_SSL://{host}:{spec.kafka_port},"
+            f"CONTROLLER://{host}:{spec.kafka_controller_port}",
+            "advertised.listeners": f"SASL_SSL://{host}:{spec.kafka_port}",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": _jaas(
+                PLAIN_MODULE, KAFKA_ADMIN, passwords["controller"], admin=passwords["controller"]
+            ),
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": _jaas(
+                SCRAM_MODULE, KAFKA_ADMIN, admin
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(truststore),
+            "ssl.client.auth": "none",
+            "ssl.endpoint.identification.algorithm": "https",
+            "authorizer.class.name": STANDARD_AUTHORIZER,
+            "super.users": f"User:{KAFKA_ADMIN}",
+            "allow.everyone.if.no.acl.found": "false",
+            "auto.create.topics.enable": "false",
+        }
+    )
+    return props
 
 
 def scram_format_args(passwords: Mapping[str, str]) -> list[str]:
