@@ -6,8 +6,6 @@ Runs inside the streaming job: every record either becomes a typed event row or 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -55,13 +53,13 @@ def parse_records(records: DataFrame) -> DataFrame:
     )
 
 
-def event_fields(names: Sequence[str] | None = None) -> list[Column]:
-    """The parsed struct's fields (``names``, default all) as top-level columns, with the
+def event_fields() -> list[Column]:
+    """The parsed struct's fields as top-level columns, with the
     envelope's pydantic defaults applied, so an event that omits a field with a default
     means the same in the job as at the ingest edge."""
     schema = spark_event_schema()
     columns = []
-    for name in names if names is not None else schema.fieldNames():
+    for name in schema.fieldNames():
         value = F.col(f"e.{name}")
         info = Envelope.model_fields.get(name)
         if name == "logsource":
@@ -85,13 +83,6 @@ def _logsource_with_defaults() -> Column:
 def valid_events(parsed: DataFrame) -> DataFrame:
     """The valid events, envelope defaults applied."""
     return parsed.where(F.col("reject_reason").isNull()).select(*event_fields())
-
-
-def events_with_reasons(parsed: DataFrame) -> DataFrame:
-    """Every record as event columns plus ``reject_reason`` (null for a valid event) and
-    the original ``value``, so one pass can count rejects, match events and copy each
-    matched event as its sensor sent it."""
-    return parsed.select("reject_reason", "value", *event_fields())
 
 
 def flat_records(records: DataFrame) -> DataFrame:
