@@ -5,11 +5,11 @@ trigger, the production code path: Kafka source, parse, routing, rules, findings
 created from the executors). First a capacity phase measures what the whole job sustains:
 a backlog of ``--capacity-events`` sent at once, processed in as few micro-batches as the
 job takes, capacity = events / seconds of batch time. Then events are sent at a steady
-rate, half that capacity unless ``--rate``, each carrying its send time in ``extra``
-(``bench_sent``); the job copies the event into the finding (``sigstream.event``), and a
-poller searches the findings index every ``--poll`` seconds. Latency = time the poller
-first saw the finding - send time, so it includes the producer's linger, the wait for the
-next trigger, the micro-batch, the bulk write and Elasticsearch's 1 s refresh.
+rate, half that capacity unless ``--rate``; the sender keeps each event's send time by
+event id, and a poller searches the findings index every ``--poll`` seconds for new
+findings' ``event.id`` (doc values only, so polling barely loads Elasticsearch). Latency =
+time the poller first saw the finding - send time, so it includes the producer's linger,
+the wait for the next trigger, the micro-batch, the bulk write and the refresh.
 
 The job's first micro-batch pays Spark's analysis and code generation for the whole rule
 set; a warm-up phase absorbs it before the clock starts. Everything is sent to a fresh
@@ -61,32 +61,37 @@ class Poller(threading.Thread):
         self.es = connect(settings.es_hosts)
         self.index = index
         self.interval = interval
-        self.seen: dict[str, tuple[float, dict[str, str]]] = {}
+        self.seen: dict[str, tuple[float, str]] = {}  # finding id -> (seen, event id)
         self.newest = ""  # event.ingested of the newest finding seen
         self.stopping = threading.Event()
         self.errors = 0
 
     def poll(self) -> None:
+        # Ids and times from doc values only: fetching each finding's _source ten times a
+        # second loaded Elasticsearch (and this machine) enough to distort what we measure.
         query: dict[str, Any] = {"match_all": {}}
         if self.newest:
-            # Bulk writes from one partition share one ingested time; look back generously.
-            query = {"range": {"event.ingested": {"gte": f"{self.newest}||-60s"}}}
+            # A task stamps its findings' ingested time when it starts, its bulk write
+            # lands up to a batch later: look back well beyond a batch.
+            query = {"range": {"event.ingested": {"gte": f"{self.newest}||-20s"}}}
         response = self.es.search(
             index=self.index,
             query=query,
             size=10_000,
-            source=["sigstream.event.extra", "event.ingested"],
+            source=False,
+            docvalue_fields=[
+                "event.id",
+                {"field": "event.ingested", "format": "strict_date_optional_time"},
+            ],
             ignore_unavailable=True,
         )
         now = time.time()
         for hit in response["hits"]["hits"]:
             if hit["_id"] in self.seen:
                 continue
-            source = hit["_source"]
-            extra = source.get("sigstream", {}).get("event", {}).get("extra", {})
-            self.seen[hit["_id"]] = (now, extra)
-            ingested = source.get("event", {}).get("ingested") or ""
-            self.newest = max(self.newest, ingested)
+            fields = hit.get("fields", {})
+            self.seen[hit["_id"]] = (now, (fields.get("event.id") or [""])[0])
+            self.newest = max(self.newest, (fields.get("event.ingested") or [""])[0])
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -98,13 +103,33 @@ class Poller(threading.Thread):
             self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
+def print_trigger_breakdown(progresses: list[dict[str, Any]]) -> None:
+    """Where each trigger's time went, per Spark's own progress reports (durationMs):
+    ``addBatch`` is our foreachBatch; the rest is the engine's bookkeeping around it."""
+    keys = sorted({k for p in progresses for k in p.get("durationMs", {})})
+    means = {
+        k: statistics.mean(p.get("durationMs", {}).get(k, 0) for p in progresses) for k in keys
+    }
+    print(
+        f"\nper trigger, mean of {len(progresses)} (Spark durationMs): "
+        + ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(means.items(), key=lambda kv: -kv[1]))
+    )
+
+
 def event_pool(
-    settings: Settings, count: int, seed: int, match_share: float
+    settings: Settings, count: int, seed: int, match_share: float, fleet_copies: int = 1
 ) -> tuple[list[dict[str, Any]], int]:
     """Events to send, as dicts to stamp: a seeded sample of the OTRF mix, with a share of
     SigmaHQ regression events mixed in. The OTRF mix alone yields few findings (well under
     1% of events with all rules), too few for a p99; each regression event was written to
-    trigger its rule, so they make findings frequent without changing the background."""
+    trigger its rule, so they make findings frequent without changing the background.
+
+    The OTRF recordings come from 24 machines, one of them sending 29% of the events;
+    Kafka partitions by sensor, so one partition (one Spark task) would carry most of
+    each batch. With ``fleet_copies`` > 1 each background event comes from one of that many
+    copies of its machine (``bench.dataset.amplify``, as the engine benchmark's events),
+    a fleet of 24 x ``fleet_copies`` sensors as a real deployment has."""
+    from bench.dataset import amplify
     from ingest.producer import encode_event
     from ingest.sources import iter_items
 
@@ -126,7 +151,8 @@ def event_pool(
         if markers and rng.random() < match_share:
             pool.append(rng.choice(markers))
         else:
-            pool.append(background[i % len(background)])
+            event = background[i % len(background)]
+            pool.append(amplify(event, rng.randrange(fleet_copies), rng))
     return pool, len(markers)
 
 
@@ -138,8 +164,10 @@ def send_phase(
     rate: float,
     phase: str,
     run_id: str,
+    sent_at: dict[str, float] | None = None,
 ) -> int:
-    """Send ``count`` events at ``rate``/s, each stamped with its send time; returns count."""
+    """Send ``count`` events at ``rate``/s, each stamped with its send time (also kept in
+    ``sent_at`` by event id when given); returns count."""
     from ingest.replay import RateLimiter
 
     limiter = RateLimiter(rate)
@@ -150,8 +178,11 @@ def send_phase(
         limiter.wait()
         extra = dict(base.get("extra") or {})
         extra["bench_phase"] = phase
-        extra["bench_sent"] = f"{time.time():.6f}"
+        now = time.time()
+        extra["bench_sent"] = f"{now:.6f}"
         event["extra"] = extra
+        if sent_at is not None:
+            sent_at[event["event_id"]] = now
         producer.send_raw(str(event["sensor_id"]), json.dumps(event).encode())
     producer.flush()
     return count
@@ -195,6 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         help="share of SigmaHQ regression events (each triggers a rule) among the OTRF mix "
         "(default 0.01: with the OTRF events' own matches about 2%% of events raise a "
         "finding, far above a real fleet's alert rate, yet thousands for the percentiles)",
+    )
+    parser.add_argument(
+        "--fleet-copies",
+        type=int,
+        default=50,
+        help="copies of each OTRF machine the events are spread over (default 50: a fleet "
+        "of 1,200 sensors; 1 sends from the 24 recorded machines as they are)",
     )
     parser.add_argument("--seed", type=int, default=4, help="event sampling seed")
     parser.add_argument("--driver-memory", default="4g", help="Spark driver memory")
@@ -243,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     capacity_events = 0 if args.rate else args.capacity_events
     # Enough distinct events for the largest send phase at up to 50k events/s.
     pool_size = args.warmup_events + capacity_events + int((args.rate or 50_000) * args.duration)
-    pool, n_markers = event_pool(settings, pool_size, args.seed, args.match_share)
+    pool, n_markers = event_pool(
+        settings, pool_size, args.seed, args.match_share, args.fleet_copies
+    )
     batches: list[BatchStats] = []
     totals = JobTotals()
 
@@ -257,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     poller = Poller(settings, index, args.poll)
     producer = EventProducer(settings.kafka_bootstrap, topic, f"{topic}.dlq")
     query = None
+    progresses: list[dict[str, Any]] = []  # Spark's progress reports of the measured batches
+    sent_at: dict[str, float] = {}  # event id -> send time, for the measured events
     try:
         started = time.monotonic()
         query = start(spark, plan, cfg, totals, on_batch=batches.append)
@@ -291,9 +333,10 @@ def main(argv: list[str] | None = None) -> None:
             progress(f"capacity {capacity:,.0f} events/s; measuring at {rate:,.0f}/s")
         measured = int(rate * args.duration)
         warm_batches = len(batches)  # the measured phase's batches start here
+        first_measured = batches[-1].batch_id + 1 if batches else 0
         poller.start()
         progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
-        send_phase(producer, pool, sent, measured, rate, "measure", run_id)
+        send_phase(producer, pool, sent, measured, rate, "measure", run_id, sent_at)
         expected = sent + measured
         deadline = time.monotonic() + args.max_wait
         while totals.events < expected and time.monotonic() < deadline:
@@ -301,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(max(3.0, 3 * args.poll))  # the last bulk write, one refresh, a poll
         poller.stopping.set()
         poller.join()
+        progresses = [p for p in query.recentProgress if p["batchId"] >= first_measured]
     finally:
         if query is not None:
             query.stop()
@@ -308,9 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         spark.stop()
 
     latencies = [
-        seen - float(extra["bench_sent"])
-        for seen, extra in poller.seen.values()
-        if extra.get("bench_phase") == "measure" and "bench_sent" in extra
+        seen - sent_at[event_id] for seen, event_id in poller.seen.values() if event_id in sent_at
     ]
     steady = batches[warm_batches:]
     try:
@@ -359,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{sum(b.match_seconds for b in steady):.1f}s, writing findings "
             f"{sum(b.write_seconds for b in steady):.1f}s, of {busy:.1f}s of batches"
         )
+    if progresses:
+        print_trigger_breakdown(progresses)
     save_result(
         "latency",
         {

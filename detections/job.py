@@ -15,6 +15,7 @@ task, the other rules' findings are written) and left out of every later batch.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from detections.deploy.demotion import (
 from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
-from detections.matcher import MatcherSpec
+from detections.matcher import MatcherSpec, freeze_long_lived
 from detections.parse import flat_records, flat_valid_events, rejected_records
 from detections.plan import DetectionPlan
 from detections.status import JobStatus
@@ -226,7 +227,9 @@ def make_batch_handler(
         else:
             if running.shipped is not None:
                 running.shipped.unpersist()
+            gc.unfreeze()  # the previous plan becomes collectable
             current[0] = RunningContent.of(deployed.plan, deployed)
+            freeze_long_lived()
             for index, reason in current[0].quarantined.items():
                 log.warning("rule %s refused: %s", deployed.plan.rules[index].rule.id, reason)
         if on_content:
@@ -383,6 +386,7 @@ def start(
         watcher = DeploymentWatcher(cfg.deploy_dir, keys)
     deployed = watcher.poll() if watcher else None
     content = RunningContent.of(deployed.plan if deployed else plan, deployed)
+    freeze_long_lived()  # the plan lives as long as the job: keep it out of full GCs
     totals = totals or JobTotals()
     status = [JobStatus.for_plan(content.plan)]
 

@@ -12,6 +12,7 @@ time spent in each rule is measured so that costly content can be found and demo
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import pickle
 import time
@@ -145,9 +146,19 @@ _CACHE: dict[str, Matcher] = {}
 def _compiled(spec: MatcherSpec) -> Matcher:
     matcher = _CACHE.get(spec.digest)
     if matcher is None:
+        gc.unfreeze()  # the replaced bundle's objects become collectable again
         _CACHE.clear()  # one plan at a time per worker: a new bundle replaces the old one
         matcher = _CACHE[spec.digest] = Matcher(spec.rules())
+        freeze_long_lived()
     return matcher
+
+
+def freeze_long_lived() -> None:
+    """Exempt what exists now (the compiled rules: hundreds of thousands of objects) from
+    Python's cyclic garbage collector. Otherwise every full collection walks all of them:
+    measured 0.45 s with the SigmaHQ rule set, a pause in whatever micro-batch it hits."""
+    gc.collect()
+    gc.freeze()
 
 
 # --- where field values come from -------------------------------------------------------------

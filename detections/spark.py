@@ -14,6 +14,10 @@ from pyspark.sql import SparkSession
 
 from sigstream.settings import Settings
 
+FILESYSTEM_CHECKPOINTS = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
+
 
 def build_session(
     settings: Settings,
@@ -43,12 +47,19 @@ def build_session(
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         )
+        # Every micro-batch writes an offsets and a commit file to the checkpoint. Through
+        # Hadoop's FileContext API (Spark's default) each write cost ~55 ms on a local
+        # disk, ~110 ms on the loaded 2-core machine: a quarter of a small batch. The
+        # FileSystem API does the same write-then-rename in ~17 ms. Both rename
+        # atomically on local disks and HDFS; for another checkpoint store, pick its
+        # manager class through SIGSTREAM_SPARK_CONF.
+        .config("spark.sql.streaming.checkpointFileManagerClass", FILESYSTEM_CHECKPOINTS)
     )
     if settings.spark_master.startswith("local"):
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
             "spark.driver.host", "127.0.0.1"
         )
-    for key, value in (extra_conf or {}).items():
+    for key, value in {**settings.spark_conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

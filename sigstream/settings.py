@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     spark_master: str = "local[2]"
     spark_driver_memory: str = "2g"
+    # Any other Spark configuration, applied after Sigstream's own defaults (so it wins):
+    # SIGSTREAM_SPARK_CONF='{"spark.executor.memory": "4g", "spark.executor.cores": "4"}'.
+    spark_conf: dict[str, str] = {}
     checkpoint_dir: Path = PROJECT_ROOT / ".run" / "checkpoints"
 
     # Triage (issue 6): matches of one rule on one host within this many seconds are one

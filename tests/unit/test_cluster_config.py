@@ -128,3 +128,10 @@ def test_cluster_layout_gives_each_member_its_own_files(tmp_path: Path) -> None:
     assert layout.member("es-2").run == tmp_path / "cluster" / "es-2"
     with pytest.raises(KeyError):
         layout.member("kafka-4")
+
+
+def test_any_spark_setting_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigstream.settings import Settings
+
+    monkeypatch.setenv("SIGSTREAM_SPARK_CONF", '{"spark.executor.memory": "4g"}')
+    assert Settings().spark_conf == {"spark.executor.memory": "4g"}

@@ -174,3 +174,19 @@ def test_corpus_rules_with_runtime_sensitive_operators_run(corpus: dict[str | No
     assert matcher.match(batch(samples)).errors == {}
     print(f"\n{len(rules)} corpus rules with regex / CIDR / keyword / wildcard ran")
     assert rules
+
+
+def test_a_shipped_matcher_is_compiled_once_and_kept_out_of_full_collections() -> None:
+    import gc
+
+    from detections.matcher import MatcherSpec
+
+    node = rule_ir("selection:\n  Image|endswith: '\\\\cmd.exe'\ncondition: selection")
+    first = MatcherSpec.of([(0, ANY_ROUTE, node)])
+    gc.unfreeze()
+    matcher = first.matcher()
+    assert gc.get_freeze_count() > 0  # the compiled rules no longer slow every full GC
+    assert first.matcher() is matcher  # one compile per worker, not per micro-batch
+    other = MatcherSpec.of([(1, ANY_ROUTE, node)])
+    assert other.matcher() is not matcher  # a new bundle replaces the old one
+    gc.unfreeze()
