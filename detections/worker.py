@@ -94,7 +94,7 @@ def partition_processor(
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from detections.sinks.elasticsearch import connect, write_documents
+        from detections.sinks.elasticsearch import write_documents
         from detections.sinks.events import index_events
         from detections.sinks.outage import outlasting_outages
 
@@ -106,55 +106,49 @@ def partition_processor(
         per_rule: dict[int, list[float]] = {}
         es = None
         ingested = datetime.now(UTC)
-        try:
-            for batch in batches:
-                valid = pc.is_null(batch.column(REASON_COLUMN))
-                events = batch.filter(valid)
-                counts["rejected"] += batch.num_rows - events.num_rows
-                counts["events"] += events.num_rows
-                if not events.num_rows:
-                    continue
-                if destinations.events is not None:
-                    started = time.perf_counter()
-                    es = es or connect(es_hosts, **(es_options or {}))
-                    docs = event_documents(events)
-                    outlasting_outages(
-                        partial(index_events, es, destinations.events, docs), patience_s
-                    )
-                    timing["write_s"] += time.perf_counter() - started
+        for batch in batches:
+            valid = pc.is_null(batch.column(REASON_COLUMN))
+            events = batch.filter(valid)
+            counts["rejected"] += batch.num_rows - events.num_rows
+            counts["events"] += events.num_rows
+            if not events.num_rows:
+                continue
+            if destinations.events is not None:
                 started = time.perf_counter()
-                result = matcher.match(events, skipped | errors.keys())
-                timing["match_s"] += time.perf_counter() - started
-                errors.update(result.errors)
-                hits = np.bincount(result.rules) if result.rules.size else np.zeros(0, int)
-                for rule, rows in result.evaluated.items():
-                    numbers = per_rule.setdefault(rule, [0, 0, 0.0])
-                    numbers[0] += rows
-                    numbers[1] += int(hits[rule]) if rule < hits.size else 0
-                    numbers[2] += result.seconds.get(rule, 0.0)
-                if not result.rows.size:
-                    continue
-                counts["matches"] += int(result.rows.size)
-                started = time.perf_counter()
-                documents = finding_documents(
-                    events, result.rows, result.rules, rule_infos, destinations, ingested
-                )
-                if es is None:
-                    es = connect(es_hosts, **(es_options or {}))
-                for index, findings in documents.items():
-                    suppressions = outlasting_outages(
-                        partial(cached_suppressions, es, es_hosts, index), patience_s
-                    )
-                    written = outlasting_outages(
-                        partial(write_documents, es, index, findings, suppressions=suppressions),
-                        patience_s,
-                    )
-                    counts["created"] += written.created
-                    counts["duplicates"] += written.duplicates
+                es = es or worker_client(es_hosts, es_options)
+                docs = event_documents(events)
+                outlasting_outages(partial(index_events, es, destinations.events, docs), patience_s)
                 timing["write_s"] += time.perf_counter() - started
-        finally:
-            if es is not None:
-                es.close()
+            started = time.perf_counter()
+            result = matcher.match(events, skipped | errors.keys())
+            timing["match_s"] += time.perf_counter() - started
+            errors.update(result.errors)
+            hits = np.bincount(result.rules) if result.rules.size else np.zeros(0, int)
+            for rule, rows in result.evaluated.items():
+                numbers = per_rule.setdefault(rule, [0, 0, 0.0])
+                numbers[0] += rows
+                numbers[1] += int(hits[rule]) if rule < hits.size else 0
+                numbers[2] += result.seconds.get(rule, 0.0)
+            if not result.rows.size:
+                continue
+            counts["matches"] += int(result.rows.size)
+            started = time.perf_counter()
+            documents = finding_documents(
+                events, result.rows, result.rules, rule_infos, destinations, ingested
+            )
+            if es is None:
+                es = worker_client(es_hosts, es_options)
+            for index, findings in documents.items():
+                suppressions = outlasting_outages(
+                    partial(cached_suppressions, es, es_hosts, index), patience_s
+                )
+                written = outlasting_outages(
+                    partial(write_documents, es, index, findings, suppressions=suppressions),
+                    patience_s,
+                )
+                counts["created"] += written.created
+                counts["duplicates"] += written.duplicates
+            timing["write_s"] += time.perf_counter() - started
         row = {
             **counts,
             **timing,
@@ -164,6 +158,26 @@ def partition_processor(
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+_clients: dict[tuple[str, ...], tuple[str, Any]] = {}
+
+
+def worker_client(hosts: tuple[str, ...], options: Mapping[str, Any] | None) -> Any:
+    """The Python worker's Elasticsearch client for ``hosts``, kept across tasks (Spark
+    reuses workers): its pooled connections spare every task a connect and handshake.
+    Other options (rotated credentials) replace it."""
+    from detections.sinks.elasticsearch import connect
+
+    key = repr(sorted((options or {}).items()))
+    cached = _clients.get(hosts)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    client = connect(hosts, **(options or {}))
+    _clients[hosts] = (key, client)
+    return client
 
 
 #: How long a worker reuses an index's suppression rules: a new suppression silences
