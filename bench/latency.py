@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nLatency: {len(plan.rules)} rules, {measured:,} events at {rate:,.0f}/s ({why}), "
         f"{args.match_share:.0%} of them SigmaHQ regression events ({n_markers} distinct), "
-        f"from {24 * args.fleet_copies:,} sensors, "
+        f"from {len({e['sensor_id'] for e in pool}):,} sensors, "
         f"trigger {args.trigger:g}s, ES refresh 1s, poll {args.poll:g}s; "
         f"{totals.events - (expected - measured):,} measured events processed in "
         f"{len(steady)} batches (mean {statistics.mean([b.seconds for b in steady] or [0]):.2f}s, "
