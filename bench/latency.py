@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         "--trigger",
         type=float,
         default=0.5,
-        help="micro-batch trigger interval, s (default 0.5; the job's default is 2)",
+        help="micro-batch trigger interval, s (default 0.5, the job's default)",
     )
     parser.add_argument("--poll", type=float, default=0.1, help="Elasticsearch poll interval, s")
     parser.add_argument("--warmup-events", type=int, default=2_000, help="events before timing")

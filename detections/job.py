@@ -61,7 +61,7 @@ class JobConfig:
     checkpoint_dir: Path
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 200_000
-    trigger_seconds: float = 2.0
+    trigger_seconds: float = 0.5
     available_now: bool = False
     status_file: Path | None = None
     # Follow a deployment store (signed bundles, rule modes, kill switch): see

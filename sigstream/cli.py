@@ -195,6 +195,14 @@ def detect(
     once: Annotated[
         bool, typer.Option("--once", help="Process everything in Kafka now, then stop.")
     ] = False,
+    trigger: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between micro-batches when they keep up (default "
+            "SIGSTREAM_TRIGGER_S, 0.5): lower is fresher findings, higher is less idle work.",
+            min=0.0,
+        ),
+    ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint folder (default: .run/checkpoints/detect).")
     ] = None,
@@ -278,6 +286,7 @@ def detect(
         es_patience_s=s.es_patience_s,
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
+        trigger_seconds=s.trigger_s if trigger is None else trigger,
         status_file=status_path(s),
     )
     err.print(f"starting Spark ({s.spark_master}) …")

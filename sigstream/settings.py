@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # SIGSTREAM_SPARK_CONF='{"spark.executor.memory": "4g", "spark.executor.cores": "4"}'.
     spark_conf: dict[str, str] = {}
     checkpoint_dir: Path = PROJECT_ROOT / ".run" / "checkpoints"
+    # Micro-batch trigger of the streaming queries, seconds. bench/README.md's latency
+    # figures (p99 2.2-3.0 s at half load) are measured with 0.5.
+    trigger_s: float = 0.5
 
     # Triage (issue 6): matches of one rule on one host within this many seconds are one
     # finding; per-rule overrides in a YAML file ({default: s, rules: {rule id: s}}; 0 = off).
