@@ -169,12 +169,11 @@ def send_phase(
     start: int,
     count: int,
     rate: float,
-    phase: str,
     run_id: str,
     sent_at: dict[str, float] | None = None,
 ) -> int:
-    """Send ``count`` events at ``rate``/s, each stamped with its send time (also kept in
-    ``sent_at`` by event id when given); returns count."""
+    """Send ``count`` events at ``rate``/s with fresh event ids, keeping each one's send
+    time in ``sent_at`` (by event id) when given; returns count."""
     from ingest.replay import RateLimiter
 
     limiter = RateLimiter(rate)
@@ -183,13 +182,8 @@ def send_phase(
         event = dict(base)
         event["event_id"] = f"{base['event_id']}-{run_id}-{i}"  # fresh finding ids
         limiter.wait()
-        extra = dict(base.get("extra") or {})
-        extra["bench_phase"] = phase
-        now = time.time()
-        extra["bench_sent"] = f"{now:.6f}"
-        event["extra"] = extra
         if sent_at is not None:
-            sent_at[event["event_id"]] = now
+            sent_at[event["event_id"]] = time.time()
         producer.send_raw(str(event["sensor_id"]), json.dumps(event).encode())
     producer.flush()
     return count
@@ -311,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         query = start(spark, plan, cfg, totals, on_batch=batches.append)
         progress(f"job started in {time.monotonic() - started:.1f}s; warming up …")
-        send_phase(producer, pool, 0, args.warmup_events, WARMUP_RATE, "warmup", run_id)
+        send_phase(producer, pool, 0, args.warmup_events, WARMUP_RATE, run_id)
         deadline = time.monotonic() + args.max_wait
         while totals.events < args.warmup_events and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             progress(f"capacity: sending a backlog of {capacity_events:,} events at once …")
             before = len(batches)
-            sent += send_phase(producer, pool, sent, capacity_events, 0, "capacity", run_id)
+            sent += send_phase(producer, pool, sent, capacity_events, 0, run_id)
             while totals.events < sent and time.monotonic() < deadline + args.max_wait:
                 time.sleep(0.2)
             busy = batches[before:]
@@ -344,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         first_measured = batches[-1].batch_id + 1 if batches else 0
         poller.start()
         progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
-        send_phase(producer, pool, sent, measured, rate, "measure", run_id, sent_at)
+        send_phase(producer, pool, sent, measured, rate, run_id, sent_at)
         expected = sent + measured
         deadline = time.monotonic() + args.max_wait
         while totals.events < expected and time.monotonic() < deadline:

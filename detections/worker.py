@@ -104,7 +104,6 @@ def partition_processor(
         timing = {"match_s": 0.0, "write_s": 0.0}
         errors: dict[int, str] = {}
         per_rule: dict[int, list[float]] = {}
-        es = None
         ingested = datetime.now(UTC)
         for batch in batches:
             valid = pc.is_null(batch.column(REASON_COLUMN))
@@ -115,7 +114,7 @@ def partition_processor(
                 continue
             if destinations.events is not None:
                 started = time.perf_counter()
-                es = es or worker_client(es_hosts, es_options)
+                es = worker_client(es_hosts, es_options)
                 docs = event_documents(events)
                 outlasting_outages(partial(index_events, es, destinations.events, docs), patience_s)
                 timing["write_s"] += time.perf_counter() - started
@@ -136,8 +135,7 @@ def partition_processor(
             documents = finding_documents(
                 events, result.rows, result.rules, rule_infos, destinations, ingested
             )
-            if es is None:
-                es = worker_client(es_hosts, es_options)
+            es = worker_client(es_hosts, es_options)
             for index, findings in documents.items():
                 suppressions = outlasting_outages(
                     partial(cached_suppressions, es, es_hosts, index), patience_s

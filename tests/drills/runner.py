@@ -50,8 +50,6 @@ DRILL_FILES = (
     "privilege_escalation/host/empire_uac_shellapi_fodhelper.zip",
 )
 DRILLS = ("driver-kill", "kafka-restart", "es-outage")
-# Keyword (field-less) searches over the generic windows_event route currently fail the
-# whole batch (a keyword column the batch query does not select): see docs/fault-drills.md.
 ES_OUTAGE_S = 60.0
 
 
