@@ -43,6 +43,11 @@ def build_session(
         .config("spark.sql.caseSensitive", "true")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.adaptive.enabled", "false")
+        # Each micro-batch's foreachBatch plan wraps the stream's output, and Spark infers
+        # the constraints of its ~110-column projection anew: 14% of the driver JVM's CPU
+        # at a low event rate (a trigger 494 -> 429 ms). The job has no joins or filters
+        # that inferred constraints would prune.
+        .config("spark.sql.constraintPropagation.enabled", "false")
         .config(
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
