@@ -130,3 +130,82 @@ def load_result(name: str) -> dict[str, Any] | None:
 
 def rate(count: float, seconds: float) -> str:
     return "n/a" if seconds <= 0 else f"{count / seconds:,.0f}"
+
+
+#: Who a process is, by a piece of its command line (first match wins).
+CPU_ROLES = (
+    ("Python workers", "pyspark.daemon"),
+    ("Python workers", "pyspark.worker"),
+    ("Spark JVM", "org.apache.spark.deploy.SparkSubmit"),
+    ("Elasticsearch", "org.elasticsearch."),
+    ("Kafka", "kafka.Kafka"),
+)
+
+
+def _cpu_by_process() -> dict[int, tuple[float, str]]:
+    """pid -> (CPU seconds used so far, user + system; command line), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, command)
+    return out
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    tick = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+class CpuMeter:
+    """Cores each part of the stack used between ``start()`` and ``stop()``.
+
+    On a 2-core machine the job, Elasticsearch, Kafka and the benchmark's own sender share
+    the CPU: this says whether a latency figure was taken on a saturated machine, and who
+    saturated it. Linux only (``/proc``); elsewhere it reports nothing."""
+
+    def __init__(self) -> None:
+        self._start: dict[int, tuple[float, str]] = {}
+        self._busy = (0.0, 0.0)
+        self._began = 0.0
+        self.cores: dict[str, float] = {}
+        self.machine_busy = 0.0
+
+    def start(self) -> None:
+        if Path("/proc/stat").exists():
+            self._start, self._busy, self._began = _cpu_by_process(), _machine_busy(), time.time()
+
+    def stop(self) -> None:
+        if not self._start:
+            return
+        wall = max(time.time() - self._began, 1e-9)
+        busy, total = _machine_busy()
+        self.machine_busy = (busy - self._busy[0]) / max(total - self._busy[1], 1e-9)
+        me = os.getpid()
+        for pid, (seconds, command) in _cpu_by_process().items():
+            used = seconds - self._start.get(pid, (0.0, ""))[0]
+            if used <= 0:
+                continue
+            role = "this benchmark" if pid == me else "other"
+            for name, marker in CPU_ROLES:
+                if marker in command:
+                    role = name
+                    break
+            self.cores[role] = self.cores.get(role, 0.0) + used / wall
+
+    def summary(self) -> str:
+        parts = ", ".join(
+            f"{role} {cores:.2f}"
+            for role, cores in sorted(self.cores.items(), key=lambda kv: -kv[1])
+        )
+        return f"{parts}; machine {self.machine_busy:.0%} busy ({os.cpu_count()} cores)"

@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.common import (
     CACHE_DIR,
+    CpuMeter,
     machine_info,
     print_kv,
     print_table,
@@ -42,7 +43,11 @@ from bench.ingest import delete_topics, ensure_services
 from sigstream.settings import Settings, get_settings
 
 LOOKBACK_S = 5  # how far before the newest finding's ingested time each poll looks
-WARMUP_RATE = 1_000.0  # events/s while the first micro-batches pay Spark's code generation
+WARMUP_RATE = 1_000.0  # events/s before anything is measured
+#: Seconds of warm-up. The first micro-batches pay Spark's code generation; a freshly
+#: started Elasticsearch takes minutes of load before its write path is JIT-compiled (the
+#: findings write took 0.54 s per task in the first run after a restart, 0.14-0.25 s warm).
+WARMUP_S = 120.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -163,30 +168,39 @@ def event_pool(
     return pool, len(markers)
 
 
-def send_phase(
-    producer: Any,
-    pool: list[dict[str, Any]],
-    start: int,
-    count: int,
-    rate: float,
-    run_id: str,
-    sent_at: dict[str, float] | None = None,
-) -> int:
-    """Send ``count`` events at ``rate``/s with fresh event ids, keeping each one's send
-    time in ``sent_at`` (by event id) when given; returns count."""
-    from ingest.replay import RateLimiter
-
-    limiter = RateLimiter(rate)
+def encode_phase(
+    pool: list[dict[str, Any]], start: int, count: int, run_id: str
+) -> list[tuple[str, str, bytes]]:
+    """(key, event id, JSON) of events ``start`` .. ``start + count`` with fresh event ids,
+    encoded before the phase's clock starts: encoding is the sensors' work, and on a
+    2-core machine doing it while sending would take CPU from the job being measured."""
+    messages = []
     for i in range(start, start + count):
         base = pool[i % len(pool)]
         event = dict(base)
         event["event_id"] = f"{base['event_id']}-{run_id}-{i}"  # fresh finding ids
+        messages.append((str(event["sensor_id"]), event["event_id"], json.dumps(event).encode()))
+    return messages
+
+
+def send_phase(
+    producer: Any,
+    messages: list[tuple[str, str, bytes]],
+    rate: float,
+    sent_at: dict[str, float] | None = None,
+) -> int:
+    """Send ``messages`` (``encode_phase``) at ``rate``/s (0: at once), keeping each one's
+    send time in ``sent_at`` (by event id) when given; returns how many were sent."""
+    from ingest.replay import RateLimiter
+
+    limiter = RateLimiter(rate)
+    for key, event_id, payload in messages:
         limiter.wait()
         if sent_at is not None:
-            sent_at[event["event_id"]] = time.time()
-        producer.send_raw(str(event["sensor_id"]), json.dumps(event).encode())
+            sent_at[event_id] = time.time()
+        producer.send_raw(key, payload)
     producer.flush()
-    return count
+    return len(messages)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,7 +233,14 @@ def main(argv: list[str] | None = None) -> None:
         help="micro-batch trigger interval, s (default 0.5, the job's default)",
     )
     parser.add_argument("--poll", type=float, default=0.1, help="Elasticsearch poll interval, s")
-    parser.add_argument("--warmup-events", type=int, default=2_000, help="events before timing")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=WARMUP_S,
+        help=f"seconds of events at {WARMUP_RATE:,.0f}/s before anything is measured (default "
+        f"{WARMUP_S:g}: a service started minutes ago still compiles its hot paths, see "
+        "bench/README.md)",
+    )
     parser.add_argument(
         "--match-share",
         type=float,
@@ -281,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     capacity_events = 0 if args.rate else args.capacity_events
     # Enough distinct events for the largest send phase at up to 50k events/s.
-    pool_size = args.warmup_events + capacity_events + int((args.rate or 50_000) * args.duration)
+    warmup_events = int(WARMUP_RATE * args.warmup)
+    pool_size = warmup_events + capacity_events + int((args.rate or 50_000) * args.duration)
     pool, n_markers = event_pool(
         settings, pool_size, args.seed, args.match_share, args.fleet_copies
     )
@@ -301,13 +323,15 @@ def main(argv: list[str] | None = None) -> None:
     missed = 0
     progresses: list[dict[str, Any]] = []  # Spark's progress reports of the measured batches
     sent_at: dict[str, float] = {}  # event id -> send time, for the measured events
+    cpu = CpuMeter()  # who used the cores while the measured events were sent and processed
     try:
         started = time.monotonic()
         query = start(spark, plan, cfg, totals, on_batch=batches.append)
         progress(f"job started in {time.monotonic() - started:.1f}s; warming up …")
-        send_phase(producer, pool, 0, args.warmup_events, WARMUP_RATE, run_id)
+        progress(f"warm-up: {args.warmup:g}s at {WARMUP_RATE:,.0f} events/s …")
+        send_phase(producer, encode_phase(pool, 0, warmup_events, run_id), WARMUP_RATE)
         deadline = time.monotonic() + args.max_wait
-        while totals.events < args.warmup_events and time.monotonic() < deadline:
+        while totals.events < warmup_events and time.monotonic() < deadline:
             time.sleep(0.5)
         warm_batches = len(batches)
         progress(
@@ -316,13 +340,13 @@ def main(argv: list[str] | None = None) -> None:
             if batches
             else "warm-up did not finish in time"
         )
-        sent = args.warmup_events
+        sent = warmup_events
         if args.rate:
             rate, why = args.rate, "--rate"
         else:
             progress(f"capacity: sending a backlog of {capacity_events:,} events at once …")
             before = len(batches)
-            sent += send_phase(producer, pool, sent, capacity_events, 0, run_id)
+            sent += send_phase(producer, encode_phase(pool, sent, capacity_events, run_id), 0)
             while totals.events < sent and time.monotonic() < deadline + args.max_wait:
                 time.sleep(0.2)
             busy = batches[before:]
@@ -336,13 +360,16 @@ def main(argv: list[str] | None = None) -> None:
         measured = int(rate * args.duration)
         warm_batches = len(batches)  # the measured phase's batches start here
         first_measured = batches[-1].batch_id + 1 if batches else 0
+        messages = encode_phase(pool, sent, measured, run_id)
         poller.start()
         progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
-        send_phase(producer, pool, sent, measured, rate, run_id, sent_at)
+        cpu.start()
+        send_phase(producer, messages, rate, sent_at)
         expected = sent + measured
         deadline = time.monotonic() + args.max_wait
         while totals.events < expected and time.monotonic() < deadline:
             time.sleep(0.5)
+        cpu.stop()
         time.sleep(max(3.0, 3 * args.poll))  # the last bulk write, one refresh, a poll
         poller.stopping.set()
         poller.join()
@@ -409,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if progresses:
         print_trigger_breakdown(progresses)
+    if cpu.cores:
+        print(f"cores used while the measured events were sent and processed: {cpu.summary()}")
     save_result(
         "latency",
         {
@@ -422,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             "p99": percentile(latencies, 0.99),
             "max": max(latencies),
             "batches": [b.__dict__ for b in steady],
+            "cores": cpu.cores,
+            "machine_busy": cpu.machine_busy,
         },
     )
 
