@@ -26,10 +26,15 @@ class ReplayResult:
 
 
 class RateLimiter:
-    """Spread sends evenly at ``rate`` per second (``None`` or 0: as fast as possible)."""
+    """Spread sends evenly at ``rate`` per second (``None`` or 0: as fast as possible).
 
-    def __init__(self, rate: float | None) -> None:
+    Sleeps only once a send would be more than ``tick`` seconds early: a sleep per event
+    (250 µs apart at 4,000 events/s) costs a wake-up each, a fifth of a core spent on
+    waiting; with a 5 ms tick the rate is the same, sent in bursts of up to 5 ms."""
+
+    def __init__(self, rate: float | None, tick: float = 0.005) -> None:
         self.interval = 1.0 / rate if rate else 0.0
+        self.tick = tick
         self.next_at = time.monotonic()
 
     def wait(self) -> None:
@@ -37,7 +42,7 @@ class RateLimiter:
             return
         self.next_at += self.interval
         delay = self.next_at - time.monotonic()
-        if delay > 0:
+        if delay > self.tick:
             time.sleep(delay)
 
 
