@@ -44,9 +44,11 @@ from sigstream.settings import Settings, get_settings
 
 LOOKBACK_S = 5  # how far before the newest finding's ingested time each poll looks
 WARMUP_RATE = 1_000.0  # events/s before anything is measured
-#: Seconds of warm-up. The first micro-batches pay Spark's code generation; a freshly
-#: started Elasticsearch takes minutes of load before its write path is JIT-compiled (the
-#: findings write took 0.54 s per task in the first run after a restart, 0.14-0.25 s warm).
+#: Seconds of warm-up. The Spark driver is a new JVM in every run: until the JIT has
+#: compiled its hot paths (the generated projection, the JSON parser, the Arrow writer) the
+#: job runs at about half its capacity (2,900-4,500 events/s after a 2 s warm-up,
+#: 6,400-10,000 after 60-120 s). A freshly started Elasticsearch stays slower for longer
+#: than this; bench/README.md has the figures.
 WARMUP_S = 120.0
 
 
@@ -238,8 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=WARMUP_S,
         help=f"seconds of events at {WARMUP_RATE:,.0f}/s before anything is measured (default "
-        f"{WARMUP_S:g}: a service started minutes ago still compiles its hot paths, see "
-        "bench/README.md)",
+        f"{WARMUP_S:g}: the job's new JVM runs at half speed until its hot paths are "
+        "compiled, see bench/README.md)",
     )
     parser.add_argument(
         "--match-share",
