@@ -28,7 +28,7 @@ def fleet_cmd(
     restart or have a skewed clock) to Kafka in real time, for `sigstream detect`'s
     sensor-health query and `sigstream sensors`. Prints which sensors misbehave how."""
     from ingest.fleet import Fleet, FleetSpec, run_fleet
-    from ingest.producer import EventProducer
+    from ingest.producer import EventProducer, KafkaUnavailable
     from sigstream.connections import confluent_kafka_config
     from sigstream.settings import get_settings
 
@@ -53,6 +53,11 @@ def fleet_cmd(
         typer.echo(f"{kind:>7}: {len(names):,} sensors {shown}", err=True)
     security = confluent_kafka_config(s, bootstrap=False)
     producer = EventProducer(s.kafka_bootstrap, topic or s.events_topic, s.dlq_topic, **security)
+    try:
+        producer.wait_ready()
+    except KafkaUnavailable as exc:
+        typer.echo(f"cannot reach Kafka at {s.kafka_bootstrap}: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
     def progress(done: int, sent: int) -> None:
         if done % 10 == 0 or done == rounds:

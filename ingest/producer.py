@@ -4,19 +4,22 @@ Events are keyed by sensor id, so one sensor's events stay in order on one parti
 Rejected input goes to the dead-letter topic as the *original bytes*, with the reason and
 origin in Kafka headers: nothing is dropped, and an operator can replay it once fixed.
 
-The client is librdkafka (confluent-kafka): measured in ``bench/ingest.py`` at about 100k
-events/s into the local broker, 7x kafka-python with its C checksum extension and 30x
-without it (kafka-python computes record checksums in Python).
+The client is librdkafka (confluent-kafka): measured in ``bench/ingest.py`` at 10x or more
+the events/s of kafka-python with its C checksum extension and 30x or more without it
+(kafka-python computes record checksums in Python). Batches are LZ4-compressed
+(``COMPRESSION``): JSON events shrink several-fold, so the client, the broker and the disk
+move less; bench/README.md has the measurements.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.events import Envelope
 
@@ -46,6 +49,16 @@ class DeliveryCounts:
     errors: list[str] = field(default_factory=list)
 
 
+#: Producer batch compression. LZ4 measured fastest end to end on the 2-core bench machine
+#: (bench/ingest.py: above "none", zstd and snappy); consumers need an LZ4 codec, which
+#: Spark's Kafka client and librdkafka include (kafka-python needs the ``lz4`` package).
+COMPRESSION = "lz4"
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers could not be reached, or the topic has no partition leaders."""
+
+
 #: Sends between two polls of the delivery-report queue (flush() polls until it is empty).
 POLL_EVERY = 1_000
 
@@ -70,7 +83,7 @@ class EventProducer:
             "linger.ms": 20,
             "batch.size": 512 * 1024,
             "message.max.bytes": 8 * 1024 * 1024,
-            "compression.type": "none",
+            "compression.type": COMPRESSION,
             "queue.buffering.max.messages": 1_000_000,
             # Delivery reports for failures only: a Python callback per delivered message
             # was a tenth of the client's time at 100k events/s; failures still reach
@@ -83,6 +96,34 @@ class EventProducer:
         self.counts = DeliveryCounts()
         self._producer = Producer(config)
         self._unpolled = 0
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Connect and learn the events topic's partition leaders, or raise ``KafkaUnavailable``.
+
+        Why: librdkafka connects lazily, so without this an unreachable broker shows up only
+        as messages timing out minutes later; a caller that checks first fails fast and clearly.
+        """
+        deadline = time.monotonic() + timeout
+        problem = "no answer"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaUnavailable(
+                    f"Kafka topic {self.events_topic!r} not ready after {timeout:g}s: {problem}"
+                )
+            try:
+                metadata = self._producer.list_topics(self.events_topic, timeout=left)
+            except KafkaException as exc:
+                problem = str(exc.args[0] if exc.args else exc)
+                continue
+            topic = metadata.topics.get(self.events_topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                if all(p.leader >= 0 for p in topic.partitions.values()):
+                    return
+                problem = "partitions without a leader"
+            else:
+                problem = str(topic.error) if topic is not None else "topic missing"
+            time.sleep(min(0.05, max(left, 0)))
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

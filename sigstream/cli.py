@@ -127,7 +127,8 @@ def replay(
     try:
         security = confluent_kafka_config(s, bootstrap=False)
         producer = EventProducer(s.kafka_bootstrap, events_topic, s.dlq_topic, **security)
-    except Exception as exc:  # NoBrokersAvailable and friends
+        producer.wait_ready()
+    except Exception as exc:  # KafkaUnavailable, a bad client setting
         err.print(
             f"[red]cannot reach Kafka at {s.kafka_bootstrap}: {exc}[/red]\n"
             "Start it with: sigstream infra up"

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ingest.gateway.parse import Identity, Reject
-from ingest.producer import dlq_headers, encode_event
+from ingest.producer import COMPRESSION, dlq_headers, encode_event
 from schemas.events import Envelope
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class KafkaSink:
             "linger.ms": 5,
             "batch.size": 512 * 1024,
             "message.max.bytes": 8 * 1024 * 1024,
+            "compression.type": COMPRESSION,
             "socket.timeout.ms": 10_000,
             "message.timeout.ms": int(timeout_s * 1000),
         }
