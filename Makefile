@@ -29,7 +29,7 @@ BENCH_ENGINE_ARGS ?=
 BENCH_LATENCY_ARGS ?=
 BENCH_INGEST_ARGS ?=
 
-bench: bench-engine bench-latency bench-ingest  ## all three benchmarks (~15 min with a warm cache)
+bench: bench-engine bench-latency bench-ingest  ## all three benchmarks (~18 min with a warm cache)
 
 bench-install:  ## Sigstream plus the benchmark-only extra (crc32c for the kafka-python comparison)
 	$(PIP) install -q -e '.[dev,bench]'
