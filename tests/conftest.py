@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ import pytest
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from sigstream.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SIGSTREAM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -47,7 +50,69 @@ def services() -> Iterator[dict[str, Any]]:
     from infra import services as infra_services
 
     with infra_services.running(timeout=240.0) as statuses:
+        before = _test_data()
         yield statuses
+        if before is not None:
+            _remove_new_test_data(*before)
+
+
+#: Names the tests give their Kafka topics and Elasticsearch indices (with ``unique``).
+TEST_TOPIC_PREFIXES = ("test.", "sigstream-test-")
+TEST_INDEX_PATTERN = "test-*"
+
+
+def _test_data() -> tuple[Settings, set[str], set[str]] | None:
+    """The settings the run started with, and the test-named topics and indices that
+    exist then (None, with a warning, if they cannot be listed: cleanup is then skipped)."""
+    from sigstream.settings import get_settings
+
+    settings = get_settings()
+    try:
+        return settings, _test_topics(settings), _test_indices(settings)
+    except Exception as exc:  # cleanup is a courtesy: never fail the run for it
+        warnings.warn(f"cannot list test topics and indices: {exc}", stacklevel=1)
+        return None
+
+
+def _test_topics(settings: Settings) -> set[str]:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        return {t for t in admin.list_topics() if t.startswith(TEST_TOPIC_PREFIXES)}
+    finally:
+        admin.close()
+
+
+def _test_indices(settings: Settings) -> set[str]:
+    from detections.sinks.elasticsearch import connect
+
+    es = connect(settings.es_hosts)
+    return set(es.indices.get(index=TEST_INDEX_PATTERN, expand_wildcards="all"))
+
+
+def _remove_new_test_data(settings: Settings, topics: set[str], indices: set[str]) -> None:
+    """Delete the topics and indices this run created, so a developer's long-running stack
+    does not collect gigabytes of test data run after run; what existed before is kept."""
+    from kafka.admin import KafkaAdminClient
+
+    from detections.sinks.elasticsearch import connect
+
+    try:
+        new_topics = sorted(_test_topics(settings) - topics)
+        if new_topics:
+            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            try:
+                for i in range(0, len(new_topics), 50):
+                    admin.delete_topics(new_topics[i : i + 50])
+            finally:
+                admin.close()
+        new_indices = sorted(_test_indices(settings) - indices)
+        es = connect(settings.es_hosts)
+        for i in range(0, len(new_indices), 20):  # a short URL per request
+            es.indices.delete(index=",".join(new_indices[i : i + 20]))
+    except Exception as exc:  # cleanup must not turn a green run red
+        warnings.warn(f"could not remove the test run's topics and indices: {exc}", stacklevel=1)
 
 
 #: Lines that tests want shown at the end of the run (e.g. the regression pass count).
