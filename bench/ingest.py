@@ -168,15 +168,12 @@ def end_offsets(settings: Settings, topic: str) -> int:
 
 
 def delete_topics(settings: Settings, topics: list[str]) -> None:
-    from kafka.admin import KafkaAdminClient
+    from infra import kafka
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        admin.delete_topics(topics)
+        kafka.delete_topics(settings, topics)
     except Exception as exc:  # cleanup must not hide the numbers
         progress(f"could not delete bench topics: {exc}")
-    finally:
-        admin.close()
 
 
 def ensure_services(settings: Settings, names: list[str]) -> None:
@@ -255,12 +252,12 @@ def main(argv: list[str] | None = None) -> None:
                 topic = f"sigstream-bench-ingest-{uuid.uuid4().hex[:8]}"
                 ensure_topics(settings, [topic], settings.topic_partitions)
                 topics.append(topic)
-                mine = events[: args.kafka_python_events] if client in SLOW else events
-                progress(f"round {number}: {client}, {len(mine):,} events → {topic} …")
-                seconds, cpu, failed = clients[client](settings, topic, mine, args.compression)
+                batch = events[: args.kafka_python_events] if client in SLOW else events
+                progress(f"round {number}: {client}, {len(batch):,} events → {topic} …")
+                seconds, cpu, failed = clients[client](settings, topic, batch, args.compression)
                 delivered = end_offsets(settings, topic)
-                rounds.append(Round(client, len(mine), seconds, cpu, delivered, failed))
-                progress(f"  {len(mine) / seconds:,.0f} events/s, {delivered:,} in the topic")
+                rounds.append(Round(client, len(batch), seconds, cpu, delivered, failed))
+                progress(f"  {len(batch) / seconds:,.0f} events/s, {delivered:,} in the topic")
     finally:
         delete_topics(settings, topics)
 

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra import config
 from infra.config import Layout
@@ -27,6 +28,9 @@ from infra.proc import (
     terminate,
 )
 from sigstream.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 NAME = "kafka"
 MAIN_CLASS = "kafka.Kafka"
@@ -184,15 +188,22 @@ def wait_ready(
         quiet.setLevel(previous)
 
 
-def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> list[str]:
-    """Create missing topics (replication factor 1); return the names created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+def _admin(settings: Settings) -> KafkaAdminClient:
+    """A kafka-python admin client with the settings' security options."""
+    from kafka.admin import KafkaAdminClient
 
     from sigstream.connections import kafka_python_kwargs
 
     options = {**kafka_python_kwargs(settings), "bootstrap_servers": bootstrap(settings)}
-    admin = KafkaAdminClient(**options, client_id="sigstream-infra")
+    return KafkaAdminClient(**options, client_id="sigstream-infra")
+
+
+def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> list[str]:
+    """Create missing topics (replication factor 1); return the names created."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = _admin(settings)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -203,6 +214,24 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int) -> lis
                 )
             progress(f"created Kafka topics {', '.join(missing)} ({partitions} partitions)")
         return missing
+    finally:
+        admin.close()
+
+
+def list_topics(settings: Settings) -> set[str]:
+    admin = _admin(settings)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def delete_topics(settings: Settings, topics: list[str], chunk: int = 50) -> None:
+    """Delete ``topics`` (the broker removes their files a minute later)."""
+    admin = _admin(settings)
+    try:
+        for i in range(0, len(topics), chunk):
+            admin.delete_topics(topics[i : i + chunk])
     finally:
         admin.close()
 

@@ -123,7 +123,7 @@ class EventProducer:
                 problem = "partitions without a leader"
             else:
                 problem = str(topic.error) if topic is not None else "topic missing"
-            time.sleep(min(0.05, max(left, 0)))
+            time.sleep(0.05)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

@@ -75,13 +75,9 @@ def _test_data() -> tuple[Settings, set[str], set[str]] | None:
 
 
 def _test_topics(settings: Settings) -> set[str]:
-    from kafka.admin import KafkaAdminClient
+    from infra.kafka import list_topics
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        return {t for t in admin.list_topics() if t.startswith(TEST_TOPIC_PREFIXES)}
-    finally:
-        admin.close()
+    return {t for t in list_topics(settings) if t.startswith(TEST_TOPIC_PREFIXES)}
 
 
 def _test_indices(settings: Settings) -> set[str]:
@@ -94,19 +90,11 @@ def _test_indices(settings: Settings) -> set[str]:
 def _remove_new_test_data(settings: Settings, topics: set[str], indices: set[str]) -> None:
     """Delete the topics and indices this run created, so a developer's long-running stack
     does not collect gigabytes of test data run after run; what existed before is kept."""
-    from kafka.admin import KafkaAdminClient
-
     from detections.sinks.elasticsearch import connect
+    from infra.kafka import delete_topics
 
     try:
-        new_topics = sorted(_test_topics(settings) - topics)
-        if new_topics:
-            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            try:
-                for i in range(0, len(new_topics), 50):
-                    admin.delete_topics(new_topics[i : i + 50])
-            finally:
-                admin.close()
+        delete_topics(settings, sorted(_test_topics(settings) - topics))
         new_indices = sorted(_test_indices(settings) - indices)
         es = connect(settings.es_hosts)
         for i in range(0, len(new_indices), 20):  # a short URL per request

@@ -55,7 +55,7 @@ def test_ready_client_writes_lz4_batches_that_kafka_python_reads(
     topic = f"sigstream-test-producer-lz4-{unique}"
     ensure_topics(settings, [topic], 1)
     producer = EventProducer(settings.kafka_bootstrap, topic, f"{topic}.dlq")
-    assert producer._producer is not None and COMPRESSION == "lz4"
+    assert COMPRESSION == "lz4"  # what this test is about
     producer.wait_ready(30)
     sent = [b'{"n": %d, "command_line": "%s"}' % (i, b"cmd.exe /c whoami " * 20) for i in range(50)]
     for value in sent:
