@@ -17,8 +17,9 @@ def test_enroll_verify_and_identity(tmp_path: Path) -> None:
     cred = store.verify(token)
     assert cred is not None and cred.key_id == key
     assert cred.identity().tenant_id == "acme" and cred.identity().sensor_id == "ws01"
-    # only a hash is stored
-    secret = token.rsplit("_", 1)[1]
+    # only a hash is stored; the secret is url-safe base64 and may itself hold "_"
+    secret = token.split("_", 2)[2]
+    assert len(secret) >= 40
     assert secret not in (tmp_path / "creds.json").read_text()
     assert (tmp_path / "creds.json").stat().st_mode & 0o077 == 0
 
