@@ -20,6 +20,7 @@ from infra.proc import (
     ServiceError,
     ServiceStatus,
     fail,
+    how_it_ended,
     port_open,
     progress,
     rotate,
@@ -178,7 +179,11 @@ def wait_ready(
             if port_open(host, port) and _metadata_ok(f"{host}:{port}"):
                 return
             if pid is not None and running_pid(layout.kafka_pid, MAIN_CLASS) is None:
-                raise fail(NAME, "the broker process exited during startup", [layout.kafka_log])
+                ended = how_it_ended(pid)
+                reason = "the broker process exited during startup" + (
+                    f" ({ended})" if ended else ""
+                )
+                raise fail(NAME, reason, [layout.kafka_log])
             if time.monotonic() >= deadline:
                 raise fail(
                     NAME, f"not ready on {host}:{port} before the timeout", [layout.kafka_log]

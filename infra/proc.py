@@ -21,6 +21,9 @@ from pathlib import Path
 # Popen objects of services this process started: kept so they are reaped (no zombies, no
 # ResourceWarning) when the same process also stops them, as the test fixtures do.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# How those children ended (``Popen.returncode``: negative is the signal that killed it),
+# kept after they are reaped so a startup failure can say whether it exited or was killed.
+_ended: dict[int, int] = {}
 
 # ``spawn`` writes this at the start of a line before each launch, so error scans can
 # start at the latest launch.
@@ -76,6 +79,7 @@ def pid_alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         _children.pop(pid, None)
+        _ended[pid] = child.returncode
         return False
     try:
         os.kill(pid, 0)
@@ -177,6 +181,42 @@ def _reap(pid: int) -> None:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=1.0)
+        if child.returncode is not None:
+            _ended[pid] = child.returncode
+
+
+def killed_by_signal(pid: int | None) -> bool:
+    """True if ``pid`` was a child of ours that a signal ended (SIGKILL, SIGTERM, ...)."""
+    return pid is not None and _ended.get(pid, 0) < 0
+
+
+def how_it_ended(pid: int | None) -> str:
+    """How a child that ``spawn`` started ended, for error messages: ``exit code 1``, or
+    ``killed by SIGKILL`` with the memory left now (a JVM killed before its first log line
+    is most often the kernel's out-of-memory killer). Empty when not known."""
+    code = _ended.get(pid) if pid is not None else None
+    if code is None:
+        return ""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    available = available_memory_mb()
+    memory = f"; {available:,} MB of memory available now" if available is not None else ""
+    return f"killed by {name}{memory}"
+
+
+def available_memory_mb() -> int | None:
+    """``MemAvailable`` from /proc/meminfo, in MB (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:

@@ -33,6 +33,8 @@ from infra.proc import (
     ServiceError,
     ServiceStatus,
     fail,
+    how_it_ended,
+    killed_by_signal,
     pid_alive,
     port_open,
     progress,
@@ -214,7 +216,7 @@ def admin_config(spec: sec.SecureSpec, where: SecureLayout, password: str) -> di
 
 def _start_kafka(
     java: Path, settings: Settings, spec: sec.SecureSpec, where: SecureLayout, pw: dict[str, str]
-) -> None:
+) -> int:
     if port_open(spec.host, spec.kafka_controller_port):
         raise ServiceError(KAFKA, f"controller port {spec.kafka_controller_port} is in use")
     where.kafka_run.mkdir(parents=True, exist_ok=True)
@@ -251,6 +253,7 @@ def _start_kafka(
     child = spawn(cmd, log_file=where.kafka_log, cwd=where.kafka_run)
     where.kafka_pid.write_text(f"{child.pid}\n")
     progress(f"started secure Kafka (pid {child.pid}) on {spec.kafka_bootstrap} (SASL_SSL)")
+    return child.pid
 
 
 def _kafka_answers(conf: dict[str, Any]) -> bool:
@@ -529,8 +532,11 @@ def up(
     # Elasticsearch first: its boot is the long pole, Kafka's storage format overlaps it.
     if before[ELASTICSEARCH].state != "running":
         _start_es(java_home, cfg, spec, where)
+    java = java_home / "bin" / "java"
+    kafka_pid = before[KAFKA].pid
     if before[KAFKA].state != "running":
-        _start_kafka(java_home / "bin" / "java", cfg, spec, where, pw["kafka"])
+        kafka_pid = _start_kafka(java, cfg, spec, where, pw["kafka"])
+    kafka_restarted = False
     deadline = time.monotonic() + timeout
     progress("waiting for the secure Kafka and Elasticsearch…")
     conf = admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN])
@@ -542,7 +548,16 @@ def up(
             and _es_health(spec, where) in {"yellow", "green"}
         )
         if not kafka_ok and running_pid(where.kafka_pid, kafka.MAIN_CLASS) is None:
-            raise fail(KAFKA, "the broker exited during startup", [where.kafka_log])
+            ended = how_it_ended(kafka_pid)
+            # A broker killed by a signal (not one that exited on a config error) gets one
+            # more start: its storage is formatted and its config written, so this is cheap.
+            if killed_by_signal(kafka_pid) and not kafka_restarted:
+                progress(f"the secure broker was {ended} during startup; starting it again")
+                kafka_pid = _start_kafka(java, cfg, spec, where, pw["kafka"])
+                kafka_restarted = True
+                continue
+            reason = "the broker exited during startup" + (f" ({ended})" if ended else "")
+            raise fail(KAFKA, reason, [where.kafka_log])
         launcher = _launchers.get(where.es_pid)
         if not es_ok and launcher is not None and launcher.poll() not in (None, 0):
             raise fail(
