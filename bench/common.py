@@ -190,7 +190,8 @@ class CpuMeter:
             return
         wall = max(time.time() - self._began, 1e-9)
         busy, total = _machine_busy()
-        self.machine_busy = (busy - self._busy[0]) / max(total - self._busy[1], 1e-9)
+        share = (busy - self._busy[0]) / max(total - self._busy[1], 1e-9)
+        self.machine_busy = min(1.0, max(0.0, share))  # float sums can land a hair past 1
         me = os.getpid()
         for pid, (seconds, command) in _cpu_by_process().items():
             used = seconds - self._start.get(pid, (0.0, ""))[0]

@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import pytest
+
 from bench.common import CpuMeter
 from bench.latency import encode_phase, percentile
 
@@ -27,16 +29,21 @@ def test_encode_phase_gives_each_event_a_fresh_id_and_its_sensor_as_key() -> Non
 
 
 def test_cpu_meter_charges_busy_work_to_this_process() -> None:
+    # The expected share is what this process really got: on a loaded machine (CI beside
+    # the services) a busy loop gets well under one core, so no fixed floor would hold.
+    wall0, cpu0 = time.time(), time.process_time()
     meter = CpuMeter()
     meter.start()
     deadline = time.process_time() + 0.3
     while time.process_time() < deadline:
         pass
     meter.stop()
+    got = (time.process_time() - cpu0) / (time.time() - wall0)
     if not os.path.exists("/proc/stat"):  # not Linux: the meter reports nothing
         assert meter.cores == {}
         return
-    assert meter.cores.get("this benchmark", 0.0) > 0.5  # one core, busy most of the time
+    assert meter.cores.get("this benchmark", 0.0) == pytest.approx(got, abs=0.15)
+    assert meter.cores["this benchmark"] > 0.05
     assert 0.0 < meter.machine_busy <= 1.0
     assert "this benchmark" in meter.summary()
 
