@@ -77,7 +77,11 @@ def read_pid(pid_file: Path) -> int | None:
 def pid_alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        # Our own child: its Popen is the truth. (/proc alone would see it as a zombie for
+        # a moment before it is reaped, and then how it ended would never be recorded.)
+        if child.poll() is None:
+            return True
         _children.pop(pid, None)
         _ended[pid] = child.returncode
         return False
@@ -185,6 +189,29 @@ def _reap(pid: int) -> None:
             _ended[pid] = child.returncode
 
 
+def child_running(pid: int | None) -> bool | None:
+    """Whether a process this one started with ``spawn`` still runs, from its ``Popen``
+    (no pid file or command line involved); None for any other pid."""
+    child = _children.get(pid) if pid is not None else None
+    if child is None:
+        return None if pid not in _ended else False
+    return pid_alive(pid)
+
+
+def describe(pid: int | None, pid_file: Path | None = None) -> str:
+    """What is known of ``pid`` now, for an error or warning about a service that is not
+    found running: how it ended, or that it still runs (and what its pid file holds)."""
+    if pid is None:
+        return ""
+    if not pid_alive(pid):
+        return how_it_ended(pid) or f"pid {pid} is gone"
+    text = f"pid {pid} still runs: {pid_cmdline(pid)[:120]!r}"
+    if pid_file is not None:
+        held = read_pid(pid_file) if pid_file.exists() else None
+        text += f"; {pid_file.name} holds {held}" if pid_file.exists() else "; no pid file"
+    return text
+
+
 def killed_by_signal(pid: int | None) -> bool:
     """True if ``pid`` was a child of ours that a signal ended (SIGKILL, SIGTERM, ...)."""
     return pid is not None and _ended.get(pid, 0) < 0
@@ -241,6 +268,14 @@ def tail(path: Path, lines: int = 20) -> list[str]:
     except OSError:
         return []
     return data.decode(errors="replace").splitlines()[-lines:]
+
+
+def lines_since_start(path: Path) -> list[str]:
+    """The non-blank lines a process wrote to ``path`` since ``spawn``'s last start marker."""
+    lines = tail(path, 5000)
+    starts = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
+    recent = lines[starts[-1] + 1 :] if starts else lines
+    return [line for line in recent if line.strip()]
 
 
 def error_lines(path: Path, limit: int = 12) -> list[str]:

@@ -45,3 +45,25 @@ def test_available_memory_is_read_from_meminfo() -> None:
         assert available is not None and available > 0
     else:
         assert available is None
+
+
+def test_child_running_comes_from_the_popen_not_the_pid_file(tmp_path: Path) -> None:
+    pid = _spawn(tmp_path, "import time; time.sleep(60)")
+    pid_file = tmp_path / "svc.pid"  # never written: the pid-file check alone would say "gone"
+    assert proc.running_pid(pid_file, "time.sleep") is None
+    assert proc.child_running(pid) is True
+    assert proc.describe(pid, pid_file).startswith(f"pid {pid} still runs: ")
+    assert proc.describe(pid, pid_file).endswith("; no pid file")
+    proc.terminate(pid, 5.0)
+    assert proc.child_running(pid) is False
+    assert proc.describe(pid).startswith("killed by SIGTERM")
+    assert proc.child_running(os.getpid()) is None  # not spawned by us
+
+
+def test_lines_since_start_counts_only_the_latest_launch(tmp_path: Path) -> None:
+    log = tmp_path / "svc.log"
+    proc.spawn([sys.executable, "-c", "print('first run')"], log_file=log).wait()
+    assert proc.lines_since_start(log) == ["first run"]
+    proc.spawn([sys.executable, "-c", "pass"], log_file=log).wait()  # died silently
+    assert proc.lines_since_start(log) == []
+    assert proc.lines_since_start(tmp_path / "absent.log") == []
