@@ -19,7 +19,7 @@ from infra.config import Layout
 from infra.proc import (
     ServiceError,
     ServiceStatus,
-    describe,
+    exited_during_startup,
     fail,
     port_open,
     progress,
@@ -179,10 +179,7 @@ def wait_ready(
             if port_open(host, port) and _metadata_ok(f"{host}:{port}"):
                 return
             if pid is not None and running_pid(layout.kafka_pid, MAIN_CLASS) is None:
-                ended = describe(pid, layout.kafka_pid)
-                reason = "the broker process exited during startup" + (
-                    f" ({ended})" if ended else ""
-                )
+                reason = exited_during_startup("the broker process", pid, layout.kafka_pid)
                 raise fail(NAME, reason, [layout.kafka_log])
             if time.monotonic() >= deadline:
                 raise fail(

@@ -217,9 +217,15 @@ def describe(pid: int | None, pid_file: Path | None = None) -> str:
         return how_it_ended(pid) or f"pid {pid} is gone"
     text = f"pid {pid} still runs: {pid_cmdline(pid)[:120]!r}"
     if pid_file is not None:
-        held = read_pid(pid_file) if pid_file.exists() else None
-        text += f"; {pid_file.name} holds {held}" if pid_file.exists() else "; no pid file"
+        held = read_pid(pid_file)
+        text += f"; {pid_file.name} holds {held}" if held is not None else "; no pid file"
     return text
+
+
+def exited_during_startup(subject: str, pid: int | None, pid_file: Path) -> str:
+    """The message for a service found gone while it starts, with ``describe``'s story."""
+    story = describe(pid, pid_file)
+    return f"{subject} exited during startup" + (f" ({story})" if story else "")
 
 
 def how_it_ended(pid: int | None) -> str:

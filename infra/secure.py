@@ -32,7 +32,7 @@ from infra import services as single
 from infra.proc import (
     ServiceError,
     ServiceStatus,
-    describe,
+    exited_during_startup,
     fail,
     pid_alive,
     port_open,
@@ -531,10 +531,9 @@ def up(
     # Elasticsearch first: its boot is the long pole, Kafka's storage format overlaps it.
     if before[ELASTICSEARCH].state != "running":
         _start_es(java_home, cfg, spec, where)
-    java = java_home / "bin" / "java"
     kafka_pid = before[KAFKA].pid
     if before[KAFKA].state != "running":
-        kafka_pid = _start_kafka(java, cfg, spec, where, pw["kafka"])
+        kafka_pid = _start_kafka(java_home / "bin" / "java", cfg, spec, where, pw["kafka"])
     deadline = time.monotonic() + timeout
     progress("waiting for the secure Kafka and Elasticsearch…")
     conf = admin_config(spec, where, pw["kafka"][sec.KAFKA_ADMIN])
@@ -546,8 +545,7 @@ def up(
             and _es_health(spec, where) in {"yellow", "green"}
         )
         if not kafka_ok and running_pid(where.kafka_pid, kafka.MAIN_CLASS) is None:
-            ended = describe(kafka_pid, where.kafka_pid)
-            reason = "the broker exited during startup" + (f" ({ended})" if ended else "")
+            reason = exited_during_startup("the broker", kafka_pid, where.kafka_pid)
             raise fail(KAFKA, reason, [where.kafka_log])
         launcher = _launchers.get(where.es_pid)
         if not es_ok and launcher is not None and launcher.poll() not in (None, 0):

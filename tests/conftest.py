@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
     from pyspark.sql import SparkSession
 
     from sigstream.settings import Settings
@@ -68,7 +69,8 @@ def _test_data() -> tuple[Settings, set[str], set[str]] | None:
 
     settings = get_settings()
     try:
-        return settings, _test_topics(settings), _test_indices(settings)
+        with _es(settings) as es:
+            return settings, _test_topics(settings), _test_indices(es)
     except Exception as exc:  # cleanup is a courtesy: never fail the run for it
         warnings.warn(f"cannot list test topics and indices: {exc}", stacklevel=1)
         return None
@@ -80,25 +82,27 @@ def _test_topics(settings: Settings) -> set[str]:
     return {t for t in list_topics(settings) if t.startswith(TEST_TOPIC_PREFIXES)}
 
 
-def _test_indices(settings: Settings) -> set[str]:
+def _es(settings: Settings) -> Elasticsearch:
     from detections.sinks.elasticsearch import connect
 
-    es = connect(settings.es_hosts)
+    return connect(settings.es_hosts)
+
+
+def _test_indices(es: Elasticsearch) -> set[str]:
     return set(es.indices.get(index=TEST_INDEX_PATTERN, expand_wildcards="all"))
 
 
 def _remove_new_test_data(settings: Settings, topics: set[str], indices: set[str]) -> None:
     """Delete the topics and indices this run created, so a developer's long-running stack
     does not collect gigabytes of test data run after run; what existed before is kept."""
-    from detections.sinks.elasticsearch import connect
     from infra.kafka import delete_topics
 
     try:
         delete_topics(settings, sorted(_test_topics(settings) - topics))
-        new_indices = sorted(_test_indices(settings) - indices)
-        es = connect(settings.es_hosts)
-        for i in range(0, len(new_indices), 20):  # a short URL per request
-            es.indices.delete(index=",".join(new_indices[i : i + 20]))
+        with _es(settings) as es:
+            new_indices = sorted(_test_indices(es) - indices)
+            for i in range(0, len(new_indices), 20):  # a short URL per request
+                es.indices.delete(index=",".join(new_indices[i : i + 20]))
     except Exception as exc:  # cleanup must not turn a green run red
         warnings.warn(f"could not remove the test run's topics and indices: {exc}", stacklevel=1)
 

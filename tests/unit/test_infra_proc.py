@@ -52,6 +52,8 @@ def test_a_child_killed_by_a_signal_is_reported_as_such(tmp_path: Path) -> None:
     assert proc.how_it_ended(pid).startswith("killed by SIGKILL")
     assert "MB of memory available now" in proc.how_it_ended(pid)
     assert proc.describe(pid) == proc.how_it_ended(pid)
+    said = proc.exited_during_startup("the broker", pid, tmp_path / "svc.pid")
+    assert said == f"the broker exited during startup ({proc.how_it_ended(pid)})"
 
 
 def test_a_child_that_exits_reports_its_code(tmp_path: Path) -> None:
@@ -64,6 +66,7 @@ def test_unknown_processes_have_no_story() -> None:
     assert proc.how_it_ended(None) == ""
     assert proc.how_it_ended(os.getpid()) == ""  # not a child that spawn started
     assert proc.describe(None) == ""
+    assert proc.exited_during_startup("x", None, Path("x.pid")) == "x exited during startup"
 
 
 def test_available_memory_is_read_from_meminfo() -> None:
