@@ -61,10 +61,10 @@ def build_finding(
     the group it belongs to (``grouping``: the process settings when not given)."""
     event = {k: v for k, v in event.items() if v is not None and v != {}}
     event_id = str(event["event_id"])
-    fid = finding_id(rule.id, event_id)
     when = _time(event["event_time"])
     host = str(event["host"])
     tenant = str(event.get("tenant_id", "default"))
+    fid = finding_id(rule.id, tenant, str(event.get("sensor_id", "")), event_id)
     window_s = (grouping or current_config()).window_for(rule.id)
     key, start = group_key(when, event_id, window_s)
     process = _process(event)

@@ -36,9 +36,11 @@ class Logsource(BaseModel):
 class Envelope(BaseModel):
     """Fields every event carries, whatever its type.
 
-    ``event_id`` is unique per event and stable across replays: finding ids are derived
-    from it, so re-sending an event never duplicates a finding. ``seq`` increases by one
-    per event per sensor, which lets the backend notice gaps (lost or deleted events).
+    ``event_id`` is unique per event of its sensor and stable across replays: an event is
+    identified by (tenant, sensor, event id), and finding ids are derived from that, so
+    re-sending an event never duplicates a finding and no sensor can squat another's ids.
+    ``seq`` increases by one per event per sensor, which lets the backend notice gaps (lost
+    or deleted events).
     """
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)

@@ -8,6 +8,7 @@ Sigstream's own state lives under ``sigstream.*``.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -122,7 +123,7 @@ class GroupInfo(_Model):
 
 class CorrelationInfo(_Model):
     """A correlation finding (Sigma correlation rule): its window, group and the base
-    findings (ids as ``finding_id(base rule, event)``) that made it."""
+    findings (ids as ``finding_id(base rule, tenant, sensor, event)``) that made it."""
 
     type: str
     group_key: str
@@ -164,9 +165,15 @@ class Finding(_Model):
 LEVEL_SEVERITY = {"informational": 0, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 
-def finding_id(rule_id: str, event_id: str) -> str:
-    """Deterministic id: the same rule matching the same event is always the same finding."""
-    return hashlib.sha256(f"{rule_id}\x1f{event_id}".encode()).hexdigest()[:40]
+def finding_id(rule_id: str, tenant_id: str, sensor_id: str, event_id: str) -> str:
+    """Deterministic id: the same rule matching the same event is always the same finding.
+
+    An event is identified by (tenant, sensor, event id), never by its id alone: event ids
+    are chosen by sensors, so two tenants (or two sensors of one tenant) may send the same
+    id, and neither may turn the other's finding into a "duplicate" that is never written.
+    """
+    raw = json.dumps([rule_id, tenant_id, sensor_id, event_id])  # no separator collisions
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
 def group_id(tenant_id: str, rule_id: str, host: str, key: str) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detections.correlation.model import CorrelationSpec, late_report_id
-from detections.correlation.state import Firing, Late
+from detections.correlation.state import Firing, Late, Match
 from schemas.findings import (
     LEVEL_SEVERITY,
     CorrelationInfo,
@@ -118,23 +118,27 @@ def correlation_finding(
                 value=firing.value,
                 condition=spec.condition.describe(),
                 rules=sorted({m.rule for m in matches}),
-                base_findings=[finding_id(m.rule, m.event_id) for m in matches],
+                base_findings=[_base_finding(m) for m in matches],
                 base_events=[m.event_id for m in matches],
             ),
         ),
     )
 
 
+def _base_finding(m: Match) -> str:
+    return finding_id(m.rule, m.tenant_id, m.sensor_id, m.event_id)
+
+
 def late_document(spec: CorrelationSpec, group_key: str, late: Late) -> tuple[str, dict[str, Any]]:
     """(id, body) of the report of one late match."""
     m = late.match
-    return late_report_id(spec.id, m.rule, m.event_id), {
+    return late_report_id(spec.id, m.rule, m.tenant_id, m.sensor_id, m.event_id), {
         "@timestamp": datetime.now(UTC).isoformat(),
         "correlation_id": spec.id,
         "correlation_title": spec.title,
         "rule_id": m.rule,
         "event_id": m.event_id,
-        "finding_id": finding_id(m.rule, m.event_id),
+        "finding_id": _base_finding(m),
         "event_time": _ms(m.time_ms).isoformat(),
         "watermark": _ms(late.watermark_ms).isoformat(),
         "lateness_ms": late.watermark_ms - m.time_ms,

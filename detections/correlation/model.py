@@ -94,7 +94,9 @@ def correlation_finding_id(correlation_id: str, group_key: str, window_start_ms:
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def late_report_id(correlation_id: str, rule_id: str, event_id: str) -> str:
-    """Deterministic id of a late-match report."""
-    raw = "\x1f".join(("late", correlation_id, rule_id, event_id))
+def late_report_id(
+    correlation_id: str, rule_id: str, tenant_id: str, sensor_id: str, event_id: str
+) -> str:
+    """Deterministic id of a late-match report (an event is tenant, sensor and id)."""
+    raw = "\x1f".join(("late", correlation_id, rule_id, tenant_id, sensor_id, event_id))
     return hashlib.sha256(raw.encode()).hexdigest()[:40]

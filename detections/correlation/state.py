@@ -37,6 +37,11 @@ class Match:
     sensor_id: str = ""
     tenant_id: str = "default"
 
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """(rule, tenant, sensor, event id): one match, however many sensors reuse an id."""
+        return (self.rule, self.tenant_id, self.sensor_id, self.event_id)
+
     def to_list(self) -> list[object]:
         return [
             self.time_ms,
@@ -141,14 +146,14 @@ def advance(
 ) -> Step:
     """Add ``new`` matches to ``state`` at ``watermark_ms``; fire what is decided."""
     step = Step(KeyState(list(state.pending), state.closed_until))
-    known = {(m.rule, m.event_id) for m in state.pending}
+    known = {m.identity for m in state.pending}
     for match in new:
         if match.time_ms <= watermark_ms:
             step.late.append(Late(match, watermark_ms))
         elif match.time_ms <= state.closed_until:
             step.absorbed += 1
-        elif (match.rule, match.event_id) not in known:
-            known.add((match.rule, match.event_id))
+        elif match.identity not in known:
+            known.add(match.identity)
             step.state.pending.append(match)
     pending = sorted(step.state.pending)
     span = spec.timespan_ms

@@ -130,7 +130,9 @@ def demotion_finding(
             "sigstream": SigstreamInfo(
                 tenant_id="sigstream",
                 sensor_id="detect-job",
-                finding=FindingState(id=finding_id(DEMOTION_RULE_ID, event_id)),
+                finding=FindingState(
+                    id=finding_id(DEMOTION_RULE_ID, "sigstream", "detect-job", event_id)
+                ),
                 event={
                     "demoted_rule": rule.model_dump(),
                     "reason": demotion.reason,

@@ -98,7 +98,7 @@ def health_finding(
     """The finding for one observation (``recovered`` has none: it closes a silence)."""
     rule = HEALTH_RULES[obs.kind]
     event_id = f"sensor-health:{tenant}:{sensor}:{obs.kind}:{obs.key}"
-    fid = finding_id(rule.id, event_id)
+    fid = finding_id(rule.id, tenant, sensor, event_id)
     when = _time(obs.at)
     window_s = (grouping or current_config()).window_for(rule.id)
     key, start = group_key(when, event_id, window_s)

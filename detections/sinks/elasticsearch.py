@@ -2,8 +2,9 @@
 
 Three indices per findings name ``<index>``:
 
-* ``<index>``: one immutable document per (rule, event) match, id = finding_id(rule, event),
-  sent with ``op_type=create``: a replayed match is a 409 counted as a duplicate.
+* ``<index>``: one immutable document per (rule, event) match, id = finding_id(rule, tenant,
+  sensor, event), sent with ``op_type=create``: a replayed match is a 409 counted as a
+  duplicate.
 * ``<index>-groups``: the findings analysts triage, one per (tenant, rule, host, window),
   id = group id. Count and first/last seen are *recomputed* from the match documents
   (distinct match ids) and written with optimistic concurrency as partial updates that

@@ -1,11 +1,13 @@
 """Index raw events for triage context (related events on a host, process ancestry).
 
-Events are created with deterministic ids (tenant + event id) and ``op_type=create``, so
+Events are created with deterministic ids (tenant + sensor + event id) and ``op_type=create``, so
 replays never duplicate them. The mappings are generated from the event models.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,7 +23,10 @@ from schemas.generate import es_event_mappings
 
 
 def event_doc_id(event: dict[str, Any]) -> str:
-    return f"{event.get('tenant_id', 'default')}:{event['event_id']}"
+    """An event's document id: (tenant, sensor, event id), as findings identify events, so
+    one sensor reusing another's event id cannot replace its stored event."""
+    raw = json.dumps([event.get("tenant_id", "default"), event["sensor_id"], event["event_id"]])
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
 def put_events_template(es: Elasticsearch, index: str) -> None:

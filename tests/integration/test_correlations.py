@@ -233,7 +233,9 @@ def test_sequences_through_kafka_become_correlation_findings(
     assert corr["type"] == "event_count" and corr["value"] == 3
     assert corr["group_by"] == {"host": "h1"}
     assert corr["base_events"] == ["h1-1", "h1-2", "h1-3"]
-    assert corr["base_findings"] == [finding_id(A_ID, e) for e in ("h1-1", "h1-2", "h1-3")]
+    assert corr["base_findings"] == [
+        finding_id(A_ID, "default", "sensor-h1", e) for e in ("h1-1", "h1-2", "h1-3")
+    ]
     assert count["rule"]["level"] == "high" and count["threat"]["technique"]["id"] == ["T1059"]
     assert totals.created == 6 and totals.late == 0
 

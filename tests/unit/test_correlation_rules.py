@@ -129,7 +129,9 @@ def test_a_firing_becomes_a_valid_finding_linking_its_base_findings() -> None:
     assert fid == firing.finding_id == correlation_finding(spec, firing).sigstream.finding.id
     assert Finding.model_validate(body).sigstream.correlation is not None
     corr = body["sigstream"]["correlation"]
-    assert corr["base_findings"] == [finding_id(spec.rules[0], f"e{i}") for i in range(1, 6)]
+    assert corr["base_findings"] == [
+        finding_id(spec.rules[0], "acme", "s-WS1", f"e{i}") for i in range(1, 6)
+    ]
     assert corr["group_by"] == {"host": "WS1"} and corr["value"] == 5
     assert body["event"]["category"] == "correlation" and body["host"]["name"] == "WS1"
     assert body["sigstream"]["tenant_id"] == "acme"
@@ -137,7 +139,8 @@ def test_a_firing_becomes_a_valid_finding_linking_its_base_findings() -> None:
     other_window = Firing(spec.id, "WS1", 2_000, 602_000, 5, matches)
     assert other_window.finding_id != firing.finding_id
     late_id, late = late_document(spec, "WS1", Late(matches[0], 90_000))
-    assert late["lateness_ms"] == 89_000 and late["finding_id"] == finding_id(spec.rules[0], "e1")
+    assert late["lateness_ms"] == 89_000
+    assert late["finding_id"] == finding_id(spec.rules[0], "acme", "s-WS1", "e1")
     assert late_id == late_document(spec, "WS1", Late(matches[0], 95_000))[0]
 
 

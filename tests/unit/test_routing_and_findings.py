@@ -73,7 +73,7 @@ def test_finding_document_is_ecs_and_deterministic() -> None:
         "Hashes": None,
     }
     doc_id, body = finding_document(build_finding(rule, event, datetime(2026, 1, 2, tzinfo=UTC)))
-    assert doc_id == finding_id("r-1", "e-1")
+    assert doc_id == finding_id("r-1", "acme", "ws01", "e-1")
     assert body["@timestamp"].startswith("2026-01-02T03:04:05.000001")
     assert body["rule"]["id"] == "r-1" and body["rule"]["level"] == "high"
     assert body["threat"]["technique"]["id"] == ["T1059"]

@@ -99,9 +99,21 @@ def test_json_schema_lists_every_event_type() -> None:
 
 
 def test_finding_id_is_deterministic_and_distinct() -> None:
-    assert finding_id("r1", "e1") == finding_id("r1", "e1")
-    assert finding_id("r1", "e1") != finding_id("r1", "e2")
-    assert finding_id("r1", "e1") != finding_id("r2", "e1")
+    assert finding_id("r1", "t", "s", "e1") == finding_id("r1", "t", "s", "e1")
+    assert finding_id("r1", "t", "s", "e1") != finding_id("r1", "t", "s", "e2")
+    assert finding_id("r1", "t", "s", "e1") != finding_id("r2", "t", "s", "e1")
+
+
+def test_finding_id_is_per_tenant_and_sensor() -> None:
+    """Event ids are chosen by sensors: another tenant's or sensor's reuse of an id must
+    not make a different event's finding a duplicate."""
+    ids = {
+        finding_id("r1", tenant, sensor, "e1")
+        for tenant in ("acme", "globex")
+        for sensor in ("ws01", "ws02")
+    }
+    assert len(ids) == 4
+    assert finding_id("r1", "a\x1fb", "c", "e") != finding_id("r1", "a", "b\x1fc", "e")
 
 
 def test_attack_tags_split_into_techniques_and_tactics() -> None:
