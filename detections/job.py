@@ -8,8 +8,10 @@ checkpointed by Spark, so after a crash the batch is replayed and the determinis
 make the replay harmless.
 
 A rule the engine cannot compile is quarantined when the job starts; a rule that raises
-while evaluating a batch is quarantined from that moment (its error is reported by the
-task, the other rules' findings are written) and left out of every later batch.
+while evaluating a batch, or that spends more than its time budget on it
+(``JobConfig.rule_budget_s``), is quarantined from that moment (its error or measured cost
+is reported by the task, the other rules' findings are written) and left out of every
+later batch.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class JobConfig:
     es_options: dict[str, Any] = field(default_factory=dict)
     # How long a micro-batch waits out an Elasticsearch outage before the job fails.
     es_patience_s: float = 300.0
+    # Seconds one rule may spend evaluating its share of a micro-batch in one task before
+    # it is quarantined with its measured cost (None or 0: no budget). See settings.
+    rule_budget_s: float | None = 30.0
     # Ids of rules that only feed correlations (Sigma ``generate: false``): they run, but
     # write no findings of their own (detections.correlation.compile.correlation_only_rules).
     silent_rule_ids: frozenset[str] = frozenset()
@@ -252,7 +257,13 @@ def make_batch_handler(
             batch,
             (id(running.shipped), tuple(sorted(skip)), repr(destinations)),
             lambda: partition_processor(
-                running.shipped, skip, cfg.es_hosts, destinations, cfg.es_options, cfg.es_patience_s
+                running.shipped,
+                skip,
+                cfg.es_hosts,
+                destinations,
+                cfg.es_options,
+                cfg.es_patience_s,
+                cfg.rule_budget_s,
             ),
             STATS_SCHEMA,
         )

@@ -85,12 +85,17 @@ def partition_processor(
     destinations: Destinations,
     es_options: Mapping[str, Any] | None = None,
     patience_s: float = 300.0,
+    rule_budget_s: float | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
     ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info): shipped to
     each Python worker once per deployed content, not with every micro-batch. Writes wait
-    out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``)."""
+    out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``).
+    A rule whose own evaluation time in this task (its share of the micro-batch) exceeds
+    ``rule_budget_s`` is reported like a rule that raised, with its measured cost: the
+    driver quarantines it, and the task skips it in its remaining Arrow batches. The
+    budget comes from the driver's settings; executors never read their own."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -128,6 +133,8 @@ def partition_processor(
                 numbers[0] += rows
                 numbers[1] += int(hits[rule]) if rule < hits.size else 0
                 numbers[2] += result.seconds.get(rule, 0.0)
+                if rule_budget_s and numbers[2] > rule_budget_s and rule not in errors:
+                    errors[rule] = over_budget(numbers[2], int(numbers[0]), rule_budget_s)
             if not result.rows.size:
                 continue
             counts["matches"] += int(result.rows.size)
@@ -156,6 +163,15 @@ def partition_processor(
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+def over_budget(seconds: float, events: int, budget_s: float) -> str:
+    """The quarantine reason of a rule over its time budget, with its measured cost."""
+    per_event = f", {seconds / events * 1e6:,.0f} µs/event" if events else ""
+    return (
+        f"over its time budget: {seconds:.2f} s evaluating {events:,} events of one "
+        f"micro-batch in one task{per_event} (budget {budget_s:g} s per rule)"
+    )
 
 
 _clients: dict[tuple[str, ...], tuple[str, Any]] = {}
