@@ -268,6 +268,7 @@ def make_batch_handler(
             STATS_SCHEMA,
         )
         new_errors: dict[int, str] = {}
+        refused: list[list[Any]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -285,12 +286,14 @@ def make_batch_handler(
                 total = stats.rules.setdefault(int(index), [0, 0, 0.0])
                 for i, value in enumerate(numbers):
                     total[i] += value
+            refused += json.loads(row["rejects"])
+        checked = with_task_reasons(batch, refused)
         if stats.rejected:
-            _write_dlq(rejected_records(batch), cfg)
+            _write_dlq(rejected_records(checked), cfg)
         if cfg.archive_dir is not None and stats.events:
             from detections.workflow.backtest import write_archive
 
-            write_archive(flat_valid_events(batch), cfg.archive_dir)
+            write_archive(flat_valid_events(checked), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)
@@ -323,6 +326,24 @@ def make_batch_handler(
             on_batch(stats)
 
     return handle
+
+
+def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:
+    """The micro-batch with the reasons the tasks gave records the JVM's parse let through
+    (``[topic, partition, offset, reason]``, see ``detections.worker.checked_records``):
+    a task's reason wins, so those records go to the dead-letter topic and out of the
+    archive. Unchanged when no task refused anything, as in nearly every batch."""
+    if not refused:
+        return batch
+    from pyspark.sql import functions as F
+
+    found = batch.sparkSession.createDataFrame(
+        [tuple(r) for r in refused],
+        "topic string, partition int, offset long, task_reason string",
+    )
+    joined = batch.join(F.broadcast(found), ["topic", "partition", "offset"], "left")
+    reason = F.coalesce(F.col("task_reason"), F.col("reject_reason"))
+    return joined.withColumn("reject_reason", reason).drop("task_reason")
 
 
 def _demote(

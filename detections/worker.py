@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from detections.deploy.modes import RuleMode
@@ -38,6 +37,9 @@ STATS_SCHEMA = T.StructType(
         T.StructField("errors", T.StringType(), False),  # JSON: rule index -> error
         # JSON: rule index -> [events evaluated, matches, seconds]
         T.StructField("rules", T.StringType(), False),
+        # JSON: [[topic, partition, offset, reason]] of the records this task refused that
+        # the JVM's parse let through (or called malformed): see ``detections.parse``.
+        T.StructField("rejects", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -47,6 +49,8 @@ _ARROW_STATS = pa.schema(
 
 REASON_COLUMN = "reject_reason"
 VALUE_COLUMN = "value"
+#: Where a record came from: how the driver finds the records a task refused.
+ORIGIN_COLUMNS = ("topic", "partition", "offset")
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,11 @@ def partition_processor(
         errors: dict[int, str] = {}
         per_rule: dict[int, list[float]] = {}
         ingested = datetime.now(UTC)
+        rejects: list[tuple[str, int, int, str]] = []
         for batch in batches:
-            valid = pc.is_null(batch.column(REASON_COLUMN))
-            events = batch.filter(valid)
+            valid, refused = checked_records(batch)
+            rejects += refused
+            events = batch.filter(pa.array(valid))
             counts["rejected"] += batch.num_rows - events.num_rows
             counts["events"] += events.num_rows
             if not events.num_rows:
@@ -159,10 +165,38 @@ def partition_processor(
             **timing,
             "errors": json.dumps({str(k): v for k, v in errors.items()}),
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
+            "rejects": json.dumps(rejects),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:
+    """Which records of ``batch`` are valid events, and (topic, partition, offset, reason)
+    of those this task refuses: the records the JVM's parse accepted but the event
+    contract does not (``detections.parse.record_problem``), and a precise reason for
+    those it found malformed. One bad record never fails the others."""
+    from detections.parse import MALFORMED, record_problem
+
+    reasons = batch.column(REASON_COLUMN).to_pylist()
+    values = batch.column(VALUE_COLUMN).to_pylist()
+    names = batch.schema.names
+    origin = [
+        batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
+        for c in ORIGIN_COLUMNS
+    ]
+    valid = np.zeros(batch.num_rows, dtype=bool)
+    refused: list[tuple[str, int, int, str]] = []
+    for row, (reason, value) in enumerate(zip(reasons, values, strict=True)):
+        if reason is not None and reason != MALFORMED:
+            continue
+        problem = record_problem(value)
+        if problem is None and reason is None:
+            valid[row] = True
+        elif problem is not None:
+            refused.append((origin[0][row], origin[1][row], origin[2][row], problem))
+    return valid, refused
 
 
 def over_budget(seconds: float, events: int, budget_s: float) -> str:

@@ -25,6 +25,12 @@ from schemas.generate import arrow_event_schema
 from tests.sigma_cases import rule_ir
 
 ANY_ROUTE = Route(product=None, event_types=None, service=None)
+_EVENT = {
+    "event_type": "process_creation",
+    "sensor_id": "ws01",
+    "host": "WS01",
+    "event_time": "2026-11-20T10:00:00Z",
+}
 SLOW_S = 0.4
 BUDGET_S = 0.15
 
@@ -40,7 +46,8 @@ def _batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     full = [{"event_type": "process_creation", "extra": {}, **row} for row in rows]
     table = pa.Table.from_pylist(full, schema=arrow_event_schema())
     table = table.append_column(REASON_COLUMN, pa.nulls(len(rows), pa.string()))
-    table = table.append_column(VALUE_COLUMN, pa.array([json.dumps(r) for r in rows]))
+    raw = [json.dumps(_EVENT | row | {"event_id": f"e{i}"}) for i, row in enumerate(rows)]
+    table = table.append_column(VALUE_COLUMN, pa.array(raw))
     return table.combine_chunks().to_batches()[0]
 
 
