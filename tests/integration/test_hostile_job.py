@@ -72,9 +72,10 @@ def test_redos_rule_and_bad_records_through_the_real_job(
     bad[oversize()] = "record of "
     bad[surrogate.encode()] = "lone UTF-16 surrogate escape"
     mixed: list[bytes] = []
-    for i, line in enumerate([*good, *hostile]):
+    valid = [*good, *hostile]
+    for i, line in enumerate(valid):
         mixed.append(line)
-        mixed.extend(list(bad)[i::10])  # bad records between the good ones
+        mixed.extend(list(bad)[i :: len(valid)])  # bad records between the good ones
     assert len(mixed) == len(good) + len(hostile) + len(bad)
 
     cfg = job_config(
