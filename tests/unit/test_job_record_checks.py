@@ -117,3 +117,29 @@ def test_worker_keeps_good_records_and_reports_each_bad_one_with_its_origin() ->
     assert refused[-1] == ("t", 0, len(values) - 2, "malformed JSON: Expecting value at column 1")
     for (_, _, _, reason), path in zip(refused, FILES, strict=False):
         assert reason.startswith(expected_reason(path.stem))
+
+
+GATEWAY_CORPUS = sorted(KAFKA.parent.glob("*.ndjson"))
+#: Refused by the gateway for who sent them (credential checks), not for what they are:
+#: as raw Kafka records they are events.
+IDENTITY_ONLY = {"sensor_mismatch", "tenant_mismatch"}
+#: The gateway's reason code -> the job's reason.
+JOB_REASON = {
+    "invalid_json": "malformed JSON: ",
+    "invalid_utf8": "invalid UTF-8 at byte ",
+    "not_an_object": f"{MALFORMED} (a JSON ",
+    "schema_invalid": "invalid event: ",
+    "schema_version": "invalid event: process_creation.schema_version: Input should be 1",
+    "unknown_event_type": "invalid event: event: Input tag 'teleport'",
+}
+
+
+@pytest.mark.parametrize("path", GATEWAY_CORPUS, ids=[p.stem for p in GATEWAY_CORPUS])
+def test_the_gateway_corpus_written_to_kafka_directly(path: Path) -> None:
+    """Each input the gateway refuses for its content is refused by the job too."""
+    code = path.stem.split("__")[0]
+    reason = record_problem(record(path))
+    if code in IDENTITY_ONLY:
+        assert reason is None
+    else:
+        assert reason is not None and reason.startswith(JOB_REASON[code]), reason
