@@ -29,7 +29,7 @@ from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
 from pyspark.sql.pandas.functions import pandas_udf
 from pyspark.sql.types import StructType
 
-from detections.worker import REASON_COLUMN, VALUE_COLUMN
+from detections.worker import ORIGIN_COLUMNS, REASON_COLUMN, VALUE_COLUMN
 
 ArrowFunction = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
@@ -43,7 +43,7 @@ class BatchQuery:
         self, spark: SparkSession, names: Sequence[str], computed: Mapping[str, Column]
     ) -> None:
         self.spark = spark
-        self.inputs = [REASON_COLUMN, VALUE_COLUMN, *names]
+        self.inputs = [REASON_COLUMN, VALUE_COLUMN, *ORIGIN_COLUMNS, *names]
         self.input_names = [*self.inputs, *computed]
         columns = [*map(F.col, self.inputs), *computed.values()]
         self._select = _to_seq(spark.sparkContext, [c._jc for c in columns])  # type: ignore[attr-defined]

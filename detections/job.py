@@ -8,8 +8,10 @@ checkpointed by Spark, so after a crash the batch is replayed and the determinis
 make the replay harmless.
 
 A rule the engine cannot compile is quarantined when the job starts; a rule that raises
-while evaluating a batch is quarantined from that moment (its error is reported by the
-task, the other rules' findings are written) and left out of every later batch.
+while evaluating a batch, or that spends more than its time budget on it
+(``JobConfig.rule_budget_s``), is quarantined from that moment (its error or measured cost
+is reported by the task, the other rules' findings are written) and left out of every
+later batch.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class JobConfig:
     es_options: dict[str, Any] = field(default_factory=dict)
     # How long a micro-batch waits out an Elasticsearch outage before the job fails.
     es_patience_s: float = 300.0
+    # Seconds one rule may spend evaluating its share of a micro-batch in one task before
+    # it is quarantined with its measured cost (None or 0: no budget). See settings.
+    rule_budget_s: float | None = 30.0
     # Ids of rules that only feed correlations (Sigma ``generate: false``): they run, but
     # write no findings of their own (detections.correlation.compile.correlation_only_rules).
     silent_rule_ids: frozenset[str] = frozenset()
@@ -252,11 +257,18 @@ def make_batch_handler(
             batch,
             (id(running.shipped), tuple(sorted(skip)), repr(destinations)),
             lambda: partition_processor(
-                running.shipped, skip, cfg.es_hosts, destinations, cfg.es_options, cfg.es_patience_s
+                running.shipped,
+                skip,
+                cfg.es_hosts,
+                destinations,
+                cfg.es_options,
+                cfg.es_patience_s,
+                cfg.rule_budget_s,
             ),
             STATS_SCHEMA,
         )
         new_errors: dict[int, str] = {}
+        refused: list[list[Any]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -274,12 +286,14 @@ def make_batch_handler(
                 total = stats.rules.setdefault(int(index), [0, 0, 0.0])
                 for i, value in enumerate(numbers):
                     total[i] += value
+            refused += json.loads(row["rejects"])
+        checked = with_task_reasons(batch, refused)
         if stats.rejected:
-            _write_dlq(rejected_records(batch), cfg)
+            _write_dlq(rejected_records(checked), cfg)
         if cfg.archive_dir is not None and stats.events:
             from detections.workflow.backtest import write_archive
 
-            write_archive(flat_valid_events(batch), cfg.archive_dir)
+            write_archive(flat_valid_events(checked), cfg.archive_dir)
         if new_errors:
             for index, reason in new_errors.items():
                 log.error("rule %s quarantined: %s", running.plan.rules[index].rule.id, reason)
@@ -312,6 +326,24 @@ def make_batch_handler(
             on_batch(stats)
 
     return handle
+
+
+def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:
+    """The micro-batch with the reasons the tasks gave records the JVM's parse let through
+    (``[topic, partition, offset, reason]``, see ``detections.worker.checked_records``):
+    a task's reason wins, so those records go to the dead-letter topic and out of the
+    archive. Unchanged when no task refused anything, as in nearly every batch."""
+    if not refused:
+        return batch
+    from pyspark.sql import functions as F
+
+    found = batch.sparkSession.createDataFrame(
+        [tuple(r) for r in refused],
+        "topic string, partition int, offset long, task_reason string",
+    )
+    joined = batch.join(F.broadcast(found), ["topic", "partition", "offset"], "left")
+    reason = F.coalesce(F.col("task_reason"), F.col("reject_reason"))
+    return joined.withColumn("reject_reason", reason).drop("task_reason")
 
 
 def _demote(

@@ -7,7 +7,11 @@ benchmarks run the very same code: the job calls it inside Spark's Python worker
 Per batch: each route's rows are found from ``event_type`` and ``logsource``; each route's
 rules run over those rows only (see ``detections.compiler.to_arrow`` for how); a rule that
 raises is reported with its error and skipped while every other rule carries on; the
-time spent in each rule is measured so that costly content can be found and demoted.
+time spent in each rule is measured so that costly content can be found, demoted, or
+quarantined when it exceeds its time budget (``detections.worker``). A rule's seconds are
+its own work: the route's shared work (distinct values, keyword text, the literal scans
+every rule of the route shares) is measured apart, so the rule that happens to ask first
+is not charged for it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import hashlib
 import pickle
 import time
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -52,6 +57,7 @@ class MatchResult:
     errors: dict[int, str] = field(default_factory=dict)
     seconds: dict[int, float] = field(default_factory=dict)
     evaluated: dict[int, int] = field(default_factory=dict)
+    shared_seconds: float = 0.0  # work the rules of a route share, charged to none
 
     def pairs(self) -> list[tuple[int, int]]:
         return list(zip(self.rows.tolist(), self.rules.tolist(), strict=True))
@@ -86,6 +92,7 @@ class Matcher:
         errors: dict[int, str] = {}
         seconds: dict[int, float] = {}
         evaluated: dict[int, int] = {}
+        shared = 0.0
         for route, program in self.programs.items():
             rows = np.flatnonzero(view.route_mask(route))
             if not rows.size:
@@ -96,25 +103,27 @@ class Matcher:
                 if index in skip:
                     continue
                 evaluated[index] = evaluated.get(index, 0) + int(rows.size)
-                started = time.perf_counter()
+                started, shared_before = time.perf_counter(), route_rows.shared_s
                 try:
                     result = run(tree, route_rows, memo, program.slots)
                 except Exception as exc:  # a misbehaving rule never stops the others
                     errors[index] = f"rule evaluation failed: {type(exc).__name__}: {exc}"
                     continue
                 finally:
-                    seconds[index] = seconds.get(index, 0.0) + time.perf_counter() - started
+                    own = time.perf_counter() - started - (route_rows.shared_s - shared_before)
+                    seconds[index] = seconds.get(index, 0.0) + max(own, 0.0)
                 if result is not None:
                     hit = rows[result]
                     found_rows.append(hit)
                     found_rules.append(np.full(hit.size, index, dtype=np.int32))
+            shared += route_rows.shared_s
         if not found_rows:
             empty = np.zeros(0, dtype=np.int64)
-            return MatchResult(empty, empty.astype(np.int32), errors, seconds, evaluated)
+            return MatchResult(empty, empty.astype(np.int32), errors, seconds, evaluated, shared)
         all_rows = np.concatenate(found_rows).astype(np.int64)
         all_rules = np.concatenate(found_rules)
         order = np.lexsort((all_rules, all_rows))
-        return MatchResult(all_rows[order], all_rules[order], errors, seconds, evaluated)
+        return MatchResult(all_rows[order], all_rules[order], errors, seconds, evaluated, shared)
 
 
 # --- shipping the engine to Spark's Python workers -------------------------------------------
@@ -318,16 +327,32 @@ class _RouteRows:
         self._distinct: dict[FieldKey, _Distinct] = {}
         self._keyword_text: dict[bool, _Distinct] = {}
         self._literal_hits: dict[int, dict[int, np.ndarray]] = {}
+        self.shared_s = 0.0  # seconds of shared work (see the module docstring)
+        self._sharing = False
+
+    @contextmanager
+    def _shared(self) -> Iterator[None]:
+        """Time work every rule of the route shares (the outermost call only)."""
+        if self._sharing:
+            yield
+            return
+        self._sharing, started = True, time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sharing = False
+            self.shared_s += time.perf_counter() - started
 
     def distinct(self, key: FieldKey) -> _Distinct:
         found = self._distinct.get(key)
         if found is None:
-            source, name, cased = key
-            if cased:
-                found = _encode(self.view.column(source, name).take(self._take))
-            else:
-                raw = self.distinct((source, name, True))
-                found = _Distinct(_lower(raw.array), raw.positions)
+            with self._shared():
+                source, name, cased = key
+                if cased:
+                    found = _encode(self.view.column(source, name).take(self._take))
+                else:
+                    raw = self.distinct((source, name, True))
+                    found = _Distinct(_lower(raw.array), raw.positions)
             self._distinct[key] = found
         return found
 
@@ -337,28 +362,30 @@ class _RouteRows:
     def keyword_text(self, cased: bool) -> _Distinct:
         found = self._keyword_text.get(cased)
         if found is None:
-            text = self.view.keyword_text(self.keywords).take(self._take)
-            found = _encode(text)
-            if not cased:
-                found = _Distinct(_lower(found.array), found.positions)
+            with self._shared():
+                text = self.view.keyword_text(self.keywords).take(self._take)
+                found = _encode(text)
+                if not cased:
+                    found = _Distinct(_lower(found.array), found.positions)
             self._keyword_text[cased] = found
         return found
 
     def literal_hits(self, index: int) -> dict[int, np.ndarray]:
         hits = self._literal_hits.get(index)
         if hits is None:
-            literal = self.program.literals[index]
-            distinct = (
-                self.distinct(literal.key)
-                if literal.key is not None
-                else self.keyword_text(literal.cased)
-            )
-            hits = {}
-            if len(distinct.array):
-                for slot, found in literal.scan(distinct.array).items():
-                    truth = np.zeros(len(distinct.array) + 1, dtype=bool)
-                    truth[found] = True
-                    hits[slot] = truth[distinct.positions]
+            with self._shared():
+                literal = self.program.literals[index]
+                distinct = (
+                    self.distinct(literal.key)
+                    if literal.key is not None
+                    else self.keyword_text(literal.cased)
+                )
+                hits = {}
+                if len(distinct.array):
+                    for slot, found in literal.scan(distinct.array).items():
+                        truth = np.zeros(len(distinct.array) + 1, dtype=bool)
+                        truth[found] = True
+                        hits[slot] = truth[distinct.positions]
             self._literal_hits[index] = hits
         return hits
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from detections.deploy.modes import RuleMode
@@ -38,6 +37,9 @@ STATS_SCHEMA = T.StructType(
         T.StructField("errors", T.StringType(), False),  # JSON: rule index -> error
         # JSON: rule index -> [events evaluated, matches, seconds]
         T.StructField("rules", T.StringType(), False),
+        # JSON: [[topic, partition, offset, reason]] of the records this task refused that
+        # the JVM's parse let through (or called malformed): see ``detections.parse``.
+        T.StructField("rejects", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -47,6 +49,8 @@ _ARROW_STATS = pa.schema(
 
 REASON_COLUMN = "reject_reason"
 VALUE_COLUMN = "value"
+#: Where a record came from: how the driver finds the records a task refused.
+ORIGIN_COLUMNS = ("topic", "partition", "offset")
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,17 @@ def partition_processor(
     destinations: Destinations,
     es_options: Mapping[str, Any] | None = None,
     patience_s: float = 300.0,
+    rule_budget_s: float | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
     ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info): shipped to
     each Python worker once per deployed content, not with every micro-batch. Writes wait
-    out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``)."""
+    out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``).
+    A rule whose own evaluation time in this task (its share of the micro-batch) exceeds
+    ``rule_budget_s`` is reported like a rule that raised, with its measured cost: the
+    driver quarantines it, and the task skips it in its remaining Arrow batches. The
+    budget comes from the driver's settings; executors never read their own."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -105,9 +114,11 @@ def partition_processor(
         errors: dict[int, str] = {}
         per_rule: dict[int, list[float]] = {}
         ingested = datetime.now(UTC)
+        rejects: list[tuple[str, int, int, str]] = []
         for batch in batches:
-            valid = pc.is_null(batch.column(REASON_COLUMN))
-            events = batch.filter(valid)
+            valid, refused = checked_records(batch)
+            rejects += refused
+            events = batch.filter(pa.array(valid))
             counts["rejected"] += batch.num_rows - events.num_rows
             counts["events"] += events.num_rows
             if not events.num_rows:
@@ -128,6 +139,8 @@ def partition_processor(
                 numbers[0] += rows
                 numbers[1] += int(hits[rule]) if rule < hits.size else 0
                 numbers[2] += result.seconds.get(rule, 0.0)
+                if rule_budget_s and numbers[2] > rule_budget_s and rule not in errors:
+                    errors[rule] = over_budget(numbers[2], int(numbers[0]), rule_budget_s)
             if not result.rows.size:
                 continue
             counts["matches"] += int(result.rows.size)
@@ -152,10 +165,47 @@ def partition_processor(
             **timing,
             "errors": json.dumps({str(k): v for k, v in errors.items()}),
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
+            "rejects": json.dumps(rejects),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:
+    """Which records of ``batch`` are valid events, and (topic, partition, offset, reason)
+    of those this task refuses: the records the JVM's parse accepted but the event
+    contract does not (``detections.parse.record_problem``), and a precise reason for
+    those it found malformed. One bad record never fails the others."""
+    from detections.parse import MALFORMED, record_problem
+
+    reasons = batch.column(REASON_COLUMN).to_pylist()
+    values = batch.column(VALUE_COLUMN).to_pylist()
+    names = batch.schema.names
+    origin = [
+        batch.column(c).to_pylist() if c in names else [None] * batch.num_rows
+        for c in ORIGIN_COLUMNS
+    ]
+    valid = np.zeros(batch.num_rows, dtype=bool)
+    refused: list[tuple[str, int, int, str]] = []
+    for row, (reason, value) in enumerate(zip(reasons, values, strict=True)):
+        if reason is not None and reason != MALFORMED:
+            continue
+        problem = record_problem(value)
+        if problem is None and reason is None:
+            valid[row] = True
+        elif problem is not None:
+            refused.append((origin[0][row], origin[1][row], origin[2][row], problem))
+    return valid, refused
+
+
+def over_budget(seconds: float, events: int, budget_s: float) -> str:
+    """The quarantine reason of a rule over its time budget, with its measured cost."""
+    per_event = f", {seconds / events * 1e6:,.0f} µs/event" if events else ""
+    return (
+        f"over its time budget: {seconds:.2f} s evaluating {events:,} events of one "
+        f"micro-batch in one task{per_event} (budget {budget_s:g} s per rule)"
+    )
 
 
 _clients: dict[tuple[str, ...], tuple[str, Any]] = {}

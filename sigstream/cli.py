@@ -285,6 +285,7 @@ def detect(
         kafka_options=spark_kafka_options(s, bootstrap=False),
         es_options=elasticsearch_kwargs(s),
         es_patience_s=s.es_patience_s,
+        rule_budget_s=s.rule_budget_s or None,
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
         trigger_seconds=s.trigger_s if trigger is None else trigger,

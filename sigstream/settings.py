@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     # How long the detect job's micro-batch waits out an Elasticsearch outage (retrying its
     # replay-safe writes with backoff) before the job fails with the error.
     es_patience_s: float = 300.0
+    # Seconds one Sigma rule may spend evaluating its share of a micro-batch in one Spark
+    # task before the job quarantines it with its measured cost (0: no budget). Regexes run
+    # on RE2 and cannot hang, but a heavy rule can still starve a batch; 30 s is far above
+    # any SigmaHQ rule on a full batch (microseconds per event) and far below a stall.
+    rule_budget_s: float = 30.0
 
     # Client security (the `secure` profile, infra/README.md); sigstream/connections.py turns
     # these into each client's options. Defaults: plaintext without authentication.

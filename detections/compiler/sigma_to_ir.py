@@ -12,6 +12,8 @@ Nothing here imports pyspark: compiling is pure and runs in CI without a JVM.
 from __future__ import annotations
 
 import ipaddress
+import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ from sigma.types import (
 )
 
 from detections.compiler import ir
+from detections.compiler.regex import UNSUPPORTED_REGEX, regex_refusal
 
 # The Sigma specification names ``utf16le`` as the canonical spelling of ``wide``; pySigma
 # only knows ``wide``. Registering the alias is idempotent and changes nothing else.
@@ -205,7 +208,7 @@ def reason_for(exc: BaseException) -> str:
     if isinstance(exc, yaml.YAMLError):
         return "parse_error"
     if isinstance(exc, sx.SigmaRegularExpressionError):
-        return "invalid_regex"
+        return _regex_error_reason(text)
     if isinstance(exc, sx.SigmaPlaceholderError):
         return "unresolved_placeholder"
     if isinstance(exc, sx.SigmaConditionError):
@@ -227,6 +230,25 @@ def reason_for(exc: BaseException) -> str:
     return "parse_error"
 
 
+_PYSIGMA_REGEX_ERROR = re.compile(r"^Regular expression '(?P<pattern>.*)' is invalid: ", re.S)
+
+
+def _regex_error_reason(text: str) -> str:
+    """``unsupported_regex`` for a pattern that is valid (Python's ``re`` reads it) but that
+    RE2 cannot run: pySigma's default (safe) policy checks regexes with RE2, as the engine
+    runs them. ``invalid_regex`` for a pattern no engine reads."""
+    found = _PYSIGMA_REGEX_ERROR.match(text)
+    if found is None:
+        return "invalid_regex"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(found["pattern"])
+    except (re.error, RecursionError, OverflowError):
+        return "invalid_regex"
+    return "unsupported_regex"
+
+
 def _where(rule: Any) -> str:
     source = getattr(rule, "source", None)
     path = getattr(source, "path", None)
@@ -241,10 +263,12 @@ def _wrap(rule: Any, exc: BaseException) -> CompileError:
     """A pySigma exception as a CompileError naming the rule file (once)."""
     if isinstance(exc, CompileError):
         return exc
-    message = str(exc)
+    message, reason = str(exc), reason_for(exc)
     if _where(rule) not in message:
         message = f"{_where(rule)}: {message}"
-    return CompileError(reason_for(exc), message)
+    if reason == "unsupported_regex":
+        message += f" ({UNSUPPORTED_REGEX})"
+    return CompileError(reason, message)
 
 
 # --- values -> predicates ----------------------------------------------------------------
@@ -318,7 +342,7 @@ class _Values:
             expanded = value.replace_placeholders(self._placeholder_values)
             return ir.or_(*(self._regex(name, item) for item in expanded))
         flags = value.flags
-        return ir.Pred(
+        pred = ir.Pred(
             name,
             ir.REGEX,
             str(value.regexp),
@@ -326,6 +350,13 @@ class _Values:
             flags=("m" if SigmaRegularExpressionFlag.MULTILINE in flags else "")
             + ("s" if SigmaRegularExpressionFlag.DOTALL in flags else ""),
         )
+        # Refused here, where every path that compiles rules passes (check, validate,
+        # bundle build); deploy and job start compile the IR again and refuse it too.
+        refusal = regex_refusal(str(pred.value), pred.cased, pred.flags)
+        if refusal is not None:
+            where = f"field {name!r}" if name is not None else "keyword"
+            raise _fail(self.rule, "unsupported_regex", f"{where}: {refusal}")
+        return pred
 
     def _cidr(self, name: str, value: SigmaCIDRExpression) -> ir.Node:
         try:

@@ -9,7 +9,8 @@ The engine evaluates rules inside Spark's Python workers on Arrow record batches
   of the field in the batch is scanned once and yields every literal predicate it
   satisfies. Cost grows with the data, not with the number of rules; a predicate whose
   literal occurs nowhere in the batch costs nothing.
-* Everything else (regexes, wildcards, CIDR, numeric comparisons, field references,
+* Everything else (regexes and wildcards on RE2, linear in the text; see
+  ``detections.compiler.regex``, CIDR, numeric comparisons, field references,
   existence) is a small function over the distinct values of a field.
 
 Results are numpy boolean arrays over the rows of a route, or ``None`` for "false for every
@@ -23,8 +24,6 @@ so ``not selection`` is true for an event without the field.
 from __future__ import annotations
 
 import ipaddress
-import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detections.compiler import ir
+from detections.compiler.regex import EngineRegex, compile_glob, compile_regex
 
 __all__ = [
     "FieldKey",
@@ -41,8 +41,8 @@ __all__ = [
     "ProgramBuilder",
     "Result",
     "Rows",
+    "engine_regex",
     "glob_regex",
-    "python_regex",
 ]
 
 #: Joins the field values of an event for keyword searches; no literal crosses it.
@@ -459,7 +459,7 @@ class ProgramBuilder:
         if op == ir.KEYWORD:
             return self._keyword(pred)
         if op == ir.REGEX:
-            pattern = python_regex(_string(pred), pred.cased, pred.flags)
+            pattern = engine_regex(_string(pred), pred.cased, pred.flags)
             if pred.field is None:  # a regex must not match across two fields
                 return _keyword_test(
                     lambda text: any(map(pattern.search, text.split(KEYWORD_SEPARATOR))),
@@ -628,26 +628,21 @@ def _ip_in(text: str, networks: Sequence[Network]) -> bool:
     return any(address in n for n in networks)
 
 
-def glob_regex(glob: str, *, within_field: bool = False) -> re.Pattern[str]:
-    """A canonical IR glob as a compiled regex (``fullmatch`` = the whole value,
-    ``search`` = anywhere); ``*`` and ``?`` also match line breaks. ``within_field``:
-    they never match the keyword separator, so a match stays inside one field."""
+def glob_regex(glob: str, *, within_field: bool = False) -> Any:
+    """A canonical IR glob as a compiled RE2 regex (``fullmatch`` = the whole value,
+    ``search`` = anywhere; both say True / False); ``*`` and ``?`` also match line
+    breaks. ``within_field``: they never match the keyword separator, so a match stays
+    inside one field. RE2, not Python's ``re``: ``*a*a*a*`` backtracks polynomially in
+    ``re`` and runs in linear time here, with the same answers."""
     any_char = "[^\x01]" if within_field else "."
     parts = [
-        (any_char + "*" if text == "*" else any_char) if wild else re.escape(text)
+        (any_char + "*" if text == "*" else any_char) if wild else _re2_literal(text)
         for wild, text in ir.parse_glob(glob)
     ]
-    return re.compile("".join(parts), re.DOTALL)
+    return compile_glob("".join(parts))
 
 
-def python_regex(pattern: str, cased: bool = True, flags: str = "") -> re.Pattern[str]:
-    """A rule's regex (Sigma's regexes are the PCRE subset Python's ``re`` reads) with its
-    flags: ``i`` unless cased, ``m`` / ``s`` as written."""
-    value = 0 if cased else re.IGNORECASE
-    if "m" in flags:
-        value |= re.MULTILINE
-    if "s" in flags:
-        value |= re.DOTALL
-    with warnings.catch_warnings():  # "possible nested set": Python's note on [[, not ours
-        warnings.simplefilter("ignore", FutureWarning)
-        return re.compile(pattern, value)
+def engine_regex(pattern: str, cased: bool = True, flags: str = "") -> EngineRegex:
+    """A rule's regex with its flags (``i`` unless cased, ``m`` / ``s`` as written) on
+    RE2; raises ``RegexRefused`` (with the reason) for a pattern RE2 cannot run."""
+    return compile_regex(pattern, cased, flags)

@@ -3,8 +3,9 @@ evaluation time per event on a sample of real events (the engine's own matcher).
 
 A rule is flagged when its measured cost is more than ``factor`` times the median of the
 rules measured with it, so one expensive rule cannot hide among cheap ones, and when a
-regex has a shape known to backtrack exponentially or polynomially in Python's engine
-(the one the workers run).
+regex has a shape known to backtrack exponentially or polynomially in backtracking engines
+(Python's ``re``, PCRE, Java): the workers run RE2, where it is linear, but the same Sigma
+rule may go to backends that backtrack.
 """
 
 from __future__ import annotations

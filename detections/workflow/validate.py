@@ -7,7 +7,10 @@
 2. Compile: the project's compiler and planner (``detections.plan``), with their reasons.
 3. Fields: a field no event of the rule's logsource carries is an error, or a warning with
    ``allow_unknown_fields``.
-4. Cost: regexes with catastrophic-backtracking shapes, and rules whose measured
+   A regex RE2 cannot run (backreferences, lookaround, ...) is a compile error
+   (``unsupported_regex``): the engine runs every regex on RE2, in linear time.
+4. Cost: regexes with catastrophic-backtracking shapes (a warning: harmless on RE2, costly
+   in the backtracking engines other Sigma backends use), and rules whose measured
    evaluation cost per event is far above the median (``detections.workflow.cost``).
 """
 
@@ -138,7 +141,14 @@ def validate(
                     "error" if problem.problem.startswith("invalid") else "warning",
                     planned.rule.path,
                     str(planned.rule.id),
-                    f"regex {problem.pattern!r}: {problem.problem}",
+                    f"regex {problem.pattern!r}: {problem.problem}"
+                    + (
+                        ""
+                        if problem.problem.startswith("invalid")
+                        else " in backtracking engines (PCRE, Java, Python's re) other "
+                        "backends may run this rule on; harmless here: RE2 runs it in "
+                        "linear time"
+                    ),
                 )
             )
     report = ValidationReport(plan=plan, issues=issues, skipped=skipped)

@@ -59,10 +59,19 @@ def test_semantics(detection: str, events: list[dict[str, Any]], expected: list[
 
 
 def test_python_regex_syntax() -> None:
-    """Sigma regexes are read as Python reads them: named groups, back-references, \\Z."""
-    node = ir.Pred("CommandLine", ir.REGEX, "(?P<q>[\"']).{,3}(?P=q)\\Z", cased=True)
+    """Sigma regexes are read as Python reads them (named groups, ``{,3}``, ``\\Z``) but
+    run on RE2: the same answers, in linear time."""
+    node = ir.Pred("CommandLine", ir.REGEX, "(?P<q>[\"']).{,3}[\"']\\Z", cased=True)
     events = [{"CommandLine": "x 'ab'"}, {"CommandLine": 'x "abcd"'}, {"CommandLine": "x 'ab'\n"}]
     assert matching(node, events) == [0]  # Python's \Z is the very end of the text
+
+
+def test_back_references_are_refused_with_the_reason() -> None:
+    """A back-reference needs backtracking: RE2 cannot run it, and the engine says so."""
+    node = ir.Pred("CommandLine", ir.REGEX, "(?P<q>[\"']).{,3}(?P=q)", cased=True)
+    matcher = Matcher([(0, ANY_ROUTE, node)])
+    assert list(matcher.errors) == [0]
+    assert "RE2" in matcher.errors[0] and "(?P=q)" in matcher.errors[0]
 
 
 def test_expand_placeholders() -> None:
@@ -129,7 +138,8 @@ def test_a_rule_the_engine_cannot_compile_is_refused_alone() -> None:
     good = rule_ir("sel:\n  Image|endswith: '\\cmd.exe'\ncondition: sel")
     bad = ir.Pred("CommandLine", ir.REGEX, r"\p{NoSuchProperty}", cased=True)
     matcher = Matcher([(0, ANY_ROUTE, good), (1, ANY_ROUTE, bad)])
-    assert list(matcher.errors) == [1] and "bad escape" in matcher.errors[1]
+    assert list(matcher.errors) == [1] and "RE2" in matcher.errors[1]
+    assert "invalid character class range" in matcher.errors[1]
     assert matcher.match(batch([{"Image": "c:\\CMD.exe"}])).pairs() == [(0, 0)]
 
 
