@@ -44,7 +44,7 @@ def kafka_app(
     opts = options or GatewayOptions()
     sink = KafkaSink(bootstrap, events_topic, dlq_topic, client_config=client_config)
 
-    def seed() -> list[tuple[str, str]]:
+    def seed() -> list[tuple[str, str, str]]:
         if opts.restore_per_partition <= 0:
             return []
         return recent_ids(
