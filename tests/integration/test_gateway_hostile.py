@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,52 @@ def test_unauthenticated_huge_body_is_refused_before_it_is_read(gateway: Gateway
     assert s.recv(200).startswith(b"HTTP/1.1 413")
     s.close()
     assert read_topic(gateway.events_topic) == []
+
+
+def test_kafka_refusing_one_record_is_that_records_reject(services: Any, unique: str) -> None:
+    """A record the real producer refuses on its own (over ``message.max.bytes``) goes to
+    the DLQ as ``kafka_refused``; the rest of the batch is delivered, a concurrent batch
+    of another tenant too, and the shared producer is never replaced or purged."""
+    from ingest.gateway.parse import Identity, Limits, parse_batch
+    from ingest.gateway.sink import KafkaSink
+
+    events, dlq = f"test.{unique}.refuse.events", f"test.{unique}.refuse.dlq"
+    sink = KafkaSink(
+        get_settings().kafka_bootstrap, events, dlq, timeout_s=20, **{"message.max.bytes": 4000}
+    )
+    now = datetime.now(UTC)
+    big = ndjson([event(0), event(1, CommandLine="A" * 6000), event(2)])
+    parsed = parse_batch(big, Identity("acme", "ws01"), Limits(), now)
+    other = parse_batch(
+        ndjson([event(i, sensor="ws02") for i in range(200)]),
+        Identity("globex", "ws02"),
+        Limits(),
+        now,
+    )
+    results: dict[str, Any] = {}
+
+    def run(name: str, batch: Any, who: Identity) -> None:
+        results[name] = sink.deliver(batch.events, batch.rejects, who, name)
+
+    try:
+        threads = [
+            threading.Thread(target=run, args=("a", parsed, Identity("acme", "ws01"))),
+            threading.Thread(target=run, args=("b", other, Identity("globex", "ws02"))),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sink.close()
+    assert [(r.line, r.reason) for r in results["a"].refused] == [(2, "kafka_refused")]
+    assert results["b"].refused == []
+    assert sink.replaced == 0
+    got = ids(read_topic(events))
+    assert got == Counter(
+        {("ws01", "ws01-000000"): 1, ("ws01", "ws01-000002"): 1}
+        | {("ws02", f"ws02-{i:06d}"): 1 for i in range(200)}
+    )
+    (refused,) = read_topic(dlq)
+    h = describe_reject(refused.headers)
+    assert h["reason"] == "kafka_refused" and len(refused.value) <= 4000
