@@ -1,11 +1,14 @@
 """The gateway's HTTP surface: ``POST /v1/events`` (a batch), ``/healthz``, ``/readyz``.
 
-One batch, in order: authenticate the bearer token (401), refuse oversized bodies before
-reading them (413), decode and validate every line (``parse``), apply the sensor's rate
-limit (429 + Retry-After), drop event ids Kafka already has (``dedupe``), then deliver
-events and rejects to Kafka and wait for the acknowledgements (503 + Retry-After if Kafka
-does not take them). The answer is JSON with per-batch counts and every rejection's reason.
-Batches of one credential are processed one at a time, which keeps each sensor's order.
+One batch, in order: authenticate the bearer token (401) before reading a byte of the
+body, refuse oversized or too slow bodies (413, 408), refuse a credential in decoded-byte
+debt (429), decode and validate every line (``parse``; the decoded bytes are charged),
+apply the sensor's event rate limit (429 + Retry-After), drop (tenant, sensor, event id)
+keys Kafka already has (``dedupe``), then deliver events and rejects to Kafka and wait for
+the acknowledgements (503 + Retry-After if Kafka does not take them; a record Kafka refuses
+on its own becomes a ``kafka_refused`` reject). The answer is JSON with per-batch counts and
+every rejection's reason. Batches of one credential are processed one at a time, which
+keeps each sensor's order; at most ``parallel_batches`` are decoded or delivered at once.
 """
 
 from __future__ import annotations
