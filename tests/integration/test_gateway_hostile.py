@@ -78,6 +78,17 @@ def gateway(services: Any, tmp_path: Path, unique: str) -> Iterator[Gateway]:
         yield gw
 
 
+def read_at_least(topic: str, n: int, timeout_s: float = 30.0) -> list[Any]:
+    """``read_topic`` once the topic holds at least ``n`` records: a topic created a moment
+    ago may not be in a fresh consumer's metadata yet (it then reads as empty)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_topic(topic)
+        if len(records) >= n or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def ids(records: list[Any]) -> Counter[tuple[str, str]]:
     docs = [json.loads(r.value) for r in records]
     return Counter((d["sensor_id"], d["event_id"]) for d in docs)
@@ -118,12 +129,12 @@ def test_poison_line_mid_batch_while_another_tenant_sends(gateway: Gateway) -> N
     for resp in answers["globex"]:
         assert resp.status_code == 200, resp.text
         assert (resp.json()["accepted"], resp.json()["rejected"]) == (2000, 0)
-    got = ids(read_topic(gateway.events_topic))
+    got = ids(read_at_least(gateway.events_topic, rounds * 2600))
     want_acme = {("ws01", f"ws01-{k * 1000 + i:06d}") for k in range(rounds) for i in range(600)}
     want_globex = {("ws02", f"ws02-{k * 5000 + i:06d}") for k in range(rounds) for i in range(2000)}
     assert set(got) == want_acme | want_globex
     assert set(got.values()) == {1}  # exactly once each
-    dlq = read_topic(gateway.dlq_topic)
+    dlq = read_at_least(gateway.dlq_topic, rounds)
     assert sorted(r.value for r in dlq) == sorted(
         SURROGATE_LINE.replace(b"bad-1", f"bad-{k}".encode()) for k in range(rounds)
     )
@@ -146,10 +157,10 @@ def test_numbers_python_or_the_schema_cannot_hold(gateway: Gateway) -> None:
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert (answer["accepted"], answer["reasons"]) == (2, {"number_out_of_range": 4})
-    assert ids(read_topic(gateway.events_topic)) == Counter(
+    assert ids(read_at_least(gateway.events_topic, 2)) == Counter(
         {("ws01", "ws01-000000"): 1, ("ws01", "ws01-000002"): 1}
     )
-    assert sorted(r.value for r in read_topic(gateway.dlq_topic)) == sorted(bad)
+    assert sorted(r.value for r in read_at_least(gateway.dlq_topic, 4)) == sorted(bad)
 
 
 def _rss() -> int:
@@ -202,7 +213,7 @@ def test_every_gzip_member_is_read(gateway: Gateway) -> None:
     body = b"".join(gzip.compress(ndjson([event(m * 10 + i) for i in range(5)])) for m in range(3))
     resp = gateway.post(token, body, **{"Content-Encoding": "gzip"})
     assert resp.status_code == 200 and resp.json()["accepted"] == 15
-    assert set(ids(read_topic(gateway.events_topic))) == {
+    assert set(ids(read_at_least(gateway.events_topic, 15))) == {
         ("ws01", f"ws01-{m * 10 + i:06d}") for m in range(3) for i in range(5)
     }
 
@@ -226,7 +237,7 @@ def test_one_sensor_cannot_squat_another_sensors_event_ids(gateway: Gateway) -> 
     assert (again["accepted"], again["duplicates"]) == (0, 1)
     other = gateway.post(relay, ndjson([event(7, sensor="ws03", event_id="ws01-000007")])).json()
     assert other["accepted"] == 1
-    assert ids(read_topic(gateway.events_topic)) == Counter(
+    assert ids(read_at_least(gateway.events_topic, 3)) == Counter(
         {("ws02", "ws01-000007"): 1, ("ws01", "ws01-000007"): 1, ("ws03", "ws01-000007"): 1}
     )
 
@@ -331,11 +342,11 @@ def test_kafka_refusing_one_record_is_that_records_reject(services: Any, unique:
     assert [(r.line, r.reason) for r in results["a"].refused] == [(2, "kafka_refused")]
     assert results["b"].refused == []
     assert sink.replaced == 0
-    got = ids(read_topic(events))
+    got = ids(read_at_least(events, 202))
     assert got == Counter(
         {("ws01", "ws01-000000"): 1, ("ws01", "ws01-000002"): 1}
         | {("ws02", f"ws02-{i:06d}"): 1 for i in range(200)}
     )
-    (refused,) = read_topic(dlq)
+    (refused,) = read_at_least(dlq, 1)
     h = describe_reject(refused.headers)
     assert h["reason"] == "kafka_refused" and len(refused.value) <= 4000
