@@ -121,13 +121,23 @@ def serve(
     dlq_topic: Annotated[str | None, typer.Option(help="DLQ topic (default: settings).")] = None,
     rate: Annotated[float, typer.Option(help="Events/s per credential (0: no limit).")] = 20_000,
     burst: Annotated[float, typer.Option(help="Events a credential may send at once.")] = 40_000,
+    byte_rate: Annotated[
+        float, typer.Option(help="Decoded bytes/s per credential (0: no limit).")
+    ] = 32 * 1024 * 1024,
+    max_connections: Annotated[int, typer.Option(help="Open connections at once.")] = 256,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds for a request's headers to arrive.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds for a request's body to arrive.")
+    ] = 60.0,
     credentials: Credentials = None,
 ) -> None:
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
     import uvicorn
 
     from ingest.gateway.app import GatewayOptions
-    from ingest.gateway.server import TlsFiles, kafka_app, uvicorn_config
+    from ingest.gateway.server import ConnectionLimits, TlsFiles, kafka_app, uvicorn_config
     from ingest.gateway.tls import ensure_cert
     from sigstream.connections import confluent_kafka_config
 
@@ -152,12 +162,22 @@ def serve(
         s.kafka_bootstrap,
         topic or s.events_topic,
         dlq_topic or s.dlq_topic,
-        GatewayOptions(events_per_second=rate, burst_events=burst),
+        GatewayOptions(
+            events_per_second=rate,
+            burst_events=burst,
+            bytes_per_second=byte_rate,
+            body_timeout_s=body_timeout,
+        ),
         client_config=confluent_kafka_config(s),
     )
     scheme = "https" if tls else "http"
     err.print(f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}")
-    uvicorn.Server(uvicorn_config(app_, host, port, tls, log_level="info")).run()
+    limits = ConnectionLimits(
+        max_connections=max_connections,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout + 15,  # the app answers 408 first; this is the hard stop
+    )
+    uvicorn.Server(uvicorn_config(app_, host, port, tls, log_level="info", limits=limits)).run()
 
 
 def replay_via_gateway(

@@ -1,4 +1,5 @@
-"""Rate limits per sensor: a token bucket of events, with the wait a 429 should announce.
+"""Rate limits per sensor: token buckets of events and of decoded bytes, with the wait a
+429 should announce.
 
 Pure (the caller passes the clock), so the arithmetic is unit-tested without sleeping.
 """
@@ -51,6 +52,36 @@ class RateLimiter:
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, updated=now)
         return bucket.take(events, now)
+
+
+class ByteBudget:
+    """Decoded bytes per key: charged after the fact (the size is known only once decoded)
+    and allowed to go into debt; a key in debt is refused until it is paid back, before
+    its next body is decoded. So decoding costs the sender, whatever the lines were."""
+
+    def __init__(self, bytes_per_second: float, burst: float) -> None:
+        self.rate = bytes_per_second
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket(self, key: str, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, updated=now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        return bucket
+
+    def debt(self, key: str, now: float) -> float:
+        """Seconds until ``key`` is out of debt (0: it may send)."""
+        if self.rate <= 0:
+            return 0.0
+        tokens = self._bucket(key, now).tokens
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
+    def charge(self, key: str, amount: int, now: float) -> None:
+        if self.rate > 0:
+            self._bucket(key, now).tokens -= amount
 
 
 def retry_after_header(seconds: float) -> str:

@@ -2,36 +2,63 @@
 
 Pure: no I/O, no clock (the caller passes ``now``). The rules every line goes through:
 
-* the body is decompressed (identity, gzip or zstd) with a hard cap on the decoded size,
-  so a compression bomb is a 413, never an out-of-memory;
-* NDJSON: one event per line; blank lines are ignored; a line longer than
-  ``max_event_bytes`` is rejected (``event_too_large``) without being parsed;
+* the body is decompressed (identity, gzip or zstd) **as a stream**, chunk by chunk, with a
+  hard cap on the decoded size: a compression bomb is a 413 as soon as it passes the cap,
+  and the decoded body is never held whole. Every gzip member and every zstd frame is read;
+* NDJSON: one event per line, counted while scanning; **every line counts toward
+  ``max_events``, blank ones too**, and scanning stops at the first line over the cap (413),
+  so a body of millions of newlines costs one chunk, not a list of millions of lines;
+* a line longer than ``max_event_bytes`` is rejected (``event_too_large``) without being
+  parsed or buffered: the DLQ gets its first ``max_event_bytes`` bytes;
 * each line must be UTF-8 JSON (``invalid_utf8`` / ``invalid_json``), an object
-  (``not_an_object``), nested at most ``max_depth`` deep (``too_deep``), and valid against
-  the schema (``schema_version``, ``unknown_event_type``, ``schema_invalid``);
+  (``not_an_object``), nested at most ``max_depth`` deep (``too_deep``), with numbers the
+  schema can hold (``number_out_of_range``: integers past int64 where the schema has an
+  integer, over ``MAX_INT_DIGITS`` digits anywhere, NaN/Infinity, floats that overflow),
+  strings without lone UTF-16 surrogates (``invalid_unicode``), and valid against the
+  schema (``schema_version``, ``unknown_event_type``, ``schema_invalid``);
 * the tenant comes from the credential, never from the payload: an event that names another
   tenant is rejected (``tenant_mismatch``), one that names none gets the credential's;
 * a sensor credential may only send its own ``sensor_id`` (``sensor_mismatch``); a relay
   credential (a collector forwarding for many hosts) may send any sensor id of its tenant.
+
+An accepted line is **encoded here**, into exactly the bytes the sink sends to Kafka: a
+line whose encoding would fail is a per-line reject, never a failure of the whole batch
+at delivery time. Accepted events keep only those bytes and their ids (not the parsed
+model), which is what bounds a batch's memory by its decoded size (see docs/gateway.md).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
+import math
+import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import zstandard
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from ingest.producer import encode_event
 from schemas.events import SCHEMA_VERSION, Envelope, parse_event
+
+#: Decoded bytes produced per decompression step (the granularity of the size cap).
+CHUNK = 64 * 1024
+#: zstd input fed per step: one 3-byte RLE block can expand to 128 KiB, so 64 input bytes
+#: expand to at most ~2.7 MiB before the cap is checked again.
+ZSTD_STEP = 64
+#: Longest integer literal accepted anywhere (int64 has 19 digits; a longer number is kept
+#: as text in ``extra``). Python refuses past 4,300 digits with ValueError, and converting
+#: long digit strings is quadratic; this stops both before conversion.
+MAX_INT_DIGITS = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BatchError(ValueError):
-    """The whole body is unusable. ``status`` is the HTTP answer (400 or 413)."""
+    """The whole body is unusable. ``status`` is the HTTP answer (400, 413 or 415)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -45,7 +72,7 @@ class Limits:
 
     max_body_bytes: int = 8 * 1024 * 1024  # compressed, as received
     max_decoded_bytes: int = 64 * 1024 * 1024  # after decompression
-    max_events: int = 10_000  # lines per batch
+    max_events: int = 10_000  # lines per batch, blank lines included
     max_event_bytes: int = 256 * 1024  # one NDJSON line
     max_depth: int = 16  # JSON nesting of one event
 
@@ -67,63 +94,202 @@ class Reject:
     message: str
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A validated event as it will be written: its Kafka value and the ids around it.
+
+    ``sensor_id`` is the event's (for a relay credential, the forwarded host's), which is
+    the Kafka key and part of the de-duplication key."""
+
+    line: int
+    value: bytes
+    tenant_id: str
+    sensor_id: str
+    event_id: str
+
+    @property
+    def dedupe_key(self) -> tuple[str, str, str]:
+        return (self.tenant_id, self.sensor_id, self.event_id)
+
+
 @dataclass
 class ParsedBatch:
-    events: list[tuple[int, Envelope]] = field(default_factory=list)
+    events: list[Accepted] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    #: Bytes after decompression that were scanned (what the byte rate limit charges).
+    decoded_bytes: int = 0
 
     @property
     def lines(self) -> int:
         return len(self.events) + len(self.rejects)
 
 
-def decode_body(body: bytes, encoding: str | None, limits: Limits) -> bytes:
-    """Decompress ``body`` per its Content-Encoding, refusing to expand past the cap."""
+# -- decoding ---------------------------------------------------------------------------
+
+
+def _encoding(encoding: str | None) -> str:
     enc = (encoding or "identity").strip().lower()
+    if enc in ("identity", ""):
+        return "identity"
+    if enc in ("gzip", "x-gzip"):
+        return "gzip"
+    if enc == "zstd":
+        return "zstd"
+    raise BatchError(415, "unsupported_encoding", f"Content-Encoding {enc[:40]!r}")
+
+
+def decoded_chunks(body: bytes, encoding: str | None, limits: Limits) -> Iterator[bytes]:
+    """The decoded body in chunks of at most ~``CHUNK`` bytes; raises BatchError (413 past
+    ``max_decoded_bytes``, 400 for corrupt or truncated data, 415 for unknown encodings)."""
     if len(body) > limits.max_body_bytes:
         raise BatchError(413, "body_too_large", f"body over {limits.max_body_bytes} bytes")
-    if enc in ("identity", ""):
-        return body
-    cap = limits.max_decoded_bytes
+    enc = _encoding(encoding)
+    if enc == "identity":
+        chunks: Iterator[bytes] = (body[i : i + CHUNK] for i in range(0, len(body), CHUNK))
+    elif enc == "gzip":
+        chunks = _gzip_chunks(body)
+    else:
+        chunks = _zstd_chunks(body)
+    total, cap = 0, limits.max_decoded_bytes
     try:
-        if enc in ("gzip", "x-gzip"):
-            out = _bounded_zlib(body, zlib.MAX_WBITS | 16, cap)
-        elif enc == "zstd":
-            out = _bounded_zstd(body, cap)
-        else:
-            raise BatchError(415, "unsupported_encoding", f"Content-Encoding {enc!r}")
-    except (zlib.error, zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
+        for chunk in chunks:
+            total += len(chunk)
+            if total > cap:
+                raise BatchError(413, "decoded_too_large", f"decoded body over {cap} bytes")
+            yield chunk
+    except (zlib.error, zstandard.ZstdError, EOFError) as exc:
         raise BatchError(400, "bad_compression", f"cannot decompress {enc}: {exc}") from exc
-    return out
 
 
-def _bounded_zlib(body: bytes, wbits: int, cap: int) -> bytes:
-    d = zlib.decompressobj(wbits)
-    out = d.decompress(body, cap + 1)
-    if len(out) > cap:
-        raise BatchError(413, "decoded_too_large", f"decoded body over {cap} bytes")
-    if not d.eof:
-        raise BatchError(400, "bad_compression", "truncated gzip stream")
-    return out
+def _gzip_chunks(body: bytes) -> Iterator[bytes]:
+    """Every member of a (multi-member) gzip stream; trailing zero padding is allowed."""
+    rest = body
+    if not rest:
+        raise BatchError(400, "bad_compression", "empty gzip stream")
+    while rest:
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        data = rest
+        while True:
+            out = d.decompress(data, CHUNK)
+            if out:
+                yield out
+            data = d.unconsumed_tail
+            if d.eof or (not data and not out):
+                break
+        if not d.eof:
+            raise BatchError(400, "bad_compression", "truncated gzip stream")
+        rest = d.unused_data.lstrip(b"\x00")
 
 
-def _bounded_zstd(body: bytes, cap: int) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True)
-    out = reader.read(cap + 1)
-    if len(out) > cap:
-        raise BatchError(413, "decoded_too_large", f"decoded body over {cap} bytes")
-    # The bounded read above cannot tell a complete stream from a truncated one; now that the
-    # output is known to fit, decode again frame by frame and insist every frame is complete.
-    rest, total = body, b""
+def _zstd_chunks(body: bytes) -> Iterator[bytes]:
+    """Every frame of a zstd stream, each required to be complete."""
+    rest = memoryview(body)
+    if not rest:
+        raise BatchError(400, "bad_compression", "empty zstd stream")
     while rest:
         d = zstandard.ZstdDecompressor().decompressobj()
-        total += d.decompress(rest)
+        pos = 0
+        while pos < len(rest) and not d.eof:
+            out = d.decompress(bytes(rest[pos : pos + ZSTD_STEP]))
+            pos += ZSTD_STEP
+            if out:
+                yield out
         if not d.eof:
             raise BatchError(400, "bad_compression", "truncated zstd stream")
-        rest = d.unused_data
-    if total != out:  # pragma: no cover - both decoders read the same frames
-        raise BatchError(400, "bad_compression", "inconsistent zstd stream")
-    return out
+        rest = memoryview(d.unused_data + bytes(rest[pos:]))
+
+
+@dataclass(frozen=True)
+class Line:
+    """One scanned line: its number, its first ``max_event_bytes + 1`` bytes (``head``),
+    its full length and whether it is all whitespace."""
+
+    number: int
+    head: bytes
+    length: int
+    blank: bool
+
+
+def scan_lines(
+    chunks: Iterator[bytes], limits: Limits, counter: list[int] | None = None
+) -> Iterator[Line]:
+    """Every line, blank ones included, stopping with 413 at line ``max_events + 1``. A
+    line is never buffered past ``max_event_bytes + 1`` bytes. ``counter[0]`` accumulates
+    the decoded bytes seen (what the byte rate limit charges)."""
+    keep = limits.max_event_bytes + 1
+    pending = bytearray()
+    length = 0  # full length of the pending line (``pending`` holds at most ``keep``)
+    blank = True
+    number = 0
+
+    def line_done() -> Line:
+        nonlocal number
+        number += 1
+        if number > limits.max_events:
+            raise BatchError(
+                413,
+                "too_many_events",
+                f"over the limit of {limits.max_events} lines (blank lines count)",
+            )
+        return Line(number, bytes(pending), length, blank)
+
+    for chunk in chunks:
+        if counter is not None:
+            counter[0] += len(chunk)
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            room = keep - len(pending)
+            if room > 0:
+                pending += piece[:room]
+            length += len(piece)
+            blank = blank and not piece.strip()
+            if end < 0:
+                break
+            yield line_done()
+            pending.clear()
+            length, blank = 0, True
+            start = end + 1
+    if length:
+        yield line_done()
+
+
+# -- one line ---------------------------------------------------------------------------
+
+
+class _NumberOutOfRange(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text) - (text[0] == "-") > MAX_INT_DIGITS:
+        raise _NumberOutOfRange(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberOutOfRange(f"number {text[:40]} overflows a double")
+    return value
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity, overflowing floats and huge integers (as
+    ``_NumberOutOfRange``; syntax errors still win, so ``NaNx`` is invalid JSON)."""
+    constants: list[str] = []
+
+    def constant(name: str) -> float:
+        constants.append(name)
+        return math.nan
+
+    value = json.loads(
+        text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=constant
+    )
+    if constants:
+        raise _NumberOutOfRange(f"{constants[0]} is not a JSON number")
+    return value
 
 
 def json_depth(value: Any, limit: int) -> int:
@@ -143,6 +309,41 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) holding a lone UTF-16 surrogate, else None."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return node
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def _out_of_range(model: BaseModel) -> str | None:
+    """The first integer field outside int64 or non-finite float field (the schema's Spark,
+    Arrow and Elasticsearch types are long/double), else None."""
+    for name, value in model:
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            return f"{name}: {str(value)[:30]} is outside int64"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}: {value} is not a finite number"
+        if isinstance(value, BaseModel):
+            inner = _out_of_range(value)
+            if inner:
+                return f"{name}.{inner}"
+    return None
+
+
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:
     errors = exc.errors()
     first = errors[0]
@@ -158,10 +359,10 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
     return "schema_invalid", f"{where}: {message}" if where not in message else message
 
 
-def parse_line(
+def validate_line(
     raw: bytes, identity: Identity, limits: Limits, now: datetime
 ) -> Envelope | tuple[str, str]:
-    """One NDJSON line -> the validated event, or ``(reason, message)``."""
+    """One NDJSON line -> the validated event, or ``(reason, message)``. Never raises."""
     if len(raw) > limits.max_event_bytes:
         return "event_too_large", f"event of {len(raw)} bytes over {limits.max_event_bytes}"
     try:
@@ -169,15 +370,23 @@ def parse_line(
     except UnicodeDecodeError as exc:
         return "invalid_utf8", f"not UTF-8 at byte {exc.start}"
     try:
-        obj = json.loads(text)
+        obj = loads(text)
+    except _NumberOutOfRange as exc:
+        return "number_out_of_range", str(exc)
     except json.JSONDecodeError as exc:
         return "invalid_json", f"{exc.msg} at column {exc.colno}"
     except RecursionError:
         return "too_deep", f"nesting deeper than {limits.max_depth}"
+    except ValueError as exc:  # any other number Python refuses to convert
+        return "number_out_of_range", str(exc)[:200]
     if not isinstance(obj, dict):
         return "not_an_object", f"expected a JSON object, got {type(obj).__name__}"
     if json_depth(obj, limits.max_depth) > limits.max_depth:
         return "too_deep", f"nesting deeper than {limits.max_depth}"
+    if _SURROGATE_ESCAPE.search(raw):
+        bad = _lone_surrogate(obj)
+        if bad is not None:
+            return "invalid_unicode", f"lone UTF-16 surrogate in string {bad[:40]!r}"
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
         return "schema_version", f"schema_version {version!r} is not {SCHEMA_VERSION}"
@@ -192,32 +401,66 @@ def parse_line(
         return "sensor_mismatch", f"sensor_id {str(sensor)[:64]!r} is not the credential's"
     obj.setdefault("received_time", now.isoformat())
     try:
-        return parse_event(obj)
+        event = parse_event(obj)
     except ValidationError as exc:
         return _validation_reason(exc)
     except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - defensive
         return "schema_invalid", f"{type(exc).__name__}: {exc}"[:300]
+    problem = _out_of_range(event)
+    if problem:
+        return "number_out_of_range", problem
+    return event
+
+
+def parse_line(
+    raw: bytes, identity: Identity, limits: Limits, now: datetime
+) -> Accepted | tuple[str, str]:
+    """One NDJSON line -> the event encoded for Kafka, or ``(reason, message)``.
+
+    Never raises: encoding is part of validation, so an accepted line always has its bytes.
+    ``Accepted.line`` is 0 here; ``parse_batch`` numbers lines."""
+    result = validate_line(raw, identity, limits, now)
+    if isinstance(result, tuple):
+        return result
+    try:
+        value = encode_event(result)
+    except Exception as exc:  # whatever fails here is this line's fault
+        return "unencodable", f"cannot encode the event: {exc}"[:300]
+    return Accepted(0, value, result.tenant_id, result.sensor_id, result.event_id)
 
 
 def parse_batch(
-    body: bytes, identity: Identity, limits: Limits, now: datetime, encoding: str | None = None
+    body: bytes,
+    identity: Identity,
+    limits: Limits,
+    now: datetime,
+    encoding: str | None = None,
+    counter: list[int] | None = None,
 ) -> ParsedBatch:
-    """Decode a body and parse every line; raises BatchError only for whole-body problems."""
-    data = decode_body(body, encoding, limits)
-    lines = data.split(b"\n")
-    count = sum(1 for ln in lines if ln.strip())
-    if count > limits.max_events:
-        raise BatchError(
-            413, "too_many_events", f"{count} events over the limit of {limits.max_events}"
-        )
+    """Decode a body and parse every line; raises BatchError only for whole-body problems.
+
+    ``counter[0]`` (if given) accumulates the decoded bytes, also when BatchError is raised
+    part-way, so the caller can charge them either way."""
     batch = ParsedBatch()
-    for number, line in enumerate(lines, start=1):  # line numbers as the sender counts them
-        if not line.strip():
+    counter = counter if counter is not None else [0]
+    before = counter[0]
+    cap = limits.max_event_bytes
+    for ln in scan_lines(decoded_chunks(body, encoding, limits), limits, counter):
+        if ln.blank:
             continue
-        line = line.rstrip(b"\r")
+        if ln.length > cap + 1 or (ln.length == cap + 1 and not ln.head.endswith(b"\r")):
+            message = f"event of {ln.length} bytes over {cap} (the DLQ keeps its first {cap})"
+            batch.rejects.append(Reject(ln.number, ln.head[:cap], "event_too_large", message))
+            continue
+        line = ln.head.rstrip(b"\r")
         result = parse_line(line, identity, limits, now)
         if isinstance(result, tuple):
-            batch.rejects.append(Reject(number, line, *result))
+            batch.rejects.append(Reject(ln.number, line, *result))
         else:
-            batch.events.append((number, result))
+            batch.events.append(
+                Accepted(
+                    ln.number, result.value, result.tenant_id, result.sensor_id, result.event_id
+                )
+            )
+    batch.decoded_bytes = counter[0] - before
     return batch
