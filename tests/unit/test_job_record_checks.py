@@ -131,6 +131,9 @@ JOB_REASON = {
     "schema_invalid": "invalid event: ",
     "schema_version": "invalid event: process_creation.schema_version: Input should be 1",
     "unknown_event_type": "invalid event: event: Input tag 'teleport'",
+    "invalid_unicode": "lone UTF-16 surrogate escape",
+    # NaN is not JSON at all for the job's parser; the others are numbers out of range.
+    "number_out_of_range": ("integer of ", "number out of the range", "malformed JSON: NaN"),
 }
 
 
