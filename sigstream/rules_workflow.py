@@ -44,7 +44,7 @@ StoreOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]{message}[/red]", highlight=False)
+    err.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
