@@ -18,6 +18,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -34,9 +35,20 @@ class _ContentRefusals(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except ContentError as exc:
-            err.print(f"[red]refused: {exc}[/red]", highlight=False, soft_wrap=True)
+        except Exception as exc:
+            if not isinstance(exc, ContentError) and not _is_bundle_error(exc):
+                raise
+            reason = escape(" ".join(str(exc).split()))
+            err.print(f"[red]refused: {reason}[/red]", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+
+
+def _is_bundle_error(exc: Exception) -> bool:
+    """A bad bundle or deployment state (only checked once something was raised)."""
+    from detections.deploy.bundle import BundleError
+    from detections.deploy.signing import SignatureError
+
+    return isinstance(exc, BundleError | SignatureError)
 
 
 app = typer.Typer(
@@ -363,7 +375,12 @@ def rules_check(
     own_errors = [r for r in plan.rejections if own in Path(str(r.path)).resolve().parents]
     if show_rejected or own_errors:
         for r in plan.rejections if show_rejected else own_errors:
-            console.print(f"  {r.path}: [yellow]{r.reason}[/yellow] {r.message}", highlight=False)
+            message = escape(" ".join(r.message.split()))
+            console.print(
+                f"  {escape(str(r.path))}: [yellow]{r.reason}[/yellow] {message}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if own_errors:
         err.print(f"[red]{len(own_errors)} of the project's own rules were rejected[/red]")
         raise typer.Exit(1)
