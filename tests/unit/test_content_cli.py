@@ -66,9 +66,9 @@ def test_rules_check_lists_the_hostile_files_with_reasons(rules: Path) -> None:
 def test_rules_check_of_a_segfaulting_rule_in_a_real_process(tmp_path: Path) -> None:
     """libyaml's composer used to kill the process (exit -11) on this file."""
     (tmp_path / "deep.yml").write_bytes(DEEP)
+    command = [sys.executable, "-c", "from sigstream.cli import app; app()"]
     proc = subprocess.run(
-        [sys.executable, "-c", "from sigstream.cli import app; app()", "rules", "check"]
-        + [str(tmp_path), "--show-rejected"],
+        [*command, "rules", "check", str(tmp_path), "--show-rejected"],
         capture_output=True,
         text=True,
         timeout=120,
