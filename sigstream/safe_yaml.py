@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -169,15 +170,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_content(path: str | Path, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
-    """The bytes of ``path``, refusing (ContentError) files over ``max_bytes`` from their
-    size before reading, and reading at most ``max_bytes + 1`` bytes (a FIFO, a device or
-    a file still growing cannot make us read more)."""
+    """The bytes of ``path``, refusing (ContentError) anything but a regular file, files
+    over ``max_bytes`` from their size before reading, and reading at most
+    ``max_bytes + 1`` bytes (a file still growing cannot make us read more)."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise ContentError(f"{size} bytes is over the {max_bytes}-byte content limit")
+        # O_NONBLOCK: opening a FIFO named like a rule must not wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ContentError("not a regular file")
+            if st.st_size > max_bytes:
+                raise ContentError(f"{st.st_size} bytes is over the {max_bytes}-byte content limit")
             data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise ContentError(f"cannot read: {exc.strerror or exc}") from None
