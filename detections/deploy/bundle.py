@@ -116,6 +116,14 @@ def _role(text: str) -> str:
     )
 
 
+def _read_text(path: Path) -> str:
+    """A file to ship, read bounded (a huge or non-UTF-8 file is refused, never read)."""
+    try:
+        return read_content(path).decode("utf-8")
+    except (ContentError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: {exc}") from None
+
+
 def _collect(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     """(path inside the bundle, file) for every rule file, named under its input root."""
     out: list[tuple[str, Path]] = []
@@ -222,12 +230,12 @@ def build_bundle(
     """
     files: list[dict[str, Any]] = []
     for name, path in _collect(rule_paths):
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         files.append(
             {"path": name, "role": _role(text), "sha256": sha256(text.encode()), "content": text}
         )
     if placeholders is not None:
-        text = placeholders.read_text(encoding="utf-8")
+        text = _read_text(placeholders)
         files.append(
             {
                 "path": PLACEHOLDERS_PATH,

@@ -95,7 +95,7 @@ def test_running_job_keeps_its_findings_through_hostile_content(
     assert [str(p.rule.id) for p in plan.rules] == [TAMPERING]
 
     keys = generate_keypair(tmp_path / "keys" / "k.key", tmp_path / "keys" / "trusted" / "k.pub")
-    manifest, _ = build_bundle([folder])
+    manifest, _ = build_bundle([folder / "proc_creation_sensor_tampering.yml"])
     good = tmp_path / "v1.bundle.json"
     good.write_text(sign_manifest(manifest, load_private_key(keys.private_path)).to_json())
     store = DeploymentStore(tmp_path / "deploy")
