@@ -49,7 +49,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ContentError(ValueError):
-    """Content that cannot be loaded; ``str()`` is the reason, one line."""
+    """Content that cannot be loaded; ``str()`` is the reason, one line (whitespace in
+    quoted content, say a key that is a newline, is folded so logs stay one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(str(reason).split()))
 
 
 @dataclass(frozen=True)

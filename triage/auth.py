@@ -49,7 +49,7 @@ class _Entry(BaseModel):
 def _short(key: object) -> str:
     """A key's first characters (never the whole secret in a message)."""
     text = str(key)
-    return text[:7] + "..." if len(text) > 7 else text
+    return repr(text[:7] + "..." if len(text) > 7 else text)
 
 
 class KeyStore:
