@@ -199,3 +199,15 @@ def test_gateway_credentials_list_refuses_a_corrupt_file(tmp_path: Path) -> None
     result = _invoke("gateway", "list", "--credentials", str(path))
     assert result.exit_code == 2
     assert "refused:" in result.output and "credentials" in result.output
+
+
+def test_status_refuses_a_corrupt_job_status_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGSTREAM_RUN_DIR", str(tmp_path / "run"))
+    status = tmp_path / "run" / "detect" / "status.json"
+    status.parent.mkdir(parents=True)
+    status.write_bytes(b"[" * 100_000)
+    result = _invoke("rules", "status", "--store", str(tmp_path / "store"))
+    assert result.exit_code == 2
+    assert f"refused: {status}: JSON nested too deeply" in result.output
