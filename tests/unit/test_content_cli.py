@@ -211,3 +211,14 @@ def test_status_refuses_a_corrupt_job_status_file(
     result = _invoke("rules", "status", "--store", str(tmp_path / "store"))
     assert result.exit_code == 2
     assert f"refused: {status}: JSON nested too deeply" in result.output
+
+
+def test_bundle_and_deploy_refuse_garbage_key_files(rules: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(bytes(range(256)))
+    result = _invoke("rules", "bundle", str(rules), "--key", str(garbage), "--no-test")
+    assert result.exit_code == 2 and f"refused: {garbage}: not a PEM private key" in result.output
+    result = _invoke(
+        "rules", "deploy", str(garbage), "--store", str(tmp_path / "s"), "--trusted", str(garbage)
+    )
+    assert result.exit_code == 2 and "not a PEM public key" in result.output

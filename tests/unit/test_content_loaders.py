@@ -483,3 +483,25 @@ def test_a_10gb_credential_file_is_refused_from_its_size(tmp_path: Path) -> None
     with pytest.raises(CredentialFileError, match="content limit"):
         store.load()
     assert time.monotonic() - started < 5
+
+
+# --- signing keys --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", bytes(range(256)), b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"],
+)
+def test_a_stray_key_file_is_skipped_and_the_good_key_still_verifies(
+    signed: tuple[Path, Path], data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, trusted = signed
+    (trusted / "stray.pub").write_bytes(data)
+    caplog.set_level(logging.WARNING)
+    keys = load_trusted_keys([trusted])
+    assert len(keys) == 1 and read_bundle(path).verify(keys) in keys
+    assert any("stray.pub: not a PEM public key" in r.message for r in caplog.records)
+    with pytest.raises(ContentError, match=r"stray\.pub: not a PEM public key"):
+        load_trusted_keys([trusted / "stray.pub"])  # named on its own: must load
+    with pytest.raises(ContentError, match="content limit"):
+        load_trusted_keys([_huge(trusted / "huge.pub")])
