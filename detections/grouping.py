@@ -7,12 +7,17 @@ window is configurable per rule; 0 turns grouping off (one finding per match).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from pydantic import BaseModel, Field
+
+from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,20 @@ def group_key(event_time: datetime, event_id: str, window_s: int) -> tuple[str, 
     return f"window:{window_s}:{start.isoformat()}", start
 
 
-def parse_config(data: dict[str, object] | None, default_window_s: int) -> GroupingConfig:
-    """``{default: seconds, rules: {rule id: seconds}}`` -> GroupingConfig."""
-    data = data or {}
-    rules = data.get("rules") or {}
-    if not isinstance(rules, dict):
-        raise ValueError("grouping file: 'rules' must map rule ids to seconds")
-    default = data.get("default", default_window_s)
-    return GroupingConfig(int(str(default)), {str(k): int(v) for k, v in rules.items()})
+class _GroupingFile(BaseModel):
+    default: int | None = Field(default=None, ge=0)
+    rules: dict[str, int] | None = None
+
+
+def parse_config(data: object, default_window_s: int) -> GroupingConfig:
+    """``{default: seconds, rules: {rule id: seconds}}`` -> GroupingConfig; anything else
+    (a list, text where seconds belong) is a :class:`ContentError` with the reason."""
+    parsed = validated(_GroupingFile, expect_mapping(data, "grouping file"), "grouping file")
+    per_rule = parsed.rules or {}
+    if any(v < 0 for v in per_rule.values()):
+        raise ContentError("grouping file: rules: window seconds must be >= 0")
+    default = default_window_s if parsed.default is None else parsed.default
+    return GroupingConfig(default, dict(per_rule))
 
 
 @lru_cache(maxsize=8)
@@ -53,7 +64,10 @@ def load_config(path: Path | None, default_window_s: int) -> GroupingConfig:
     """The grouping config from ``path`` (YAML), cached per process (executors reuse it)."""
     if path is None:
         return GroupingConfig(default_window_s)
-    return parse_config(yaml.safe_load(Path(path).read_text()), default_window_s)
+    try:
+        return parse_config(load_yaml_file(path), default_window_s)
+    except ContentError as exc:
+        raise ContentError(f"{path}: {exc}") from None
 
 
 @lru_cache(maxsize=1)
@@ -62,4 +76,10 @@ def current_config() -> GroupingConfig:
     from sigstream.settings import Settings
 
     s = Settings()
-    return load_config(s.grouping_file, s.group_window_s)
+    try:
+        return load_config(s.grouping_file, s.group_window_s)
+    except ContentError as exc:
+        # `detect` refuses to start on a bad file; one that turns bad later must not stop
+        # the running job: findings group by the default window, and the log says why.
+        log.error("grouping file refused, using the default window: %s", exc)
+        return GroupingConfig(s.group_window_s)

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from detections.compiler import (
     DEFAULT_CONFIG,
     CompiledRule,
@@ -26,6 +24,7 @@ from detections.compiler import (
 )
 from detections.logsources import Route, UncoveredLogsource, field_source, route_for
 from schemas.findings import RuleInfo
+from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file
 
 
 @dataclass(frozen=True)
@@ -142,15 +141,24 @@ def plan_rules(
 
 def load_placeholders(path: Path | None) -> CompilerConfig:
     """Compiler configuration with ``|expand`` placeholder values from a YAML mapping
-    (``name: [value, ...]``), the site-specific part of Sigma rules."""
+    (``name: [value, ...]``), the site-specific part of Sigma rules. Anything else (a
+    bomb, a list, nested values) is a :class:`ContentError` naming the file."""
     if path is None:
         return DEFAULT_CONFIG
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of placeholder name -> list of values")
-    values = {
-        str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in data.items()
-    }
+    try:
+        data = expect_mapping(load_yaml_file(path), "placeholders")
+        values: dict[str, list[str]] = {}
+        for name, given in data.items():
+            items = given if isinstance(given, list) else [given]
+            odd = [v for v in items if not isinstance(v, str | int | float | bool)]
+            if odd or not isinstance(name, str | int):
+                raise ContentError(
+                    f"placeholder {str(name)[:80]!r}: values are text or numbers, "
+                    f"not {type(odd[0] if odd else name).__name__}"
+                )
+            values[str(name)] = [str(v) for v in items]
+    except ContentError as exc:
+        raise ContentError(f"{path}: {exc}") from None
     return CompilerConfig(placeholders=values)
 
 

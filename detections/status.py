@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detections.plan import DetectionPlan
+from sigstream.safe_yaml import ContentError, expect_mapping, load_json, read_content
 
 
 @dataclass
@@ -64,4 +65,8 @@ class JobStatus:
 
 
 def read_status(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    """The job's status file; ContentError (one line) when it is not a JSON object."""
+    try:
+        return expect_mapping(load_json(read_content(path, 16 << 20), max_bytes=16 << 20), "status")
+    except ContentError as exc:
+        raise ContentError(f"{path}: {exc}") from None

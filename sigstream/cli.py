@@ -15,13 +15,44 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from sigstream.settings import PROJECT_ROOT, Settings, get_settings
 
+
+class _ContentRefusals(TyperGroup):
+    """Content a command cannot load (a bad rule, bundle, placeholder, grouping or key
+    file) ends the command with its one-line reason and exit code 2, never a traceback:
+    every loader raises ContentError with the reason, this is the net under all of them."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sigstream.safe_yaml import ContentError
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not isinstance(exc, ContentError) and not _is_bundle_error(exc):
+                raise
+            reason = escape(" ".join(str(exc).split()))
+            err.print(f"[red]refused: {reason}[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def _is_bundle_error(exc: Exception) -> bool:
+    """A bad bundle or deployment state (only checked once something was raised)."""
+    from detections.deploy.bundle import BundleError
+    from detections.deploy.signing import SignatureError
+
+    return isinstance(exc, BundleError | SignatureError)
+
+
 app = typer.Typer(
+    cls=_ContentRefusals,
     help="Sigstream: endpoint telemetry -> Kafka -> Spark Sigma rules -> Elasticsearch findings.",
     no_args_is_help=True,
     add_completion=False,
@@ -258,12 +289,14 @@ def detect(
     modes and the kill switch between micro-batches, and demotes noisy or costly rules.
     """
     from detections.deploy.demotion import policy_from_settings
+    from detections.grouping import load_config
     from detections.job import JobConfig, run
     from detections.spark import build_session
     from sigstream.connections import elasticsearch_kwargs, spark_kafka_options
 
     _setup_logging(verbose)
     s = get_settings()
+    load_config(s.grouping_file, s.group_window_s)  # a bad grouping file: refused at start
     plan = _load_plan_verbose(rules or default_rule_paths(s), allow_unknown_fields)
     if deployments is None:
         deployments = (s.deploy_dir / "state.json").exists()
@@ -343,7 +376,12 @@ def rules_check(
     own_errors = [r for r in plan.rejections if own in Path(str(r.path)).resolve().parents]
     if show_rejected or own_errors:
         for r in plan.rejections if show_rejected else own_errors:
-            console.print(f"  {r.path}: [yellow]{r.reason}[/yellow] {r.message}", highlight=False)
+            message = escape(" ".join(r.message.split()))
+            console.print(
+                f"  {escape(str(r.path))}: [yellow]{r.reason}[/yellow] {message}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if own_errors:
         err.print(f"[red]{len(own_errors)} of the project's own rules were rejected[/red]")
         raise typer.Exit(1)

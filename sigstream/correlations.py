@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -45,7 +46,12 @@ def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
         f"{len(content.rejections)} quarantined"
     )
     for r in content.rejections:
-        err.print(f"  [yellow]correlation quarantined[/yellow] {r.reason}: {r.message}")
+        message = escape(" ".join(r.message.split()))
+        err.print(
+            f"  [yellow]correlation quarantined[/yellow] {r.reason}: {message}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return content
 
 

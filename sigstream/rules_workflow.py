@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sigstream.settings import PROJECT_ROOT, Settings, get_settings
@@ -44,7 +45,7 @@ StoreOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]{message}[/red]", highlight=False)
+    err.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -278,7 +279,7 @@ def backtest_cmd(
     s = get_settings()
     plan = load_plan(rules, allow_unknown_fields=allow_unknown_fields, config=_config(s))
     for r in plan.rejections:
-        err.print(f"[yellow]not loaded: {r.path}: {r.reason} {r.message}[/yellow]")
+        err.print(f"[yellow]not loaded: {escape(f'{r.path}: {r.reason} {r.message}')}[/yellow]")
     plan = select_rules(plan, rule_id or [])
     if not plan.rules:
         raise _fail("no rule to backtest")

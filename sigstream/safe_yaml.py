@@ -13,21 +13,47 @@ the recursion limit. This loader refuses, before anything walks the result:
   ``max_nodes``, so the bomb is caught from the event stream, before anything is built.
 
 Every failure, whatever its cause, is a :class:`ContentError` with a one-line reason, so a
-caller has a single exception to turn into a refusal or a quarantine.
+caller has a single exception to turn into a refusal or a quarantine. Files are read with a
+bound (:func:`read_content`): a 10 GB file is refused from its size, never read into memory.
+JSON content files (bundles, credential stores) get the same treatment (:func:`load_json`),
+and :func:`validated` turns a pydantic validation failure (a list where a mapping belongs,
+a number where text belongs) into a one-line :class:`ContentError` too.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-__all__ = ["ContentError", "YamlLimits", "check_shape", "load_yaml", "load_yaml_documents"]
+__all__ = [
+    "ContentError",
+    "YamlLimits",
+    "check_shape",
+    "expect_mapping",
+    "load_json",
+    "load_yaml",
+    "load_yaml_documents",
+    "load_yaml_file",
+    "read_content",
+    "validated",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ContentError(ValueError):
-    """Content that cannot be loaded; ``str()`` is the reason, one line."""
+    """Content that cannot be loaded; ``str()`` is the reason, one line (whitespace in
+    quoted content, say a key that is a newline, is folded so logs stay one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(str(reason).split()))
 
 
 @dataclass(frozen=True)
@@ -145,3 +171,77 @@ def load_yaml(data: str | bytes, *, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
+
+
+def read_content(path: str | Path, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
+    """The bytes of ``path``, refusing (ContentError) anything but a regular file, files
+    over ``max_bytes`` from their size before reading, and reading at most
+    ``max_bytes + 1`` bytes (a file still growing cannot make us read more)."""
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO named like a rule must not wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ContentError("not a regular file")
+            if st.st_size > max_bytes:
+                raise ContentError(f"{st.st_size} bytes is over the {max_bytes}-byte content limit")
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ContentError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ContentError(f"more than {max_bytes} bytes: over the content limit")
+    return data
+
+
+def load_yaml_file(path: str | Path, *, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
+    """:func:`load_yaml` of a file read with :func:`read_content`."""
+    return load_yaml(read_content(path, limits.max_bytes), limits=limits)
+
+
+def load_json(data: str | bytes, *, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> Any:
+    """One JSON document; ContentError for anything wrong (size, encoding, syntax, nesting
+    past the recursion limit, an integer past Python's digit limit)."""
+    text = _text(data, YamlLimits(max_bytes=max_bytes))
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContentError(f"invalid JSON: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ContentError("JSON nested too deeply") from None
+    except Exception as exc:
+        raise ContentError(f"cannot load JSON: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def expect_mapping(value: Any, what: str) -> dict[Any, Any]:
+    """``value`` if it is a mapping (None counts as empty), else a ContentError naming
+    ``what`` and the type found."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ContentError(f"{what} must be a mapping, not {_type_name(value)}")
+    return value
+
+
+def validated(model: type[M], value: Any, what: str) -> M:
+    """``value`` validated as ``model``; the first problem as a one-line ContentError
+    (``where: message``) instead of pydantic's multi-line report."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ContentError(f"{what}: {where}: {_one_line_text(first['msg'])}{more}") from None
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())[:300]

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
 
 Role = Literal["analyst", "read-only"]
 ROLES: tuple[str, ...] = ("analyst", "read-only")
@@ -36,6 +38,20 @@ class Caller:
         return self.role == "analyst"
 
 
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: Annotated[str, StringConstraints(min_length=1)]
+    role: Role = "read-only"
+    user: str = "unknown"
+
+
+def _short(key: object) -> str:
+    """A key's first characters (never the whole secret in a message)."""
+    text = str(key)
+    return repr(text[:7] + "..." if len(text) > 7 else text)
+
+
 class KeyStore:
     def __init__(self, entries: dict[str, dict[str, Any]]) -> None:
         self._entries: dict[str, Caller] = {}
@@ -51,7 +67,18 @@ class KeyStore:
 
     @classmethod
     def from_file(cls, path: Path) -> KeyStore:
-        return cls(yaml.safe_load(Path(path).read_text()) or {})
+        """Keys from a YAML file; anything but a mapping of key -> {tenant, role, user}
+        (a bomb, a list, an unknown role, no tenant) is a :class:`ContentError` naming the
+        file, so the API refuses to start with the reason instead of a traceback."""
+        try:
+            entries = expect_mapping(load_yaml_file(path), "API key file")
+            checked = {
+                str(key): validated(_Entry, info, f"API key {_short(key)}").model_dump()
+                for key, info in entries.items()
+            }
+            return cls(checked)
+        except ContentError as exc:
+            raise ContentError(f"{path}: {exc}") from None
 
     def lookup(self, key: str) -> Caller | None:
         """The caller for ``key``, or None when the key is unknown."""

@@ -36,7 +36,6 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.filters import SigmaFilter
 from sigma.modifiers import SigmaWideModifier, modifier_mapping
 from sigma.rule import SigmaDetections, SigmaRule
-from sigma.rule.base import SigmaYAMLLoader
 from sigma.types import (
     CompareOperators,
     Placeholder,
@@ -59,6 +58,7 @@ from sigma.types import (
 
 from detections.compiler import ir
 from detections.compiler.regex import UNSUPPORTED_REGEX, regex_refusal
+from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 # The Sigma specification names ``utf16le`` as the canonical spelling of ``wide``; pySigma
 # only knows ``wide``. Registering the alias is idempotent and changes nothing else.
@@ -205,7 +205,7 @@ def reason_for(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, CompileError):
         return exc.reason
-    if isinstance(exc, yaml.YAMLError):
+    if isinstance(exc, yaml.YAMLError | ContentError):
         return "parse_error"
     if isinstance(exc, sx.SigmaRegularExpressionError):
         return _regex_error_reason(text)
@@ -612,11 +612,13 @@ class _Loaded:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _load_text(text: str, path: Path | None, loaded: _Loaded) -> None:
-    """Parse every YAML document of one file into ``loaded``; never raises for bad input."""
+def _load_text(text: str | bytes, path: Path | None, loaded: _Loaded) -> None:
+    """Parse every YAML document of one file into ``loaded``; never raises for bad input.
+    The bounded loader refuses bombs, deep nesting (which crashed libyaml's composer) and
+    duplicate keys (as pySigma's own loader does) before pySigma sees anything."""
     where = str(path) if path is not None else "<inline rule>"
     try:
-        documents = [doc for doc in yaml.load_all(text, SigmaYAMLLoader) if doc is not None]
+        documents = load_yaml_documents(text)
         source = sx.SigmaRuleLocation(path) if path is not None else None
         collection = SigmaCollection.from_dicts(
             documents,
@@ -735,11 +737,11 @@ def compile_path(
     loaded = _Loaded()
     for path in rule_files(paths):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            data = read_content(path)
+        except ContentError as exc:
             loaded.rejections.append(Rejection(str(path), None, "parse_error", f"{path}: {exc}"))
             continue
-        _load_text(text, path, loaded)
+        _load_text(data, path, loaded)
     return _compile_loaded(loaded, config)
 
 

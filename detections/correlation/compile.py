@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaRuleLocation
 
@@ -25,6 +24,7 @@ from detections.correlation.model import (
     CorrelationSpec,
 )
 from detections.plan import DetectionPlan, plan_rules
+from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 _OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
 _HAS_CORRELATION = re.compile(r"^correlation:", re.MULTILINE)
@@ -47,7 +47,8 @@ class CorrelationSet:
 
 
 def _documents(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    """The mapping documents of ``text``, loaded with the bounded loader (ContentError)."""
+    return [d for d in load_yaml_documents(text) if isinstance(d, dict)]
 
 
 def rule_names(paths: Iterable[Path]) -> dict[str, str]:
@@ -56,7 +57,11 @@ def rule_names(paths: Iterable[Path]) -> dict[str, str]:
     parsed, so scanning the SigmaHQ corpus costs a text search per file."""
     names: dict[str, str] = {}
     for path in paths:
-        names.update(_names_in(path.read_text(encoding="utf-8", errors="replace")))
+        try:
+            text = read_content(path).decode("utf-8", errors="replace")
+        except ContentError:
+            continue  # the rule loader reports unreadable files
+        names.update(_names_in(text))
     return names
 
 
@@ -64,11 +69,14 @@ def _names_in(text: str) -> dict[str, str]:
     if not _HAS_NAME.search(text):
         return {}
     try:
-        return {
-            str(d["name"]): str(d["id"]) for d in _documents(text) if d.get("name") and d.get("id")
-        }
-    except yaml.YAMLError:
+        docs = _documents(text)
+    except ContentError:
         return {}  # the rule loader reports broken files
+    return {
+        str(d["name"]): str(d["id"])
+        for d in docs
+        if isinstance(d.get("name"), str | int) and isinstance(d.get("id"), str | int)
+    }
 
 
 def condition_from(raw: Any, default: SigmaCorrelationCondition, field: str | None) -> Condition:
@@ -157,6 +165,14 @@ def compile_correlation(
     refs = [r.reference for r in rule.rules or []]
     if not refs:
         raise CorrelationError("no_rules", "the correlation references no rules")
+    odd = [r for r in refs if not isinstance(r, str)]
+    if odd:
+        raise CorrelationError(
+            "bad_rules",
+            f"correlation.rules lists rule ids or names, not {type(odd[0]).__name__} {odd[0]!r}"[
+                :300
+            ],
+        )
     rules = tuple(resolve(r, correlation_ids) for r in refs)
     field = rule.condition.fieldref
     if isinstance(field, list):
@@ -200,7 +216,7 @@ def _correlation_docs(
     rejected: list[CorrelationRejection] = []
     try:
         docs = _documents(text)
-    except yaml.YAMLError as exc:
+    except ContentError as exc:
         return [], [CorrelationRejection(where, None, "parse_error", f"{where}: {exc}")]
     for doc in docs:
         if "correlation" not in doc:
@@ -251,6 +267,12 @@ def compile_correlations(
                 CorrelationRejection(location, rule_id, exc.reason, f"{location}: {exc.message}")
             )
             continue
+        except Exception as exc:  # wrong types pySigma let through: refuse this one only
+            message = f"{location}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            rejections.append(
+                CorrelationRejection(location, rule_id, "invalid_correlation", message)
+            )
+            continue
         if spec.id in seen:
             rejections.append(
                 CorrelationRejection(
@@ -271,8 +293,8 @@ def load_correlations(paths: Sequence[Path], plan: DetectionPlan) -> Correlation
     sources = []
     for path in rule_files(paths):
         try:
-            sources.append((str(path), path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError):
+            sources.append((str(path), read_content(path).decode("utf-8")))
+        except (ContentError, UnicodeDecodeError):
             continue  # the rule loader reports unreadable files
     return compile_correlations(sources, plan)
 

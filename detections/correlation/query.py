@@ -49,6 +49,7 @@ from detections.job import JobConfig, kafka_source
 from detections.matcher import MatcherSpec
 from detections.parse import parse_records, valid_events
 from detections.plan import DetectionPlan, plan_rules
+from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 log = logging.getLogger("sigstream.correlate")
 
@@ -102,8 +103,8 @@ def load_content(
     texts = {}
     for path in rule_files(paths):
         try:
-            texts[path] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            texts[path] = read_content(path).decode("utf-8")
+        except (ContentError, UnicodeDecodeError):
             continue  # the rule loader reports unreadable files
     with_corr = [p for p, t in texts.items() if _CORRELATION.search(t)]
     if not with_corr:
@@ -143,18 +144,19 @@ def runnable(
 
 
 def _references(text: str) -> set[str]:
-    import yaml
-
+    """The base rule names/ids a file's correlations reference (only plain strings: the
+    compiler refuses the rest with a reason)."""
     refs: set[str] = set()
     try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
-    except yaml.YAMLError:
-        return refs
+        docs = [d for d in load_yaml_documents(text) if isinstance(d, dict)]
+    except ContentError:
+        return refs  # compile_correlations reports the file
     for doc in docs:
         corr = doc.get("correlation")
         if isinstance(corr, dict):
             rules = corr.get("rules") or []
-            refs |= {str(r) for r in ([rules] if isinstance(rules, str) else rules)}
+            listed = [rules] if isinstance(rules, str) else rules if isinstance(rules, list) else []
+            refs |= {r for r in listed if isinstance(r, str) and r}
     return refs
 
 

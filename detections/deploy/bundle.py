@@ -18,18 +18,79 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field
 
 from detections.compiler import rule_files
 from detections.deploy.modes import RuleMode
 from detections.deploy.signing import sign, verify
 from detections.plan import DetectionPlan, load_placeholders, load_plan
+from sigstream.safe_yaml import (
+    ContentError,
+    load_json,
+    load_yaml_documents,
+    read_content,
+    validated,
+)
 
 FORMAT = "sigstream-rule-bundle/1"
 PLACEHOLDERS_PATH = "placeholders.yml"
+#: A bundle of the whole SigmaHQ rule set is ~15 MB of JSON; past this it is refused unread.
+MAX_BUNDLE_BYTES = 64 << 20
+
+
+class _Strict(BaseModel):
+    """Types as written (no "12345" -> 12345 coercion); unknown keys are kept, since the
+    signature covers them and a newer writer may add some."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class BundleFileModel(_Strict):
+    path: str = Field(min_length=1, max_length=1024)
+    role: Literal["rule", "filter", "placeholders"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content: str
+
+
+class ModeModel(_Strict):
+    mode: Literal["active", "shadow", "canary", "disabled"] = "active"
+    fraction: float | int | None = None
+    canary_by: Literal["sensor", "tenant"] = "sensor"
+    reason: str | None = None
+    set_by: str | None = None
+    at: str | None = None
+
+
+class OptionsModel(_Strict):
+    allow_unknown_fields: bool = False
+
+
+class ManifestModel(_Strict):
+    """The signed part of a bundle: what :func:`build_bundle` writes."""
+
+    format: str
+    version: str = Field(min_length=1, max_length=200)
+    content_sha256: str | None = None
+    options: OptionsModel = OptionsModel()
+    modes: dict[str, ModeModel] = {}
+    rules: list[dict[str, Any]] = []
+    files: list[BundleFileModel]
+
+
+class SignatureModel(_Strict):
+    algorithm: str
+    key_id: str
+    value: str
+
+
+class BundleDocument(_Strict):
+    """A bundle file: ``{"bundle": manifest, "signature": block or null}``."""
+
+    bundle: ManifestModel
+    signature: SignatureModel | None = None
 
 
 class BundleError(Exception):
@@ -47,12 +108,20 @@ def sha256(data: bytes) -> str:
 def _role(text: str) -> str:
     """``filter`` for Sigma meta filters (exceptions), else ``rule``."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
-    except yaml.YAMLError:
-        return "rule"
+        docs = [d for d in load_yaml_documents(text) if isinstance(d, dict)]
+    except ContentError:
+        return "rule"  # the compiler refuses it with the reason
     return (
         "filter" if docs and all("filter" in d and "detection" not in d for d in docs) else "rule"
     )
+
+
+def _read_text(path: Path) -> str:
+    """A file to ship, read bounded (a huge or non-UTF-8 file is refused, never read)."""
+    try:
+        return read_content(path).decode("utf-8")
+    except (ContentError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: {exc}") from None
 
 
 def _collect(paths: Sequence[Path]) -> list[tuple[str, Path]]:
@@ -161,12 +230,12 @@ def build_bundle(
     """
     files: list[dict[str, Any]] = []
     for name, path in _collect(rule_paths):
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         files.append(
             {"path": name, "role": _role(text), "sha256": sha256(text.encode()), "content": text}
         )
     if placeholders is not None:
-        text = placeholders.read_text(encoding="utf-8")
+        text = _read_text(placeholders)
         files.append(
             {
                 "path": PLACEHOLDERS_PATH,
@@ -223,15 +292,27 @@ def sign_manifest(manifest: dict[str, Any], key: Ed25519PrivateKey) -> Bundle:
     return Bundle(manifest=manifest, signature=sign(key, canonical(manifest)))
 
 
-def read_bundle(path: Path) -> Bundle:
-    """Parse a bundle file (does not verify it)."""
+def read_bundle(path: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
+    """Parse a bundle file (does not verify it). Anything that is not a well-typed bundle
+    (too big, not JSON, ``content: 12345``, ``files: ["x"]``, a signature that is a list,
+    a lone surrogate that cannot be hashed) is a :class:`BundleError` with a one-line
+    reason, so neither ``deploy`` nor the running job meets a TypeError later."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: not a readable bundle: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("bundle"), dict):
-        raise BundleError(f"{path}: not a bundle (no 'bundle' object)")
-    manifest = doc["bundle"]
-    if not isinstance(manifest.get("files"), list) or "version" not in manifest:
-        raise BundleError(f"{path}: bundle manifest lacks files or version")
-    return Bundle(manifest=manifest, signature=doc.get("signature"))
+        doc = load_json(read_content(path, max_bytes), max_bytes=max_bytes)
+    except ContentError as exc:
+        raise BundleError(f"{path}: not a readable bundle: {exc}") from None
+    try:
+        validated(BundleDocument, doc, "not a bundle")
+    except ContentError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    manifest, signature = doc["bundle"], doc.get("signature")
+    try:
+        canonical(manifest)
+    except UnicodeEncodeError:
+        raise BundleError(f"{path}: text that is not valid Unicode (a lone surrogate)") from None
+    bundle = Bundle(manifest=manifest, signature=signature)
+    try:
+        bundle.default_modes  # noqa: B018 - RuleMode's own checks (canary fraction range)
+    except ValueError as exc:
+        raise BundleError(f"{path}: bad rule mode: {exc}") from None
+    return bundle

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sigstream.safe_yaml import ContentError, read_content
+
+log = logging.getLogger(__name__)
+
 ALGORITHM = "ed25519"
+#: A PEM Ed25519 key is ~120 bytes.
+MAX_KEY_BYTES = 64 << 10
 
 
 class SignatureError(Exception):
@@ -63,31 +70,46 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     return KeyPair(private_path, public_path, key_id(public))
 
 
+def _pem(path: Path, kind: str, load: Callable[[bytes], object]) -> object:
+    """A PEM key file read bounded; ContentError (a ValueError) with the reason."""
+    data = read_content(path, MAX_KEY_BYTES)
+    try:
+        return load(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ContentError(f"{path}: not a PEM {kind} key: {exc}") from None
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = _pem(path, "private", lambda b: serialization.load_pem_private_key(b, password=None))
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key")
+        raise ContentError(f"{path}: not an Ed25519 private key")
     return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
+    key = _pem(path, "public", serialization.load_pem_public_key)
     if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path}: not an Ed25519 public key")
+        raise ContentError(f"{path}: not an Ed25519 public key")
     return key
 
 
 def load_trusted_keys(paths: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
-    """Public keys by key id, from ``.pub``/``.pem`` files or folders of them."""
+    """Public keys by key id, from ``.pub``/``.pem`` files or folders of them. A file in a
+    folder that is not an Ed25519 public key is skipped with a logged reason (trusting
+    fewer keys is the safe side, and one stray file must not refuse every bundle); a file
+    named on its own must load (ContentError)."""
     keys: dict[str, Ed25519PublicKey] = {}
     for entry in paths:
-        files = (
-            sorted(p for p in entry.iterdir() if p.suffix in (".pub", ".pem"))
-            if entry.is_dir()
-            else [entry]
-        )
-        for path in files:
-            public = load_public_key(path)
+        if entry.is_dir():
+            for path in sorted(p for p in entry.iterdir() if p.suffix in (".pub", ".pem")):
+                try:
+                    public = load_public_key(path)
+                except ContentError as exc:
+                    log.warning("ignoring trusted key file: %s", exc)
+                    continue
+                keys[key_id(public)] = public
+        else:
+            public = load_public_key(entry)
             keys[key_id(public)] = public
     return keys
 

@@ -26,12 +26,31 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field
 
-from detections.deploy.bundle import Bundle, BundleError, read_bundle
+from detections.deploy.bundle import Bundle, BundleError, ModeModel, read_bundle
 from detections.deploy.modes import RuleMode
+from sigstream.safe_yaml import ContentError, load_json, read_content, validated
 
 #: Entries kept in the history / refusals / demotions lists.
 KEEP = 200
+#: state.json keeps KEEP entries per list: well under a MiB.
+MAX_STATE_BYTES = 16 << 20
+
+
+class StateModel(BaseModel):
+    """The shape of state.json the code relies on (extra keys are kept)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    generation: int = Field(ge=0)
+    current: str | None = None
+    stack: list[str] = []
+    bundles: dict[str, dict[str, Any]] = {}
+    overrides: dict[str, ModeModel] = {}
+    history: list[Any] = []
+    refusals: list[Any] = []
+    demotions: list[Any] = []
 
 
 def now_iso() -> str:
@@ -68,11 +87,19 @@ class DeploymentStore:
     # --- reading ---------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """The current state (an empty one when nothing was ever deployed)."""
-        try:
-            return json.loads(self.state_path.read_text())
-        except FileNotFoundError:
+        """The current state (an empty one when nothing was ever deployed); a state file
+        that is too big, not JSON or of the wrong shape is a :class:`BundleError` with a
+        one-line reason (the job logs it and keeps its rules; the CLI refuses)."""
+        if not self.state_path.exists():
             return empty_state()
+        try:
+            doc = load_json(
+                read_content(self.state_path, MAX_STATE_BYTES), max_bytes=MAX_STATE_BYTES
+            )
+            validated(StateModel, doc, "bad deployment state")
+        except ContentError as exc:
+            raise BundleError(f"{self.state_path}: {exc}") from None
+        return {**empty_state(), **doc}
 
     def generation(self) -> int:
         return int(self.state()["generation"])

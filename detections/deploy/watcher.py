@@ -93,11 +93,22 @@ class DeploymentWatcher:
 
     def poll(self) -> ActiveContent | None:
         """New content if the store changed since the last poll and it is trustworthy, else
-        None (nothing changed, nothing deployed, or the new bundle was refused)."""
+        None (nothing changed, nothing deployed, or the new bundle was refused). Never
+        raises: whatever is wrong with the store or a bundle, the job keeps what it runs."""
+        try:
+            return self._poll()
+        except Exception as exc:  # a bug or content nobody foresaw must not stop the job
+            log.error(
+                "deployment poll failed, keeping the current rules: %s: %s", type(exc).__name__, exc
+            )
+            self.last_refusal = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def _poll(self) -> ActiveContent | None:
         try:
             state = self.store.state()
             generation = int(state["generation"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # never stop the job
+        except Exception as exc:  # never stop the job
             log.error("cannot read deployment state in %s: %s", self.store.root, exc)
             return None
         if generation == self._seen_generation:
@@ -144,7 +155,7 @@ class DeploymentWatcher:
     def _overrides(self) -> dict[str, RuleMode]:
         try:
             return self.store.overrides()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # a broken store must not stop the job
             log.error("cannot read rule mode overrides, keeping bundle modes: %s", exc)
             return {}
 
@@ -163,8 +174,8 @@ class DeploymentWatcher:
             plan = bundle.load_plan(target)
             if not plan.rules:
                 raise BundleError("bundle compiles to no rules")
-        except (BundleError, SignatureError, OSError, ValueError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # any bad content is a refusal; the job keeps its rules
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             log.error("refusing bundle %s (generation %d): %s", digest[:16], generation, reason)
             self.last_refusal = reason
             try:

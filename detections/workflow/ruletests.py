@@ -16,7 +16,6 @@ Every rule is planned together, meta filters included, exactly as in a bundle.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,12 @@ from pydantic import ValidationError
 from detections.compiler import CompilerConfig, rule_files
 from detections.plan import DetectionPlan, load_plan
 from detections.workflow.events import test_event
+from sigstream.safe_yaml import ContentError, load_json, read_content
 
 Matcher = Callable[[DetectionPlan, Sequence[dict[str, Any]]], list[tuple[int, int]]]
 TESTS_SUFFIX = ".tests.json"
+#: Test events of one rule: a few KiB; a whole captured session still fits.
+MAX_TEST_BYTES = 64 << 20
 TESTS_DIR_SUFFIX = ".tests"
 
 
@@ -80,11 +82,29 @@ def tests_for(rule_file: Path) -> Path | None:
     return None
 
 
+def _read_json(path: Path) -> Any:
+    """One bounded JSON document (ContentError, a ValueError, with the reason)."""
+    try:
+        return load_json(read_content(path, MAX_TEST_BYTES), max_bytes=MAX_TEST_BYTES)
+    except ContentError as exc:
+        raise ContentError(f"{path.name}: {exc}") from None
+
+
 def _read_json_events(path: Path) -> list[tuple[str, Any]]:
     if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [(f"{path.name}#{n}", json.loads(t)) for n, t in enumerate(lines, 1) if t.strip()]
-    return [(path.name, json.loads(path.read_text(encoding="utf-8")))]
+        try:
+            text = read_content(path, MAX_TEST_BYTES).decode("utf-8")
+        except (ContentError, UnicodeDecodeError) as exc:
+            raise ContentError(f"{path.name}: {exc}") from None
+        events = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    events.append((f"{path.name}#{n}", load_json(line, max_bytes=MAX_TEST_BYTES)))
+                except ContentError as exc:
+                    raise ContentError(f"{path.name} line {n}: {exc}") from None
+        return events
+    return [(path.name, _read_json(path))]
 
 
 def read_tests(path: Path) -> tuple[str | None, dict[str, list[tuple[str, Any]]]]:
@@ -96,7 +116,7 @@ def read_tests(path: Path) -> tuple[str | None, dict[str, list[tuple[str, Any]]]
             if kind in cases and file.suffix in (".json", ".jsonl"):
                 cases[kind].extend(_read_json_events(file))
         return None, cases
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = _read_json(path)
     if not isinstance(doc, dict) or not set(doc) <= {"tp", "tn", "rule", "description"}:
         raise ValueError("expected an object with 'tp' and/or 'tn' lists (and optional 'rule')")
     for kind in cases:

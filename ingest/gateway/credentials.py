@@ -8,6 +8,14 @@ can be stored hashed, whereas an HMAC key must be stored in the clear on the ser
 
 The gateway re-reads the file when its modification time changes, so ``sigstream gateway
 revoke`` takes effect on a running gateway within one request, without a restart.
+
+A file that cannot be used (too big, not JSON, wrong types) is refused with a one-line
+reason. A running gateway keeps the last good credentials and logs why (``problem``):
+our own writes are atomic renames, so a bad file is an outside edit or a disk fault, and
+refusing every sensor of every tenant for it would turn one bad file into a full ingest
+outage while protecting nothing (whoever can write the file can add credentials anyway).
+With no good version ever loaded the store fails closed: ``load()`` raises, ``verify``
+accepts nothing. Writes (enroll, revoke) never overwrite a file they could not read.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -23,7 +32,12 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from ingest.gateway.parse import Identity
+from sigstream.safe_yaml import ContentError, load_json, read_content, validated
+
+log = logging.getLogger(__name__)
 
 TOKEN_RE = re.compile(r"^sst_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -31,6 +45,33 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 class CredentialError(ValueError):
     """Enrollment input that cannot be accepted (bad names, unknown key ...)."""
+
+
+class CredentialFileError(CredentialError, ContentError):
+    """The credential file cannot be used (too big, not JSON, wrong shape); one line."""
+
+
+#: A credential is ~300 bytes of JSON: 16 MiB is ~50,000 sensors.
+MAX_FILE_BYTES = 16 << 20
+
+
+class _CredentialModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    key_id: str
+    tenant_id: str
+    sensor_id: str
+    secret_sha256: str
+    created: str
+    relay: bool = False
+    revoked: str | None = None
+
+
+class _StoreFile(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    version: int = 1
+    credentials: dict[str, _CredentialModel] = {}
 
 
 @dataclass(frozen=True)
@@ -56,26 +97,56 @@ class CredentialStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._bad_stamp: tuple[int, int, int] | None = None
         self._by_key: dict[str, Credential] = {}
+        #: Why the file on disk is not in force (None when it is): for health and logs.
+        self.problem: str | None = None
 
     # -- reading ------------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _read(self) -> dict[str, Credential]:
+        """The file's credentials; :class:`CredentialFileError` (one line) when it is too
+        big, not JSON or not a credential store. Bounded: refused from its size first."""
+        try:
+            doc = load_json(read_content(self.path, MAX_FILE_BYTES), max_bytes=MAX_FILE_BYTES)
+            stored = validated(_StoreFile, doc, "not a credential store")
+        except ContentError as exc:
+            raise CredentialFileError(f"{self.path}: {exc}") from None
+        return {k: Credential(**v.model_dump()) for k, v in stored.credentials.items()}
+
+    def _load(self, *, strict: bool = False) -> None:
+        """Re-read the file when it changed. A file that turns bad under a running gateway
+        is logged and the last good credentials stay in force (see ``problem``); with no
+        good version loaded yet, or ``strict`` (before a write: never overwrite a file we
+        could not read), it raises :class:`CredentialFileError`."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._by_key, self._stamp = {}, None
+            self._by_key, self._stamp, self.problem = {}, None, None
             return
-        stamp = (st.st_mtime_ns, st.st_ino)  # every save is a rename: a new inode
-        if stamp == self._stamp:
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)  # every save is a rename: a new inode
+        if stamp == self._stamp or (stamp == self._bad_stamp and not strict):
             return
-        doc = json.loads(self.path.read_text() or "{}")
-        self._by_key = {k: Credential(**v) for k, v in doc.get("credentials", {}).items()}
-        self._stamp = stamp
+        if st.st_size == 0:
+            self._by_key, self._stamp, self.problem = {}, stamp, None
+            return
+        try:
+            by_key = self._read()
+        except CredentialFileError as exc:
+            self._bad_stamp, self.problem = stamp, str(exc)
+            if strict or self._stamp is None:
+                raise
+            log.error("credential file refused, keeping the last good credentials: %s", exc)
+            return
+        self._by_key, self._stamp, self._bad_stamp, self.problem = by_key, stamp, None, None
+
+    def load(self) -> None:
+        """Read the file now (at start): CredentialFileError with the reason if it is bad."""
+        self._load(strict=True)
 
     def credentials(self) -> list[Credential]:
-        self._load()
+        self._load(strict=True)
         return sorted(self._by_key.values(), key=lambda c: (c.tenant_id, c.sensor_id, c.key_id))
 
     def verify(self, token: str) -> Credential | None:
@@ -83,7 +154,11 @@ class CredentialStore:
         match = TOKEN_RE.match(token.strip())
         if not match:
             return None
-        self._load()
+        try:
+            self._load()
+        except CredentialFileError as exc:  # nothing good ever loaded: fail closed
+            log.error("no usable credential file, refusing: %s", exc)
+            return None
         cred = self._by_key.get(match.group(1))
         if cred is None or cred.revoked:
             return None
@@ -114,7 +189,7 @@ class CredentialStore:
         for label, value in (("tenant", tenant_id), ("sensor", sensor_id)):
             if not NAME_RE.match(value):
                 raise CredentialError(f"invalid {label} id {value!r} (letters, digits, ._:-)")
-        self._load()
+        self._load(strict=True)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         self._by_key[key_id] = Credential(
@@ -130,7 +205,7 @@ class CredentialStore:
 
     def revoke(self, key_or_sensor: str, tenant_id: str | None = None) -> list[str]:
         """Revoke by key id, or every live key of a sensor id; returns the key ids revoked."""
-        self._load()
+        self._load(strict=True)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         hits = [
             c

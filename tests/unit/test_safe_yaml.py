@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from pydantic import BaseModel
 
 from sigstream.safe_yaml import (
     ContentError,
     YamlLimits,
+    expect_mapping,
+    load_json,
     load_yaml,
     load_yaml_documents,
+    load_yaml_file,
+    read_content,
+    validated,
 )
 
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -72,3 +81,47 @@ def test_depth_that_crashes_libyaml_is_refused_not_a_segfault() -> None:
     """libyaml's composer recurses in C: 100,000 levels used to kill the process."""
     with pytest.raises(ContentError, match="deeper than 64"):
         load_yaml("[" * 100_000 + "]" * 100_000)
+
+
+def test_files_are_read_bounded_and_only_when_regular(tmp_path: Path) -> None:
+    """A 10 GB (sparse) file is refused from its size, a FIFO without waiting for a writer."""
+    huge = tmp_path / "huge.yml"
+    with open(huge, "wb") as handle:
+        handle.truncate(10 << 30)
+    with pytest.raises(ContentError, match="over the 1048576-byte content limit"):
+        read_content(huge)
+    fifo = tmp_path / "pipe.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ContentError, match="not a regular file"):
+        read_content(fifo)
+    with pytest.raises(ContentError, match="cannot read"):
+        read_content(tmp_path / "missing.yml")
+    with pytest.raises(ContentError, match="cannot read"):
+        read_content(tmp_path)  # a folder
+    (tmp_path / "ok.yml").write_text("a: [1]\n")
+    assert load_yaml_file(tmp_path / "ok.yml") == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b"1" * 5000, "digit"),
+        (b"\xff", "not UTF-8"),
+        (b"{", "invalid JSON"),
+    ],
+)
+def test_json_failures_are_content_errors(data: bytes, reason: str) -> None:
+    with pytest.raises(ContentError, match=reason):
+        load_json(data)
+
+
+def test_validated_and_expect_mapping_give_one_line_reasons() -> None:
+    class Shape(BaseModel):
+        a: dict[str, int]
+
+    with pytest.raises(ContentError, match=r"^x: a: Input should be a valid dictionary$"):
+        validated(Shape, {"a": [1]}, "x")
+    with pytest.raises(ContentError, match="grouping must be a mapping, not a list"):
+        expect_mapping([1], "grouping")
+    assert expect_mapping(None, "grouping") == {}
