@@ -12,7 +12,8 @@ Measured before: 300 connections trickling headers were all still open after 20 
   503 and closed at once, before any byte of it is parsed;
 * a **request deadline**: from the connection's start, and again from the end of each
   response, the client has ``header_timeout_s`` to complete its request line and headers
-  (and any body the app is not reading). Past it: 408 and close. While the app handles a
+  (and any body the app is not reading). Past it: 408 (if part of a request came) and
+  close. While the app handles a
   request the deadline does not apply; the body the app reads is bounded by
   ``triage.guard`` (``body_timeout_s``).
 
@@ -107,8 +108,8 @@ def guarded_h11(limits: ServerLimits) -> type[H11Protocol]:
                 return
             if self.cycle is not None and not self.cycle.response_complete:
                 return  # the app has the request; the response re-arms the deadline
-            if self.conn.their_state is h11.IDLE:
-                self.transport.write(late)
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+                self.transport.write(late)  # part of a request came: say why
             self.transport.close()
 
     return GuardedH11Protocol
