@@ -322,11 +322,13 @@ def create_app(
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI from the installed ``swagger-ui-bundle`` package, started by a script
-    file of ours (no inline script, so the strict CSP holds)."""
-    import swagger_ui_bundle
+    """Swagger UI 5 (OpenAPI 3.1, which FastAPI writes) from the files the installed
+    ``fastapi-offline`` package ships, started by a script file of ours (no inline
+    script, so the strict CSP holds)."""
+    import fastapi_offline
 
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs")
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs")
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:
