@@ -18,6 +18,7 @@ from elasticsearch import (
     TransportError,
 )
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -152,6 +153,16 @@ def create_app(
         keys=key_store,
         limits=GuardLimits(settings.api_max_body_bytes, settings.api_body_timeout_s),
     )
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with where and why, never the input back: FastAPI's own handler encodes
+        the input, and a body that is not UTF-8 made that encoding fail (a 500)."""
+        errors = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(BadRequestError)
     def es_refused(_: Request, exc: BadRequestError) -> JSONResponse:

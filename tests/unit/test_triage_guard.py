@@ -209,9 +209,18 @@ def test_the_api_still_works_through_the_guard(client: TestClient) -> None:
         "/api/findings/x/notes", json={"text": "n"}, headers={"X-API-Key": "viewer-key"}
     )
     assert resp.status_code == 403
-    # Validation still answers 422 for a small bad body.
+    # Validation still answers 422 for a small bad body, saying where and why.
     resp = client.post("/api/findings/x/close", json={"resolution": 1}, headers=_k())
     assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "resolution"]
+
+
+def test_a_body_that_is_not_utf8_is_422_not_500(client: TestClient) -> None:
+    """Found by the request-path fuzzer: FastAPI's handler echoed the bytes and failed."""
+    for body in (b"\x80", b'{"text": "\xff"}', b"\xfe\xff{"):
+        resp = client.post("/api/findings/x/notes", content=body, headers=_k())
+        assert resp.status_code == 422, resp.text
+        assert "input" not in resp.text
 
 
 def _k() -> dict[str, str]:
