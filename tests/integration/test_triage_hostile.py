@@ -299,9 +299,15 @@ PARAMS = st.sampled_from(
     ]
 )
 QUERY_TEXT = st.text(
-    alphabet=st.sampled_from(list('ab~*"()+|-\\ 12/:%&=?\u00e9\U0001f600\x00')) | st.characters(),
+    alphabet=st.sampled_from(list('ab~*"()+|-\\ 12/:%&=?\u00e9\U0001f600\x00'))
+    | st.characters(blacklist_categories=("Cs",)),  # a URL cannot carry a lone surrogate
     max_size=80,
 )
+#: Raw query strings, sent as they are (percent-escapes of invalid UTF-8 included).
+RAW_QUERY = st.lists(
+    st.tuples(PARAMS, st.sampled_from(["%ED%A0%80", "%FF", "%", "%zz", "a%00b", "~2*", ""])),
+    max_size=4,
+).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
 HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 
@@ -329,6 +335,7 @@ def test_fuzz_requests_never_5xx(fuzz_client: tuple[TestClient, str]) -> None:
             HEADER_VALUE,
             max_size=3,
         ),
+        raw_query=RAW_QUERY,
         authed=st.booleans(),
         body=st.one_of(st.binary(max_size=6000), st.just(b'{"text": "n", "resolution": "benign"}')),
     )
@@ -337,16 +344,18 @@ def test_fuzz_requests_never_5xx(fuzz_client: tuple[TestClient, str]) -> None:
         path: str,
         params: list[tuple[str, str]],
         headers: dict[str, str],
+        raw_query: str,
         authed: bool,
         body: bytes,
     ) -> None:
         counted["examples"] += 1
         if authed:
             headers = {**headers, "x-api-key": KEY}
+        url = path.format(id=fid) + (f"?{raw_query}" if raw_query else "")
         resp = client.request(
             method,
-            path.format(id=fid),
-            params=params,
+            url,
+            params=params or None,
             headers=headers,
             content=body if method not in ("GET", "HEAD") else None,
         )
