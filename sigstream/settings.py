@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     grouping_file: Path | None = None
     # API keys for the triage HTTP API: YAML {key: {tenant: t, role: analyst|read-only, user: u}}.
     api_keys_file: Path | None = None
+    # Limits of the triage API server (docs/triage.md, "Hostile requests"): request body
+    # bytes (every route), seconds to send the request line and headers, and the body, open
+    # connections, idle keep-alive seconds; and the free-text `q`: characters, terms,
+    # fuzzy (~) and wildcard (*) terms, and the Elasticsearch search time budget.
+    api_max_body_bytes: int = 256 * 1024
+    api_header_timeout_s: float = 10.0
+    api_body_timeout_s: float = 15.0
+    api_max_connections: int = 128
+    api_keep_alive_s: float = 5.0
+    api_max_q_chars: int = 512
+    api_max_q_terms: int = 32
+    api_max_q_fuzzy: int = 4
+    api_max_q_wildcards: int = 4
+    api_search_timeout_s: float = 10.0
 
     # Values of Sigma `|expand` placeholders (%domain_controllers% ...): a YAML mapping.
     placeholders_file: Path | None = None

@@ -11,9 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from elasticsearch import Elasticsearch
+from elasticsearch import (
+    ApiError,
+    BadRequestError,
+    Elasticsearch,
+    TransportError,
+)
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
-from fastapi.responses import FileResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -22,6 +28,8 @@ from detections.suppression import Suppression
 from sigstream.settings import Settings
 from triage import store
 from triage.auth import Caller, KeyStore
+from triage.guard import GuardLimits, RequestGuard
+from triage.queries import QueryRejected, TextLimits
 from triage.workflow import WorkflowError
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -78,6 +86,8 @@ class FindingList(BaseModel):
     page: int
     size: int
     findings: list[dict[str, Any]]
+    #: The search hit its time budget (``SIGSTREAM_API_SEARCH_TIMEOUT_S``): partial results.
+    timed_out: bool = False
 
 
 class FindingDetail(BaseModel):
@@ -92,13 +102,21 @@ class TriageState(BaseModel):
     finding: dict[str, Any]
 
 
+#: Values a list filter may repeat at most (levels and statuses are a handful).
+MAX_LIST_VALUES = 10
+#: Characters of a rule, host or assignee filter.
+MAX_FILTER_CHARS = 256
+
+
 def create_app(
     settings: Settings | None = None,
     keys: KeyStore | None = None,
     es: Elasticsearch | None = None,
+    docs: bool = False,
 ) -> FastAPI:
     """The app, with its settings, key store and Elasticsearch client (injectable for
-    tests that run it against the real services)."""
+    tests that run it against the real services). ``docs``: interactive Swagger UI at
+    /docs, served from the installed ``swagger-ui-bundle`` (never a CDN)."""
     from detections.sinks.elasticsearch import connect
 
     settings = settings or Settings()
@@ -106,17 +124,63 @@ def create_app(
         if settings.api_keys_file is None:
             raise RuntimeError("set SIGSTREAM_API_KEYS_FILE to a YAML file of API keys")
         keys = KeyStore.from_file(settings.api_keys_file)
-    client = es or connect(settings.es_hosts)
+    # Every call gives up after the search budget plus a margin (the budget itself is
+    # sent with each list search, so Elasticsearch stops working on it too).
+    client = (es or connect(settings.es_hosts)).options(
+        request_timeout=settings.api_search_timeout_s + 5
+    )
     index, events_index = settings.findings_index, settings.events_index
     key_store = keys
+    text_limits = TextLimits(
+        max_chars=settings.api_max_q_chars,
+        max_terms=settings.api_max_q_terms,
+        max_fuzzy=settings.api_max_q_fuzzy,
+        max_wildcards=settings.api_max_q_wildcards,
+    )
 
     app = FastAPI(
         title="Sigstream triage API",
         version="1",
         description="Query and triage Sigstream findings. Authenticate with an API key.",
+        docs_url=None,
+        redoc_url=None,
     )
 
     app.state.keys = key_store
+    # Outermost: authentication and the body cap run before FastAPI reads any body.
+    app.add_middleware(
+        RequestGuard,
+        keys=key_store,
+        limits=GuardLimits(settings.api_max_body_bytes, settings.api_body_timeout_s),
+    )
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with where and why, never the input back: FastAPI's own handler encodes
+        the input, and a body that is not UTF-8 made that encoding fail (a 500)."""
+        errors = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, 422)
+
+    @app.exception_handler(BadRequestError)
+    def es_refused(_: Request, exc: BadRequestError) -> JSONResponse:
+        """A query Elasticsearch refuses is the caller's: 400 with its reason."""
+        return JSONResponse({"detail": f"query refused by Elasticsearch: {exc.message}"}, 400)
+
+    @app.exception_handler(TransportError)
+    def es_unreachable(_: Request, exc: TransportError) -> JSONResponse:
+        """Elasticsearch down or too slow: 503, try again later."""
+        return JSONResponse(
+            {"detail": f"Elasticsearch unavailable: {type(exc).__name__}"},
+            503,
+            headers={"retry-after": "5"},
+        )
+
+    @app.exception_handler(ApiError)
+    def es_failed(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": f"Elasticsearch error: {exc.message}"}, 502)
 
     @app.get("/api/me", tags=["auth"])
     def me(who: Reader) -> dict[str, Any]:
@@ -129,17 +193,26 @@ def create_app(
         since: datetime | None = None,
         until: datetime | None = None,
         level: Annotated[list[str] | None, Query()] = None,
-        rule: str | None = None,
-        host: str | None = None,
+        rule: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
+        host: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
         status: Annotated[list[str] | None, Query()] = None,
-        assignee: str | None = None,
-        q: Annotated[str | None, Query(description="Free text")] = None,
+        assignee: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                description='Free text (simple query string: + | - " * ~ ( )), bounded: '
+                "characters, terms, fuzzy and wildcard terms (docs/triage.md)"
+            ),
+        ] = None,
         sort: Literal[tuple(store.SORTS)] = "last_seen",  # type: ignore[valid-type]
         order: Literal["asc", "desc"] = "desc",
         page: Annotated[int, Query(ge=1)] = 1,
         size: Annotated[int, Query(ge=1, le=store.MAX_PAGE_SIZE)] = 25,
     ) -> dict[str, Any]:
         """Findings of the caller's tenant, filtered, sorted and paged."""
+        for name, values in (("level", level), ("status", status)):
+            if values and len(values) > MAX_LIST_VALUES:
+                raise HTTPException(400, f"at most {MAX_LIST_VALUES} {name} values")
         f = store.ListFilters(
             start=since,
             end=until,
@@ -155,10 +228,20 @@ def create_app(
             size=size,
         )
         try:
-            total, rows = store.list_findings(client, index, who, f)
+            total, rows, timed_out = store.find_page(
+                client, index, who, f, text_limits, settings.api_search_timeout_s
+            )
+        except QueryRejected as exc:
+            raise HTTPException(400, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"total": total, "page": page, "size": size, "findings": rows}
+        return {
+            "total": total,
+            "page": page,
+            "size": size,
+            "findings": rows,
+            "timed_out": timed_out,
+        }
 
     @app.get("/api/findings/{finding_id}", response_model=FindingDetail, tags=["findings"])
     def show_finding(
@@ -244,4 +327,27 @@ def create_app(
         return FileResponse(WEB / "index.html")
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
+    if docs:
+        _mount_docs(app)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI 5 (OpenAPI 3.1, which FastAPI writes) from the files the installed
+    ``fastapi-offline`` package ships, started by a script file of ours (no inline
+    script, so the strict CSP holds)."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<title>Sigstream triage API</title>"
+            "<link rel='stylesheet' href='/docs/assets/swagger-ui.css'></head>"
+            "<body><div id='swagger-ui'></div>"
+            "<script src='/docs/assets/swagger-ui-bundle.js'></script>"
+            "<script src='/static/docs.js'></script></body></html>"
+        )

@@ -10,6 +10,7 @@ import getpass
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -425,13 +426,54 @@ def lifecycle_cmd(
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_self_signed: Annotated[
+        bool,
+        typer.Option(
+            "--tls-self-signed",
+            help="HTTPS with a self-signed certificate generated on first start "
+            "(<run_dir>/triage/tls; or at --tls-cert/--tls-key).",
+        ),
+    ] = False,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="Interactive API docs at /docs (served locally).")
+    ] = False,
 ) -> None:
-    """Serve the triage HTTP API and web page (needs SIGSTREAM_API_KEYS_FILE)."""
+    """Serve the triage HTTP API and web page (needs SIGSTREAM_API_KEYS_FILE).
+
+    Bounded per connection and per request (SIGSTREAM_API_* settings, docs/triage.md)."""
     import uvicorn
 
+    from sigstream.settings import get_settings
     from triage.api import create_app
+    from triage.server import ServerLimits, TlsFiles, uvicorn_config
 
-    uvicorn.run(create_app(), host=host, port=port)
+    settings = get_settings()
+    tls: TlsFiles | None = None
+    if tls_self_signed:
+        from ingest.gateway.tls import ensure_cert
+
+        folder = settings.run_dir / "triage" / "tls"
+        tls = TlsFiles(tls_cert or folder / "cert.pem", tls_key or folder / "key.pem")
+        if ensure_cert(tls.cert, tls.key, ["localhost", "127.0.0.1", host]):
+            err.print(f"generated a self-signed certificate: {tls.cert}")
+    elif tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise typer.BadParameter("give both --tls-cert and --tls-key")
+        for path in (tls_cert, tls_key):
+            if not path.is_file():
+                raise typer.BadParameter(f"{path} is not a file")
+        tls = TlsFiles(tls_cert, tls_key)
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            "[yellow]plain HTTP on a network address: API keys travel in clear text "
+            "(use --tls-cert/--tls-key)[/yellow]"
+        )
+    app_ = create_app(settings, docs=docs)
+    config = uvicorn_config(app_, host, port, ServerLimits.from_settings(settings), tls)
+    err.print(f"triage API on {'https' if tls else 'http'}://{host}:{port}/")
+    uvicorn.Server(config).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -58,3 +60,52 @@ def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]
                 )
     rows.sort(key=lambda r: (LEVEL_ORDER.get(r["level"] or "", 9), -r["count"], r["rule"]))
     return rows[:top], int(resp["hits"]["total"]["value"])
+
+
+class QueryRejected(ValueError):
+    """A free-text query over the bounds (the API answers 400 with this reason)."""
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """Bounds of the free-text ``q`` (``simple_query_string``): its cost grows with the
+    number of terms and, much faster, with fuzzy (``~``) and prefix (``*``) terms, each
+    expanded against the index's terms; 2,000 fuzzy terms took ~10 s on 3 documents."""
+
+    max_chars: int = 512
+    max_terms: int = 32
+    max_fuzzy: int = 4
+    max_wildcards: int = 4
+    max_depth: int = 8
+    #: Terms a fuzzy term may expand to (Elasticsearch's default is 50).
+    fuzzy_max_expansions: int = 20
+
+
+#: Where one term of simple_query_string ends: whitespace and its operators.
+_SPLIT = re.compile(r'[\s+|()"]+')
+
+
+def check_text(text: str, limits: TextLimits) -> None:
+    """Refuse (QueryRejected with the reason) a ``q`` over ``limits``."""
+    if len(text) > limits.max_chars:
+        raise QueryRejected(f"q is {len(text):,} characters; at most {limits.max_chars:,}")
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+        raise QueryRejected("q contains control characters")
+    depth = deepest = 0
+    for c in text:
+        depth += c == "("
+        depth -= c == ")" and depth > 0
+        deepest = max(deepest, depth)
+    if deepest > limits.max_depth:
+        raise QueryRejected(f"q nests parentheses {deepest} deep; at most {limits.max_depth}")
+    terms = [t.lstrip("-") for t in _SPLIT.split(text)]
+    terms = [t for t in terms if t.strip("-~*0123456789")]
+    if len(terms) > limits.max_terms:
+        raise QueryRejected(f"q has {len(terms)} terms; at most {limits.max_terms}")
+    # "~" after a word is fuzziness, after a phrase slop: both are expensive expansions.
+    fuzzy = len(re.findall(r"[^\s~]~\d*", text))
+    if fuzzy > limits.max_fuzzy:
+        raise QueryRejected(f"q has {fuzzy} fuzzy (~) terms; at most {limits.max_fuzzy}")
+    wildcards = text.count("*")
+    if wildcards > limits.max_wildcards:
+        raise QueryRejected(f"q has {wildcards} wildcard (*) terms; at most {limits.max_wildcards}")

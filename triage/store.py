@@ -18,6 +18,7 @@ from detections.sinks.elasticsearch import groups_index, suppressions_index
 from detections.suppression import Suppression
 from triage import workflow
 from triage.auth import Caller
+from triage.queries import TextLimits, check_text
 
 SORTS = {
     "last_seen": "sigstream.group.last_seen",
@@ -68,8 +69,16 @@ def _ci_term(fld: str, value: str) -> dict[str, Any]:
     return {"term": {fld: {"value": value, "case_insensitive": True}}}
 
 
-def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
-    """The search body for one page of findings."""
+def list_query(
+    f: ListFilters,
+    caller: Caller,
+    limits: TextLimits | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """The search body for one page of findings. A free text over ``limits`` raises
+    QueryRejected; ``timeout_s`` bounds the search inside Elasticsearch (partial results
+    then, with ``timed_out``)."""
+    limits = limits or TextLimits()
     if f.sort not in SORTS:
         raise ValueError(f"unknown sort {f.sort!r}; one of {', '.join(SORTS)}")
     filters = tenant_filter(caller)
@@ -96,12 +105,14 @@ def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
         filters.append({"term": {"sigstream.finding.assignee": f.assignee}})
     must: list[dict[str, Any]] = []
     if f.text and f.text.strip():
+        check_text(f.text, limits)
         must.append(
             {
                 "simple_query_string": {
                     "query": f.text,
                     "fields": ["message", "message.words"],
                     "default_operator": "and",
+                    "fuzzy_max_expansions": limits.fuzzy_max_expansions,
                 }
             }
         )
@@ -110,7 +121,9 @@ def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
     if page * size > MAX_WINDOW:
         raise ValueError(f"paging stops at {MAX_WINDOW:,} findings: narrow the filters")
     order = "asc" if f.order == "asc" else "desc"
+    extra = {"timeout": f"{int(timeout_s * 1000)}ms"} if timeout_s else {}
     return {
+        **extra,
         "query": {"bool": {"filter": filters, "must": must}},
         "sort": [{SORTS[f.sort]: {"order": order}}, {"sigstream.finding.id": "asc"}],
         "from": (page - 1) * size,
@@ -121,15 +134,35 @@ def list_query(f: ListFilters, caller: Caller) -> dict[str, Any]:
 
 
 def list_findings(
-    es: Elasticsearch, index: str, caller: Caller, f: ListFilters
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    f: ListFilters,
+    limits: TextLimits | None = None,
+    timeout_s: float | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page of finding documents)."""
-    body = list_query(f, caller)
+    total, rows, _ = find_page(es, index, caller, f, limits, timeout_s)
+    return total, rows
+
+
+def find_page(
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    f: ListFilters,
+    limits: TextLimits | None = None,
+    timeout_s: float | None = None,
+) -> tuple[int, list[dict[str, Any]], bool]:
+    """(total matching, one page of finding documents, whether the search hit
+    ``timeout_s`` and so returned partial results)."""
+    body = list_query(f, caller, limits, timeout_s)
     try:
         resp = es.search(index=groups_index(index), **body)
     except NotFoundError:
-        return 0, []
-    return int(resp["hits"]["total"]["value"]), [h["_source"] for h in resp["hits"]["hits"]]
+        return 0, [], False
+    rows = [h["_source"] for h in resp["hits"]["hits"]]
+    return int(resp["hits"]["total"]["value"]), rows, bool(resp.get("timed_out"))
 
 
 def _hit(es: Elasticsearch, index: str, caller: Caller, finding_id: str) -> dict[str, Any]:

@@ -1,14 +1,19 @@
-"""The triage web page end to end in headless Chromium, against the real API (uvicorn)
-and Elasticsearch: load the list, filter, open a finding, acknowledge it, and check the
-status stored in Elasticsearch."""
+"""The triage web page end to end in headless Chromium, against the real API (uvicorn,
+configured as ``findings serve`` runs it) and Elasticsearch: load the list, filter, open a
+finding, acknowledge it, and check the status stored in Elasticsearch; the page and the
+local Swagger UI render under the strict Content-Security-Policy with no violation.
+
+``SIGSTREAM_SCREENSHOT_DIR``: keep the screenshots there (default: pytest's tmp_path)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,13 +50,13 @@ def server(services: dict[str, Any], unique: str) -> Iterator[tuple[str, triage_
     import uvicorn
 
     from triage.api import create_app
+    from triage.server import uvicorn_config
 
     seeded = triage_seed.seed(HOSTS, f"test-{unique}-findings", f"test-{unique}-events")
     settings = Settings(findings_index=seeded.index, events_index=seeded.events_index)
     port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings, KEYS), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings, KEYS, docs=True)
+    srv = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -80,8 +85,17 @@ def browser() -> Iterator[Any]:
         "--window-size=1400,1000",
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(driver_path), options=opts)
     drv.implicitly_wait(0)
+    # Record every CSP violation (a DevTools-injected script is exempt from the CSP).
+    drv.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        },
+    )
     yield drv
     drv.quit()
 
@@ -134,3 +148,49 @@ def test_list_filter_open_and_acknowledge(server: Any, browser: Any) -> None:
         es.close()
     assert stored["sigstream"]["finding"]["status"] == "acknowledged"
     assert stored["sigstream"]["finding"]["history"][-1]["actor"] == "webby"
+
+
+def _csp_problems(browser: Any) -> list[str]:
+    """CSP violations the page reported, and console errors that mention the policy."""
+    seen = list(browser.execute_script("return window.__csp || []"))
+    for entry in browser.get_log("browser"):
+        message = entry["message"]
+        if "favicon.ico" in message:  # the browser asks for one; there is none (404)
+            continue
+        if "Content Security Policy" in message or entry["level"] == "SEVERE":
+            seen.append(message)
+    return seen
+
+
+def _shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SIGSTREAM_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_page_and_docs_render_under_the_csp(server: Any, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, seeded = server
+    wait = WebDriverWait(browser, 20)
+    browser.get(url + "/")
+    browser.find_element(By.ID, "api-key").send_keys("web-key")
+    browser.find_element(By.ID, "save-key").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "list-status"), "1 findings"))
+    browser.save_screenshot(str(_shots(tmp_path) / "triage-list.png"))
+    browser.find_element(By.CSS_SELECTOR, f'#findings tbody tr[data-id="{seeded.acme_id}"]').click()
+    wait.until(ec.visibility_of_element_located((By.ID, "detail")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "fact-count"), "5"))
+    # The stylesheet applied (an external file: the CSP allows no inline style).
+    assert browser.find_element(By.TAG_NAME, "body").value_of_css_property("margin") != "8px"
+    browser.save_screenshot(str(_shots(tmp_path) / "triage-page.png"))
+    assert _csp_problems(browser) == []
+
+    browser.get(url + "/docs")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .info .title")))
+    assert "Sigstream triage API" in browser.find_element(By.CSS_SELECTOR, ".info .title").text
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".opblock")))
+    browser.save_screenshot(str(_shots(tmp_path) / "triage-docs.png"))
+    assert _csp_problems(browser) == []
