@@ -45,7 +45,7 @@ async def slow_app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 def port() -> Iterator[int]:
     port = _free_port()
-    limits = ServerLimits(max_connections=3, header_timeout_s=0.6, keep_alive_s=5)
+    limits = ServerLimits(max_connections=3, header_timeout_s=1.5, keep_alive_s=5)
     srv = uvicorn.Server(uvicorn_config(slow_app, "127.0.0.1", port, limits, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -71,7 +71,7 @@ def _read_response(s: socket.socket, timeout: float = 5) -> bytes:
 
 def test_a_request_the_app_handles_longer_than_the_deadline_completes(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"GET /?1.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.sendall(b"GET /?3 HTTP/1.1\r\nHost: t\r\n\r\n")  # twice the deadline
         assert _read_response(s).startswith(b"HTTP/1.1 200")
 
 
@@ -79,14 +79,14 @@ def test_trickled_headers_get_408_and_the_deadline_is_rearmed_per_request(port: 
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert _read_response(s).startswith(b"HTTP/1.1 200")
-        time.sleep(0.4)  # a second request within the deadline: served
+        time.sleep(0.5)  # a second request well within the deadline: served
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert _read_response(s).startswith(b"HTTP/1.1 200")
         t0 = time.monotonic()
         s.sendall(b"GET / HTTP/1.1\r\n")
         answer = b""
         s.settimeout(0.2)
-        while time.monotonic() - t0 < 5:
+        while time.monotonic() - t0 < 10:
             try:
                 got = s.recv(4096)
             except TimeoutError:
@@ -96,8 +96,8 @@ def test_trickled_headers_get_408_and_the_deadline_is_rearmed_per_request(port: 
                 break
             answer += got
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer
-        assert b"request headers not received within 0.6 s" in answer
-        assert time.monotonic() - t0 < 3
+        assert b"request headers not received within 1.5 s" in answer
+        assert time.monotonic() - t0 < 6  # the deadline, not the 10 s the client would trickle
 
 
 def test_connections_past_the_cap_get_503_at_once(port: int) -> None:
@@ -119,7 +119,7 @@ def test_connections_past_the_cap_get_503_at_once(port: int) -> None:
 
 def test_an_idle_connection_is_closed_without_an_unasked_answer(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(5)
+        s.settimeout(10)
         t0 = time.monotonic()
         assert s.recv(4096) == b""  # closed at the deadline, nothing written
-        assert 0.4 < time.monotonic() - t0 < 3
+        assert 1.2 < time.monotonic() - t0 < 6
