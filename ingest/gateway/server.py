@@ -45,6 +45,8 @@ def kafka_app(
     ``client_config``: librdkafka security properties (``connections.confluent_kafka_config``).
     """
     opts = options or GatewayOptions()
+    store = CredentialStore(credentials)
+    store.load()  # a bad credential file refuses the start (CredentialFileError, one line)
     sink = KafkaSink(bootstrap, events_topic, dlq_topic, client_config=client_config)
 
     def seed() -> list[tuple[str, str, str]]:
@@ -54,7 +56,7 @@ def kafka_app(
             bootstrap, events_topic, opts.restore_per_partition, client_config=client_config
         )
 
-    return create_app(CredentialStore(credentials), sink, opts, seed_ids=seed)
+    return create_app(store, sink, opts, seed_ids=seed)
 
 
 @dataclass(frozen=True)

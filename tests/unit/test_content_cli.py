@@ -222,3 +222,15 @@ def test_bundle_and_deploy_refuse_garbage_key_files(rules: Path, tmp_path: Path)
         "rules", "deploy", str(garbage), "--store", str(tmp_path / "s"), "--trusted", str(garbage)
     )
     assert result.exit_code == 2 and "not a PEM public key" in result.output
+
+
+def test_gateway_serve_refuses_a_bad_credential_file_at_start(tmp_path: Path) -> None:
+    """A running gateway keeps its last good credentials; a starting one has none, so it
+    refuses to start (one line, exit 2) instead of answering 401 to every sensor."""
+    creds = tmp_path / "creds.json"
+    creds.write_text('{"credentials": [1, 2, 3]}')
+    result = CliRunner().invoke(
+        app, ["gateway", "serve", "--credentials", str(creds), "--port", "18999"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "refused:" in result.output and str(creds.name) in result.output
