@@ -447,7 +447,7 @@ def serve_cmd(
 
     from sigstream.settings import get_settings
     from triage.api import create_app
-    from triage.server import ServerLimits, TlsFiles, uvicorn_config
+    from triage.server import TlsFiles, limits_from_settings, uvicorn_config
 
     settings = get_settings()
     tls: TlsFiles | None = None
@@ -471,7 +471,7 @@ def serve_cmd(
             "(use --tls-cert/--tls-key)[/yellow]"
         )
     app_ = create_app(settings, docs=docs)
-    config = uvicorn_config(app_, host, port, ServerLimits.from_settings(settings), tls)
+    config = uvicorn_config(app_, host, port, limits_from_settings(settings), tls)
     err.print(f"triage API on {'https' if tls else 'http'}://{host}:{port}/")
     uvicorn.Server(config).run()
 

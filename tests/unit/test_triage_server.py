@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from triage.server import ServerLimits, uvicorn_config
+from triage.server import ConnectionLimits, uvicorn_config
 
 PORTS = range(18400, 18450)  # this suite's own ports
 
@@ -45,7 +45,7 @@ async def slow_app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 def port() -> Iterator[int]:
     port = _free_port()
-    limits = ServerLimits(max_connections=3, header_timeout_s=1.5, keep_alive_s=5)
+    limits = ConnectionLimits(max_connections=3, header_timeout_s=1.5, keep_alive_s=5)
     srv = uvicorn.Server(uvicorn_config(slow_app, "127.0.0.1", port, limits, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
