@@ -30,6 +30,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 
 from detections.batch_query import BatchQuery
+from detections.compiler import CompiledRule
+from detections.correlation.feed import CorrelationFeed, PlannedFeed
 from detections.deploy.demotion import (
     DemotionPolicy,
     RuleBatchStats,
@@ -38,6 +40,7 @@ from detections.deploy.demotion import (
 )
 from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
+from detections.derived import DerivedPublisher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
 from detections.matcher import MatcherSpec, freeze_long_lived
 from detections.parse import flat_records, flat_valid_events, rejected_records
@@ -88,6 +91,20 @@ class JobConfig:
     # Ids of rules that only feed correlations (Sigma ``generate: false``): they run, but
     # write no findings of their own (detections.correlation.compile.correlation_only_rules).
     silent_rule_ids: frozenset[str] = frozenset()
+    # The correlation stage's input (docs/architecture.md): matches of these base rules are
+    # published to ``matches_topic``; rules of ``feed_rules`` missing from the running plan
+    # (a deployed bundle without them, say) are added to it.
+    correlation_feed: CorrelationFeed | None = None
+    feed_rules: tuple[CompiledRule, ...] = ()
+    matches_topic: str = "sigstream.correlation-matches"
+    # Topics the job creates for its derived streams, with this many partitions.
+    internal_partitions: int = 2
+    # librdkafka options of the driver's producer of derived records (security included;
+    # sigstream/connections.py confluent_kafka_config). Empty: plaintext to kafka_bootstrap.
+    producer_options: dict[str, Any] = field(default_factory=dict)
+
+    def producer_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.producer_options}
 
 
 @dataclass
@@ -104,6 +121,7 @@ class BatchStats:
     match_seconds: float = 0.0  # summed over tasks (CPU-ish), not wall time
     write_seconds: float = 0.0
     generation: int | None = None
+    correlation_matches: int = 0  # records published to the correlation stage
     # rule index -> [events evaluated, matches, seconds]
     rules: dict[int, list[float]] = field(default_factory=dict)
 
@@ -139,19 +157,34 @@ class RunningContent:
     rule_infos: dict[int, dict[str, Any]]
     quarantined: dict[int, str]  # refused at compile time or failed at run time
     deployed: ActiveContent | None = None
+    feed: PlannedFeed | None = None  # base rules whose matches the correlation stage reads
     # Built on the first batch and reused: the spec shipped once to the workers, and the
     # per-batch query (building it per batch cost a large share of a small batch).
     shipped: Any = None
     query: BatchQuery | None = None
 
     @classmethod
-    def of(cls, plan: DetectionPlan, deployed: ActiveContent | None = None) -> RunningContent:
+    def of(
+        cls,
+        plan: DetectionPlan,
+        deployed: ActiveContent | None = None,
+        feed: CorrelationFeed | None = None,
+        feed_rules: Sequence[CompiledRule] = (),
+    ) -> RunningContent:
+        if feed is not None:
+            plan = with_rules(plan, feed_rules)
+        planned = None
+        if feed is not None:
+            planned = PlannedFeed.of(feed, {p.index: str(p.rule.id) for p in plan.rules})
+            for rule in sorted(planned.missing):
+                log.warning("correlation base rule %s is not in the running rules", rule)
         return cls(
             plan=plan,
             spec=MatcherSpec.of(rule_specs(plan)),
             rule_infos={i: info.model_dump() for i, info in plan.rule_infos().items()},
             quarantined=dict(compile_matcher(plan).errors),
             deployed=deployed,
+            feed=planned,
         )
 
     def with_modes(self, deployed: ActiveContent) -> RunningContent:
@@ -176,6 +209,18 @@ class RunningContent:
         return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent)
 
 
+def with_rules(plan: DetectionPlan, extra: Sequence[CompiledRule]) -> DetectionPlan:
+    """``plan`` plus the rules of ``extra`` it does not hold (by id), re-planned."""
+    from detections.plan import plan_rules
+
+    have = {str(p.rule.id) for p in plan.rules}
+    missing = [r for r in extra if str(r.id) not in have]
+    if not missing:
+        return plan
+    rules = [p.rule for p in plan.rules] + missing
+    return plan_rules(rules, plan.rejections, allow_unknown_fields=True)
+
+
 #: Kafka consumer options of the job's sources. ``fetch.max.wait.ms`` (Kafka's default is
 #: 500 ms) is how long the broker holds a fetch that finds less than ``fetch.min.bytes``:
 #: a consumer reading an offset range can pay it on its last fetch. Measured: a batch read
@@ -184,18 +229,23 @@ class RunningContent:
 KAFKA_SOURCE_DEFAULTS = {"kafka.fetch.max.wait.ms": "10"}
 
 
-def kafka_source(spark: SparkSession, cfg: JobConfig) -> DataStreamReader:
-    """The events topic as a stream, as every query of the job reads it (the settings'
-    security options and any ``kafka.*`` override in ``cfg.kafka_options`` win)."""
-    return (
+def kafka_source(spark: SparkSession, cfg: JobConfig, topic: str | None = None) -> DataStreamReader:
+    """A topic (default: the events topic) as a stream, as every query of the job reads
+    it (the settings' security options and any ``kafka.*`` override in
+    ``cfg.kafka_options`` win). Only the detect query reads the events topic; the
+    stateful stages read the derived topics it publishes."""
+    reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
         .options(**KAFKA_SOURCE_DEFAULTS)
         .options(**cfg.kafka_options)
-        .option("subscribe", cfg.events_topic)
+        .option("subscribe", topic or cfg.events_topic)
         .option("startingOffsets", cfg.starting_offsets)
         .option("failOnDataLoss", "false")
     )
+    if cfg.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
+    return reader
 
 
 def _write_dlq(rejects: DataFrame, cfg: JobConfig) -> None:
@@ -217,8 +267,11 @@ def make_batch_handler(
     on_content: Callable[[RunningContent], None] | None = None,
 ) -> Callable[[DataFrame, int], None]:
     """The foreachBatch function. Between micro-batches it follows the deployment store
-    (new bundle, modes, kill switch) and quarantines rules that failed at run time."""
+    (new bundle, modes, kill switch) and quarantines rules that failed at run time. The
+    derived records of a batch are published before it returns (so before its offsets
+    are committed)."""
     current = [content]
+    publisher = DerivedPublisher(cfg.producer_config())
 
     def follow_deployments() -> None:
         if watcher is None:
@@ -233,7 +286,9 @@ def make_batch_handler(
             if running.shipped is not None:
                 running.shipped.unpersist()
             gc.unfreeze()  # the previous plan becomes collectable
-            current[0] = RunningContent.of(deployed.plan, deployed)
+            current[0] = RunningContent.of(
+                deployed.plan, deployed, cfg.correlation_feed, cfg.feed_rules
+            )
             freeze_long_lived()
             for index, reason in current[0].quarantined.items():
                 log.warning("rule %s refused: %s", deployed.plan.rules[index].rule.id, reason)
@@ -248,7 +303,7 @@ def make_batch_handler(
         stats.generation = running.deployed.generation if running.deployed else None
         if running.shipped is None:
             context = batch.sparkSession.sparkContext
-            running.shipped = context.broadcast((running.spec, running.rule_infos))
+            running.shipped = context.broadcast((running.spec, running.rule_infos, running.feed))
         if running.query is None:
             names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
             running.query = BatchQuery(batch.sparkSession, names, computed)
@@ -269,6 +324,7 @@ def make_batch_handler(
         )
         new_errors: dict[int, str] = {}
         refused: list[list[Any]] = []
+        matches: list[tuple[bytes, bytes]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -287,6 +343,9 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
             refused += json.loads(row["rejects"])
+            matches += [(k.encode(), v.encode()) for k, v in json.loads(row["correlation_matches"])]
+        if matches:
+            stats.correlation_matches = publisher.publish(cfg.matches_topic, matches)
         checked = with_task_reasons(batch, refused)
         if stats.rejected:
             _write_dlq(rejected_records(checked), cfg)
@@ -417,7 +476,13 @@ def start(
         keys = sorted(cfg.trusted_keys.glob("*.pub")) if cfg.trusted_keys else []
         watcher = DeploymentWatcher(cfg.deploy_dir, keys)
     deployed = watcher.poll() if watcher else None
-    content = RunningContent.of(deployed.plan if deployed else plan, deployed)
+    content = RunningContent.of(
+        deployed.plan if deployed else plan, deployed, cfg.correlation_feed, cfg.feed_rules
+    )
+    if cfg.correlation_feed is not None:
+        DerivedPublisher(cfg.producer_config()).ensure_topics(
+            [cfg.matches_topic], cfg.internal_partitions
+        )
     freeze_long_lived()  # the plan lives as long as the job: keep it out of full GCs
     totals = totals or JobTotals()
     status = [JobStatus.for_plan(content.plan)]
@@ -448,8 +513,6 @@ def start(
             on_batch(stats)
 
     reader = kafka_source(spark, cfg)
-    if cfg.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     handler = make_batch_handler(content, cfg, totals, watcher, batch_done, content_changed)
     writer = (
         flat_records(reader.load())
@@ -484,8 +547,14 @@ def run(
     """
     totals = JobTotals()
     queries = [start(spark, plan, cfg, totals, on_batch)]
-    queries += [q for c in companions if (q := c(spark, cfg)) is not None]
     try:
+        if cfg.available_now:
+            # The stages after the detection pass read what it publishes: with --once,
+            # let it publish everything first, then drain them.
+            queries[0].awaitTermination()
+            if queries[0].exception() is not None:
+                raise queries[0].exception()  # type: ignore[misc]
+        queries += [q for c in companions if (q := c(spark, cfg)) is not None]
         # awaitAnyTermination raises as soon as any query fails, so one broken query
         # stops the job instead of leaving the others running unobserved.
         while any(query.isActive for query in queries):

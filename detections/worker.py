@@ -40,6 +40,9 @@ STATS_SCHEMA = T.StructType(
         # JSON: [[topic, partition, offset, reason]] of the records this task refused that
         # the JVM's parse let through (or called malformed): see ``detections.parse``.
         T.StructField("rejects", T.StringType(), False),
+        # JSON: [[key, value]] of the correlation stage's records for the base-rule
+        # matches of this task (detections.correlation.feed; the driver publishes them).
+        T.StructField("correlation_matches", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -93,8 +96,10 @@ def partition_processor(
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
-    ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info): shipped to
-    each Python worker once per deployed content, not with every micro-batch. Writes wait
+    ``content`` is a Spark broadcast of (MatcherSpec, rule index -> rule info, the
+    correlation feed or None): shipped to each Python worker once per deployed content,
+    not with every micro-batch. Matches of a correlation's base rules also become the
+    correlation stage's records (returned to the driver, which publishes them). Writes wait
     out an Elasticsearch outage of up to ``patience_s`` (``detections.sinks.outage``).
     A rule whose own evaluation time in this task (its share of the micro-batch) exceeds
     ``rule_budget_s`` is reported like a rule that raised, with its measured cost: the
@@ -107,8 +112,11 @@ def partition_processor(
         from detections.sinks.events import index_events
         from detections.sinks.outage import outlasting_outages
 
-        spec, rule_infos = content.value
+        spec, rule_infos, *more = content.value
+        feed = more[0] if more else None
         matcher = spec.matcher()
+        fed = np.array(sorted(feed.ids), dtype=np.int64) if feed is not None else None
+        correlation_matches: list[list[str]] = []
         counts = dict.fromkeys(("events", "rejected", "matches", "created", "duplicates"), 0)
         timing = {"match_s": 0.0, "write_s": 0.0}
         errors: dict[int, str] = {}
@@ -145,6 +153,8 @@ def partition_processor(
                 continue
             counts["matches"] += int(result.rows.size)
             started = time.perf_counter()
+            if fed is not None and fed.size:
+                correlation_matches += feed_records(feed, events, result.rows, result.rules, fed)
             documents = finding_documents(
                 events, result.rows, result.rules, rule_infos, destinations, ingested
             )
@@ -166,10 +176,26 @@ def partition_processor(
             "errors": json.dumps({str(k): v for k, v in errors.items()}),
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
             "rejects": json.dumps(rejects),
+            "correlation_matches": json.dumps(correlation_matches),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
     return process
+
+
+def feed_records(
+    feed: Any, events: pa.RecordBatch, rows: Any, rules: Any, fed: np.ndarray
+) -> list[list[str]]:
+    """[key, value] of the correlation records of the matches of base rules (``fed``)."""
+    keep = np.isin(rules, fed)
+    if not keep.any():
+        return []
+    values = events.column(VALUE_COLUMN).take(pa.array(rows[keep])).to_pylist()
+    out: list[list[str]] = []
+    for value, rule in zip(values, rules[keep].tolist(), strict=True):
+        for key, record in feed.records(rule, json.loads(value)):
+            out.append([key.decode(), record.decode()])
+    return out
 
 
 def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:

@@ -292,7 +292,11 @@ def detect(
     from detections.grouping import load_config
     from detections.job import JobConfig, run
     from detections.spark import build_session
-    from sigstream.connections import elasticsearch_kwargs, spark_kafka_options
+    from sigstream.connections import (
+        confluent_kafka_config,
+        elasticsearch_kwargs,
+        spark_kafka_options,
+    )
 
     _setup_logging(verbose)
     s = get_settings()
@@ -313,9 +317,12 @@ def detect(
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
         dlq_topic=s.dlq_topic,
+        matches_topic=s.matches_topic,
+        internal_partitions=s.topic_partitions,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
         kafka_options=spark_kafka_options(s, bootstrap=False),
+        producer_options=confluent_kafka_config(s),
         es_options=elasticsearch_kwargs(s),
         es_patience_s=s.es_patience_s,
         rule_budget_s=s.rule_budget_s or None,

@@ -3,9 +3,7 @@ and ``sigstream rules correlations`` (what loads, what is quarantined and why)."
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -58,23 +56,28 @@ def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
 def with_correlations(
     cfg: JobConfig, rules: list[Path] | None, settings: Settings
 ) -> tuple[JobConfig, list[Companion]]:
-    """The job config with the base rules of ``generate: false`` correlations silenced
-    (they run, but write no findings of their own: Sigma v2), and the correlation query
-    as a companion (none without correlations). Allowed lateness:
-    ``SIGSTREAM_CORRELATION_LATENESS_S`` (default 60 s)."""
+    """The job config that feeds the correlations (their base rules' matches go to the
+    matches topic; ``generate: false`` base rules write no findings of their own: Sigma
+    v2), and the correlation stage as a companion (none without correlations). Per-key
+    lateness ``SIGSTREAM_CORRELATION_LATENESS_S`` (60 s), horizon
+    ``SIGSTREAM_CORRELATION_HORIZON_S`` (0: none), timer bound ``SIGSTREAM_CORRELATION_TTL_S``
+    (1 h)."""
     from detections.correlation.compile import correlation_only_rule_ids
-    from detections.correlation.query import CorrelationConfig, start_correlations
+    from detections.correlation.query import CorrelationConfig, feeding, start_correlations
 
     content = load_verbose(correlation_paths(rules, settings), settings)
     if not content.specs:
         return cfg, []
     silent = correlation_only_rule_ids(content.specs)
     if silent:
-        cfg = dataclasses.replace(cfg, silent_rule_ids=cfg.silent_rule_ids | silent)
         err.print(f"  {len(silent)} base rule(s) only feed correlations (generate: false)")
-    lateness = int(os.environ.get("SIGSTREAM_CORRELATION_LATENESS_S", "60"))
-    query = functools.partial(start_correlations, content=content, ccfg=CorrelationConfig(lateness))
-    return cfg, [query]
+    ccfg = CorrelationConfig(
+        lateness_s=settings.correlation_lateness_s,
+        horizon_s=settings.correlation_horizon_s or None,
+        ttl_s=settings.correlation_ttl_s,
+    )
+    query = functools.partial(start_correlations, content=content, ccfg=ccfg)
+    return feeding(cfg, content), [query]
 
 
 def register(rules_app: typer.Typer) -> None:

@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     events_topic: str = "telemetry.events"
     dlq_topic: str = "telemetry.dlq"
+    # Derived streams the detection pass publishes for the stateful stages (they never read
+    # the events topic): correlation base-rule matches, keyed by correlation group.
+    matches_topic: str = "sigstream.correlation-matches"
+    # Correlations run on per-key event time (docs/correlations.md): a match this far behind
+    # its group's newest match is late; older than the horizon (processing time; 0: none, as
+    # replays of recorded telemetry need) is late for any group; a quiet group waits at most
+    # the TTL (processing time) for a decision.
+    correlation_lateness_s: int = Field(60, ge=0)
+    correlation_horizon_s: int = Field(0, ge=0)
+    correlation_ttl_s: int = Field(3_600, gt=0)
     topic_partitions: int = 2
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])

@@ -87,10 +87,17 @@ class CorrelationRejection:
     message: str
 
 
-def correlation_finding_id(correlation_id: str, group_key: str, window_start_ms: int) -> str:
-    """Deterministic id of a firing: same correlation, group and window -> same finding,
-    so a replayed batch or a restart from the checkpoint can never write it twice."""
-    raw = "\x1f".join(("correlation", correlation_id, group_key, str(window_start_ms)))
+def correlation_finding_id(
+    correlation_id: str, group_key: str, window_start_ms: int, tenant_id: str = "default"
+) -> str:
+    """Deterministic id of a firing: same correlation, tenant, group and window -> same
+    finding, so a replayed batch or a restart from the checkpoint can never write it twice,
+    and two tenants' firings on the same group key never share an id (the default
+    tenant's ids are those of releases before tenants counted)."""
+    parts = ["correlation", correlation_id, group_key, str(window_start_ms)]
+    if tenant_id != "default":
+        parts.append(tenant_id)
+    raw = "\x1f".join(parts)
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

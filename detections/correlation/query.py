@@ -1,16 +1,17 @@
 """The correlation stage on Spark: a streaming query beside the detect query.
 
-Kafka (own checkpoint) -> parse -> ``detect()`` with a plan of only the base rules ->
-one row per (correlation, group key, match) -> ``applyInPandasWithState`` keyed by
-(correlation, group key), event-time timeouts -> ``foreachBatch`` writes correlation
-findings (deterministic ids, ``op_type=create``) and late-match reports.
+It reads only the matches topic the detection pass publishes (one compact record per
+correlation base-rule match, keyed by correlation group: ``detections.correlation.feed``),
+never the events: the events are read and parsed once, by the detect query.
 
-The semantics live in :mod:`detections.correlation.state`; this module only moves rows.
-Spark drops rows behind the watermark before an event-time-timeout state function sees
-them (counted in ``numRowsDroppedByWatermark`` but not reported). To report each late
-match instead, the watermark attribute the state operator sees is a guard column that is
-never late; the real watermark (over every valid event's ``event_time``) still drives the
-timeouts, and the state machine applies Spark's own lateness rule to each match.
+matches topic (own checkpoint) -> ``applyInPandasWithState`` keyed by (correlation,
+tenant, group key), each key on its own event-time clock with processing-time timers
+(``detections.correlation.clock``; no global watermark, so a sensor uploading an old
+spool still correlates) -> ``foreachBatch`` writes correlation findings (deterministic
+ids, ``op_type=create``) and late-match reports.
+
+The semantics live in :mod:`detections.correlation.clock` and
+:mod:`detections.correlation.state`; this module only moves rows.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-from pyspark import Accumulator, AccumulatorParam
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
@@ -35,28 +34,20 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from detections.compiler import DEFAULT_CONFIG, CompilerConfig, compile_path
 from detections.compiler.sigma_to_ir import rule_files
+from detections.correlation.clock import ClockConfig, on_matches, on_timer
 from detections.correlation.compile import base_plan, compile_correlations
-from detections.correlation.findings import (
-    KEY_SEPARATOR,
-    LATE_MAPPINGS,
-    correlation_finding,
-    late_document,
-)
+from detections.correlation.feed import CorrelationFeed
+from detections.correlation.findings import LATE_MAPPINGS, correlation_finding, late_document
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
-from detections.correlation.state import Firing, KeyState, Late, Match, advance
-from detections.engine import engine_inputs, matched_rows, rule_specs
+from detections.correlation.state import Firing, KeyState, Late, Match
+from detections.derived import DerivedPublisher
 from detections.job import JobConfig, kafka_source
-from detections.matcher import MatcherSpec
-from detections.parse import parse_records, valid_events
 from detections.plan import DetectionPlan, plan_rules
 from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 log = logging.getLogger("sigstream.correlate")
 
 _CORRELATION = re.compile(r"^correlation:", re.MULTILINE)
-#: A time no event reaches: the guard column the state operator's late filter reads (within
-#: pandas' nanosecond range, since the column reaches the state function).
-_NEVER_LATE = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -71,9 +62,17 @@ class CorrelationContent:
 
 @dataclass(frozen=True)
 class CorrelationConfig:
-    lateness_s: int = 60  # how far behind the newest event a match may arrive and count
+    lateness_s: int = 60  # how far behind its key's newest match a match may arrive and count
     checkpoint_dir: Path | None = None  # default: <job checkpoint>-correlations
     late_index: str | None = None  # default: <findings index>-correlation-late
+    # Matches older than this (processing time) are late for any group; None: no horizon
+    # (replays of recorded telemetry, months old, must still correlate).
+    horizon_s: int | None = None
+    ttl_s: int = 3_600  # the longest a quiet key waits (processing time) for a decision
+
+    def clock(self) -> ClockConfig:
+        horizon = self.horizon_s * 1000 if self.horizon_s else None
+        return ClockConfig(self.lateness_s * 1000, horizon, self.ttl_s * 1000)
 
     def checkpoint(self, cfg: JobConfig) -> Path:
         path = cfg.checkpoint_dir
@@ -91,7 +90,6 @@ class CorrelationTotals:
     duplicates: int = 0
     late: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    rule_errors: dict[str, str] = field(default_factory=dict)  # base rule id -> error
 
 
 def load_content(
@@ -162,115 +160,45 @@ def _references(text: str) -> set[str]:
 
 # --- rows into the state operator ------------------------------------------------------------
 
-
-def _field(name: str, columns: Sequence[str]) -> Column:
-    """An event field as a string column: a schema column, else the ``extra`` map."""
-    if name in columns:
-        return F.col(name).cast("string")
-    return F.col("extra")[name]
-
-
-def _needed_columns(content: CorrelationContent, columns: Sequence[str]) -> list[str]:
-    needed = ["event_id", "event_time", "host", "sensor_id", "tenant_id"]
-    for spec in content.specs:
-        for rule in spec.rules:
-            names = [*spec.group_by, *([spec.condition.field] if spec.condition.field else [])]
-            for name in names:
-                target = spec.field_for(rule, name)
-                needed.append(target if target in columns else "extra")
-    return list(dict.fromkeys(n for n in needed if n in columns))
+#: One record of the matches topic (``detections.correlation.feed.record``).
+MATCH_SCHEMA = T.StructType(
+    [
+        T.StructField("corr", T.StringType()),
+        T.StructField("tenant_id", T.StringType()),
+        T.StructField("group_key", T.StringType()),
+        T.StructField("time_ms", T.LongType()),
+        T.StructField("rule", T.StringType()),
+        T.StructField("event_id", T.StringType()),
+        T.StructField("value", T.StringType()),
+        T.StructField("host", T.StringType()),
+        T.StructField("sensor_id", T.StringType()),
+    ]
+)
 
 
-class _ErrorsParam(AccumulatorParam):  # type: ignore[type-arg]
-    """Accumulates rule index -> error from the executors (first error per rule wins)."""
-
-    def zero(self, value: dict[int, str]) -> dict[int, str]:
-        return {}
-
-    def addInPlace(self, a: dict[int, str], b: dict[int, str]) -> dict[int, str]:
-        return {**b, **a}
-
-
-def rule_errors(spark: SparkSession) -> Accumulator:  # type: ignore[type-arg]
-    return spark.sparkContext.accumulator({}, _ErrorsParam())
-
-
-def tolerant_detect(
-    events: DataFrame,
-    plan: DetectionPlan,
-    columns: Sequence[str],
-    errors: Accumulator | None = None,  # type: ignore[type-arg]
-) -> DataFrame:
-    """Like ``detections.engine.detect``, but a base rule that raises on a batch only
-    loses its own matches (the others' flow on) and its error goes to ``errors``: one bad
-    base rule must not fail the query, which would stop the whole job."""
-    spec = MatcherSpec.of(rule_specs(plan))
-    output = list(columns)
-    names, computed = engine_inputs(plan, events.columns)
-    shipped = [*names, *[c for c in output if c not in names]]
-    schema = T.StructType(
-        [T.StructField("rule_index", T.IntegerType(), False), *[events.schema[n] for n in output]]
+def keyed_matches(records: DataFrame) -> DataFrame:
+    """Kafka rows of the matches topic -> one row per keyed match. The detect job writes
+    this topic; a record it could not have written (no correlation, key or time) is left
+    out and counted by Spark as a filtered row."""
+    parsed = records.select(F.from_json(F.col("value").cast("string"), MATCH_SCHEMA).alias("m"))
+    m = F.col("m")
+    return parsed.where(
+        m["corr"].isNotNull()
+        & m["group_key"].isNotNull()
+        & m["time_ms"].isNotNull()
+        & m["rule"].isNotNull()
+        & m["event_id"].isNotNull()
+    ).select(
+        "m.corr",
+        F.coalesce(m["tenant_id"], F.lit("default")).alias("tenant_id"),
+        "m.group_key",
+        "m.time_ms",
+        "m.rule",
+        "m.event_id",
+        "m.value",
+        F.coalesce(m["host"], F.lit("")).alias("host"),
+        F.coalesce(m["sensor_id"], F.lit("")).alias("sensor_id"),
     )
-
-    def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        matcher = spec.matcher()
-        failed: dict[int, str] = dict(matcher.errors)  # refused by the engine up front
-        if failed and errors is not None:
-            errors.add(dict(failed))
-        for batch in batches:
-            result = matcher.match(batch, failed.keys())
-            if result.errors:
-                failed.update(result.errors)
-                if errors is not None:
-                    errors.add(dict(result.errors))
-            if result.rows.size:
-                yield matched_rows(batch.select(output), result.rows, result.rules)
-
-    return events.select(*shipped, *computed).mapInArrow(match_partition, schema)
-
-
-def keyed_matches(
-    events: DataFrame,
-    content: CorrelationContent,
-    lateness_s: int,
-    errors: Accumulator | None = None,  # type: ignore[type-arg]
-) -> DataFrame:
-    """One row per (correlation, group key, base-rule match), with the guard column."""
-    columns = events.columns
-    timed = events.withWatermark("event_time", f"{lateness_s} seconds")
-    matches = tolerant_detect(timed, content.plan, _needed_columns(content, columns), errors)
-    index = {str(p.rule.id): p.index for p in content.plan.rules}
-    entries = []
-    for spec in content.specs:
-        for rule in dict.fromkeys(spec.rules):
-            parts = [
-                F.coalesce(_field(spec.field_for(rule, g), columns), F.lit(""))
-                for g in spec.group_by
-            ]
-            key = F.concat_ws(KEY_SEPARATOR, *parts) if parts else F.lit("")
-            value = (
-                _field(spec.field_for(rule, spec.condition.field), columns)
-                if spec.condition.field
-                else F.lit(None).cast("string")
-            )
-            entry = F.struct(
-                F.lit(spec.id).alias("corr"),
-                key.alias("group_key"),
-                F.lit(rule).alias("rule"),
-                value.alias("value"),
-            )
-            entries.append(F.when(F.col("rule_index") == index[rule], entry))
-    exploded = matches.select(
-        F.explode(F.array(*entries)).alias("m"),
-        "event_id",
-        F.unix_millis("event_time").alias("time_ms"),
-        "host",
-        "sensor_id",
-        "tenant_id",
-    ).where(F.col("m").isNotNull())
-    delay_ms = lateness_s * 1000
-    guard = F.lit(_NEVER_LATE).alias("late_guard", metadata={"spark.watermarkDelayMs": delay_ms})
-    return exploded.select("m.*", "event_id", "time_ms", "host", "sensor_id", "tenant_id", guard)
 
 
 # --- the state function ----------------------------------------------------------------------
@@ -291,15 +219,19 @@ STATE = T.StructType([T.StructField("state", T.StringType())])
 
 
 def state_function(
-    specs: Sequence[CorrelationSpec],
+    specs: Sequence[CorrelationSpec], clock: ClockConfig, timers: bool = True
 ) -> Callable[[Any, Iterator[Any], GroupState], Iterator[Any]]:
-    """The applyInPandasWithState function: a thin adapter around ``state.advance``."""
+    """The applyInPandasWithState function: a thin adapter around the key clock
+    (``detections.correlation.clock``), keyed by (correlation, tenant, group key).
+    Without ``timers`` (``--once``: a query with processing-time timeouts never runs out
+    of work, so availableNow would never end) quiet keys keep their state for the next
+    run instead."""
     import pandas as pd
 
     by_id = {spec.id: spec for spec in specs}
 
     def correlate(key: Any, frames: Iterator[pd.DataFrame], state: GroupState) -> Iterator[Any]:
-        corr, group_key = str(key[0]), str(key[1])
+        corr, group_key = str(key[0]), str(key[2])
         spec = by_id.get(corr)
         if spec is None:  # a correlation removed since the checkpoint: forget its state
             for _ in frames:
@@ -308,29 +240,32 @@ def state_function(
                 state.remove()
             return
         saved = KeyState.from_json(state.get[0]) if state.exists else KeyState()
-        new = [
-            Match(
-                int(r.time_ms),
-                r.rule,
-                r.event_id,
-                None if pd.isna(r.value) else r.value,
-                r.host,
-                r.sensor_id,
-                r.tenant_id,
-            )
-            for frame in frames
-            for r in frame.itertuples(index=False)
-        ]
-        watermark = int(state.getCurrentWatermarkMs())
-        step = advance(spec, group_key, saved, new, watermark)
-        if step.empty:
+        if state.hasTimedOut:
+            step = on_timer(spec, group_key, saved, clock)
+        else:
+            new = [
+                Match(
+                    int(r.time_ms),
+                    r.rule,
+                    r.event_id,
+                    None if pd.isna(r.value) else r.value,
+                    r.host,
+                    r.sensor_id,
+                    r.tenant_id,
+                )
+                for frame in frames
+                for r in frame.itertuples(index=False)
+            ]
+            now = int(state.getCurrentProcessingTimeMs())
+            step = on_matches(spec, group_key, saved, new, now, clock)
+        if step.remove:
             if state.exists:
                 state.remove()
         else:
+            assert step.timer_ms is not None
             state.update((step.state.to_json(),))
-            assert step.deadline_ms is not None
-            # Spark times a key out once the watermark is *past* the timestamp.
-            state.setTimeoutTimestamp(max(step.deadline_ms - 1, watermark))
+            if timers:
+                state.setTimeoutDuration(step.timer_ms)
         rows: list[tuple[Any, ...]] = [
             (
                 "firing",
@@ -339,7 +274,7 @@ def state_function(
                 f.window_start_ms,
                 f.window_end_ms,
                 float(f.value),
-                watermark,
+                None,
                 json.dumps([m.to_list() for m in f.matches]),
             )
             for f in step.firings
@@ -389,23 +324,14 @@ def batch_writer(
     ccfg: CorrelationConfig,
     totals: CorrelationTotals,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
-    errors: Accumulator | None = None,  # type: ignore[type-arg]
 ) -> Callable[[DataFrame, int], None]:
-    """foreachBatch: firings -> findings index, late matches -> late index; base rules
-    that failed on the batch are logged (their matches of that batch are lost)."""
+    """foreachBatch: firings -> findings index, late matches -> late index."""
     from detections.findings import finding_document
     from detections.sinks.elasticsearch import connect, write_documents
-
-    ids = {p.index: str(p.rule.id) for p in content.plan.rules}
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
-        if errors is not None and errors.value:
-            for index, error in errors.value.items():
-                if ids[index] not in totals.rule_errors:
-                    log.error("correlation base rule %s failed: %s", ids[index], error)
-                totals.rule_errors[ids[index]] = error
         findings, late_docs = [], []
         now = datetime.now(UTC)
         by_id = {spec.id: spec for spec in content.specs}
@@ -489,28 +415,30 @@ def start_correlations(
     totals: CorrelationTotals | None = None,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> StreamingQuery | None:
-    """Start the correlation query (None when there is no correlation to run). Bind
-    ``content`` (``functools.partial``) to use it as a ``detections.job.Companion``."""
+    """Start the correlation stage (None when there is no correlation to run). It reads
+    the matches the detect query publishes (``cfg.matches_topic``: run that query with
+    ``feeding(cfg, content)``), never the events. Bind ``content``
+    (``functools.partial``) to use it as a ``detections.job.Companion``."""
     ccfg = ccfg or CorrelationConfig()
     for r in content.rejections:
         log.warning("correlation %s quarantined: %s: %s", r.rule_id, r.reason, r.message)
     if not content.specs:
         return None
     ensure_indices(cfg, ccfg)
-    reader = kafka_source(spark, cfg)
-    if cfg.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
-    events = valid_events(parse_records(reader.load()))
-    errors = rule_errors(spark)
-    keyed = keyed_matches(events, content, ccfg.lateness_s, errors)
-    fired = keyed.groupBy("corr", "group_key").applyInPandasWithState(
-        state_function(content.specs),
+    DerivedPublisher(cfg.producer_config()).ensure_topics(
+        [cfg.matches_topic], cfg.internal_partitions
+    )
+    keyed = keyed_matches(kafka_source(spark, cfg, cfg.matches_topic).load())
+    fired = keyed.groupBy("corr", "tenant_id", "group_key").applyInPandasWithState(
+        state_function(content.specs, ccfg.clock(), timers=not cfg.available_now),
         OUTPUT,
         STATE,
         "append",
-        GroupStateTimeout.EventTimeTimeout,
+        GroupStateTimeout.NoTimeout
+        if cfg.available_now
+        else GroupStateTimeout.ProcessingTimeTimeout,
     )
-    handler = batch_writer(content, cfg, ccfg, totals or CorrelationTotals(), on_batch, errors)
+    handler = batch_writer(content, cfg, ccfg, totals or CorrelationTotals(), on_batch)
     writer = (
         fired.writeStream.queryName("sigstream-correlate")
         .option("checkpointLocation", str(ccfg.checkpoint(cfg)))
@@ -521,9 +449,29 @@ def start_correlations(
     else:
         writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
     log.info(
-        "correlation query: %d correlations over %d base rules, lateness %ds",
+        "correlation stage: %d correlations over %d base rules, per-key lateness %ds, "
+        "horizon %s s",
         len(content.specs),
         len(content.plan.rules),
         ccfg.lateness_s,
+        ccfg.horizon_s,
     )
     return writer.start()
+
+
+def feeding(cfg: JobConfig, content: CorrelationContent) -> JobConfig:
+    """The detect job's config that feeds ``content``'s correlations: their base rules'
+    matches go to the matches topic (the rules are added to the running plan if it lacks
+    them), and base rules of ``generate: false`` correlations write no findings."""
+    import dataclasses
+
+    from detections.correlation.compile import correlation_only_rule_ids
+
+    if not content.specs:
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        correlation_feed=CorrelationFeed.of(content.specs),
+        feed_rules=tuple(p.rule for p in content.plan.rules),
+        silent_rule_ids=cfg.silent_rule_ids | correlation_only_rule_ids(content.specs),
+    )

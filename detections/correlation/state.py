@@ -72,16 +72,22 @@ class KeyState:
     pending: list[Match] = field(default_factory=list)
     # Matches at or before this time belong to a window that already fired.
     closed_until: int = -1
+    # The key's own clock (detections.correlation.clock): the newest event time it has
+    # seen, and the watermark a processing-time timeout already decided up to.
+    newest_ms: int = -1
+    floor_ms: int = -1
 
     def to_json(self) -> str:
-        return json.dumps([self.closed_until, [m.to_list() for m in self.pending]])
+        pending = [m.to_list() for m in self.pending]
+        return json.dumps([self.closed_until, pending, self.newest_ms, self.floor_ms])
 
     @classmethod
     def from_json(cls, text: str | None) -> KeyState:
         if not text:
             return cls()
-        closed, pending = json.loads(text)
-        return cls([Match.from_list(m) for m in pending], int(closed))
+        closed, pending, *clock = json.loads(text)  # states saved before the key clock: 2
+        newest, floor = (int(clock[0]), int(clock[1])) if len(clock) == 2 else (-1, -1)
+        return cls([Match.from_list(m) for m in pending], int(closed), newest, floor)
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,14 @@ class Firing:
     matches: tuple[Match, ...]
 
     @property
+    def tenant_id(self) -> str:
+        return self.matches[0].tenant_id if self.matches else "default"
+
+    @property
     def finding_id(self) -> str:
-        return correlation_finding_id(self.correlation_id, self.group_key, self.window_start_ms)
+        return correlation_finding_id(
+            self.correlation_id, self.group_key, self.window_start_ms, self.tenant_id
+        )
 
 
 @dataclass(frozen=True)
@@ -143,9 +155,17 @@ def advance(
     state: KeyState,
     new: list[Match],
     watermark_ms: int,
+    settled_ms: int | None = None,
 ) -> Step:
-    """Add ``new`` matches to ``state`` at ``watermark_ms``; fire what is decided."""
-    step = Step(KeyState(list(state.pending), state.closed_until))
+    """Add ``new`` matches to ``state`` at ``watermark_ms``; fire what is decided.
+
+    ``settled_ms`` (default: the watermark) is the time up to which a window's start is
+    taken as final for conditions that fire as soon as they hold. The per-key clock
+    passes "always" (a key's matches come from few sensors, mostly in order): such a
+    window fires at once, and a match that turns up later inside it is absorbed, so the
+    firing and its id stay unique."""
+    settled_until = watermark_ms if settled_ms is None else settled_ms
+    step = Step(KeyState(list(state.pending), state.closed_until, state.newest_ms, state.floor_ms))
     known = {m.identity for m in state.pending}
     for match in new:
         if match.time_ms <= watermark_ms:
@@ -165,7 +185,7 @@ def advance(
         window = [m for m in pending if m.time_ms <= end]
         value = measure(spec, window)
         closed = watermark_ms >= end
-        settled = watermark_ms >= start
+        settled = settled_until >= start
         decide = (settled and cond.holds(value)) if cond.monotone else closed
         if decide and cond.holds(value):
             step.firings.append(Firing(spec.id, group_key, start, end, value, tuple(window)))

@@ -1,6 +1,8 @@
 """Correlation rules on the real Kafka, Spark and Elasticsearch: hand-built event sequences
-through Kafka to correlation findings, late matches reported, and a restart from the
-checkpoint in the middle of a window firing exactly once."""
+through Kafka, the detection pass (the only reader of the events) and the matches topic to
+correlation findings, late matches reported on each group's own clock, a reconnecting
+sensor's old burst correlated, and a restart from the checkpoint in the middle of a window
+firing exactly once."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from detections.correlation.query import (
     CorrelationConfig,
     CorrelationContent,
     CorrelationTotals,
+    feeding,
     load_content,
     start_correlations,
 )
-from detections.job import JobConfig
+from detections.job import JobConfig, JobTotals
+from detections.job import start as start_detect
 from ingest.producer import EventProducer
 from schemas.events import parse_event
 from schemas.findings import finding_id
@@ -147,10 +151,22 @@ def send(cfg: JobConfig, events: list[Any]) -> None:
     assert producer.counts.failed == 0, producer.counts.errors
 
 
+def detect(spark: Any, cfg: JobConfig, content: CorrelationContent) -> JobTotals:
+    """The detection pass over everything in Kafka (availableNow), publishing the base
+    rules' matches to the matches topic."""
+    totals = JobTotals()
+    query = start_detect(spark, content.plan, feeding(cfg, content), totals)
+    query.awaitTermination(600)
+    assert query.exception() is None
+    return totals
+
+
 def drain(
     spark: Any, cfg: JobConfig, content: CorrelationContent, ccfg: CorrelationConfig
 ) -> CorrelationTotals:
-    """Run the correlation query until Kafka is drained (availableNow), like --once."""
+    """Run the detection pass, then the correlation stage, until Kafka is drained
+    (availableNow), like ``sigstream detect --once``."""
+    detect(spark, cfg, content)
     totals = CorrelationTotals()
     query = start_correlations(spark, cfg, content, ccfg, totals)
     assert query is not None
@@ -209,8 +225,10 @@ def test_sequences_through_kafka_become_correlation_findings(
             failed_logon("h7", 3, "alice", "l-3"),
             failed_logon("h5", 4, "bob", "l-4"),
             failed_logon("h6", 5, "bob", "l-5"),
-            # moves the watermark past every window (no rule matches it)
+            # no rule matches it: it moves no correlation's clock
             event("clock", 300, "notepad.exe", "clock-1"),
+            # moves h2's own clock (every correlation over runs_a) past its windows
+            event("h2", 300, "a.exe", "h2-clock", "a 1"),
         ],
     )
     totals = drain(spark, cfg, content, ccfg)
@@ -239,8 +257,8 @@ def test_sequences_through_kafka_become_correlation_findings(
     assert count["rule"]["level"] == "high" and count["threat"]["technique"]["id"] == ["T1059"]
     assert totals.created == 6 and totals.late == 0
 
-    # A match behind the watermark (300 s - 10 s) is reported as late, once per
-    # correlation that would have counted it, and never counted.
+    # A match behind its group's clock (h2 is at 300 s; lateness 10 s) is reported as
+    # late, once per correlation that would have counted it, and never counted.
     send(cfg, [event("h2", 5, "a.exe", "h2-late", "a 9")])
     again = drain(spark, cfg, content, ccfg)
     assert again.late == 4 and again.firings == 0
@@ -287,18 +305,16 @@ def test_restart_from_checkpoint_mid_window_fires_exactly_once(
 
 
 def test_a_base_rule_failing_at_run_time_loses_only_its_own_matches(
-    spark: Any, content: CorrelationContent
+    services: Any, spark: Any, content: CorrelationContent, tmp_path: Path, unique: str
 ) -> None:
-    """One bad base rule must not fail the correlation query (which would stop the job):
-    the others' matches flow on and its error reaches the driver. (The engine refuses this
-    regex when it compiles the rules; an error raised while matching takes the same path.)"""
+    """One bad base rule must not stop the correlations: the detection pass quarantines it
+    (its error reaches the job's totals) and the other base rules' matches flow on to
+    their correlations. (The engine refuses this regex when it compiles the rules; an error
+    raised while matching takes the same path.)"""
     import dataclasses
 
     from detections.compiler import Pred
-    from detections.correlation.query import rule_errors, tolerant_detect
-    from detections.parse import parse_records, valid_events
     from detections.plan import plan_rules
-    from ingest.producer import encode_event
 
     rules = [p.rule for p in content.plan.rules]
     broken = [
@@ -307,17 +323,81 @@ def test_a_base_rule_failing_at_run_time_loses_only_its_own_matches(
         else r
         for r in rules
     ]
-    plan = plan_rules(broken)
-    events = [event("h1", 1, "a.exe", "t-1"), event("h1", 2, "b.exe", "t-2")]
-    records = spark.createDataFrame(
-        [("k", encode_event(e), "t", 0, i) for i, e in enumerate(events)],
-        "key string, value binary, topic string, partition int, offset long",
+    bad = dataclasses.replace(content, plan=plan_rules(broken))
+    cfg = job_config(tmp_path, unique)
+    send(
+        cfg,
+        [
+            event("h1", 1, "a.exe", "t-1"),
+            event("h1", 2, "b.exe", "t-2"),
+            event("h1", 3, "a.exe", "t-3"),
+            event("h1", 4, "a.exe", "t-4"),
+        ],
     )
-    errors = rule_errors(spark)
-    parsed = valid_events(parse_records(records))
-    rows = tolerant_detect(parsed, plan, ["event_id"], errors).collect()
-    a_index = next(p.index for p in plan.rules if str(p.rule.id) == A_ID)
-    b_index = next(p.index for p in plan.rules if str(p.rule.id) == B_ID)
-    assert [(r["rule_index"], r["event_id"]) for r in rows] == [(a_index, "t-1")]
-    assert list(errors.value) == [b_index]
-    assert "RegexRefused" in errors.value[b_index] and "NoSuchProperty" in errors.value[b_index]
+    totals = detect(spark, cfg, bad)
+    assert list(totals.quarantined) == [B_ID]
+    assert "RegexRefused" in totals.quarantined[B_ID]
+    assert "NoSuchProperty" in totals.quarantined[B_ID]
+    query = start_correlations(spark, cfg, bad, CorrelationConfig(lateness_s=10))
+    assert query is not None
+    query.awaitTermination(600)
+    assert query.exception() is None
+    found = correlation_findings(cfg)
+    # a.exe x3 fires the count; b.exe's matches are lost, so neither temporal type fires.
+    assert [(f["rule"]["id"], f["sigstream"]["correlation"]["base_events"]) for f in found] == [
+        (COUNT_ID, ["t-1", "t-3", "t-4"])
+    ]
+
+
+def test_a_reconnecting_sensors_old_burst_still_correlates_exactly_once(
+    services: Any, spark: Any, tmp_path: Path, unique: str
+) -> None:
+    """Issue 18's scenario with the project's own rule: a live sensor sends current
+    events, then a laptop that was offline uploads six failed logons from 45 minutes ago.
+    With one global watermark the upload was late and never correlated; on its own
+    group's clock it fires "Burst Of Failed Logons On One Host", once, even when the
+    spool is uploaded again."""
+    from sigstream.correlations import OWN_CORRELATIONS
+
+    content = load_content([OWN_CORRELATIONS])
+    burst_id = "5b1f2c40-7a3e-4d2b-9c11-0c0f7a1e9a10"
+    assert burst_id in {s.id for s in content.specs}
+    cfg = job_config(tmp_path, unique)
+    now = datetime.now(UTC)
+    live = [
+        parse_event(
+            {
+                "event_type": "windows_event",
+                "sensor_id": "sensor-live",
+                "host": "server-1",
+                "event_id": f"live-{i}",
+                "event_time": (now - timedelta(seconds=5 - i)).isoformat(),
+                "EventID": 4625,
+                "extra": {"TargetUserName": "svc"},
+                "logsource": {"product": "windows", "service": "security"},
+            }
+        )
+        for i in range(3)
+    ]
+    send(cfg, live)
+    ccfg = CorrelationConfig()  # the defaults: 60 s lateness
+    first = drain(spark, cfg, content, ccfg)
+    assert first.firings == 0 and first.late == 0
+    spool = [failed_logon("laptop-7", 0, "alice", f"spool-{i}") for i in range(6)]
+    old = now - timedelta(minutes=45)
+    spool = [
+        e.model_copy(update={"event_time": old + timedelta(seconds=20 * i)})
+        for i, e in enumerate(spool)
+    ]
+    send(cfg, spool)
+    second = drain(spark, cfg, content, ccfg)
+    assert second.late == 0 and second.created == 1
+    (finding,) = [f for f in correlation_findings(cfg) if f["rule"]["id"] == burst_id]
+    corr = finding["sigstream"]["correlation"]
+    assert corr["group_by"] == {"host": "laptop-7"} and corr["value"] == 6
+    assert corr["base_events"] == [f"spool-{i}" for i in range(6)]
+    # The laptop uploads the same spool again (it never saw the acknowledgement).
+    send(cfg, spool)
+    third = drain(spark, cfg, content, ccfg)
+    assert third.created == 0 and third.late == 0
+    assert len([f for f in correlation_findings(cfg) if f["rule"]["id"] == burst_id]) == 1
