@@ -437,3 +437,26 @@ def test_chain_match_time_key_and_identity() -> None:
     # a window decided at close (lte) is complete at its last match
     closing = CorrelationSpec(**{**up.__dict__, "condition": Condition((("lte", 5.0),))})
     assert firing_time_ms(closing, firing) == 30 * S
+
+
+def test_a_chained_finding_points_at_the_upstream_findings() -> None:
+    from detections.correlation.findings import correlation_finding
+
+    _, cs = compiled(corr("burst", BURST) + corr("repeat", REPEAT))
+    up, down = cs.specs
+    bursts = [
+        Firing(up.id, "WS9", t * S, (t + 300) * S, 3,
+               tuple(Match((t + i) * S, A, f"e{t}{i}", None, "WS9", "s9") for i in range(3)))
+        for t in (0, 600)
+    ]  # fmt: skip
+    matches = [chain_match(up, f, down)[1] for f in bursts]
+    (firing,) = run_spec(down, matches)
+    info = correlation_finding(down, firing).sigstream.correlation
+    assert info is not None
+    assert info.base_findings == [f.finding_id for f in bursts]
+    assert info.rules == [up.id]
+
+
+def run_spec(sp: CorrelationSpec, matches: list[Match]) -> list[Firing]:
+    step = advance(sp, "WS9", KeyState(), matches, -1)
+    return advance(sp, "WS9", step.state, [], 10**15).firings
