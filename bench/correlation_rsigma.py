@@ -7,19 +7,22 @@ fire, not to fire, sit on a boundary, or carry values that are not numbers. Both
 evaluate the same events:
 
 * rsigma: ``rsigma engine eval --rules DIR --event @events.ndjson --include-event
-  --suppress 1h`` (events flattened as ``bench.dataset.flat_event`` does, plus ``host``
+  --suppress 5m`` (events flattened as ``bench.dataset.flat_event`` does, plus ``host``
   and ``@timestamp``). rsigma fires at the event that makes its trailing window hold, and
-  by default again at every later event while it holds; ``--suppress 1h`` (longer than
-  any episode, shorter than the gap between episodes) makes that one firing per episode.
-  A correlation result carries no time of its own: it gets the time of the event whose
-  detections precede it in the output (rsigma prints an event's detections, then the
-  correlations it fired, chained ones included).
+  by default again at every later event while it holds; ``--suppress 5m`` (the 5 m
+  timespan: every single-level episode is shorter, the chain's bursts are 10 min apart)
+  makes that one firing per burst. A correlation result carries no time of its own: it
+  gets the time of the event whose detections precede it in the output (rsigma prints an
+  event's detections, then the correlations it fired, chained ones included).
+  A second run without ``--suppress`` gives, per group, rsigma's value at the episode's
+  last event: where Sigstream's window is the whole episode, the two values must be equal
+  (the measures themselves, not only the decisions, are compared).
 * Sigstream: ``detections.correlation.offline.correlate_events`` over the same events in
   schema form, content loaded from the same folder (``query.load_content``).
 
-A firing is identified by (correlation, group key); each episode has its own host, so
-that is one episode. Two firings agree when both engines fire for the episode, once, and
-rsigma's firing time lies inside Sigstream's window ``[start, start + timespan]``.
+Each episode has its own host (the group key). A firing of rsigma and one of Sigstream
+agree when they are of the same correlation and key and rsigma's firing time lies inside
+Sigstream's window ``[start, start + timespan]`` (paired one to one, in time order).
 Episodes built to show a documented semantic difference (docs/correlations.md, "Sigstream
 and rsigma") carry the reason; a disagreement without one is unexplained and makes the
 command exit 1.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -49,7 +53,7 @@ from bench.rsigma import binary, version
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 EPISODE_GAP_S = 4 * 3600  # between episodes: more than any timespan + the suppression
-SUPPRESS = "1h"
+SUPPRESS = "5m"
 KEY_SEPARATOR = "\x1f"  # detections.correlation.findings.KEY_SEPARATOR
 
 #: Reasons a disagreement is expected (each documented in docs/correlations.md).
@@ -58,6 +62,11 @@ KNOWN = {
     "rsigma fires at the first event whose trailing window holds",
     "non_finite": "a 'nan' value: Sigstream ignores non-finite numbers, rsigma adds NaN to "
     "the sum (NaN compares false)",
+    "rsigma_temporal_default": "temporal without a condition: rsigma defaults to gte 1 "
+    "(any one rule), pySigma and the spec to every rule",
+    "rsigma_percentile_unchecked": "rsigma 0.23 returns value_percentile's percentile "
+    "without testing the condition (correlation/window.rs check_condition): it fires at "
+    "every event",
 }
 
 
@@ -90,7 +99,11 @@ class Episode:
 
     label: str
     events: tuple[tuple[float, str, dict[str, str]], ...]
-    known: str | None = None  # a documented reason the engines differ on this episode
+    # documented reasons the engines differ on this episode: (correlation name or "*", key)
+    known: tuple[tuple[str, str], ...] = ()
+
+    def reason(self, correlation: str) -> str | None:
+        return next((k for name, k in self.known if name in ("*", correlation)), None)
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,9 @@ def numeric(kind: str, condition: str, name: str | None = None) -> tuple[str, ..
         ),
     )
 
+
+CLOSE = (("*", "decided_at_close"),)
+UNCHECKED = (("*", "rsigma_percentile_unchecked"),)
 
 # fmt: off
 CASES: tuple[Case, ...] = (
@@ -170,12 +186,18 @@ CASES: tuple[Case, ...] = (
                 "  type: temporal\n  rules: [base_a, base_b]\n  group-by: [host]\n"
                 "  timespan: 5m\n",
             ),
+            correlation(
+                "temporal_all",
+                "  type: temporal\n  rules: [base_a, base_b]\n  group-by: [host]\n"
+                "  timespan: 5m\n  condition: {gte: 2}\n",
+            ),
         ),
         (
             Episode("a then b in 200 s", ((0, "a.exe", {}), (200, "b.exe", {}))),
             Episode("b then a in 100 s", ((0, "b.exe", {}), (100, "a.exe", {}))),
-            Episode("a then b 400 s apart", ((0, "a.exe", {}), (400, "b.exe", {}))),
-            Episode("a only", a(0, 10)),
+            Episode("a then b 400 s apart", ((0, "a.exe", {}), (400, "b.exe", {})),
+                    (("temporal", "rsigma_temporal_default"),)),
+            Episode("a only", a(0, 10), (("temporal", "rsigma_temporal_default"),)),
         ),
     ),
     Case(
@@ -204,8 +226,8 @@ CASES: tuple[Case, ...] = (
                     values([(0, "abc"), (10, None), (20, "1_000"), (25, " 5"), (30, "120")])),
             Episode("1e2 + 1 = 101", values([(0, "1e2"), (10, "1")])),
             Episode("80 + 30 then -20: 110 at 10 s, 90 at close",
-                    values([(0, "80"), (10, "30"), (50, "-20")]), "decided_at_close"),
-            Episode("nan + 150", values([(0, "nan"), (10, "150")]), "non_finite"),
+                    values([(0, "80"), (10, "30"), (50, "-20")]), CLOSE),
+            Episode("nan + 150", values([(0, "nan"), (10, "150")]), (("*", "non_finite"),)),
         ),
     ),
     Case(
@@ -215,7 +237,7 @@ CASES: tuple[Case, ...] = (
             Episode("10, 200: mean 105", values([(0, "10"), (10, "200")])),
             Episode("50, 60: mean 55", values([(0, "50"), (10, "60")])),
             Episode("200, 10, 10: 200 at first, mean 73.3 at close",
-                    values([(0, "200"), (10, "10"), (20, "10")]), "decided_at_close"),
+                    values([(0, "200"), (10, "10"), (20, "10")]), CLOSE),
             Episode("100, 102, x: mean 101", values([(0, "100"), (10, "102"), (20, "x")])),
         ),
     ),
@@ -225,11 +247,13 @@ CASES: tuple[Case, ...] = (
         + numeric("value_percentile", "{field: Bytes, percentile: 90, gte: 70}", "p90_gte_70"),
         (
             Episode("10..50: p90 = 46 (linear)", values([(i * 10, str(v)) for i, v in
-                                                          enumerate([10, 20, 30, 40, 50])])),
+                                                          enumerate([10, 20, 30, 40, 50])]),
+                    UNCHECKED),
             Episode("10..40: p90 = 37", values([(i * 10, str(v)) for i, v in
-                                                 enumerate([10, 20, 30, 40])])),
+                                                 enumerate([10, 20, 30, 40])]), UNCHECKED),
             Episode("1, 2, 3, 4, 100: p90 = 61.6 (linear), 100 (nearest rank)",
-                    values([(i * 10, str(v)) for i, v in enumerate([1, 2, 3, 4, 100])])),
+                    values([(i * 10, str(v)) for i, v in enumerate([1, 2, 3, 4, 100])]),
+                    UNCHECKED),
         ),
     ),
     Case(
@@ -240,7 +264,7 @@ CASES: tuple[Case, ...] = (
                     values([(0, "10"), (10, "20"), (20, "30"), (30, "40")])),
             Episode("10, 20, 30: median 20", values([(0, "10"), (10, "20"), (20, "30")])),
             Episode("40, 10, 10: 40 at first, median 10 at close",
-                    values([(0, "40"), (10, "10"), (20, "10")]), "decided_at_close"),
+                    values([(0, "40"), (10, "10"), (20, "10")]), CLOSE),
         ),
     ),
     Case(
@@ -330,13 +354,15 @@ class Fire:
     value: float | None = None
 
 
-def run_rsigma(exe: str, rules: Path, events: list[dict[str, Any]], work: Path) -> list[Fire]:
+def run_rsigma(
+    exe: str, rules: Path, events: list[dict[str, Any]], work: Path, suppress: str | None
+) -> list[Fire]:
     events_file = work / "events.ndjson"
     events_file.write_text("".join(json.dumps(rsigma_event(e)) + "\n" for e in events))
     cmd = [
         exe, "engine", "eval", "--rules", str(rules), "--event", f"@{events_file}",
-        "--include-event", "--suppress", SUPPRESS, "--output-format", "ndjson",
-        "--color", "never",
+        "--include-event", "--output-format", "ndjson", "--color", "never",
+        *(["--suppress", suppress] if suppress else []),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if out.returncode not in (0, 1):
@@ -381,6 +407,8 @@ class CaseResult:
     rsigma: int
     sigstream: int
     agreeing: int = 0
+    values_compared: int = 0
+    values_equal: int = 0
     explained: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -390,8 +418,32 @@ class CaseResult:
         return len(self.explained) + len(self.unexplained)
 
 
+def _pair(r: list[Fire], s: list[Fire]) -> tuple[int, list[Fire], list[Fire]]:
+    """Pair rsigma firings with Sigstream windows containing their time, one to one in
+    time order: (pairs, rsigma's unpaired, Sigstream's unpaired)."""
+    left = sorted(s, key=lambda f: f.window or (0, 0))
+    lone_r, pairs = [], 0
+    for fire in sorted(r, key=lambda f: f.time_s or 0):
+        hit = next(
+            (x for x in left if x.window and x.window[0] <= (fire.time_s or -1) <= x.window[1]),
+            None,
+        )
+        if hit is None:
+            lone_r.append(fire)
+        else:
+            left.remove(hit)
+            pairs += 1
+    return pairs, lone_r, left
+
+
 def compare(
-    case: Case, hosts: dict[str, Episode], rs: list[Fire], ss: list[Fire], titles: dict[str, str]
+    case: Case,
+    hosts: dict[str, Episode],
+    rs: list[Fire],
+    ss: list[Fire],
+    names: dict[str, str],
+    last_values: dict[tuple[str, str], Fire] | None = None,
+    last_event: dict[str, int] | None = None,
 ) -> CaseResult:
     result = CaseResult(case.type, len(case.correlations), len(rs), len(ss))
     by_rs: dict[tuple[str, str], list[Fire]] = {}
@@ -400,34 +452,57 @@ def compare(
         by_rs.setdefault((f.correlation, f.key), []).append(f)
     for f in ss:
         by_ss.setdefault((f.correlation, f.key), []).append(f)
+    t0 = int(T0.timestamp())
     for corr, key in sorted(set(by_rs) | set(by_ss)):
-        r, s = by_rs.get((corr, key), []), by_ss.get((corr, key), [])
-        same = (
-            len(r) == len(s) == 1
-            and s[0].window is not None
-            and r[0].time_s is not None
-            and s[0].window[0] <= r[0].time_s <= s[0].window[1]
-        )
-        if same:
-            result.agreeing += 1
+        pairs, lone_r, lone_s = _pair(by_rs.get((corr, key), []), by_ss.get((corr, key), []))
+        result.agreeing += pairs
+        if not lone_r and not lone_s:
             continue
         episode = hosts.get(key.split(KEY_SEPARATOR)[0])
-        label = episode.label if episode else "?"
-        t0 = int(T0.timestamp())
-        rs_text = ", ".join(f"fired at +{(f.time_s or t0) - t0}s value {f.value:g}" for f in r)
+        name = names.get(corr, corr)
+        rs_text = ", ".join(f"fired at +{(f.time_s or t0) - t0}s value {f.value:g}" for f in lone_r)
         ss_text = ", ".join(
             f"window [+{f.window[0] - t0}s, +{f.window[1] - t0}s] value {f.value:g}"
-            for f in s
+            for f in lone_s
             if f.window
         )
         line = (
-            f"{titles.get(corr, corr)} | {key} ({label}) | rsigma: {rs_text or 'none'} | "
-            f"sigstream: {ss_text or 'none'}"
+            f"{name} | {key} ({episode.label if episode else '?'}) | "
+            f"rsigma only: {rs_text or '-'} | sigstream only: {ss_text or '-'}"
         )
-        if episode is not None and episode.known:
-            result.explained.append(f"{line} | {episode.known}: {KNOWN[episode.known]}")
+        reason = episode.reason(name) if episode else None
+        if reason:
+            result.explained.append(f"{line} | {reason}: {KNOWN[reason]}")
         else:
             result.unexplained.append(line)
+    # the measures: rsigma's value at the episode's last event vs Sigstream's window value,
+    # where Sigstream has one window holding the whole episode
+    for (corr, key), fires in sorted(by_ss.items()):
+        last = (last_values or {}).get((corr, key))
+        end = (last_event or {}).get(key)
+        episode = hosts.get(key)
+        if len(fires) != 1 or last is None or end is None or last.time_s != end:
+            continue
+        why = episode.reason(names.get(corr, corr)) if episode else "no episode"
+        if why and why != "rsigma_percentile_unchecked":  # that bug leaves the value right
+            continue
+        assert episode is not None
+        offsets = [t for t, _, _ in episode.events]
+        window = fires[0].window
+        if window is None or window[0] != end - int(max(offsets) - min(offsets)) or window[1] < end:
+            continue
+        result.values_compared += 1
+        if (
+            last.value is not None
+            and fires[0].value is not None
+            and math.isclose(last.value, fires[0].value, rel_tol=1e-9, abs_tol=1e-12)
+        ):
+            result.values_equal += 1
+        else:
+            result.unexplained.append(
+                f"{names.get(corr, corr)} | {key} ({episode.label}) | value: rsigma "
+                f"{last.value:g} at the last event, sigstream {fires[0].value:g}"
+            )
     return result
 
 
@@ -438,13 +513,20 @@ def run_case(exe: str, case: Case, work: Path) -> CaseResult:
     (rules / "correlations.yml").write_text("\n---\n".join(case.correlations) + "\n")
     events, hosts = case_events(case)
     progress(f"{case.type}: {len(events)} events, {len(case.episodes)} episodes …")
-    rs = run_rsigma(exe, rules, events, work / case.type)
+    rs = run_rsigma(exe, rules, events, work / case.type, SUPPRESS)
+    every = run_rsigma(exe, rules, events, work / case.type, None)
+    last_values = {}
+    for fire in every:  # in output order: the last one per group wins
+        last_values[(fire.correlation, fire.key)] = fire
+    last_event: dict[str, int] = {}
+    for e in events:
+        last_event[e["host"]] = max(last_event.get(e["host"], 0), epoch_s(e["event_time"]))
     ss, refused = run_sigstream(rules, events)
-    titles = {}
+    names = {}
     for doc in case.correlations:
         name = doc.split("name: ", 1)[1].split("\n", 1)[0]
-        titles[uid(name)] = name
-    result = compare(case, hosts, rs, ss, titles)
+        names[uid(name)] = name
+    result = compare(case, hosts, rs, ss, names, last_values, last_event)
     result.refused = refused
     result.unexplained += [f"sigstream refused {r}" for r in refused]
     return result
@@ -452,10 +534,11 @@ def run_case(exe: str, case: Case, work: Path) -> CaseResult:
 
 def table(results: Sequence[CaseResult]) -> str:
     head = ("type", "correlations", "rsigma firings", "sigstream firings", "agreeing",
-            "disagreeing (explained)", "unexplained")  # fmt: skip
+            "values equal", "disagreeing (explained)", "unexplained")  # fmt: skip
     rows = [
         (r.type, str(r.correlations), str(r.rsigma), str(r.sigstream), str(r.agreeing),
-         f"{r.disagreeing} ({len(r.explained)})", str(len(r.unexplained)))
+         f"{r.values_equal}/{r.values_compared}", f"{r.disagreeing} ({len(r.explained)})",
+         str(len(r.unexplained)))
         for r in results
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
