@@ -314,7 +314,7 @@ def case_events(case: Case) -> tuple[list[dict[str, Any]], dict[str, Episode]]:
         hosts[host] = episode
         start = T0 + timedelta(seconds=i * EPISODE_GAP_S)
         for j, (offset, image, extra) in enumerate(episode.events):
-            raw = {
+            raw: dict[str, object] = {
                 "event_type": "process_creation",
                 "sensor_id": f"s-{host}",
                 "host": host,

@@ -354,7 +354,7 @@ def compile_correlations(
     order, cycles = _chain_order(parsed, resolve)
     specs: dict[int, CorrelationSpec] = {}
     loaded: dict[str, CorrelationSpec] = {}
-    rejected: dict[str, str] = {}
+    why_not: dict[str, str] = {}  # spec id -> why it was refused
     for i in order:
         rule, raw = parsed[i]
         location = str(rule.source.path) if rule.source is not None else None
@@ -363,19 +363,19 @@ def compile_correlations(
         try:
             if i in cycles:
                 raise CorrelationError("correlation_cycle", f"correlation cycle {cycles[i]}")
-            spec = compile_correlation(rule, raw, resolve, correlation_ids, loaded, rejected)
+            spec = compile_correlation(rule, raw, resolve, correlation_ids, loaded, why_not)
         except CorrelationError as exc:
             rejections.append(
                 CorrelationRejection(location, rule_id, exc.reason, f"{location}: {exc.message}")
             )
-            rejected.setdefault(key, f"{exc.reason}: {exc.message}")
+            why_not.setdefault(key, f"{exc.reason}: {exc.message}")
             continue
         except Exception as exc:  # wrong types pySigma let through: refuse this one only
             message = f"{location}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             rejections.append(
                 CorrelationRejection(location, rule_id, "invalid_correlation", message)
             )
-            rejected.setdefault(key, f"invalid_correlation: {message}")
+            why_not.setdefault(key, f"invalid_correlation: {message}")
             continue
         if spec.id in loaded:
             rejections.append(
