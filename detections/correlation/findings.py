@@ -118,14 +118,18 @@ def correlation_finding(
                 value=firing.value,
                 condition=spec.condition.describe(),
                 rules=sorted({m.rule for m in matches}),
-                base_findings=[_base_finding(m) for m in matches],
+                base_findings=[_base_finding(m, spec) for m in matches],
                 base_events=[m.event_id for m in matches],
             ),
         ),
     )
 
 
-def _base_finding(m: Match) -> str:
+def _base_finding(m: Match, spec: CorrelationSpec) -> str:
+    """The finding a match stands for: a base rule's, or, in a chained correlation, the
+    upstream correlation's finding, whose id the match carries as its event id."""
+    if m.rule in spec.upstream:
+        return m.event_id
     return finding_id(m.rule, m.tenant_id, m.sensor_id, m.event_id)
 
 
@@ -138,7 +142,7 @@ def late_document(spec: CorrelationSpec, group_key: str, late: Late) -> tuple[st
         "correlation_title": spec.title,
         "rule_id": m.rule,
         "event_id": m.event_id,
-        "finding_id": _base_finding(m),
+        "finding_id": _base_finding(m, spec),
         "event_time": _ms(m.time_ms).isoformat(),
         "watermark": _ms(late.watermark_ms).isoformat(),
         "lateness_ms": late.watermark_ms - m.time_ms,

@@ -2,7 +2,9 @@
 code the Spark workers run) and the same state machine, with every event on time.
 
 For rule tests, corpus tests and differential checks: the streaming query gives the same
-firings when no match arrives behind the watermark.
+firings when no match arrives behind the watermark. All eight types, and chained
+correlations: correlations run upstream first, and each upstream firing is a match of the
+correlations downstream of it (``chain.chain_match``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from detections.correlation.chain import chain_match, downstream_of, evaluation_order
 from detections.correlation.findings import KEY_SEPARATOR
 from detections.correlation.model import CorrelationSpec
 from detections.correlation.query import CorrelationContent
@@ -58,10 +61,19 @@ def correlate_events(
                 str(event.get("tenant_id") or "default"),
             )
             by_key.setdefault((ci, key), []).append(match)
+    fed = downstream_of(content.specs)
+    number = {id(spec): ci for ci, spec in enumerate(content.specs)}
     firings = []
-    for (ci, key), matches in sorted(by_key.items()):
-        spec = content.specs[ci]
-        step = advance(spec, key, KeyState(), matches, -1)
-        step = advance(spec, key, step.state, [], _END_OF_TIME)
-        firings += [(spec, f) for f in step.firings]
+    for spec in evaluation_order(content.specs):
+        ci = number[id(spec)]
+        keys = sorted(key for c, key in by_key if c == ci)
+        for key in keys:
+            matches = by_key[(ci, key)]
+            step = advance(spec, key, KeyState(), matches, -1)
+            step = advance(spec, key, step.state, [], _END_OF_TIME)
+            for firing in step.firings:
+                firings.append((spec, firing))
+                for down in fed.get(spec.id, ()):
+                    down_key, match = chain_match(spec, firing, down)
+                    by_key.setdefault((number[id(down)], down_key), []).append(match)
     return firings

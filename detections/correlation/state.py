@@ -7,11 +7,13 @@ matches, given the event-time watermark, and returns firings and late reports:
   rule for late rows, so "late" means the same here and in the query's metrics).
 * Windows are anchored at matches: the window of the earliest pending match at ``s`` is
   ``[s, s + timespan]``, both ends inclusive.
-* Conditions that only more matches can satisfy (``gt``/``gte``) fire as soon as they hold
+* Conditions that only more matches can satisfy (``gt``/``gte`` on a count type:
+  :attr:`CorrelationSpec.decides_early`) fire as soon as they hold
   and the watermark has reached ``s`` (no earlier match can still arrive, so the window
   start, and with it the finding id, is final). If the window closes without holding,
   the window slides to the next pending match. Other conditions (``lt``, ``lte``, ``eq``,
-  ``neq``, ranges) are decided when the watermark passes the window's end; the window is
+  ``neq``, ranges) and every numeric type (``value_sum``/``avg``/``percentile``/
+  ``median``) are decided when the watermark passes the window's end; the window is
   consumed either way.
 * After a firing, matches up to the window's end are absorbed (they belong to the window
   that fired), so one burst fires once.
@@ -20,9 +22,16 @@ matches, given the event-time watermark, and returns firings and late reports:
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 
-from detections.correlation.model import CorrelationSpec, correlation_finding_id
+from detections.correlation.model import (
+    DEFAULT_PERCENTILE,
+    Condition,
+    CorrelationSpec,
+    correlation_finding_id,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -130,23 +139,78 @@ class Step:
         return not self.state.pending and self.deadline_ms is None
 
 
-def measure(spec: CorrelationSpec, window: list[Match]) -> float:
-    """The number the condition is compared with, per correlation type."""
+def number(value: str | None) -> float | None:
+    """A match's ``value`` as a finite number, or None (missing, not a number, NaN, ±inf).
+
+    Parsed as rsigma parses a string (Rust's ``f64::from_str``): an optional sign, digits,
+    a decimal point, an exponent; ASCII only, no spaces and no ``_`` separators, which
+    Python's ``float()`` would accept and rsigma would not. A match without a number still
+    belongs to its window (it counts for nothing in the aggregate)."""
+    if value is None or not value.isascii() or _NOT_RUST_FLOAT.search(value):
+        return None
+    try:
+        parsed = float(value)
+    except ValueError:
+        return None
+    return parsed if math.isfinite(parsed) else None
+
+
+_NOT_RUST_FLOAT = re.compile(r"[\s_]")
+
+
+def percentile(values: list[float], rank: float) -> float:
+    """The ``rank``-th percentile (0..100) of ``values`` by linear interpolation between
+    closest ranks (Hyndman & Fan type 7, numpy's default, rsigma's ``percentile_linear_interp``):
+    position ``rank/100 * (n - 1)`` in the sorted values."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 1:
+        return ordered[0]
+    position = min(max(rank, 0.0), 100.0) / 100.0 * (n - 1)
+    lower = math.floor(position)
+    upper = math.ceil(position)
+    if lower == upper:
+        return ordered[lower]
+    return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
+
+
+def measure(spec: CorrelationSpec, window: list[Match]) -> float | None:
+    """The number the condition is compared with, per correlation type; None when there is
+    none (a numeric type over a window without a single number: it never fires)."""
     if spec.type == "event_count":
         return len(window)
     if spec.type == "value_count":
         return len({m.value for m in window if m.value is not None})
     if spec.type == "temporal":
         return len({m.rule for m in window})
-    # temporal_ordered: how many of the rules occur in the given order (a subsequence);
-    # matches at the same millisecond count as in order.
-    position = {rule: i for i, rule in reversed(list(enumerate(spec.rules)))}
-    ordered = sorted(window, key=lambda m: (m.time_ms, position.get(m.rule, 0)))
-    done = 0
-    for match in ordered:
-        if done < len(spec.rules) and match.rule == spec.rules[done]:
-            done += 1
-    return done
+    if spec.type == "temporal_ordered":
+        # how many of the rules occur in the given order (a subsequence); matches at the
+        # same millisecond count as in order.
+        position = {rule: i for i, rule in reversed(list(enumerate(spec.rules)))}
+        ordered = sorted(window, key=lambda m: (m.time_ms, position.get(m.rule, 0)))
+        done = 0
+        for match in ordered:
+            if done < len(spec.rules) and match.rule == spec.rules[done]:
+                done += 1
+        return done
+    numbers = [n for n in (number(m.value) for m in window) if n is not None]
+    if not numbers:
+        return None
+    if spec.type == "value_sum":
+        return math.fsum(numbers)
+    if spec.type == "value_avg":
+        return math.fsum(numbers) / len(numbers)
+    if spec.type == "value_median":
+        return percentile(numbers, 50)
+    if spec.type == "value_percentile":
+        rank = spec.condition.percentile
+        return percentile(numbers, DEFAULT_PERCENTILE if rank is None else rank)
+    raise ValueError(f"unknown correlation type {spec.type!r}")
+
+
+def holds(condition: Condition, value: float | None) -> bool:
+    """The condition on a measure; no measure never holds."""
+    return value is not None and condition.holds(value)
 
 
 def advance(
@@ -178,6 +242,7 @@ def advance(
     pending = sorted(step.state.pending)
     span = spec.timespan_ms
     cond = spec.condition
+    early = spec.decides_early
     deadline: int | None = None
     while pending:
         start = pending[0].time_ms
@@ -186,15 +251,15 @@ def advance(
         value = measure(spec, window)
         closed = watermark_ms >= end
         settled = settled_until >= start
-        decide = (settled and cond.holds(value)) if cond.monotone else closed
-        if decide and cond.holds(value):
+        decide = (settled and holds(cond, value)) if early else closed
+        if decide and value is not None and holds(cond, value):
             step.firings.append(Firing(spec.id, group_key, start, end, value, tuple(window)))
             step.state.closed_until = end
             pending = pending[len(window) :]
         elif closed:
-            pending = pending[1:] if cond.monotone else pending[len(window) :]
+            pending = pending[1:] if early else pending[len(window) :]
         else:
-            deadline = start if cond.monotone and cond.holds(value) else end
+            deadline = start if early and holds(cond, value) else end
             break
     step.state.pending = pending
     if deadline is None and step.state.closed_until > watermark_ms:
