@@ -53,23 +53,6 @@ def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
     return content
 
 
-def _hold_chains(content: CorrelationContent) -> CorrelationContent:
-    """Chained correlations are compiled, tested and evaluated offline, but the streaming
-    query does not feed firings downstream yet: hold them back, with a reason."""
-    from detections.correlation.chain import unchained
-
-    specs, held = unchained(content.specs)
-    for r in held:
-        err.print(
-            f"  [yellow]correlation quarantined[/yellow] {r.reason}: {escape(r.message)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if not held:
-        return content
-    return dataclasses.replace(content, specs=specs, rejections=(*content.rejections, *held))
-
-
 def with_correlations(
     cfg: JobConfig, rules: list[Path] | None, settings: Settings
 ) -> tuple[JobConfig, list[Companion]]:
@@ -83,7 +66,6 @@ def with_correlations(
     from detections.correlation.query import CorrelationConfig, feeding, start_correlations
 
     content = load_verbose(correlation_paths(rules, settings), settings)
-    content = _hold_chains(content)
     if not content.specs:
         return cfg, []
     silent = correlation_only_rule_ids(content.specs)

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from detections.correlation.compile import correlation_only_rule_ids
 from detections.correlation.findings import KEY_SEPARATOR, group_values
-from detections.correlation.model import CorrelationRejection, CorrelationSpec
+from detections.correlation.model import CorrelationSpec
 from detections.correlation.state import Firing, Match, holds, measure
 
 
@@ -107,25 +107,3 @@ def chain_match(
         time_ms, upstream.id, firing.finding_id, value, at.host, at.sensor_id, at.tenant_id
     )
     return key, match
-
-
-def unchained(
-    specs: Sequence[CorrelationSpec],
-) -> tuple[tuple[CorrelationSpec, ...], tuple[CorrelationRejection, ...]]:
-    """``specs`` without the chained correlations, and a quarantine (``chain_not_streamed``)
-    for each of them: the streaming query (``query.py``) does not feed firings downstream
-    yet, so ``sigstream detect`` holds chains back instead of failing on them. Drop this
-    once the streaming side calls :func:`chain_match`."""
-    kept = tuple(s for s in specs if not s.upstream)
-    held = tuple(
-        CorrelationRejection(
-            s.path,
-            s.id,
-            "chain_not_streamed",
-            f"{s.path}: correlation over correlations ({', '.join(s.upstream)}): the "
-            "streaming job does not run chains yet (the offline evaluator does)",
-        )
-        for s in specs
-        if s.upstream
-    )
-    return kept, held

@@ -60,6 +60,8 @@ class CorrelationFeed:
         for spec in specs:
             field = spec.condition.field
             for rule in dict.fromkeys(spec.rules):
+                if rule in spec.upstream:  # a correlation: its firings feed this one
+                    continue
                 entry = FeedEntry(
                     spec.id,
                     tuple(spec.field_for(rule, g) for g in spec.group_by),

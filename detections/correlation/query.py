@@ -36,7 +36,7 @@ from detections.compiler import DEFAULT_CONFIG, CompilerConfig, compile_path
 from detections.compiler.sigma_to_ir import rule_files
 from detections.correlation.clock import ClockConfig, on_matches, on_timer
 from detections.correlation.compile import base_plan, compile_correlations
-from detections.correlation.feed import CorrelationFeed
+from detections.correlation.feed import CorrelationFeed, record
 from detections.correlation.findings import LATE_MAPPINGS, correlation_finding, late_document
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.state import Firing, KeyState, Late, Match
@@ -89,6 +89,7 @@ class CorrelationTotals:
     created: int = 0
     duplicates: int = 0
     late: int = 0
+    chained: int = 0  # firings published as matches of correlations downstream
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -325,16 +326,25 @@ def batch_writer(
     totals: CorrelationTotals,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[DataFrame, int], None]:
-    """foreachBatch: firings -> findings index, late matches -> late index."""
+    """foreachBatch: firings -> findings index (but those of correlations only chains
+    read), late matches -> late index, and each firing of an upstream correlation -> one
+    match per correlation downstream of it, back to the matches topic (read by the next
+    micro-batch: a chain advances one link per batch)."""
+    from detections.correlation.chain import chain_match, downstream_of, silent_correlation_ids
     from detections.findings import finding_document
     from detections.sinks.elasticsearch import connect, write_documents
+
+    by_id = {spec.id: spec for spec in content.specs}
+    downstream = downstream_of(content.specs)
+    silent = silent_correlation_ids(content.specs)
+    publisher = DerivedPublisher(cfg.producer_config()) if downstream else None
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
-        findings, late_docs = [], []
+        findings, late_docs, chained = [], [], []
+        fired = 0
         now = datetime.now(UTC)
-        by_id = {spec.id: spec for spec in content.specs}
         for row in rows:
             spec = by_id[row["corr"]]
             firings, lates = decode(row)
@@ -342,12 +352,19 @@ def batch_writer(
                 f = Firing(
                     spec.id, f.group_key, f.window_start_ms, f.window_end_ms, f.value, f.matches
                 )
-                findings.append(finding_document(correlation_finding(spec, f, now)))
+                fired += 1
+                if spec.id not in silent:
+                    findings.append(finding_document(correlation_finding(spec, f, now)))
+                for down in downstream.get(spec.id, ()):
+                    chained.append(record(down.id, *chain_match(spec, f, down)))
             late_docs += [late_document(spec, row["group_key"], x) for x in lates]
+        if chained and publisher is not None:
+            publisher.publish(cfg.matches_topic, chained)
         stats: dict[str, Any] = {
             "batch": batch_id,
-            "firings": len(findings),
+            "firings": fired,
             "late": len(late_docs),
+            "chained": len(chained),
         }
         if findings or late_docs:
             es = connect(cfg.es_hosts, **cfg.es_options)
@@ -369,7 +386,8 @@ def batch_writer(
                 doc["watermark"],
             )
         totals.batches += 1
-        totals.firings += len(findings)
+        totals.firings += fired
+        totals.chained += len(chained)
         totals.created += int(stats.get("created", 0))
         totals.duplicates += int(stats.get("duplicates", 0))
         totals.late += len(late_docs)
@@ -377,9 +395,9 @@ def batch_writer(
         totals.history.append(stats)
         if findings or late_docs:
             log.info(
-                "correlation batch %d: %d firings (%d new), %d late matches reported",
+                "correlation batch %d: %d firings (%d new findings), %d late matches reported",
                 batch_id,
-                len(findings),
+                fired,
                 stats.get("created", 0),
                 len(late_docs),
             )
@@ -428,6 +446,35 @@ def start_correlations(
     DerivedPublisher(cfg.producer_config()).ensure_topics(
         [cfg.matches_topic], cfg.internal_partitions
     )
+    totals = totals if totals is not None else CorrelationTotals()
+    log.info(
+        "correlation stage: %d correlations over %d base rules, per-key lateness %ds, horizon %s s",
+        len(content.specs),
+        len(content.plan.rules),
+        ccfg.lateness_s,
+        ccfg.horizon_s,
+    )
+    query = _start_query(spark, cfg, content, ccfg, totals, on_batch)
+    if cfg.available_now and any(spec.upstream for spec in content.specs):
+        # --once: a chain advances one link per run; run again while firings were
+        # published downstream (at most once per link, the compiler refuses cycles).
+        for _ in content.specs:
+            before = totals.chained
+            query.awaitTermination()
+            if query.exception() is not None or totals.chained == before:
+                break
+            query = _start_query(spark, cfg, content, ccfg, totals, on_batch)
+    return query
+
+
+def _start_query(
+    spark: SparkSession,
+    cfg: JobConfig,
+    content: CorrelationContent,
+    ccfg: CorrelationConfig,
+    totals: CorrelationTotals,
+    on_batch: Callable[[dict[str, Any]], None] | None,
+) -> StreamingQuery:
     keyed = keyed_matches(kafka_source(spark, cfg, cfg.matches_topic).load())
     fired = keyed.groupBy("corr", "tenant_id", "group_key").applyInPandasWithState(
         state_function(content.specs, ccfg.clock(), timers=not cfg.available_now),
@@ -438,7 +485,7 @@ def start_correlations(
         if cfg.available_now
         else GroupStateTimeout.ProcessingTimeTimeout,
     )
-    handler = batch_writer(content, cfg, ccfg, totals or CorrelationTotals(), on_batch)
+    handler = batch_writer(content, cfg, ccfg, totals, on_batch)
     writer = (
         fired.writeStream.queryName("sigstream-correlate")
         .option("checkpointLocation", str(ccfg.checkpoint(cfg)))
@@ -448,14 +495,6 @@ def start_correlations(
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
-    log.info(
-        "correlation stage: %d correlations over %d base rules, per-key lateness %ds, "
-        "horizon %s s",
-        len(content.specs),
-        len(content.plan.rules),
-        ccfg.lateness_s,
-        ccfg.horizon_s,
-    )
     return writer.start()
 
 

@@ -85,18 +85,23 @@ class KeyState:
     # seen, and the watermark a processing-time timeout already decided up to.
     newest_ms: int = -1
     floor_ms: int = -1
+    # Where the window that fired last starts: a match in [closed_from, closed_until] is
+    # that window's (a replay, or a straggler) and absorbed, never reported late.
+    closed_from: int = -1
 
     def to_json(self) -> str:
         pending = [m.to_list() for m in self.pending]
-        return json.dumps([self.closed_until, pending, self.newest_ms, self.floor_ms])
+        return json.dumps(
+            [self.closed_until, pending, self.newest_ms, self.floor_ms, self.closed_from]
+        )
 
     @classmethod
     def from_json(cls, text: str | None) -> KeyState:
         if not text:
             return cls()
         closed, pending, *clock = json.loads(text)  # states saved before the key clock: 2
-        newest, floor = (int(clock[0]), int(clock[1])) if len(clock) == 2 else (-1, -1)
-        return cls([Match.from_list(m) for m in pending], int(closed), newest, floor)
+        newest, floor, since = [*map(int, clock), -1, -1, -1][:3]
+        return cls([Match.from_list(m) for m in pending], int(closed), newest, floor, since)
 
 
 @dataclass(frozen=True)
@@ -229,10 +234,20 @@ def advance(
     window fires at once, and a match that turns up later inside it is absorbed, so the
     firing and its id stay unique."""
     settled_until = watermark_ms if settled_ms is None else settled_ms
-    step = Step(KeyState(list(state.pending), state.closed_until, state.newest_ms, state.floor_ms))
+    step = Step(
+        KeyState(
+            list(state.pending),
+            state.closed_until,
+            state.newest_ms,
+            state.floor_ms,
+            state.closed_from,
+        )
+    )
     known = {m.identity for m in state.pending}
     for match in new:
-        if match.time_ms <= watermark_ms:
+        if match.identity in known or state.closed_from <= match.time_ms <= state.closed_until:
+            step.absorbed += 1  # counted already, or in the window that fired
+        elif match.time_ms <= watermark_ms:
             step.late.append(Late(match, watermark_ms))
         elif match.time_ms <= state.closed_until:
             step.absorbed += 1
@@ -255,6 +270,7 @@ def advance(
         if decide and value is not None and holds(cond, value):
             step.firings.append(Firing(spec.id, group_key, start, end, value, tuple(window)))
             step.state.closed_until = end
+            step.state.closed_from = start
             pending = pending[len(window) :]
         elif closed:
             pending = pending[1:] if early else pending[len(window) :]

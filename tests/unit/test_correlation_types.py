@@ -460,12 +460,3 @@ def test_a_chained_finding_points_at_the_upstream_findings() -> None:
 def run_spec(sp: CorrelationSpec, matches: list[Match]) -> list[Firing]:
     step = advance(sp, "WS9", KeyState(), matches, -1)
     return advance(sp, "WS9", step.state, [], 10**15).firings
-
-
-def test_the_job_holds_chains_back_until_the_streaming_query_runs_them() -> None:
-    from detections.correlation.chain import unchained
-
-    _, cs = compiled(corr("burst", BURST) + corr("repeat", REPEAT))
-    kept, held = unchained(cs.specs)
-    assert [s.id for s in kept] == [uid("burst")]
-    assert [(r.rule_id, r.reason) for r in held] == [(uid("repeat"), "chain_not_streamed")]
