@@ -11,6 +11,15 @@ findings' ``event.id`` (doc values only, so polling barely loads Elasticsearch).
 time the poller first saw the finding - send time, so it includes the producer's linger,
 the wait for the next trigger, the micro-batch, the bulk write and the refresh.
 
+The job runs as users run it (``sigstream detect``): the detect query feeds the
+correlation stage (base-rule matches to a matches topic, ``detections.correlation``) and
+sensor health runs beside it (``--no-correlations`` / ``--no-sensor-health`` turn them off,
+as on the CLI). With correlations on, bursts that complete the project's "Burst Of Failed
+Logons On One Host" correlation (5 failed logons, Security 4625, on one host within 10
+min) are mixed into the steady stream with current event times, each on a host of its
+own; the correlation finding's latency is its first sight in Elasticsearch minus the send
+of the burst's fifth event (the one that completes it).
+
 The job's first micro-batch pays Spark's analysis and code generation for the whole rule
 set; a warm-up phase absorbs it before the clock starts. Everything is sent to a fresh
 topic and a fresh findings index (deleted at the end), never the production ones.
@@ -19,6 +28,7 @@ topic and a fresh findings index (deleted at the end), never the production ones
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -26,6 +36,8 @@ import statistics
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +63,12 @@ WARMUP_RATE = 1_000.0  # events/s before anything is measured
 #: than this; bench/README.md has the figures.
 WARMUP_S = 120.0
 
+#: The correlation the bursts complete: the project's own "Burst Of Failed Logons On One
+#: Host" (detections/correlation/rules/failed_logons_burst.yml), event_count >= 5 of its
+#: base rule ``failed_logon`` (Security EventID 4625) grouped by host within 10 minutes.
+BURST_CORRELATION = "5b1f2c40-7a3e-4d2b-9c11-0c0f7a1e9a10"
+BURST_SIZE = 5
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -70,6 +88,8 @@ class Poller(threading.Thread):
         self.index = index
         self.interval = interval
         self.seen: dict[str, tuple[float, str]] = {}  # finding id -> (seen, event id)
+        # correlation findings: host name -> (seen, event id) of the first one on that host
+        self.correlations: dict[str, tuple[float, str]] = {}
         self.newest = ""  # event.ingested of the newest finding seen
         self.stopping = threading.Event()
         self.errors = 0
@@ -90,6 +110,8 @@ class Poller(threading.Thread):
             source=False,
             docvalue_fields=[
                 "event.id",
+                "event.category",
+                "host.name",
                 {"field": "event.ingested", "format": "strict_date_optional_time"},
             ],
             ignore_unavailable=True,
@@ -99,7 +121,11 @@ class Poller(threading.Thread):
             if hit["_id"] in self.seen:
                 continue
             fields = hit.get("fields", {})
-            self.seen[hit["_id"]] = (now, (fields.get("event.id") or [""])[0])
+            event_id = (fields.get("event.id") or [""])[0]
+            self.seen[hit["_id"]] = (now, event_id)
+            if (fields.get("event.category") or [""])[0] == "correlation":
+                host = (fields.get("host.name") or [""])[0]
+                self.correlations.setdefault(host, (now, event_id))
             self.newest = max(self.newest, (fields.get("event.ingested") or [""])[0])
 
     def missed(self) -> int:
@@ -117,7 +143,7 @@ class Poller(threading.Thread):
             self.stopping.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def print_trigger_breakdown(progresses: list[dict[str, Any]]) -> None:
+def print_trigger_breakdown(progresses: list[dict[str, Any]], name: str = "") -> None:
     """Where each trigger's time went, per Spark's own progress reports (durationMs):
     ``addBatch`` is our foreachBatch; the rest is the engine's bookkeeping around it."""
     keys = sorted({k for p in progresses for k in p.get("durationMs", {})})
@@ -125,7 +151,8 @@ def print_trigger_breakdown(progresses: list[dict[str, Any]]) -> None:
         k: statistics.mean(p.get("durationMs", {}).get(k, 0) for p in progresses) for k in keys
     }
     print(
-        f"\nper trigger, mean of {len(progresses)} (Spark durationMs): "
+        f"\n{name + ': ' if name else ''}per trigger, mean of {len(progresses)} "
+        "(Spark durationMs): "
         + ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(means.items(), key=lambda kv: -kv[1]))
     )
 
@@ -170,19 +197,139 @@ def event_pool(
     return pool, len(markers)
 
 
+class Fleet:
+    """What each sensor has sent so far: its sequence numbers continue from phase to phase
+    (a real sensor numbers its events 1, 2, 3 ...; the sampled recordings would leave holes
+    that sensor health rightly reports as gaps, thousands of findings no fleet sends)."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, int] = {}
+
+    def next_seq(self, sensor: str) -> int:
+        self.seq[sensor] = self.seq.get(sensor, 0) + 1
+        return self.seq[sensor]
+
+
 def encode_phase(
-    pool: list[dict[str, Any]], start: int, count: int, run_id: str
+    pool: list[dict[str, Any]],
+    start: int,
+    count: int,
+    run_id: str,
+    rate: float = 0.0,
+    fleet: Fleet | None = None,
 ) -> list[tuple[str, str, bytes]]:
     """(key, event id, JSON) of events ``start`` .. ``start + count`` with fresh event ids,
     encoded before the phase's clock starts: encoding is the sensors' work, and on a
-    2-core machine doing it while sending would take CPU from the job being measured."""
+    2-core machine doing it while sending would take CPU from the job being measured.
+
+    With a ``fleet``, events are stamped as a live fleet sends them: each sensor's next
+    sequence number, and the time the event is due to be sent (now + its place / ``rate``)
+    as its event time (the recordings are years old: every sensor would read as skewed)."""
     messages = []
+    now = time.time()
     for i in range(start, start + count):
         base = pool[i % len(pool)]
         event = dict(base)
         event["event_id"] = f"{base['event_id']}-{run_id}-{i}"  # fresh finding ids
+        if fleet is not None:
+            event["seq"] = fleet.next_seq(str(event["sensor_id"]))
+            event["event_time"] = event_time_now(now + ((i - start) / rate if rate else 0.0))
+            event.pop("received_time", None)
         messages.append((str(event["sensor_id"]), event["event_id"], json.dumps(event).encode()))
     return messages
+
+
+def burst_host(run_id: str, burst: int) -> str:
+    return f"burst-{run_id}-{burst:05d}.bench.local"
+
+
+def event_time_now(now: float) -> str:
+    """``now`` as a wire event time, whole milliseconds (as sensors stamp events)."""
+    ms = int(now * 1000)
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def burst_event(
+    template: dict[str, Any], run_id: str, burst: int, k: int, now: float
+) -> dict[str, Any]:
+    """Event ``k`` (0-based) of burst ``burst``: a failed logon (Security 4625) on the
+    burst's own host and sensor (sequence numbers 1..5), stamped ``now``."""
+    host = burst_host(run_id, burst)
+    event = dict(template)
+    event["extra"] = dict(template.get("extra") or {})
+    event.pop("received_time", None)
+    event.update(
+        host=host,
+        sensor_id=host,
+        event_id=f"{host}-{k}",
+        seq=k + 1,
+        event_time=event_time_now(now),
+        EventID=4625,
+    )
+    return event
+
+
+def burst_schedule(
+    duration: float, every: float, spread: float, size: int = BURST_SIZE
+) -> list[tuple[float, int, int]]:
+    """(seconds after the phase starts, burst, event index) of every burst event, in send
+    order: a burst starts every ``every`` s, its events ``spread`` s apart; only bursts
+    whose last event is due within ``duration``."""
+    out = []
+    burst = 0
+    while every > 0 and burst * every + (size - 1) * spread < duration:
+        out += [(burst * every + k * spread, burst, k) for k in range(size)]
+        burst += 1
+    return sorted(out)
+
+
+@dataclass
+class Burst:
+    host: str
+    first_time: str = ""  # event time of its first event: the correlation window's start
+    completed_at: float = 0.0  # when its fifth event (the one completing it) was sent
+
+    def finding_id(self) -> str:
+        """The correlation finding id the job must give it (deterministic)."""
+        from detections.correlation.feed import epoch_ms
+        from detections.correlation.model import correlation_finding_id
+
+        return correlation_finding_id(BURST_CORRELATION, self.host, epoch_ms(self.first_time))
+
+
+class BurstSender:
+    """Sends the burst events due at a point of a send phase (``send_phase``)."""
+
+    def __init__(
+        self, template: dict[str, Any], run_id: str, schedule: list[tuple[float, int, int]]
+    ) -> None:
+        self.template, self.run_id = template, run_id
+        self.schedule, self.next = schedule, 0
+        self.bursts: dict[str, Burst] = {}
+
+    def send_due(self, producer: Any, elapsed: float) -> None:
+        while self.next < len(self.schedule) and self.schedule[self.next][0] <= elapsed:
+            _, burst, k = self.schedule[self.next]
+            self.next += 1
+            now = time.time()
+            event = burst_event(self.template, self.run_id, burst, k, now)
+            record = self.bursts.setdefault(event["host"], Burst(event["host"]))
+            if k == 0:
+                record.first_time = event["event_time"]
+            if k == BURST_SIZE - 1:
+                record.completed_at = now
+            producer.send_raw(event["sensor_id"], json.dumps(event).encode())
+
+
+def failed_logon_template(settings: Settings) -> dict[str, Any]:
+    """A recorded Security 4625 event (OTRF) to stamp the bursts from."""
+    with base_events_path(settings).open("rb") as handle:
+        for line in handle:
+            if b'"EventID":4625' in line:
+                event: dict[str, Any] = json.loads(line)
+                if event.get("event_type") == "windows_event":
+                    return event
+    raise SystemExit("no Security 4625 event in the OTRF recordings to build bursts from")
 
 
 def send_phase(
@@ -190,19 +337,40 @@ def send_phase(
     messages: list[tuple[str, str, bytes]],
     rate: float,
     sent_at: dict[str, float] | None = None,
+    bursts: BurstSender | None = None,
 ) -> int:
     """Send ``messages`` (``encode_phase``) at ``rate``/s (0: at once), keeping each one's
-    send time in ``sent_at`` (by event id) when given; returns how many were sent."""
+    send time in ``sent_at`` (by event id) when given, and the burst events as they fall
+    due; returns how many messages were sent."""
     from ingest.replay import RateLimiter
 
     limiter = RateLimiter(rate)
+    started = time.monotonic()
     for key, event_id, payload in messages:
         limiter.wait()
+        if bursts is not None:
+            bursts.send_due(producer, time.monotonic() - started)
         if sent_at is not None:
             sent_at[event_id] = time.time()
         producer.send_raw(key, payload)
+    if bursts is not None:
+        # the phase ends at its last message: the rest of the bursts follow it on their clock
+        while bursts.next < len(bursts.schedule):
+            time.sleep(0.01)
+            bursts.send_due(producer, time.monotonic() - started)
     producer.flush()
     return len(messages)
+
+
+def drained(query: Any) -> bool:
+    """A streaming query has read everything its source had at its last trigger."""
+    last = query.lastProgress
+    if not last:
+        return False
+    return all(
+        json.loads(s.get("endOffset") or "{}") == json.loads(s.get("latestOffset") or "{}")
+        for s in last.get("sources", [])
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,6 +431,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-wait", type=float, default=300.0, help="give up waiting for the job after s"
     )
+    parser.add_argument(
+        "--correlations",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the correlation stage beside the detect query, as `sigstream detect` does "
+        "(default on; the project's correlation rules, fed by the detection pass)",
+    )
+    parser.add_argument(
+        "--sensor-health",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run sensor health beside the detect query, as `sigstream detect` does (default on)",
+    )
+    parser.add_argument(
+        "--burst-every",
+        type=float,
+        default=0.5,
+        help="with correlations: start a burst of 5 failed logons on a new host every S "
+        "seconds of the measured phase (default 0.5; 0: none)",
+    )
+    parser.add_argument(
+        "--burst-spread",
+        type=float,
+        default=0.25,
+        help="seconds between the 5 events of a burst (default 0.25: a burst spans "
+        "about two micro-batches)",
+    )
+    parser.add_argument(
+        "--recorded-times",
+        action="store_true",
+        help="send the recordings' own event times and sequence numbers (years old, with "
+        "holes after sampling) instead of a live fleet's: sensor health then reports "
+        "every sensor as skewed and gapped",
+    )
     args = parser.parse_args(argv)
 
     from detections.job import BatchStats, JobConfig, JobTotals, start
@@ -301,7 +503,17 @@ def main(argv: list[str] | None = None) -> None:
         findings_index=index,
         checkpoint_dir=checkpoint,
         trigger_seconds=args.trigger,
+        internal_partitions=settings.topic_partitions,
     )
+    # Every derived stream of this run on topics of its own (the matches topic, ...).
+    derived = {
+        f.name: f"{topic}.{f.name.removesuffix('_topic')}"
+        for f in dataclasses.fields(JobConfig)
+        if f.name.endswith("_topic") and f.name not in ("events_topic", "dlq_topic")
+    }
+    cfg = dataclasses.replace(cfg, **derived)  # type: ignore[arg-type]
+    stages = Stages(settings, args, index)
+    cfg = stages.prepare(cfg, rule_paths if args.rules == "all" else None)
     capacity_events = 0 if args.rate else args.capacity_events
     # Enough distinct events for the largest send phase at up to 50k events/s.
     warmup_events = int(WARMUP_RATE * args.warmup)
@@ -309,6 +521,11 @@ def main(argv: list[str] | None = None) -> None:
     pool, n_markers = event_pool(
         settings, pool_size, args.seed, args.match_share, args.fleet_copies
     )
+    bursts = None
+    if stages.correlations is not None and args.burst_every > 0:
+        schedule = burst_schedule(args.duration, args.burst_every, args.burst_spread)
+        bursts = BurstSender(failed_logon_template(settings), run_id, schedule)
+    fleet = None if args.recorded_times else Fleet()
     batches: list[BatchStats] = []
     totals = JobTotals()
 
@@ -323,18 +540,27 @@ def main(argv: list[str] | None = None) -> None:
     producer = EventProducer(settings.kafka_bootstrap, topic, f"{topic}.dlq")
     query = None
     missed = 0
-    progresses: list[dict[str, Any]] = []  # Spark's progress reports of the measured batches
+    progresses: dict[str, list[dict[str, Any]]] = {}  # per query, the measured batches' reports
     sent_at: dict[str, float] = {}  # event id -> send time, for the measured events
     cpu = CpuMeter()  # who used the cores while the measured events were sent and processed
+    capacity_note = ""
     try:
         started = time.monotonic()
         query = start(spark, plan, cfg, totals, on_batch=batches.append)
-        progress(f"job started in {time.monotonic() - started:.1f}s; warming up …")
+        stages.start(spark, cfg)
+        progress(
+            f"job started in {time.monotonic() - started:.1f}s ({stages.describe()}); warming up …"
+        )
         progress(f"warm-up: {args.warmup:g}s at {WARMUP_RATE:,.0f} events/s …")
-        send_phase(producer, encode_phase(pool, 0, warmup_events, run_id), WARMUP_RATE)
+        send_phase(
+            producer,
+            encode_phase(pool, 0, warmup_events, run_id, WARMUP_RATE, fleet),
+            WARMUP_RATE,
+        )
         deadline = time.monotonic() + args.max_wait
         while totals.events < warmup_events and time.monotonic() < deadline:
             time.sleep(0.5)
+        stages.wait_drained(deadline)
         warm_batches = len(batches)
         progress(
             f"warm-up done: {totals.events:,} events in {warm_batches} batches "
@@ -348,36 +574,61 @@ def main(argv: list[str] | None = None) -> None:
         else:
             progress(f"capacity: sending a backlog of {capacity_events:,} events at once …")
             before = len(batches)
-            sent += send_phase(producer, encode_phase(pool, sent, capacity_events, run_id), 0)
+            began = time.monotonic()
+            sent += send_phase(
+                producer, encode_phase(pool, sent, capacity_events, run_id, 0, fleet), 0
+            )
             while totals.events < sent and time.monotonic() < deadline + args.max_wait:
                 time.sleep(0.2)
+            detect_done = time.monotonic() - began
+            stages.wait_drained(deadline + args.max_wait)
+            all_done = time.monotonic() - began
             busy = batches[before:]
-            capacity = sum(b.events for b in busy) / max(sum(b.seconds for b in busy), 1e-9)
+            detect_rate = sum(b.events for b in busy) / max(sum(b.seconds for b in busy), 1e-9)
+            capacity = capacity_events / max(all_done, 1e-9)
             rate = capacity / 2
+            capacity_note = (
+                f"capacity phase: {capacity_events:,} events at once; the detect query took "
+                f"{detect_done:.1f}s ({detect_rate:,.0f} events per second of its batch "
+                f"time), every stage had read them after {all_done:.1f}s"
+            )
             why = (
-                f"half the job's capacity of {capacity:,.0f} events/s, measured over "
-                f"{sum(b.events for b in busy):,} events in {len(busy)} batches"
+                f"half the job's capacity of {capacity:,.0f} events/s: a backlog of "
+                f"{capacity_events:,} events through every stage ({stages.describe()}) in "
+                f"{all_done:.1f}s"
             )
             progress(f"capacity {capacity:,.0f} events/s; measuring at {rate:,.0f}/s")
         measured = int(rate * args.duration)
         warm_batches = len(batches)  # the measured phase's batches start here
-        first_measured = batches[-1].batch_id + 1 if batches else 0
-        messages = encode_phase(pool, sent, measured, run_id)
+        stages.mark()
+        measured_from = time.time()
+        messages = encode_phase(pool, sent, measured, run_id, rate, fleet)
         poller.start()
-        progress(f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s …")
+        progress(
+            f"sending {measured:,} events at {rate:,.0f}/s for {args.duration:.0f}s"
+            + (f", a failed-logon burst every {args.burst_every:g}s …" if bursts else " …")
+        )
         cpu.start()
-        send_phase(producer, messages, rate, sent_at)
-        expected = sent + measured
+        send_phase(producer, messages, rate, sent_at, bursts)
+        expected = sent + measured + (len(bursts.schedule) if bursts else 0)
         deadline = time.monotonic() + args.max_wait
         while totals.events < expected and time.monotonic() < deadline:
             time.sleep(0.5)
+        stages.wait_drained(deadline)
         cpu.stop()
-        time.sleep(max(3.0, 3 * args.poll))  # the last bulk write, one refresh, a poll
+        # the last bulk write, one refresh, a poll; and the last bursts' correlation findings
+        settle = time.monotonic() + max(3.0, 3 * args.poll)
+        wanted = {b.host for b in (bursts.bursts.values() if bursts else []) if b.completed_at}
+        while time.monotonic() < settle or (
+            time.monotonic() < settle + 30 and not wanted <= set(poller.correlations)
+        ):
+            time.sleep(0.2)
         poller.stopping.set()
         poller.join()
         missed = poller.missed()
-        progresses = [p for p in query.recentProgress if p["batchId"] >= first_measured]
+        progresses = stages.progresses(query, measured_from)
     finally:
+        stages.stop()
         if query is not None:
             query.stop()
         producer.close()
@@ -386,19 +637,32 @@ def main(argv: list[str] | None = None) -> None:
     latencies = [
         seen - sent_at[event_id] for seen, event_id in poller.seen.values() if event_id in sent_at
     ]
+    corr_latencies, corr_ids_ok, corr_missing = [], 0, 0
+    for burst in bursts.bursts.values() if bursts else []:
+        if not burst.completed_at:
+            continue
+        found = poller.correlations.get(burst.host)
+        if found is None:
+            corr_missing += 1
+            continue
+        corr_latencies.append(found[0] - burst.completed_at)
+        corr_ids_ok += found[1] == burst.finding_id()
     steady = batches[warm_batches:]
     try:
         from detections.sinks.elasticsearch import drop_findings_index
 
         drop_findings_index(es, index)
+        stages.cleanup(es)
     except Exception as exc:
         progress(f"could not delete the bench index: {exc}")
-    delete_topics(settings, [topic, f"{topic}.dlq"])
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    delete_topics(settings, [topic, f"{topic}.dlq", *derived.values()])
+    for path in (checkpoint, *stages.checkpoints(cfg)):
+        shutil.rmtree(path, ignore_errors=True)
 
     print_kv("Machine", info)
     print(
-        f"\nLatency: {len(plan.rules)} rules, {measured:,} events at {rate:,.0f}/s ({why}), "
+        f"\nLatency: {len(plan.rules)} rules, the job as users run it ({stages.describe()}), "
+        f"{measured:,} events at {rate:,.0f}/s ({why}), "
         f"{args.match_share:.0%} of them SigmaHQ regression events ({n_markers} distinct), "
         f"from {len({e['sensor_id'] for e in pool}):,} sensors, "
         f"trigger {args.trigger:g}s, ES refresh 1s, poll {args.poll:g}s; "
@@ -406,6 +670,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(steady)} batches (mean {statistics.mean([b.seconds for b in steady] or [0]):.2f}s, "
         f"max {max([b.seconds for b in steady] or [0]):.2f}s per batch)\n"
     )
+    if capacity_note:
+        print(capacity_note + "\n")
     if not latencies:
         print("no findings seen for the measured events (see the job's log above)")
         return
@@ -415,11 +681,37 @@ def main(argv: list[str] | None = None) -> None:
         f"{max(latencies):.2f}",
         f"{statistics.mean(latencies):.2f}",
     ]
+    print("Detection findings: event sent -> its finding searchable\n")
     print_table(["findings", "p50 s", "p95 s", "p99 s", "max s", "mean s"], [row])
     if poller.errors:
         print(f"({poller.errors} failed polls)")
     if missed:
         print(f"WARNING: {missed} findings were never seen by the live polls (no latency)")
+    if bursts is not None:
+        completed = sum(1 for b in bursts.bursts.values() if b.completed_at)
+        print(
+            f'\nCorrelation findings: the 5th failed logon of a burst sent -> the "Burst Of '
+            f'Failed Logons On One Host" finding searchable ({completed} bursts, one every '
+            f"{args.burst_every:g}s, events {args.burst_spread:g}s apart, each on its own "
+            "host, current event times)\n"
+        )
+        if corr_latencies:
+            print_table(
+                ["bursts", "findings seen", "expected ids", "p50 s", "p95 s", "p99 s", "max s",
+                 "mean s"],
+                [
+                    [
+                        completed,
+                        len(corr_latencies),
+                        corr_ids_ok,
+                        *(f"{percentile(corr_latencies, q):.2f}" for q in (0.5, 0.95, 0.99)),
+                        f"{max(corr_latencies):.2f}",
+                        f"{statistics.mean(corr_latencies):.2f}",
+                    ]
+                ],
+            )  # fmt: skip
+        if corr_missing:
+            print(f"WARNING: {corr_missing} bursts never produced a correlation finding")
     busy = sum(b.seconds for b in steady)
     if busy and steady:
         job_rate = sum(b.events for b in steady) / busy
@@ -428,7 +720,10 @@ def main(argv: list[str] | None = None) -> None:
             if job_rate >= rate
             else "did NOT keep up: latency includes a growing backlog; try a lower --rate"
         )
-        print(f"\nthe job processed {job_rate:,.0f} events per second of batch time: {verdict}")
+        print(
+            f"\nthe detect query processed {job_rate:,.0f} events per second of batch time: "
+            f"{verdict}"
+        )
         print(
             f"batch time: {sum(b.prepare_seconds for b in steady):.1f}s preparing on the "
             f"driver, {sum(b.run_seconds for b in steady):.1f}s in Spark jobs; "
@@ -436,8 +731,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{sum(b.match_seconds for b in steady):.1f}s, writing findings "
             f"{sum(b.write_seconds for b in steady):.1f}s, of {busy:.1f}s of batches"
         )
-    if progresses:
-        print_trigger_breakdown(progresses)
+    stages.report()
+    for name, reports in progresses.items():
+        if reports:
+            print_trigger_breakdown(reports, name)
     if cpu.cores:
         print(f"cores used while the measured events were sent and processed: {cpu.summary()}")
     save_result(
@@ -447,16 +744,154 @@ def main(argv: list[str] | None = None) -> None:
             "machine": info,
             "rate": rate,
             "rules": len(plan.rules),
+            "stages": stages.describe(),
             "findings": len(latencies),
             "p50": percentile(latencies, 0.5),
             "p95": percentile(latencies, 0.95),
             "p99": percentile(latencies, 0.99),
             "max": max(latencies),
+            "correlation": {
+                "bursts": len(corr_latencies) + corr_missing,
+                "seen": len(corr_latencies),
+                "ids_as_expected": corr_ids_ok,
+                **(
+                    {
+                        "p50": percentile(corr_latencies, 0.5),
+                        "p95": percentile(corr_latencies, 0.95),
+                        "p99": percentile(corr_latencies, 0.99),
+                        "max": max(corr_latencies),
+                    }
+                    if corr_latencies
+                    else {}
+                ),
+            },
             "batches": [b.__dict__ for b in steady],
             "cores": cpu.cores,
             "machine_busy": cpu.machine_busy,
         },
     )
+
+
+class Stages:
+    """The stateful stages `sigstream detect` runs beside the detect query (correlations,
+    sensor health), wired as the CLI wires them, on this run's own topics and indices."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, index: str) -> None:
+        self.settings, self.args, self.index = settings, args, index
+        self.sensors_index = f"{index}-sensors"
+        self.correlations: Any = None  # CorrelationContent, when on
+        self.corr_batches: list[dict[str, Any]] = []
+        self.health_batches: list[Any] = []
+        self.queries: dict[str, Any] = {}
+        self.marks = (0, 0)
+
+    def describe(self) -> str:
+        on = ["detection"]
+        if self.args.correlations:
+            on.append("correlations")
+        if self.args.sensor_health:
+            on.append("sensor health")
+        return " + ".join(on)
+
+    def prepare(self, cfg: Any, rule_paths: list[Path] | None) -> Any:
+        """The detect query's config that feeds the correlation stage (as the CLI's)."""
+        if not self.args.correlations:
+            return cfg
+        from detections.correlation.query import feeding, load_content
+        from detections.plan import load_placeholders
+        from sigstream.correlations import OWN_CORRELATIONS
+
+        paths = [*(rule_paths or []), OWN_CORRELATIONS]
+        self.correlations = load_content(paths, load_placeholders(self.settings.placeholders_file))
+        progress(
+            f"{len(self.correlations.specs)} correlations over "
+            f"{len(self.correlations.plan.rules)} base rules"
+        )
+        return feeding(cfg, self.correlations)
+
+    def start(self, spark: Any, cfg: Any) -> None:
+        if self.correlations is not None:
+            from detections.correlation.query import CorrelationConfig, start_correlations
+
+            s = self.settings
+            ccfg = CorrelationConfig(
+                lateness_s=s.correlation_lateness_s,
+                horizon_s=s.correlation_horizon_s or None,
+                ttl_s=s.correlation_ttl_s,
+            )
+            query = start_correlations(
+                spark, cfg, self.correlations, ccfg, on_batch=self.corr_batches.append
+            )
+            if query is not None:
+                self.queries["sigstream-correlate"] = query
+        if self.args.sensor_health:
+            from detections.health.query import config_from_settings
+            from detections.health.query import start as start_health
+
+            health, _ = config_from_settings()
+            self.queries["sigstream-sensor-health"] = start_health(
+                spark, cfg, health, self.sensors_index, on_batch=self.health_batches.append
+            )
+
+    def wait_drained(self, deadline: float) -> None:
+        """Until every stage has read what its source held (or the deadline)."""
+        while time.monotonic() < deadline:
+            for query in self.queries.values():
+                if query.exception() is not None:
+                    raise RuntimeError(f"{query.name} failed: {query.exception()}")
+            if all(drained(q) for q in self.queries.values()):
+                return
+            time.sleep(0.2)
+        progress("WARNING: a stage did not catch up before the deadline")
+
+    def mark(self) -> None:
+        self.marks = (len(self.corr_batches), len(self.health_batches))
+
+    def progresses(self, detect: Any, since: float) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for name, query in {"sigstream-detect": detect, **self.queries}.items():
+            out[name] = [
+                p
+                for p in query.recentProgress
+                if datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")).timestamp()
+                >= since
+            ]
+        return out
+
+    def report(self) -> None:
+        corr = self.corr_batches[self.marks[0] :]
+        if corr:
+            seconds = [b["seconds"] for b in corr]
+            print(
+                f"correlation stage, measured phase: {len(corr)} batches (foreachBatch mean "
+                f"{statistics.mean(seconds):.2f}s, max {max(seconds):.2f}s), "
+                f"{sum(b.get('firings', 0) for b in corr)} firings, "
+                f"{sum(b.get('late', 0) for b in corr)} late matches"
+            )
+        health = self.health_batches[self.marks[1] :]
+        if health:
+            seconds = [b.seconds for b in health]
+            print(
+                f"sensor health, measured phase: {len(health)} batches (foreachBatch mean "
+                f"{statistics.mean(seconds):.2f}s, max {max(seconds):.2f}s)"
+            )
+
+    def stop(self) -> None:
+        for query in self.queries.values():
+            if query.isActive:
+                query.stop()
+
+    def checkpoints(self, cfg: Any) -> list[Path]:
+        from detections.correlation.query import CorrelationConfig
+        from detections.health.query import checkpoint_for
+
+        return [CorrelationConfig().checkpoint(cfg), checkpoint_for(cfg.checkpoint_dir)]
+
+    def cleanup(self, es: Any) -> None:
+        late = f"{self.index}-correlation-late"
+        for name in (late, self.sensors_index):
+            es.options(ignore_status=404).indices.delete(index=name)
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{late}-template")
 
 
 if __name__ == "__main__":
