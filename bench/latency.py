@@ -362,12 +362,14 @@ def send_phase(
     return len(messages)
 
 
-def drained(query: Any) -> bool:
-    """A streaming query has read everything its source had at its last trigger."""
+def drained(query: Any, since: float) -> bool:
+    """A streaming query has read everything its source had at a trigger that started
+    after ``since`` (epoch s; an idle query's last report may predate the data)."""
     last = query.lastProgress
     if not last:
         return False
-    return all(
+    started = datetime.fromisoformat(last["timestamp"].replace("Z", "+00:00")).timestamp()
+    return started >= since and all(
         json.loads(s.get("endOffset") or "{}") == json.loads(s.get("latestOffset") or "{}")
         for s in last.get("sources", [])
     )
@@ -834,12 +836,14 @@ class Stages:
             )
 
     def wait_drained(self, deadline: float) -> None:
-        """Until every stage has read what its source held (or the deadline)."""
+        """Until every stage has read what its source held when the detect query had
+        processed everything (so every match it publishes is in the matches topic)."""
+        since = time.time()
         while time.monotonic() < deadline:
             for query in self.queries.values():
                 if query.exception() is not None:
                     raise RuntimeError(f"{query.name} failed: {query.exception()}")
-            if all(drained(q) for q in self.queries.values()):
+            if all(drained(q, since) for q in self.queries.values()):
                 return
             time.sleep(0.2)
         progress("WARNING: a stage did not catch up before the deadline")
