@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     events_topic: str = "telemetry.events"
     dlq_topic: str = "telemetry.dlq"
+    # Internal: per-sensor summaries the detect job emits for sensor health (issue 18),
+    # keyed by tenant and sensor (detections/health/summary.py has the format).
+    summaries_topic: str = "sigstream.sensor-summaries"
     topic_partitions: int = 2
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
