@@ -88,6 +88,8 @@ class JobConfig:
     # Ids of rules that only feed correlations (Sigma ``generate: false``): they run, but
     # write no findings of their own (detections.correlation.compile.correlation_only_rules).
     silent_rule_ids: frozenset[str] = frozenset()
+    # Internal topic of the per-sensor summaries sensor health reads (issue 18).
+    summaries_topic: str = "sigstream.sensor-summaries"
 
 
 @dataclass

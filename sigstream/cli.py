@@ -313,6 +313,7 @@ def detect(
         kafka_bootstrap=s.kafka_bootstrap,
         events_topic=s.events_topic,
         dlq_topic=s.dlq_topic,
+        summaries_topic=s.summaries_topic,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
         kafka_options=spark_kafka_options(s, bootstrap=False),
