@@ -39,6 +39,7 @@ from detections.deploy.demotion import (
 from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
+from detections.health.summary import SUMMARY_FIELDS
 from detections.matcher import MatcherSpec, freeze_long_lived
 from detections.parse import flat_records, flat_valid_events, rejected_records
 from detections.plan import DetectionPlan
@@ -253,6 +254,7 @@ def make_batch_handler(
             running.shipped = context.broadcast((running.spec, running.rule_infos))
         if running.query is None:
             names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
+            names += [c for c in (*SUMMARY_FIELDS, "timestamp") if c not in names]
             running.query = BatchQuery(batch.sparkSession, names, computed)
         skip, destinations = running.skip, running.destinations(cfg)
         records = running.query.map_in_arrow(
@@ -271,6 +273,7 @@ def make_batch_handler(
         )
         new_errors: dict[int, str] = {}
         refused: list[list[Any]] = []
+        summaries: list[list[str]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -289,6 +292,9 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
             refused += json.loads(row["rejects"])
+            summaries += json.loads(row["summaries"])
+        if summaries:
+            publish_summaries(summaries, cfg)
         checked = with_task_reasons(batch, refused)
         if stats.rejected:
             _write_dlq(rejected_records(checked), cfg)
@@ -328,6 +334,42 @@ def make_batch_handler(
             on_batch(stats)
 
     return handle
+
+
+def publish_summaries(records: Sequence[Sequence[str]], cfg: JobConfig) -> None:
+    """The tasks' per-sensor summaries to the summaries topic (sensor health reads it),
+    before the micro-batch commits: a replayed batch publishes the same summaries again,
+    which sensor health recognises (at-least-once is enough)."""
+    from confluent_kafka import Producer
+
+    from sigstream.connections import confluent_kafka_config
+    from sigstream.settings import get_settings
+
+    producer = _producers.get(cfg.kafka_bootstrap)
+    if producer is None:
+        config = {
+            **confluent_kafka_config(get_settings(), bootstrap=False),
+            "bootstrap.servers": cfg.kafka_bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+        producer = _producers[cfg.kafka_bootstrap] = Producer(config)
+    failed: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    for key, value in records:
+        producer.produce(
+            cfg.summaries_topic, value.encode(), key=key.encode(), on_delivery=delivered
+        )
+    if producer.flush(60) or failed:
+        raise RuntimeError(f"sensor summaries not delivered: {failed[:3] or 'flush timed out'}")
+
+
+_producers: dict[str, Any] = {}
 
 
 def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:

@@ -177,8 +177,9 @@ def reject_reason(e: Column) -> Column:
     return reason
 
 
-#: The Kafka source's columns the job keeps next to the parsed event.
-KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset")
+#: The Kafka source's columns the job keeps next to the parsed event (``timestamp``: the
+#: receive time of records written without the gateway, for sensor health's summaries).
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 def parsed_event() -> Column:

@@ -40,6 +40,8 @@ STATS_SCHEMA = T.StructType(
         # JSON: [[topic, partition, offset, reason]] of the records this task refused that
         # the JVM's parse let through (or called malformed): see ``detections.parse``.
         T.StructField("rejects", T.StringType(), False),
+        # JSON: [[key, value]] of this task's per-sensor summaries (detections.health.summary)
+        T.StructField("summaries", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -103,6 +105,7 @@ def partition_processor(
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from detections.health.summary import SensorSummaries
         from detections.sinks.elasticsearch import write_documents
         from detections.sinks.events import index_events
         from detections.sinks.outage import outlasting_outages
@@ -115,6 +118,7 @@ def partition_processor(
         per_rule: dict[int, list[float]] = {}
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
+        summaries = SensorSummaries()
         for batch in batches:
             valid, refused = checked_records(batch)
             rejects += refused
@@ -123,6 +127,7 @@ def partition_processor(
             counts["events"] += events.num_rows
             if not events.num_rows:
                 continue
+            summaries.add(events)
             if destinations.events is not None:
                 started = time.perf_counter()
                 es = worker_client(es_hosts, es_options)
@@ -166,6 +171,7 @@ def partition_processor(
             "errors": json.dumps({str(k): v for k, v in errors.items()}),
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
             "rejects": json.dumps(rejects),
+            "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
