@@ -260,6 +260,12 @@ def start(
 ) -> StreamingQuery:
     """Start the sensor-health query over the summaries topic (``summaries_topic``, else
     the job's ``cfg.summaries_topic``); returns at once."""
+    if cfg.available_now:
+        # An available-now query takes the topic's end when it starts, and the detect
+        # query writes the summaries as it goes: with --once, read them once it is done.
+        for query in spark.streams.active:
+            if query.name == "sigstream-detect":
+                query.awaitTermination()
     ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
     topic = summaries_topic or cfg.summaries_topic
     ensure_topic(cfg, topic)
@@ -347,14 +353,6 @@ def ensure_topic(cfg: JobConfig, topic: str) -> None:
 
 
 def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
-    """The ``detections.job`` companion: the health query with the process settings.
-
-    With ``--once`` (available-now) it reads the summaries only once the detect query
-    has finished: an available-now query takes the topic's end when it starts, and the
-    summaries are written by the detect query as it goes."""
+    """The ``detections.job`` companion: the health query with the process settings."""
     health, sensors_index = config_from_settings()
-    if cfg.available_now:
-        for query in spark.streams.active:
-            if query.name == "sigstream-detect":
-                query.awaitTermination()
     return start(spark, cfg, health, sensors_index)

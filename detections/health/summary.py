@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -249,9 +250,9 @@ class _Acc:
     def __init__(self, summary: Summary) -> None:
         self.s = summary
         self.clock_n = 0
-        self.clock_min = np.inf
-        self.clock_max = -np.inf
-        self.clock_near = np.inf
+        self.clock_min = math.inf
+        self.clock_max = -math.inf
+        self.clock_near = math.inf
 
 
 def _seconds(batch: pa.RecordBatch, name: str) -> np.ndarray | None:
@@ -445,35 +446,44 @@ class SensorSummaries:
         )
         run_first_l, run_last_l = run_first.tolist(), run_last.tolist()
         run_t0_l, run_t1_l = run_t0.tolist(), run_t1.tolist()
+        # Plain lists for the per-sensor loop: numpy scalar access costs more than the loop.
+        counts_l, n_hb_l, n_noseq_l = counts.tolist(), n_hb.tolist(), n_noseq.tolist()
+        et_min_l, et_max_l = et_min.tolist(), et_max.tolist()
+        rt_first_l, rt_max_l = rt_first.tolist(), rt_max.tolist()
+        newest_time = event_time[newest].tolist()
+        host_row_l, clock_n_l = host_row.tolist(), clock_n.tolist()
+        d_min_l, d_max_l = d_min.tolist(), d_max.tolist()
+        near_l = d[np.maximum(nearest_row, 0)].tolist()
+        run_lo_l, run_hi_l = run_lo.tolist(), run_hi.tolist()
+        hb_lo_l, hb_hi_l = hb_lo.tolist(), hb_hi.tolist()
         for j in range(starts.size):
             key = (t_tenant[j], t_sensor[j], t_topic[j], t_part[j])
             acc = self._acc.get(key)
             if acc is None:
                 acc = self._acc[key] = _Acc(Summary(tenant=key[0], sensor=key[1]))
             sm = acc.s
-            cnt, hb_n = int(counts[j]), int(n_hb[j])
+            cnt, hb_n = counts_l[j], n_hb_l[j]
             sm.records += cnt
             sm.heartbeats += hb_n
             sm.events += cnt - hb_n
-            sm.unsequenced += int(n_noseq[j])
-            lo_t, hi_t = float(et_min[j]), float(et_max[j])
+            sm.unsequenced += n_noseq_l[j]
+            lo_t, hi_t = et_min_l[j], et_max_l[j]
             sm.event_time = (
                 (lo_t, hi_t)
                 if sm.event_time is None
                 else (min(sm.event_time[0], lo_t), max(sm.event_time[1], hi_t))
             )
-            r_first, r_max = float(rt_first[j]), float(rt_max[j])
+            r_first, r_max = rt_first_l[j], rt_max_l[j]
             if sm.received is None:
                 sm.received = (r_first, r_max)
             elif r_max >= sm.received[1]:
                 sm.received = (sm.received[0], r_max)
             if sm.last is None or r_max >= sm.last[2]:
-                nr = int(newest[j])
-                sm.last = (last_ids[j], float(event_time[nr]), r_max)
-            if host_row[j] >= 0:
+                sm.last = (last_ids[j], newest_time[j], r_max)
+            if host_row_l[j] >= 0:
                 sm.host = hosts[j]
             if offsets is not None:
-                first_off, last_off = int(off_min[j]), int(off_max[j])
+                first_off, last_off = off_min[j], off_max[j]
                 if sm.src is None:
                     sm.src = (t_topic[j], int(t_part[j] or 0), first_off, last_off)
                 else:
@@ -483,14 +493,14 @@ class SensorSummaries:
                         min(sm.src[2], first_off),
                         max(sm.src[3], last_off),
                     )
-            if clock_n[j]:
-                acc.clock_n += int(clock_n[j])
-                acc.clock_min = min(acc.clock_min, float(d_min[j]))
-                acc.clock_max = max(acc.clock_max, float(d_max[j]))
-                near = float(d[nearest_row[j]])
+            if clock_n_l[j]:
+                acc.clock_n += clock_n_l[j]
+                acc.clock_min = min(acc.clock_min, d_min_l[j])
+                acc.clock_max = max(acc.clock_max, d_max_l[j])
+                near = near_l[j]
                 if abs(near) <= abs(acc.clock_near):
                     acc.clock_near = near
-            a, b = int(run_lo[j]), int(run_hi[j])
+            a, b = run_lo_l[j], run_hi_l[j]
             if b > a:
                 self._add_runs(
                     sm,
@@ -500,7 +510,7 @@ class SensorSummaries:
                     run_t1_l[a:b],
                     run_ids_all[a:b],
                 )
-            ha, hz = int(hb_lo[j]), int(hb_hi[j])
+            ha, hz = hb_lo_l[j], hb_hi_l[j]
             for i in range(ha, hz):
                 row = hb_rows[i]
                 sent_at = None if sent is None or np.isnan(sent[row]) else float(sent[row])

@@ -36,6 +36,7 @@ def job_config(workdir: Path, suffix: str | None = None, **overrides: Any) -> Jo
         "kafka_bootstrap": s.kafka_bootstrap,
         "events_topic": f"test.{suffix}.events",
         "dlq_topic": f"test.{suffix}.dlq",
+        "summaries_topic": f"test.{suffix}.summaries",
         "es_hosts": tuple(s.es_hosts),
         "findings_index": f"test-{suffix}-findings",
         "checkpoint_dir": workdir / "checkpoint",

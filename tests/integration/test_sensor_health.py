@@ -1,8 +1,10 @@
 """Sensor health on the real Kafka, Spark and Elasticsearch: a small synthetic fleet
-(some sensors go silent, drop events, restart or have a wrong clock) -> exactly the
-expected health findings in the findings index and its triage groups, the right state
-per sensor in the sensors index, `sigstream sensors` listing them, and a replay of the
-topic adding no finding."""
+(some sensors go silent, drop events, restart or have a wrong clock), summarized per
+sensor as the detect tasks do (``SensorSummaries``) and produced to the summaries topic
+-> exactly the expected health findings in the findings index and its triage groups, the
+right state per sensor in the sensors index, `sigstream sensors` listing them, and a
+replay of the topic adding no finding. Then the whole path: `detect --once` summarizing
+the fleet's raw events and the health query finding the resets and skew from them."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import json
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
@@ -24,12 +28,62 @@ from detections.health.state import HealthConfig
 from detections.sinks.elasticsearch import drop_findings_index, groups_index
 from ingest.fleet import Fleet, FleetSpec, run_fleet
 from ingest.producer import EventProducer
+from schemas.events import Envelope
 from sigstream.cli import app
 from tests.e2e.harness import job_config
 
 pytestmark = pytest.mark.integration
 
 KIND_BY_RULE = {r.id: kind for kind, r in HEALTH_RULES.items()}
+
+
+class SummaryFeed:
+    """The fleet's events, summarized per flush (one "task" each) with SensorSummaries and
+    produced to the summaries topic, received when summarized (as the gateway stamps)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Producer
+
+        from detections.health.summary import SUMMARY_FIELDS
+        from schemas.generate import arrow_event_schema
+
+        full = arrow_event_schema()
+        self.schema = pa.schema(
+            [*(full.field(n) for n in SUMMARY_FIELDS), ("topic", pa.string()),
+             ("partition", pa.int32()), ("offset", pa.int64())]
+        )  # fmt: skip
+        self.fields = set(SUMMARY_FIELDS)
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap})
+        self.pending: list[dict[str, Any]] = []
+        self.offset = 0
+        self.lock = threading.Lock()
+
+    def send(self, event: Envelope) -> None:
+        row = event.model_dump(include=self.fields)
+        with self.lock:
+            self.pending.append(row | {"topic": "fleet", "partition": 0, "offset": self.offset})
+            self.offset += 1
+
+    def flush(self) -> None:
+        from detections.health.summary import SensorSummaries
+
+        with self.lock:
+            rows, self.pending = self.pending, []
+        if not rows:
+            return
+        received = datetime.now(UTC)
+        batch = pa.RecordBatch.from_pylist(
+            [r | {"received_time": received} for r in rows], schema=self.schema
+        )
+        summaries = SensorSummaries()
+        summaries.add(batch)
+        for key, value in summaries.records():
+            self.producer.produce(self.topic, value, key=key)
+        assert self.producer.flush(30) == 0
+
+    def close(self) -> None:
+        self.flush()
 
 
 def _health_findings(es: Elasticsearch, index: str, tenant: str) -> dict[str, set[str]]:
@@ -70,17 +124,17 @@ def test_fleet_health_findings_and_sensors_index(
     cfg = job_config(tmp_path, unique, available_now=False, trigger_seconds=1.0)
     sensors_index = f"test-{unique}-sensors"
     es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
-    producer = EventProducer(cfg.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic)
+    producer = SummaryFeed(cfg.kafka_bootstrap, cfg.summaries_topic)
     stop = threading.Event()
     query = None
     try:
         # Round 0 creates the topic, then the fleet keeps sending (healthy sensors stay
         # alive) until the query has seen everything it must.
-        run_fleet(fleet, producer.send_event, 1, paced=False, flush=producer.flush)
+        run_fleet(fleet, producer.send, 1, paced=False, flush=producer.flush)
         query = start(spark, cfg, health, sensors_index, checkpoint=tmp_path / "health-ckpt")
         sender = threading.Thread(
             target=run_fleet,
-            args=(fleet, producer.send_event, 600),
+            args=(fleet, producer.send, 600),
             kwargs={"first_round": 1, "flush": producer.flush, "stop": stop.is_set},
             daemon=True,
         )
