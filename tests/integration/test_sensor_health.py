@@ -13,77 +13,26 @@ import json
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
+from detections.health.feed import SummaryFeed
 from detections.health.findings import HEALTH_RULES
 from detections.health.query import start
 from detections.health.state import HealthConfig
 from detections.sinks.elasticsearch import drop_findings_index, groups_index
 from ingest.fleet import Fleet, FleetSpec, run_fleet
 from ingest.producer import EventProducer
-from schemas.events import Envelope
 from sigstream.cli import app
 from tests.e2e.harness import job_config
 
 pytestmark = pytest.mark.integration
 
 KIND_BY_RULE = {r.id: kind for kind, r in HEALTH_RULES.items()}
-
-
-class SummaryFeed:
-    """The fleet's events, summarized per flush (one "task" each) with SensorSummaries and
-    produced to the summaries topic, received when summarized (as the gateway stamps)."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Producer
-
-        from detections.health.summary import SUMMARY_FIELDS
-        from schemas.generate import arrow_event_schema
-
-        full = arrow_event_schema()
-        self.schema = pa.schema(
-            [*(full.field(n) for n in SUMMARY_FIELDS), ("topic", pa.string()),
-             ("partition", pa.int32()), ("offset", pa.int64())]
-        )  # fmt: skip
-        self.fields = set(SUMMARY_FIELDS)
-        self.topic = topic
-        self.producer = Producer({"bootstrap.servers": bootstrap})
-        self.pending: list[dict[str, Any]] = []
-        self.offset = 0
-        self.lock = threading.Lock()
-
-    def send(self, event: Envelope) -> None:
-        row = event.model_dump(include=self.fields)
-        with self.lock:
-            self.pending.append(row | {"topic": "fleet", "partition": 0, "offset": self.offset})
-            self.offset += 1
-
-    def flush(self) -> None:
-        from detections.health.summary import SensorSummaries
-
-        with self.lock:
-            rows, self.pending = self.pending, []
-        if not rows:
-            return
-        received = datetime.now(UTC)
-        batch = pa.RecordBatch.from_pylist(
-            [r | {"received_time": received} for r in rows], schema=self.schema
-        )
-        summaries = SensorSummaries()
-        summaries.add(batch)
-        for key, value in summaries.records():
-            self.producer.produce(self.topic, value, key=key)
-        assert self.producer.flush(30) == 0
-
-    def close(self) -> None:
-        self.flush()
 
 
 def _health_findings(es: Elasticsearch, index: str, tenant: str) -> dict[str, set[str]]:
@@ -124,7 +73,7 @@ def test_fleet_health_findings_and_sensors_index(
     cfg = job_config(tmp_path, unique, available_now=False, trigger_seconds=1.0)
     sensors_index = f"test-{unique}-sensors"
     es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
-    producer = SummaryFeed(cfg.kafka_bootstrap, cfg.summaries_topic)
+    producer = SummaryFeed(cfg.kafka_bootstrap, cfg.summaries_topic)  # as detect tasks do
     stop = threading.Event()
     query = None
     try:
