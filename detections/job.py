@@ -347,6 +347,9 @@ def publish_summaries(records: Sequence[Sequence[str]], cfg: JobConfig) -> None:
 
     producer = _producers.get(cfg.kafka_bootstrap)
     if producer is None:
+        from detections.health.query import ensure_topic
+
+        ensure_topic(cfg, cfg.summaries_topic)  # also where topics are not auto-created
         config = {
             **confluent_kafka_config(get_settings(), bootstrap=False),
             "bootstrap.servers": cfg.kafka_bootstrap,
