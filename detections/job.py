@@ -345,11 +345,13 @@ def publish_summaries(records: Sequence[Sequence[str]], cfg: JobConfig) -> None:
     from sigstream.connections import confluent_kafka_config
     from sigstream.settings import get_settings
 
-    producer = _producers.get(cfg.kafka_bootstrap)
-    if producer is None:
+    if (cfg.kafka_bootstrap, cfg.summaries_topic) not in _ensured:
         from detections.health.query import ensure_topic
 
         ensure_topic(cfg, cfg.summaries_topic)  # also where topics are not auto-created
+        _ensured.add((cfg.kafka_bootstrap, cfg.summaries_topic))
+    producer = _producers.get(cfg.kafka_bootstrap)
+    if producer is None:
         config = {
             **confluent_kafka_config(get_settings(), bootstrap=False),
             "bootstrap.servers": cfg.kafka_bootstrap,
@@ -373,6 +375,7 @@ def publish_summaries(records: Sequence[Sequence[str]], cfg: JobConfig) -> None:
 
 
 _producers: dict[str, Any] = {}
+_ensured: set[tuple[str, str]] = set()
 
 
 def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:
