@@ -254,7 +254,8 @@ def make_batch_handler(
             running.shipped = context.broadcast((running.spec, running.rule_infos))
         if running.query is None:
             names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
-            names += [c for c in (*SUMMARY_FIELDS, "timestamp") if c not in names]
+            present = set(batch.columns)
+            names += [c for c in (*SUMMARY_FIELDS, "timestamp") if c not in names and c in present]
             running.query = BatchQuery(batch.sparkSession, names, computed)
         skip, destinations = running.skip, running.destinations(cfg)
         records = running.query.map_in_arrow(
