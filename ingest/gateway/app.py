@@ -8,9 +8,9 @@ copy the client's clock at send time (``X-Sigstream-Sent-Time``) into each event
 sensor, event id) keys Kafka already has (``dedupe``), then deliver events and rejects to
 Kafka and wait for the acknowledgements (503 + Retry-After if Kafka does not take them; a
 record Kafka refuses on its own becomes a ``kafka_refused`` reject). The answer is JSON
-with per-batch counts and
-every rejection's reason. Batches of one credential are processed one at a time, which
-keeps each sensor's order; at most ``parallel_batches`` are decoded or delivered at once.
+with per-batch counts and every rejection's reason. Batches of one credential are
+processed one at a time, which keeps each sensor's order; at most ``parallel_batches`` are
+decoded or delivered at once.
 """
 
 from __future__ import annotations
