@@ -43,6 +43,8 @@ STATS_SCHEMA = T.StructType(
         # JSON: [[key, value]] of the correlation stage's records for the base-rule
         # matches of this task (detections.correlation.feed; the driver publishes them).
         T.StructField("correlation_matches", T.StringType(), False),
+        # JSON: [[key, value]] of this task's per-sensor summaries (detections.health.summary)
+        T.StructField("summaries", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -93,6 +95,7 @@ def partition_processor(
     es_options: Mapping[str, Any] | None = None,
     patience_s: float = 300.0,
     rule_budget_s: float | None = None,
+    summarize: bool = True,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
@@ -104,10 +107,13 @@ def partition_processor(
     A rule whose own evaluation time in this task (its share of the micro-batch) exceeds
     ``rule_budget_s`` is reported like a rule that raised, with its measured cost: the
     driver quarantines it, and the task skips it in its remaining Arrow batches. The
-    budget comes from the driver's settings; executors never read their own."""
+    budget comes from the driver's settings; executors never read their own. With
+    ``summarize``, the task also summarizes its events per sensor for sensor health
+    (``detections.health.summary``; the driver publishes the summaries)."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from detections.health.summary import SensorSummaries
         from detections.sinks.elasticsearch import write_documents
         from detections.sinks.events import index_events
         from detections.sinks.outage import outlasting_outages
@@ -123,6 +129,7 @@ def partition_processor(
         per_rule: dict[int, list[float]] = {}
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
+        summaries = SensorSummaries()
         for batch in batches:
             valid, refused = checked_records(batch)
             rejects += refused
@@ -131,6 +138,8 @@ def partition_processor(
             counts["events"] += events.num_rows
             if not events.num_rows:
                 continue
+            if summarize:
+                summaries.add(events)
             if destinations.events is not None:
                 started = time.perf_counter()
                 es = worker_client(es_hosts, es_options)
@@ -177,6 +186,7 @@ def partition_processor(
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
             "rejects": json.dumps(rejects),
             "correlation_matches": json.dumps(correlation_matches),
+            "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 

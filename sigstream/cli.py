@@ -319,6 +319,7 @@ def detect(
         dlq_topic=s.dlq_topic,
         matches_topic=s.matches_topic,
         internal_partitions=s.topic_partitions,
+        summaries_topic=s.summaries_topic if sensor_health else None,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
         kafka_options=spark_kafka_options(s, bootstrap=False),
