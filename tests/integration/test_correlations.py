@@ -401,3 +401,42 @@ def test_a_reconnecting_sensors_old_burst_still_correlates_exactly_once(
     third = drain(spark, cfg, content, ccfg)
     assert third.created == 0 and third.late == 0
     assert len([f for f in correlation_findings(cfg) if f["rule"]["id"] == burst_id]) == 1
+
+
+def test_correlations_follow_the_deployment_kill_switch_and_shadow(
+    services: Any, spark: Any, content: CorrelationContent, tmp_path: Path, unique: str
+) -> None:
+    """A correlation id takes the store's modes like a base rule: disabled writes nothing,
+    shadow writes to the shadow index, the others stay active."""
+    import dataclasses
+
+    from detections.deploy.modes import RuleMode
+    from detections.deploy.store import DeploymentStore
+    from detections.sinks.elasticsearch import connect, ensure_findings_index
+
+    deploy = tmp_path / "deploy"
+    store = DeploymentStore(deploy)
+    store.set_mode(COUNT_ID, RuleMode(mode="disabled", reason="noisy"))
+    store.set_mode(VALUES_ID, RuleMode(mode="shadow"))
+    cfg = dataclasses.replace(
+        job_config(tmp_path, unique), deploy_dir=deploy, shadow_index=f"test-{unique}-shadow"
+    )
+    es = connect(cfg.es_hosts)
+    try:
+        ensure_findings_index(es, f"test-{unique}-shadow")
+    finally:
+        es.close()
+    send(
+        cfg,
+        [
+            event("h1", 1, "a.exe", "k-1", "a 1"),
+            event("h1", 2, "a.exe", "k-2", "a 2"),
+            event("h1", 3, "a.exe", "k-3", "a 3"),
+            event("h1", 4, "b.exe", "k-4"),
+        ],
+    )
+    drain(spark, cfg, content, CorrelationConfig(lateness_s=10))
+    active = sorted(f["rule"]["id"] for f in correlation_findings(cfg))
+    assert active == sorted([ORDERED_ID, TEMPORAL_ID])  # COUNT disabled, VALUES in shadow
+    shadow = read_findings(dataclasses.replace(cfg, findings_index=f"test-{unique}-shadow"))
+    assert [f["rule"]["id"] for f in shadow] == [VALUES_ID]

@@ -106,6 +106,14 @@ def test_summary_runs_follow_arrival_order() -> None:
     assert s.last == ("e7-1800000008.0", T0 + 8, T0 + 8) and s.host == "WS01"
 
 
+def test_a_batch_without_any_seq_is_summarized() -> None:
+    """Shippers and replays send no sequence numbers: a batch of only those is counted,
+    with no runs (an empty run list once crashed the detect task)."""
+    s = summary_of([rec(None, T0 + i) for i in range(3)])
+    assert s.runs == [] or list(s.runs) == []
+    assert (s.records, s.events, s.unsequenced) == (3, 3, 3)
+
+
 def test_heartbeats_keep_their_fields_and_the_clock_samples() -> None:
     records = [
         rec(0, T0, sent_time=None),  # no clock sample: an event without sent_time
