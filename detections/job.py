@@ -42,6 +42,7 @@ from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.derived import DerivedPublisher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
+from detections.grouping import GroupingConfig
 from detections.health.summary import SUMMARY_FIELDS
 from detections.matcher import MatcherSpec, freeze_long_lived
 from detections.parse import flat_records, flat_valid_events, rejected_records
@@ -98,6 +99,9 @@ class JobConfig:
     correlation_feed: CorrelationFeed | None = None
     feed_rules: tuple[CompiledRule, ...] = ()
     matches_topic: str = "sigstream.correlation-matches"
+    # How findings group (windows per rule), loaded by the CLI: shipped to the executors,
+    # which never read their own settings (None: the process settings, as in tests).
+    grouping: GroupingConfig | None = None
     # Topics the job creates for its derived streams, with this many partitions.
     internal_partitions: int = 2
     # librdkafka options of the driver's producer of derived records (security included;
@@ -212,7 +216,9 @@ class RunningContent:
         silent = frozenset(
             p.index for p in self.plan.rules if str(p.rule.id) in cfg.silent_rule_ids
         )
-        return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent)
+        return Destinations(
+            cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent, cfg.grouping
+        )
 
 
 def with_rules(plan: DetectionPlan, extra: Sequence[CompiledRule]) -> DetectionPlan:

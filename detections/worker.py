@@ -23,6 +23,7 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from detections.deploy.modes import RuleMode
+from detections.grouping import GroupingConfig
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -69,6 +70,8 @@ class Destinations:
     events: str | None = None  # also index every valid event here (triage context)
     # Rules whose matches only feed correlations (Sigma ``generate: false``): no findings.
     silent: frozenset[int] = frozenset()
+    # Finding groups' windows, from the job (None: the process settings; unit tests).
+    grouping: GroupingConfig | None = None
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
         if rule in self.silent:
@@ -259,7 +262,8 @@ def worker_client(hosts: tuple[str, ...], options: Mapping[str, Any] | None) -> 
         return cached[1]
     if cached is not None:
         cached[1].close()
-    client = connect(hosts, **(options or {}))
+    # The job's options only: an executor never reads its own settings.
+    client = connect(hosts, from_settings=False, **(options or {}))
     _clients[hosts] = (key, client)
     return client
 
@@ -322,5 +326,6 @@ def finding_documents(
         info = infos.get(rule)
         if info is None:
             info = infos[rule] = RuleInfo.model_validate(rule_infos[rule])
-        out.setdefault(index, []).append(finding_document(build_finding(info, event, ingested)))
+        finding = build_finding(info, event, ingested, destinations.grouping)
+        out.setdefault(index, []).append(finding_document(finding))
     return out

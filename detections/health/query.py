@@ -38,6 +38,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from detections.findings import finding_document
+from detections.grouping import GroupingConfig
 from detections.health.findings import (
     health_finding,
     sensor_doc_id,
@@ -106,7 +107,10 @@ _SEP = "\x1f"
 
 
 def state_function(
-    cfg: HealthConfig, clock: Callable[[], float] = time.time, timers: bool = True
+    cfg: HealthConfig,
+    clock: Callable[[], float] = time.time,
+    timers: bool = True,
+    grouping: GroupingConfig | None = None,
 ) -> Callable[[Any, Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
     """The ``applyInPandasWithState`` function for one bucket of sensors: their summaries
     of the batch (or a timer) in, finding documents and status documents out.
@@ -139,7 +143,9 @@ def state_function(
             for obs in observations:
                 if obs.kind == "recovered":
                     continue
-                doc_id, body = finding_document(health_finding(tenant, sensor, current.host, obs))
+                doc_id, body = finding_document(
+                    health_finding(tenant, sensor, current.host, obs, grouping)
+                )
                 out.append(("finding", obs.kind, doc_id, json.dumps(body)))
             if mine or observations:
                 status = sensor_status(tenant, sensor, current, now, cfg)
@@ -154,7 +160,11 @@ def state_function(
 
 
 def health_updates(
-    summaries: DataFrame, cfg: HealthConfig, buckets: int = 256, timers: bool = True
+    summaries: DataFrame,
+    cfg: HealthConfig,
+    buckets: int = 256,
+    timers: bool = True,
+    grouping: GroupingConfig | None = None,
 ) -> DataFrame:
     """Summary rows -> finding and status documents, with per-sensor state and timers.
 
@@ -173,7 +183,7 @@ def health_updates(
         summaries.withColumn("bucket", bucket)
         .groupBy("bucket")
         .applyInPandasWithState(
-            state_function(cfg, timers=timers),
+            state_function(cfg, timers=timers, grouping=grouping),
             OUTPUT_SCHEMA,
             STATE_SCHEMA,
             "update",
@@ -275,7 +285,8 @@ def start(
     # silent because a capped batch did not reach them yet. A summary stands for a whole
     # task's slice of a sensor, so even a large backlog is a cheap batch.
     timers = not cfg.available_now
-    updates = health_updates(summary_rows(reader.load()), health, buckets, timers)
+    # The grouping config comes from the job: executors never read their own settings.
+    updates = health_updates(summary_rows(reader.load()), health, buckets, timers, cfg.grouping)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()

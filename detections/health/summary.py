@@ -405,9 +405,7 @@ class SensorSummaries:
         s, g = seq[with_seq], sorted_codes[with_seq]
         brk = np.r_[True, (g[1:] != g[:-1]) | (s[1:] != s[:-1] + 1)] if s.size else s.astype(bool)
         run_starts = np.flatnonzero(brk)
-        run_ends = (
-            np.r_[run_starts[1:], s.size] - 1 if s.size else np.zeros(0, dtype=np.int64)
-        )
+        run_ends = np.r_[run_starts[1:], s.size] - 1 if s.size else np.zeros(0, dtype=np.int64)
         run_rows = with_seq[run_starts]
         run_code = sorted_codes[run_rows]
         run_first, run_last = s[run_starts], s[run_ends]
