@@ -129,14 +129,17 @@ def run_phase(
     lateness_s: int,
     max_offsets: int,
 ) -> dict[str, Any]:
-    """Send events with ``load(producer)``, then drain the topic with the correlation
-    query; return throughput and state numbers from the query's progress."""
+    """Send events with ``load(producer)``, run the detection pass over them (it publishes
+    the base rules' matches), then drain the matches with the correlation stage; return
+    the stage's throughput and state numbers from its progress."""
     from detections.correlation.query import (
         CorrelationConfig,
         CorrelationTotals,
+        feeding,
         start_correlations,
     )
-    from detections.job import JobConfig
+    from detections.job import JobConfig, JobTotals
+    from detections.job import start as start_detect
     from detections.sinks.elasticsearch import connect, drop_findings_index
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
@@ -153,11 +156,21 @@ def run_phase(
         kafka_bootstrap=settings.kafka_bootstrap,
         events_topic=topic,
         dlq_topic=f"{topic}.dlq",
+        matches_topic=f"{topic}.matches",
         es_hosts=tuple(settings.es_hosts),
         findings_index=index,
         checkpoint_dir=CACHE_DIR / f"corr-checkpoint-{run_id}",
         available_now=True,
         max_offsets_per_trigger=max_offsets,
+    )
+    started = time.monotonic()
+    detect = start_detect(spark, content.plan, feeding(cfg, content), JobTotals())
+    detect.awaitTermination()
+    if detect.exception() is not None:
+        raise SystemExit(f"detection pass failed: {detect.exception()}")
+    progress(
+        f"[{name}] detection pass (base rules only) done in {time.monotonic() - started:.1f} s;"
+        " draining the matches with the correlation stage …"
     )
     ccfg = CorrelationConfig(lateness_s=lateness_s)
     totals = CorrelationTotals()

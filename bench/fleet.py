@@ -1,5 +1,8 @@
-"""Sensor-health benchmark: a synthetic fleet (10,000 sensors by default) through Kafka and
-the real sensor-health streaming query; reports events/s processed, state rows and bytes
+"""Sensor-health benchmark: a synthetic fleet (10,000 sensors by default) summarized per
+round as the detect tasks do (``detections.health.feed``; since issue 18 the health query
+reads per-sensor summaries, so "records" below are summaries, one per sensor and round),
+through Kafka and the real sensor-health streaming query; reports records/s processed,
+state rows and bytes
 (the query's ``stateOperators`` progress), and health findings by kind against what the
 fleet was told to do.
 
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sensors, args.max_wait = 1_000, 180.0
 
+    from detections.health.feed import SummaryFeed
     from detections.health.query import HealthBatch, checkpoint_for, start
     from detections.health.state import HealthConfig
     from detections.job import JobConfig
@@ -85,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     from detections.spark import build_session
     from infra.kafka import ensure_topics
     from ingest.fleet import Fleet, FleetSpec, run_fleet
-    from ingest.producer import EventProducer
 
     settings = get_settings()
     info = machine_info(settings)
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     index = f"sigstream-bench-fleet-{run_id}"
     sensors_index = f"{index}-sensors"
     checkpoint = CACHE_DIR / f"fleet-checkpoint-{run_id}"
-    ensure_topics(settings, [topic, f"{topic}.dlq"], settings.topic_partitions)
+    ensure_topics(
+        settings, [topic, f"{topic}.dlq", f"{topic}.summaries"], settings.topic_partitions
+    )
     spec = FleetSpec(
         sensors=args.sensors,
         events_per_round=args.events_per_round,
@@ -113,16 +118,19 @@ def main(argv: list[str] | None = None) -> None:
         kafka_bootstrap=settings.kafka_bootstrap,
         events_topic=topic,
         dlq_topic=f"{topic}.dlq",
+        summaries_topic=f"{topic}.summaries",
         es_hosts=tuple(settings.es_hosts),
         findings_index=index,
         checkpoint_dir=checkpoint,
         trigger_seconds=args.trigger,
     )
-    producer = EventProducer(settings.kafka_bootstrap, topic, f"{topic}.dlq")
+    # The health query reads per-sensor summaries (issue 18): the fleet's events are
+    # summarized per round, as detect tasks would, and the summaries produced.
+    producer = SummaryFeed(settings.kafka_bootstrap, cfg.summaries_topic)
     progress(f"backlog: {args.backlog_rounds} rounds of {args.sensors:,} sensors …")
     t = time.monotonic()
     backlog = run_fleet(
-        fleet, producer.send_event, args.backlog_rounds, paced=False, flush=producer.flush
+        fleet, producer.send, args.backlog_rounds, paced=False, flush=producer.flush
     )
     progress(f"{backlog:,} records in Kafka in {time.monotonic() - t:.1f}s")
 
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     def live() -> None:
         live_sent[0] = run_fleet(
             fleet,
-            producer.send_event,
+            producer.send,
             10_000,
             first_round=args.backlog_rounds,
             flush=producer.flush,
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     drop_findings_index(es, index)
     es.options(ignore_status=404).indices.delete(index=sensors_index)
     es.close()
-    delete_topics(settings, [topic, f"{topic}.dlq"])
+    delete_topics(settings, [topic, f"{topic}.dlq", f"{topic}.summaries"])
     shutil.rmtree(checkpoint_for(checkpoint), ignore_errors=True)
     spark.stop()
 

@@ -42,6 +42,8 @@ from detections.deploy.modes import RuleMode
 from detections.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.derived import DerivedPublisher
 from detections.engine import compile_matcher, engine_inputs, rule_specs
+from detections.grouping import GroupingConfig
+from detections.health.summary import SUMMARY_FIELDS
 from detections.matcher import MatcherSpec, freeze_long_lived
 from detections.parse import flat_records, flat_valid_events, rejected_records
 from detections.plan import DetectionPlan
@@ -97,6 +99,9 @@ class JobConfig:
     correlation_feed: CorrelationFeed | None = None
     feed_rules: tuple[CompiledRule, ...] = ()
     matches_topic: str = "sigstream.correlation-matches"
+    # How findings group (windows per rule), loaded by the CLI: shipped to the executors,
+    # which never read their own settings (None: the process settings, as in tests).
+    grouping: GroupingConfig | None = None
     # Topics the job creates for its derived streams, with this many partitions.
     internal_partitions: int = 2
     # librdkafka options of the driver's producer of derived records (security included;
@@ -105,6 +110,10 @@ class JobConfig:
 
     def producer_config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.kafka_bootstrap, **self.producer_options}
+
+    # Internal topic of the per-sensor summaries sensor health reads (None: the job runs
+    # without sensor health and summarizes nothing).
+    summaries_topic: str | None = "sigstream.sensor-summaries"
 
 
 @dataclass
@@ -122,6 +131,7 @@ class BatchStats:
     write_seconds: float = 0.0
     generation: int | None = None
     correlation_matches: int = 0  # records published to the correlation stage
+    sensor_summaries: int = 0  # records published to sensor health
     # rule index -> [events evaluated, matches, seconds]
     rules: dict[int, list[float]] = field(default_factory=dict)
 
@@ -206,7 +216,9 @@ class RunningContent:
         silent = frozenset(
             p.index for p in self.plan.rules if str(p.rule.id) in cfg.silent_rule_ids
         )
-        return Destinations(cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent)
+        return Destinations(
+            cfg.findings_index, cfg.shadow_index, modes, cfg.events_index, silent, cfg.grouping
+        )
 
 
 def with_rules(plan: DetectionPlan, extra: Sequence[CompiledRule]) -> DetectionPlan:
@@ -306,6 +318,8 @@ def make_batch_handler(
             running.shipped = context.broadcast((running.spec, running.rule_infos, running.feed))
         if running.query is None:
             names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
+            present = set(batch.columns)
+            names += [c for c in (*SUMMARY_FIELDS, "timestamp") if c not in names and c in present]
             running.query = BatchQuery(batch.sparkSession, names, computed)
         skip, destinations = running.skip, running.destinations(cfg)
         records = running.query.map_in_arrow(
@@ -319,12 +333,14 @@ def make_batch_handler(
                 cfg.es_options,
                 cfg.es_patience_s,
                 cfg.rule_budget_s,
+                summarize=cfg.summaries_topic is not None,
             ),
             STATS_SCHEMA,
         )
         new_errors: dict[int, str] = {}
         refused: list[list[Any]] = []
         matches: list[tuple[bytes, bytes]] = []
+        summaries: list[tuple[bytes, bytes]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -344,8 +360,12 @@ def make_batch_handler(
                     total[i] += value
             refused += json.loads(row["rejects"])
             matches += [(k.encode(), v.encode()) for k, v in json.loads(row["correlation_matches"])]
+            summaries += [(k.encode(), v.encode()) for k, v in json.loads(row["summaries"])]
+        # The derived streams, published before the batch's offsets are committed.
         if matches:
             stats.correlation_matches = publisher.publish(cfg.matches_topic, matches)
+        if summaries and cfg.summaries_topic is not None:
+            stats.sensor_summaries = publisher.publish(cfg.summaries_topic, summaries)
         checked = with_task_reasons(batch, refused)
         if stats.rejected:
             _write_dlq(rejected_records(checked), cfg)
@@ -479,10 +499,10 @@ def start(
     content = RunningContent.of(
         deployed.plan if deployed else plan, deployed, cfg.correlation_feed, cfg.feed_rules
     )
-    if cfg.correlation_feed is not None:
-        DerivedPublisher(cfg.producer_config()).ensure_topics(
-            [cfg.matches_topic], cfg.internal_partitions
-        )
+    derived = [cfg.summaries_topic] if cfg.summaries_topic else []
+    derived += [cfg.matches_topic] if cfg.correlation_feed is not None else []
+    if derived:  # also where the brokers do not create topics themselves
+        DerivedPublisher(cfg.producer_config()).ensure_topics(derived, cfg.internal_partitions)
     freeze_long_lived()  # the plan lives as long as the job: keep it out of full GCs
     totals = totals or JobTotals()
     status = [JobStatus.for_plan(content.plan)]

@@ -177,8 +177,9 @@ def reject_reason(e: Column) -> Column:
     return reason
 
 
-#: The Kafka source's columns the job keeps next to the parsed event.
-KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset")
+#: The Kafka source's columns the job keeps next to the parsed event (``timestamp``: the
+#: receive time of records written without the gateway, for sensor health's summaries).
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 def parsed_event() -> Column:
@@ -188,7 +189,8 @@ def parsed_event() -> Column:
 
 def parse_records(records: DataFrame) -> DataFrame:
     """Kafka rows (key, value, topic, partition, offset, ...) -> parsed struct + reason."""
-    return records.select(*KAFKA_COLUMNS, parsed_event().alias("e")).withColumn(
+    kafka = [c for c in KAFKA_COLUMNS if c != "timestamp" or c in records.columns]
+    return records.select(*kafka, parsed_event().alias("e")).withColumn(
         "reject_reason", reject_reason(F.col("e"))
     )
 
@@ -231,7 +233,8 @@ def flat_records(records: DataFrame) -> DataFrame:
 
     The detect job applies this to the stream itself, so Spark analyses the parse once
     when the query starts instead of in every micro-batch."""
-    return parse_records(records).select(*KAFKA_COLUMNS, "reject_reason", *event_fields())
+    kafka = [c for c in KAFKA_COLUMNS if c != "timestamp" or c in records.columns]
+    return parse_records(records).select(*kafka, "reject_reason", *event_fields())
 
 
 def flat_valid_events(flat: DataFrame) -> DataFrame:

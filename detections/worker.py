@@ -23,6 +23,7 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from detections.deploy.modes import RuleMode
+from detections.grouping import GroupingConfig
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -43,6 +44,8 @@ STATS_SCHEMA = T.StructType(
         # JSON: [[key, value]] of the correlation stage's records for the base-rule
         # matches of this task (detections.correlation.feed; the driver publishes them).
         T.StructField("correlation_matches", T.StringType(), False),
+        # JSON: [[key, value]] of this task's per-sensor summaries (detections.health.summary)
+        T.StructField("summaries", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -67,6 +70,8 @@ class Destinations:
     events: str | None = None  # also index every valid event here (triage context)
     # Rules whose matches only feed correlations (Sigma ``generate: false``): no findings.
     silent: frozenset[int] = frozenset()
+    # Finding groups' windows, from the job (None: the process settings; unit tests).
+    grouping: GroupingConfig | None = None
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
         if rule in self.silent:
@@ -93,6 +98,7 @@ def partition_processor(
     es_options: Mapping[str, Any] | None = None,
     patience_s: float = 300.0,
     rule_budget_s: float | None = None,
+    summarize: bool = True,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
@@ -104,10 +110,13 @@ def partition_processor(
     A rule whose own evaluation time in this task (its share of the micro-batch) exceeds
     ``rule_budget_s`` is reported like a rule that raised, with its measured cost: the
     driver quarantines it, and the task skips it in its remaining Arrow batches. The
-    budget comes from the driver's settings; executors never read their own."""
+    budget comes from the driver's settings; executors never read their own. With
+    ``summarize``, the task also summarizes its events per sensor for sensor health
+    (``detections.health.summary``; the driver publishes the summaries)."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from detections.health.summary import SensorSummaries
         from detections.sinks.elasticsearch import write_documents
         from detections.sinks.events import index_events
         from detections.sinks.outage import outlasting_outages
@@ -123,6 +132,7 @@ def partition_processor(
         per_rule: dict[int, list[float]] = {}
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
+        summaries = SensorSummaries()
         for batch in batches:
             valid, refused = checked_records(batch)
             rejects += refused
@@ -131,6 +141,8 @@ def partition_processor(
             counts["events"] += events.num_rows
             if not events.num_rows:
                 continue
+            if summarize:
+                summaries.add(events)
             if destinations.events is not None:
                 started = time.perf_counter()
                 es = worker_client(es_hosts, es_options)
@@ -177,6 +189,7 @@ def partition_processor(
             "rules": json.dumps({str(k): v for k, v in per_rule.items()}),
             "rejects": json.dumps(rejects),
             "correlation_matches": json.dumps(correlation_matches),
+            "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
@@ -249,7 +262,8 @@ def worker_client(hosts: tuple[str, ...], options: Mapping[str, Any] | None) -> 
         return cached[1]
     if cached is not None:
         cached[1].close()
-    client = connect(hosts, **(options or {}))
+    # The job's options only: an executor never reads its own settings.
+    client = connect(hosts, from_settings=False, **(options or {}))
     _clients[hosts] = (key, client)
     return client
 
@@ -312,5 +326,6 @@ def finding_documents(
         info = infos.get(rule)
         if info is None:
             info = infos[rule] = RuleInfo.model_validate(rule_infos[rule])
-        out.setdefault(index, []).append(finding_document(build_finding(info, event, ingested)))
+        finding = build_finding(info, event, ingested, destinations.grouping)
+        out.setdefault(index, []).append(finding_document(finding))
     return out

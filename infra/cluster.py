@@ -492,7 +492,7 @@ def ready(
     where = _ctx(settings, spec)
     cfg = where.settings
     wait_ready(where, [where.member(n) for n in launched or []], timeout)
-    for topic in (cfg.events_topic, cfg.dlq_topic):
+    for topic in (cfg.events_topic, cfg.dlq_topic, cfg.summaries_topic, cfg.matches_topic):
         if ensure_topic(where.spec, topic):
             progress(
                 f"created {topic} ({where.spec.partitions} partitions, "

@@ -280,7 +280,12 @@ def setup_kafka(spec: sec.SecureSpec, where: SecureLayout, settings: Settings) -
 
     pw = load_passwords(where)["kafka"]
     admin = AdminClient(admin_config(spec, where, pw[sec.KAFKA_ADMIN]))
-    topics = [settings.events_topic, settings.dlq_topic]
+    topics = [
+        settings.events_topic,
+        settings.dlq_topic,
+        settings.summaries_topic,
+        settings.matches_topic,
+    ]
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [t for t in topics if t not in existing]
     if missing:
@@ -299,7 +304,12 @@ def setup_kafka(spec: sec.SecureSpec, where: SecureLayout, settings: Settings) -
             AclOperation[a.operation.upper()],
             AclPermissionType.ALLOW,
         )
-        for a in sec.kafka_acls(settings.events_topic, settings.dlq_topic)
+        for a in sec.kafka_acls(
+            settings.events_topic,
+            settings.dlq_topic,
+            settings.summaries_topic,
+            settings.matches_topic,
+        )
     ]
     for future in admin.create_acls(bindings).values():
         future.result(30)

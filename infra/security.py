@@ -281,10 +281,16 @@ class AclSpec:
     pattern: str = "literal"  # literal | prefixed
 
 
-def kafka_acls(events_topic: str, dlq_topic: str) -> list[AclSpec]:
+def kafka_acls(
+    events_topic: str,
+    dlq_topic: str,
+    summaries_topic: str | None = None,
+    matches_topic: str | None = None,
+) -> list[AclSpec]:
     """The gateway writes events and rejects; the job reads events (its groups are Spark's
     generated ``spark-kafka-source-*``, hence a prefixed ACL) and writes rejects. Nothing
-    else is allowed to anyone but ``admin``."""
+    else is allowed to anyone but ``admin``. The job also writes and reads its internal
+    derived topics (sensor summaries, correlation matches)."""
     gateway, job = f"User:{KAFKA_GATEWAY}", f"User:{KAFKA_JOB}"
     return [
         AclSpec(gateway, "topic", events_topic, "write"),
@@ -294,6 +300,11 @@ def kafka_acls(events_topic: str, dlq_topic: str) -> list[AclSpec]:
         AclSpec(job, "group", SPARK_GROUP_PREFIX, "read", "prefixed"),
         AclSpec(job, "topic", dlq_topic, "write"),
         AclSpec(job, "cluster", "kafka-cluster", "idempotent_write"),
+    ] + [
+        AclSpec(job, "topic", topic, operation)
+        for topic in (summaries_topic, matches_topic)
+        if topic
+        for operation in ("write", "read")
     ]
 
 

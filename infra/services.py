@@ -165,7 +165,11 @@ def up(
     deadline = time.monotonic() + timeout
     if kafka.NAME in names:
         kafka.wait_ready(cfg, where, kafka_pid, deadline, announce=kafka.NAME in started)
-        kafka.ensure_topics(cfg, [cfg.events_topic, cfg.dlq_topic], cfg.topic_partitions)
+        kafka.ensure_topics(
+            cfg,
+            [cfg.events_topic, cfg.dlq_topic, cfg.summaries_topic, cfg.matches_topic],
+            cfg.topic_partitions,
+        )
     if es.NAME in names:
         es.wait_ready(cfg, where, deadline, announce=es.NAME in started)
     result = status(cfg)

@@ -11,6 +11,10 @@ Kafka in the order it produced them, and nothing is lost while the gateway or Ka
   still refuses is written to ``rejected.ndjson`` in the spool folder and skipped;
 * 401 / 403: the credential is revoked or wrong - stop (events stay spooled), raise.
 
+Every request carries the sensor's clock at send time (``X-Sigstream-Sent-Time``, epoch
+seconds); the gateway copies it into each event's ``sent_time``, so a spool uploaded late
+is not mistaken for a wrong clock (docs/sensor-health.md).
+
 Re-sending a batch the gateway had already stored is harmless: the gateway answers the
 event ids Kafka already has as ``duplicates`` and does not write them again.
 """
@@ -34,6 +38,9 @@ import zstandard
 from ingest.spool import FsyncPolicy, Position, Spool
 
 log = logging.getLogger(__name__)
+
+#: The batch header carrying the sensor's clock (epoch seconds) when it sent the batch.
+SENT_TIME_HEADER = "X-Sigstream-Sent-Time"
 
 Compression = Literal["zstd", "gzip", "identity"]
 
@@ -112,7 +119,12 @@ class GatewayClient:
 
     def _post(self, records: list[bytes], start: Position) -> httpx.Response:
         body = compress(b"\n".join(records) + b"\n", self.compression)
-        headers = {"X-Sigstream-Batch": f"{start.segment}-{start.offset}"}
+        headers = {
+            "X-Sigstream-Batch": f"{start.segment}-{start.offset}",
+            # The sensor's clock now, at every (re)send: the gateway copies it into each
+            # event's sent_time, which clock skew is judged on (not the event time).
+            SENT_TIME_HEADER: f"{time.time():.6f}",
+        }
         if self.compression != "identity":
             headers["Content-Encoding"] = self.compression
         return self._http.post(self.url, content=body, headers=headers)

@@ -8,8 +8,9 @@ Misbehaviours (disjoint sets of sensors, so every sensor has one expected outcom
 * ``restarting``: starts numbering from 0 again at round ``incident_round``;
 * ``skewed``: its clock is ``skew_s`` ahead (half of them) or behind (the other half).
 
-Event times are taken from the clock at send time (plus the sensor's skew), so the
-backend sees real receive times. ``expected()`` says which sensors must end up with which
+Event times and ``sent_time`` (the sensor's clock when it sends, what skew is judged on)
+are taken from the clock at send time plus the sensor's skew, so the backend sees real
+receive times. ``expected()`` says which sensors must end up with which
 health finding.
 """
 
@@ -113,6 +114,7 @@ class Fleet:
             event_id=f"{s.sensor_id}-{s.session}-{s.seq}",
             seq=s.seq,
             event_time=when,
+            sent_time=when,
             EventID=1,
             Image=_IMAGES[s.seq % len(_IMAGES)],
             CommandLine=f"{_IMAGES[s.seq % len(_IMAGES)]} --n {s.seq}",
@@ -129,6 +131,7 @@ class Fleet:
             event_id=f"{s.sensor_id}-{s.session}-{s.seq}-hb",
             seq=s.seq,
             event_time=datetime.fromtimestamp(now + s.skew_s, tz=UTC),
+            sent_time=datetime.fromtimestamp(now + s.skew_s, tz=UTC),
             expected_interval_s=self.spec.heartbeat_interval_s,
             agent_version=self.spec.agent_version,
             events_sent=s.sent,

@@ -40,7 +40,11 @@ class Envelope(BaseModel):
     identified by (tenant, sensor, event id), and finding ids are derived from that, so
     re-sending an event never duplicates a finding and no sensor can squat another's ids.
     ``seq`` increases by one per event per sensor, which lets the backend notice gaps (lost
-    or deleted events).
+    or deleted events). ``received_time`` is when the gateway received the event;
+    ``sent_time`` is the sensor's own clock when it sent the batch that carried it (the
+    gateway copies the client's ``X-Sigstream-Sent-Time`` header into it; a direct
+    producer stamps it), which is what clock skew is judged on: a late upload of an old
+    spool has an old ``event_time`` but a current ``sent_time``.
     """
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
@@ -53,6 +57,7 @@ class Envelope(BaseModel):
     seq: int | None = Field(default=None, ge=0)
     event_time: datetime
     received_time: datetime | None = None
+    sent_time: datetime | None = None
     logsource: Logsource = Field(default_factory=Logsource)
     extra: dict[str, str] = Field(default_factory=dict)
 

@@ -300,7 +300,7 @@ def detect(
 
     _setup_logging(verbose)
     s = get_settings()
-    load_config(s.grouping_file, s.group_window_s)  # a bad grouping file: refused at start
+    grouping = load_config(s.grouping_file, s.group_window_s)  # a bad file: refused at start
     plan = _load_plan_verbose(rules or default_rule_paths(s), allow_unknown_fields)
     if deployments is None:
         deployments = (s.deploy_dir / "state.json").exists()
@@ -319,6 +319,8 @@ def detect(
         dlq_topic=s.dlq_topic,
         matches_topic=s.matches_topic,
         internal_partitions=s.topic_partitions,
+        summaries_topic=s.summaries_topic if sensor_health else None,
+        grouping=grouping,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
         kafka_options=spark_kafka_options(s, bootstrap=False),

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     correlation_lateness_s: int = Field(60, ge=0)
     correlation_horizon_s: int = Field(0, ge=0)
     correlation_ttl_s: int = Field(3_600, gt=0)
+    # Internal: per-sensor summaries the detect job emits for sensor health (issue 18),
+    # keyed by tenant and sensor (detections/health/summary.py has the format).
+    summaries_topic: str = "sigstream.sensor-summaries"
     topic_partitions: int = 2
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])

@@ -39,6 +39,7 @@ from detections.correlation.compile import base_plan, compile_correlations
 from detections.correlation.feed import CorrelationFeed, record
 from detections.correlation.findings import LATE_MAPPINGS, correlation_finding, late_document
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
+from detections.correlation.modes import CorrelationModes, destination
 from detections.correlation.state import Firing, KeyState, Late, Match
 from detections.derived import DerivedPublisher
 from detections.job import JobConfig, kafka_source
@@ -338,11 +339,14 @@ def batch_writer(
     downstream = downstream_of(content.specs)
     silent = silent_correlation_ids(content.specs)
     publisher = DerivedPublisher(cfg.producer_config()) if downstream else None
+    follower = CorrelationModes(cfg.deploy_dir, cfg.trusted_keys) if cfg.deploy_dir else None
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
-        findings, late_docs, chained = [], [], []
+        modes = follower.current() if follower is not None else {}
+        indices: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        late_docs, chained = [], []
         fired = 0
         now = datetime.now(UTC)
         for row in rows:
@@ -352,26 +356,36 @@ def batch_writer(
                 f = Firing(
                     spec.id, f.group_key, f.window_start_ms, f.window_end_ms, f.value, f.matches
                 )
+                last = max(f.matches)
+                where = destination(modes, spec.id, last.tenant_id, last.sensor_id)
+                if where is None:  # the kill switch: not written, feeds no chain
+                    continue
                 fired += 1
-                if spec.id not in silent:
-                    findings.append(finding_document(correlation_finding(spec, f, now)))
+                index = cfg.findings_index if where == "active" else cfg.shadow_index
+                if spec.id not in silent and index is not None:
+                    document = finding_document(correlation_finding(spec, f, now))
+                    indices.setdefault(index, []).append(document)
                 for down in downstream.get(spec.id, ()):
                     chained.append(record(down.id, *chain_match(spec, f, down)))
             late_docs += [late_document(spec, row["group_key"], x) for x in lates]
         if chained and publisher is not None:
             publisher.publish(cfg.matches_topic, chained)
+        findings = indices.get(cfg.findings_index, [])
         stats: dict[str, Any] = {
             "batch": batch_id,
             "firings": fired,
             "late": len(late_docs),
             "chained": len(chained),
         }
-        if findings or late_docs:
+        if indices or late_docs:
             es = connect(cfg.es_hosts, **cfg.es_options)
             try:
-                if findings:
-                    result = write_documents(es, cfg.findings_index, findings)
-                    stats["created"], stats["duplicates"] = result.created, result.duplicates
+                for index, documents in indices.items():
+                    result = write_documents(es, index, documents)
+                    if index == cfg.findings_index:
+                        stats["created"], stats["duplicates"] = result.created, result.duplicates
+                    else:
+                        stats["shadow"] = result.created
                 if late_docs:
                     write_documents(es, ccfg.late(cfg), late_docs)
             finally:

@@ -1,15 +1,18 @@
-"""The sensor-health streaming query: Kafka events -> per-sensor state -> health findings
-and the sensors index.
+"""The sensor-health streaming query: per-sensor summaries -> per-sensor state -> health
+findings and the sensors index.
 
-It runs beside the detect query (a ``detections.job`` companion) with its own Kafka
-source and checkpoint, so it neither slows the rule engine nor depends on it:
+Only the detect query reads and parses the raw events: each of its tasks summarizes its
+slice per sensor (``detections.health.summary``) and the job produces the summaries to
+the internal topic ``summaries_topic`` (default ``sigstream.sensor-summaries``), keyed by
+tenant and sensor. This query (a ``detections.job`` companion, own checkpoint) reads that
+topic:
 
-* parse only the envelope (and heartbeat) columns: a small ``from_json`` schema picked
-  from the generated event schema, the Kafka timestamp standing in for ``received_time``
-  when the gateway did not stamp one;
-* ``groupBy(tenant_id, sensor_id).applyInPandasWithState`` keeps one ``SensorState``
-  (JSON) per sensor and runs the pure state machine (``detections.health.state``), with
-  processing-time timeouts: a silent sensor sends nothing, only a timer can notice it;
+* the value is decoded in the Python worker (``summary.decode``, versioned JSON; a record
+  that is not a summary is logged and skipped), the Kafka key picks the state bucket;
+* ``groupBy(bucket).applyInPandasWithState`` keeps one ``SensorState`` (JSON) per sensor
+  and runs the pure state machine (``detections.health.state.observe_summary``) over each
+  sensor's summaries in arrival order, with processing-time timeouts: a silent sensor
+  sends nothing, only a timer can notice it;
 * ``foreachBatch``: health findings to the findings index (``write_documents``: create
   with deterministic ids, then the groups analysts triage) and one status document per
   sensor touched to the sensors index.
@@ -35,6 +38,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from detections.findings import finding_document
+from detections.grouping import GroupingConfig
 from detections.health.findings import (
     health_finding,
     sensor_doc_id,
@@ -43,32 +47,15 @@ from detections.health.findings import (
 )
 from detections.health.state import (
     HealthConfig,
-    Record,
     SensorState,
     expire,
     next_timer,
-    observe,
+    observe_summary,
 )
+from detections.health.summary import Summary, SummaryError, decode
 from detections.job import JobConfig, kafka_source
 
 log = logging.getLogger("sigstream.health")
-
-#: Envelope and heartbeat fields health reads; their types come from the generated schema.
-HEALTH_FIELDS = (
-    "tenant_id",
-    "sensor_id",
-    "host",
-    "event_id",
-    "seq",
-    "event_time",
-    "received_time",
-    "event_type",
-    "expected_interval_s",
-    "agent_version",
-    "events_sent",
-    "events_dropped",
-    "events_spooled",
-)
 
 STATE_SCHEMA = T.StructType([T.StructField("json", T.StringType())])
 OUTPUT_SCHEMA = T.StructType(
@@ -81,116 +68,54 @@ OUTPUT_SCHEMA = T.StructType(
 )
 
 
-def health_schema() -> T.StructType:
-    """The slice of the event schema health parses (cheap: a dozen columns, not 150)."""
-    from schemas.generate import spark_event_schema
-
-    full = spark_event_schema()
-    return T.StructType([full[name] for name in HEALTH_FIELDS])
-
-
-def envelope_rows(records: DataFrame) -> DataFrame:
-    """Kafka rows -> one row per parseable event: what ``Record`` needs, epoch seconds."""
-    e = F.from_json(F.col("value").cast("string"), health_schema(), {"mode": "PERMISSIVE"})
-    parsed = records.select(e.alias("e"), "timestamp", "partition", "offset")
-    return parsed.where(
-        F.col("e.sensor_id").isNotNull()
-        & F.col("e.event_id").isNotNull()
-        & F.col("e.event_time").isNotNull()
-    ).select(
-        F.coalesce(F.col("e.tenant_id"), F.lit("default")).alias("tenant_id"),
-        F.col("e.sensor_id").alias("sensor_id"),
-        F.col("e.host").alias("host"),
-        F.col("e.event_id").alias("event_id"),
-        F.col("e.seq").alias("seq"),
-        F.col("e.event_time").cast("double").alias("event_time"),
-        F.coalesce(F.col("e.received_time"), F.col("timestamp")).cast("double").alias("received"),
-        (F.col("e.event_type") == "heartbeat").alias("heartbeat"),
-        F.col("e.expected_interval_s").cast("double").alias("interval_s"),
-        F.col("e.agent_version").alias("agent_version"),
-        F.col("e.events_sent").alias("events_sent"),
-        F.col("e.events_dropped").alias("events_dropped"),
-        F.col("e.events_spooled").alias("events_spooled"),
+def summary_rows(records: DataFrame) -> DataFrame:
+    """Summaries-topic rows -> (key, value, partition, offset): the JSON is decoded in
+    the state function, by the same code that wrote it."""
+    return records.select(
+        F.col("key").cast("string").alias("key"),
+        F.col("value").cast("string").alias("value"),
         "partition",
         "offset",
     )
 
 
-_COLUMNS = (
-    "event_id",
-    "event_time",
-    "received",
-    "seq",
-    "host",
-    "heartbeat",
-    "interval_s",
-    "agent_version",
-    "events_sent",
-    "events_dropped",
-    "events_spooled",
-    "partition",
-    "offset",
-)
-
-
-def _value(v: Any) -> Any:
-    """None for SQL nulls (NaN in float columns, None/NaN in object ones)."""
-    return None if v is None or v != v else v
-
-
-def _int(v: Any) -> int | None:
-    v = _value(v)
-    return None if v is None else int(v)
-
-
-def _records(c: dict[str, list[Any]], rows: list[int]) -> list[Record]:
-    """Rows ``rows`` of the columns ``c`` -> Records in arrival (partition, offset) order.
-    Plain lists, not pandas row access: that cost more than the state machine itself."""
-    order = sorted(rows, key=lambda i: (c["partition"][i], c["offset"][i]))
-    out = []
-    for i in order:
-        interval_s = _value(c["interval_s"][i])
-        out.append(
-            Record(
-                event_id=c["event_id"][i],
-                event_time=float(c["event_time"][i]),
-                received=float(c["received"][i]),
-                seq=_int(c["seq"][i]),
-                host=_value(c["host"][i]),
-                heartbeat=bool(c["heartbeat"][i]),
-                interval_s=None if interval_s is None else float(interval_s),
-                agent_version=_value(c["agent_version"][i]),
-                events_sent=_int(c["events_sent"][i]),
-                events_dropped=_int(c["events_dropped"][i]),
-                events_spooled=_int(c["events_spooled"][i]),
-            )
-        )
-    return out
-
-
-def _by_sensor(frames: Iterator[pd.DataFrame]) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
-    """The batch's columns as lists, and sensor key -> its row numbers."""
-    batch = [f for f in frames if len(f)]
-    if not batch:
-        return {}, {}
-    frame = pd.concat(batch, ignore_index=True) if len(batch) > 1 else batch[0]
-    c = {name: frame[name].tolist() for name in (*_COLUMNS, "tenant_id", "sensor_id")}
-    rows: dict[str, list[int]] = {}
-    for i, (tenant, sensor) in enumerate(zip(c["tenant_id"], c["sensor_id"], strict=True)):
-        rows.setdefault(f"{tenant}{_SEP}{sensor}", []).append(i)
-    return c, rows
+def _by_sensor(frames: Iterator[pd.DataFrame]) -> dict[str, list[Summary]]:
+    """The batch's summaries per sensor key, each sensor's in arrival order."""
+    out: dict[str, list[tuple[tuple[Any, ...], Summary]]] = {}
+    for frame in frames:
+        if not len(frame):
+            continue
+        for value, partition, offset in zip(
+            frame["value"].tolist(),
+            frame["partition"].tolist(),
+            frame["offset"].tolist(),
+            strict=True,
+        ):
+            try:
+                summary = decode(value)
+            except SummaryError as exc:
+                log.warning(
+                    "skipping a sensor-summaries record (%s:%s): %s", partition, offset, exc
+                )
+                continue
+            name = f"{summary.tenant}{_SEP}{summary.sensor}"
+            out.setdefault(name, []).append(((*summary.order(), partition, offset), summary))
+    return {name: [s for _, s in sorted(items, key=lambda i: i[0])] for name, items in out.items()}
 
 
 _SEP = "\x1f"
 
 
 def state_function(
-    cfg: HealthConfig, clock: Callable[[], float] = time.time, timers: bool = True
+    cfg: HealthConfig,
+    clock: Callable[[], float] = time.time,
+    timers: bool = True,
+    grouping: GroupingConfig | None = None,
 ) -> Callable[[Any, Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]:
-    """The ``applyInPandasWithState`` function for one bucket of sensors: their records
+    """The ``applyInPandasWithState`` function for one bucket of sensors: their summaries
     of the batch (or a timer) in, finding documents and status documents out.
 
-    Sensors with records are observed; the bucket's other sensors get their timer check
+    Sensors with summaries are observed; the bucket's other sensors get their timer check
     (gaps past the grace, silence) on the same call, since Spark fires a key's timeout
     only when the key has no data, and a bucket of many sensors nearly always has some.
     """
@@ -200,7 +125,7 @@ def state_function(
     ) -> Iterator[pd.DataFrame]:
         now = clock()
         sensors: dict[str, dict[str, Any]] = json.loads(state.get[0]) if state.exists else {}
-        c, rows = ({}, {}) if state.hasTimedOut else _by_sensor(frames)
+        rows = {} if state.hasTimedOut else _by_sensor(frames)
         out: list[tuple[str, str, str, str]] = []
         timer = math.inf
         for name in sorted(set(sensors) | set(rows)):
@@ -208,7 +133,9 @@ def state_function(
             current = SensorState(**sensors[name]) if name in sensors else SensorState()
             mine = rows.get(name)
             if mine:
-                observations = observe(current, _records(c, mine), now, cfg)
+                observations = []
+                for summary in mine:
+                    observations += observe_summary(current, summary, now, cfg)
             else:
                 observations = expire(current, now, cfg)
             sensors[name] = asdict(current)
@@ -216,7 +143,9 @@ def state_function(
             for obs in observations:
                 if obs.kind == "recovered":
                     continue
-                doc_id, body = finding_document(health_finding(tenant, sensor, current.host, obs))
+                doc_id, body = finding_document(
+                    health_finding(tenant, sensor, current.host, obs, grouping)
+                )
                 out.append(("finding", obs.kind, doc_id, json.dumps(body)))
             if mine or observations:
                 status = sensor_status(tenant, sensor, current, now, cfg)
@@ -231,11 +160,16 @@ def state_function(
 
 
 def health_updates(
-    events: DataFrame, cfg: HealthConfig, buckets: int = 256, timers: bool = True
+    summaries: DataFrame,
+    cfg: HealthConfig,
+    buckets: int = 256,
+    timers: bool = True,
+    grouping: GroupingConfig | None = None,
 ) -> DataFrame:
-    """Envelope rows -> finding and status documents, with per-sensor state and timers.
+    """Summary rows -> finding and status documents, with per-sensor state and timers.
 
-    State is kept per bucket of sensors (a stable hash of tenant and sensor), not per
+    State is kept per bucket of sensors (a stable hash of the Kafka key: tenant and
+    sensor), not per
     sensor: ``applyInPandasWithState`` has a fixed cost per key and batch (tens of ms on a
     loaded machine) that dwarfs the state machine's work for one sensor. The number of
     buckets is part of the checkpoint: changing it needs a new checkpoint.
@@ -244,12 +178,12 @@ def health_updates(
     operator with processing-time timeouts, so such a query would never finish. Without
     timers, silence is only noticed for sensors of buckets that still receive records.
     """
-    bucket = F.pmod(F.xxhash64("tenant_id", "sensor_id"), F.lit(buckets)).alias("bucket")
+    bucket = F.pmod(F.xxhash64("key"), F.lit(buckets)).alias("bucket")
     return (
-        events.withColumn("bucket", bucket)
+        summaries.withColumn("bucket", bucket)
         .groupBy("bucket")
         .applyInPandasWithState(
-            state_function(cfg, timers=timers),
+            state_function(cfg, timers=timers, grouping=grouping),
             OUTPUT_SCHEMA,
             STATE_SCHEMA,
             "update",
@@ -265,7 +199,7 @@ class HealthBatch:
     findings: Counter[str] = field(default_factory=Counter)
     created: int = 0
     seconds: float = 0.0
-    state_seconds: float = 0.0  # the Spark job: read, parse, per-sensor state (collect)
+    state_seconds: float = 0.0  # the Spark job: read summaries, per-sensor state (collect)
     write_seconds: float = 0.0  # findings and sensor documents to Elasticsearch
 
 
@@ -318,8 +252,10 @@ def ensure_indices(es_hosts: tuple[str, ...], findings_index: str, sensors_index
 
 
 def checkpoint_for(job_checkpoint: Path) -> Path:
-    """Beside the detect query's checkpoint, never inside it."""
-    return job_checkpoint.parent / f"{job_checkpoint.name}-sensor-health"
+    """Beside the detect query's checkpoint, never inside it. (``-summaries``: the query
+    reads the summaries topic since issue 18; a checkpoint of the raw-topic query is not
+    reused.)"""
+    return job_checkpoint.parent / f"{job_checkpoint.name}-sensor-health-summaries"
 
 
 def start(
@@ -330,16 +266,27 @@ def start(
     on_batch: Callable[[HealthBatch], None] | None = None,
     checkpoint: Path | None = None,
     buckets: int = 256,
+    summaries_topic: str | None = None,
 ) -> StreamingQuery:
-    """Start the sensor-health query (returns at once)."""
+    """Start the sensor-health query over the summaries topic (``summaries_topic``, else
+    the job's ``cfg.summaries_topic``); returns at once."""
+    if cfg.available_now:
+        # An available-now query takes the topic's end when it starts, and the detect
+        # query writes the summaries as it goes: with --once, read them once it is done.
+        for query in spark.streams.active:
+            if query.name == "sigstream-detect":
+                query.awaitTermination()
     ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
-    reader = kafka_source(spark, cfg)
+    topic = summaries_topic or cfg.summaries_topic
+    ensure_topic(cfg, topic)
+    reader = kafka_source(spark, cfg).option("subscribe", topic)
     # No maxOffsetsPerTrigger (the detect query's cap is not applied): a batch reads all
-    # that has arrived, so a sensor with records waiting in Kafka is never timed out as
-    # silent because a capped batch did not reach them yet. Health reads a dozen columns
-    # per record, so even a large backlog is a cheap batch.
+    # that has arrived, so a sensor with summaries waiting in Kafka is never timed out as
+    # silent because a capped batch did not reach them yet. A summary stands for a whole
+    # task's slice of a sensor, so even a large backlog is a cheap batch.
     timers = not cfg.available_now
-    updates = health_updates(envelope_rows(reader.load()), health, buckets, timers)
+    # The grouping config comes from the job: executors never read their own settings.
+    updates = health_updates(summary_rows(reader.load()), health, buckets, timers, cfg.grouping)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -388,6 +335,32 @@ def config_from_settings() -> tuple[HealthConfig, str]:
         gap_grace_s=s.health_gap_grace_s,
     )
     return health, s.sensors_index
+
+
+def ensure_topic(cfg: JobConfig, topic: str) -> None:
+    """Create the summaries topic when missing (as many partitions as the events topic),
+    so the query can subscribe before the detect job wrote its first summary."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sigstream.connections import confluent_kafka_config
+    from sigstream.settings import get_settings
+
+    config = {
+        **confluent_kafka_config(get_settings(), bootstrap=False),
+        "bootstrap.servers": cfg.kafka_bootstrap,
+    }
+    admin = AdminClient(config)
+    metadata = admin.list_topics(timeout=30)
+    if topic in metadata.topics:
+        return
+    events = metadata.topics.get(cfg.events_topic)
+    partitions = len(events.partitions) if events is not None and events.partitions else 2
+    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions)]).values():
+        try:
+            future.result(30)
+        except Exception as exc:  # created meanwhile by another process: fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
 
 
 def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:

@@ -1,16 +1,28 @@
 """One sensor's health, as a pure state machine: no Spark, no I/O, no clock.
 
 The streaming query (``detections.health.query``) keeps one ``SensorState`` per
-(tenant, sensor) and calls ``observe`` with the sensor's records of a micro-batch and
+(tenant, sensor) and calls ``observe_summary`` with each of the sensor's summaries
+(``detections.health.summary``: what the detection pass saw of it in one task) and
 ``expire`` on every batch and every timer. Both return ``Observation``s: a sequence gap
 whose missing numbers did not arrive within the grace, a sequence reset, a clock skew
 episode, a silence, a recovery from silence.
 
-Records are taken in arrival order (Kafka offset), not sorted by ``seq``: out-of-order
-delivery opens a pending gap that the late record fills before the grace runs out, and a
-reset (the sensor starting again from a low ``seq``) stays distinguishable from late or
-duplicate records, which carry the older event time. Sorting a batch by ``seq`` would
-put a restarted sensor's first events before the old session's last ones.
+Sequence numbers are taken in arrival order (Kafka offset), not sorted by ``seq``: a
+summary carries the runs of consecutive numbers as they arrived, so out-of-order delivery
+opens a pending gap that the late record fills before the grace runs out, and a reset (the
+sensor starting again from a low ``seq``) stays distinguishable from late or duplicate
+records, which carry the older event time. Sorting by ``seq`` would put a restarted
+sensor's first events before the old session's last ones. A run is judged by its first
+record exactly as a single record was (gap, reset, fill or duplicate); its other records
+extend the sequence, fill pending numbers or count as duplicates.
+
+Summaries are delivered at least once: a summary seen before (same digest, see
+``SensorState.recent``) is ignored, and a partly overlapping one only adds duplicates.
+
+Clock skew is judged from the sensor's own clock at send time (``sent_time``, which the
+gateway fills from the client's batch header, else a heartbeat's ``event_time``), never
+from the event time of ordinary events: an honest sensor uploading an old spool after a
+reconnect sends old events with a current ``sent_time`` and is not skewed.
 
 Every time here is epoch seconds (float). ``now`` is the processing time of the batch or
 timer; a record's ``received`` time is when the backend got it (the gateway's
@@ -26,6 +38,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from detections.health.summary import Summary
+
 Kind = Literal["gap", "reset", "skew", "silent", "recovered"]
 Health = Literal["healthy", "degraded", "silent"]
 
@@ -36,7 +50,7 @@ class HealthConfig:
 
     default_interval_s: float = 60.0  # a sensor that never said its heartbeat interval
     silence_multiplier: float = 3.0  # silent after this many missed intervals
-    skew_threshold_s: float = 300.0  # |event time - receive time| beyond this is skew
+    skew_threshold_s: float = 300.0  # |sensor clock at send time - receive time| beyond this
     gap_grace_s: float = 30.0  # missing seqs may still arrive this long
     max_pending_ranges: int = 64  # bound the state: older ranges are reported at once
     rate_window_s: float = 300.0  # the event rate is an exponential average over this
@@ -45,7 +59,8 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class Record:
-    """The envelope fields health needs, from one event or heartbeat."""
+    """The envelope fields health needs, from one event or heartbeat (``observe`` takes
+    these; the streaming query takes summaries)."""
 
     event_id: str
     event_time: float
@@ -58,6 +73,7 @@ class Record:
     events_sent: int | None = None
     events_dropped: int | None = None
     events_spooled: int | None = None
+    sent_time: float | None = None  # the sensor's clock when it sent the record
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class SensorState:
     rate: float = 0.0
     rate_at: float | None = None
     interval_s: float | None = None
-    skew_s: float | None = None  # event time - receive time (positive: clock ahead)
+    skew_s: float | None = None  # sensor clock at send - receive time (positive: ahead)
     skewed: str | None = None  # "ahead" / "behind" while in a skew episode
     skew_episodes: int = 0
     silent_since: float | None = None
@@ -106,6 +122,10 @@ class SensorState:
     events_sent: int | None = None
     events_dropped: int | None = None
     events_spooled: int | None = None
+    # Digests of the last summaries taken (at-least-once delivery: a repeat is ignored).
+    recent: list[str] = field(default_factory=list)
+    redelivered: int = 0  # summaries ignored as repeats
+    unjudged: int = 0  # records of runs folded by a summary's bound: counted, not judged
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -171,33 +191,42 @@ def _report_range(state: SensorState, rng: list[float], now: float) -> Observati
     )
 
 
-def _fill(state: SensorState, seq: int) -> bool:
-    """Take ``seq`` out of the pending ranges; False when it was not missing."""
-    for i, (first, last, opened) in enumerate(state.pending):
-        if first <= seq <= last:
-            parts = [[first, seq - 1, opened], [seq + 1, last, opened]]
-            state.pending[i : i + 1] = [p for p in parts if p[0] <= p[1]]
-            return True
-    return False
+def _fill(state: SensorState, lo: int, hi: int) -> int:
+    """Take ``lo``..``hi`` out of the pending ranges; returns how many were missing."""
+    filled = 0
+    kept: list[list[float]] = []
+    for first, last, opened in state.pending:
+        a, b = max(first, lo), min(last, hi)
+        if a > b:
+            kept.append([first, last, opened])
+            continue
+        filled += int(b - a + 1)
+        kept += [p for p in ([first, a - 1, opened], [b + 1, last, opened]) if p[0] <= p[1]]
+    state.pending = kept
+    return filled
 
 
-def _sequence(state: SensorState, r: Record, now: float, cfg: HealthConfig) -> list[Observation]:
-    seq = r.seq
-    if seq is None:
-        return []
+#: A run of consecutive seqs in arrival order: first, last, the event times of its first
+#: and last record, the event id of its first record.
+Run = tuple[int, int, float, float, str]
+
+
+def _first_of_run(state: SensorState, run: Run, now: float, cfg: HealthConfig) -> list[Observation]:
+    """The run's first record, judged as any single record is."""
+    seq, _, event_time, _, event_id = run
     if state.max_seq is None or seq == state.max_seq + 1:
-        state.max_seq, state.max_seq_time = seq, r.event_time
+        state.max_seq, state.max_seq_time = seq, event_time
         return []
     if seq > state.max_seq + 1:
         state.pending.append([state.max_seq + 1, seq - 1, now])
-        state.max_seq, state.max_seq_time = seq, r.event_time
+        state.max_seq, state.max_seq_time = seq, event_time
         out = []
         while len(state.pending) > cfg.max_pending_ranges:
             out.append(_report_range(state, state.pending.pop(0), now))
         return out
-    if _fill(state, seq):
+    if _fill(state, seq, seq):
         return []
-    if seq < state.max_seq and r.event_time > (state.max_seq_time or 0.0):
+    if seq < state.max_seq and event_time > (state.max_seq_time or 0.0):
         # Lower seq, newer event: the sensor started counting again. The old session's
         # missing seqs will not come any more: report them now.
         out = [_report_range(state, rng, now) for rng in state.pending]
@@ -206,12 +235,12 @@ def _sequence(state: SensorState, r: Record, now: float, cfg: HealthConfig) -> l
         state.session += 1
         state.resets += 1
         state.last_reset_at = now
-        state.max_seq, state.max_seq_time = seq, r.event_time
+        state.max_seq, state.max_seq_time = seq, event_time
         out.append(
             Observation(
                 "reset",
                 now,
-                r.event_id,
+                event_id,
                 {"previous_seq": previous, "seq": seq, "session": state.session},
             )
         )
@@ -220,23 +249,64 @@ def _sequence(state: SensorState, r: Record, now: float, cfg: HealthConfig) -> l
     return []
 
 
+def _not_pending(state: SensorState, lo: int, hi: int) -> int | None:
+    """The first seq of ``lo``..``hi`` that no pending range holds (None: all held)."""
+    seq, moved = lo, True
+    while moved and seq <= hi:
+        moved = False
+        for first, last, _ in state.pending:
+            if first <= seq <= last:
+                seq, moved = int(last) + 1, True
+    return seq if seq <= hi else None
+
+
+def _run(state: SensorState, run: Run, now: float, cfg: HealthConfig) -> list[Observation]:
+    """One run of consecutive seqs: its first record decides as a single record does
+    (gap, reset, fill, duplicate); the rest fill pending numbers, extend the sequence
+    beyond the maximum, and at or below it are duplicates, or a reset when the run's
+    newest event time is newer than the maximum's (a run does not carry each record's
+    event time: such a reset is keyed ``<first event id>+<position in the run>``)."""
+    first, last, _, last_time, first_id = run
+    out = _first_of_run(state, run, now, cfg)
+    lo = first + 1
+    while lo <= last and state.max_seq is not None and lo <= state.max_seq:
+        hi = min(last, state.max_seq)
+        seq = _not_pending(state, lo, hi)
+        if seq is None:
+            _fill(state, lo, hi)
+            lo = hi + 1
+            continue
+        if seq > lo:
+            _fill(state, lo, seq - 1)
+        if seq < state.max_seq and last_time > (state.max_seq_time or 0.0):
+            inner = (seq, last, last_time, last_time, f"{first_id}+{seq - first}")
+            out += _first_of_run(state, inner, now, cfg)  # a reset
+            lo = seq + 1
+            continue
+        state.duplicates += (hi - seq + 1) - _fill(state, seq, hi)
+        lo = hi + 1
+    if lo <= last:  # lo == max_seq + 1
+        state.max_seq, state.max_seq_time = last, last_time
+    return out
+
+
 def _skew(
-    state: SensorState, records: list[Record], now: float, cfg: HealthConfig
+    state: SensorState, clock: tuple[int, float, float, float] | None, now: float, cfg: HealthConfig
 ) -> list[Observation]:
-    """Skew over one batch: a clock ahead shows on any record (nothing can arrive before
-    it happened); a clock behind only when even the freshest record is late, so a spool
-    delivered after an outage is not mistaken for a slow clock."""
-    if not records:
+    """Skew over one summary's clock samples (sensor clock at send time minus receive
+    time). A clock ahead shows on any sample (nothing can be sent before the sensor's
+    clock says so); a clock behind only when even the freshest sample is behind. A
+    summary without samples (no sent_time, no heartbeat) leaves the episode as it is."""
+    if clock is None or clock[0] <= 0:
         return []
-    ahead = max(r.event_time - r.received for r in records)
-    behind = min(r.received - r.event_time for r in records)
+    _, _, ahead, nearest = clock
     direction: str | None = None
     if ahead > cfg.skew_threshold_s:
         direction, state.skew_s = "ahead", ahead
-    elif behind > cfg.skew_threshold_s:
-        direction, state.skew_s = "behind", -behind
+    elif -ahead > cfg.skew_threshold_s:
+        direction, state.skew_s = "behind", ahead
     else:
-        state.skew_s = min((r.event_time - r.received for r in records), key=abs)
+        state.skew_s = nearest
     out: list[Observation] = []
     if direction is not None and direction != state.skewed:
         state.skew_episodes += 1
@@ -252,16 +322,27 @@ def _skew(
     return out
 
 
-def observe(
-    state: SensorState, records: Iterable[Record], now: float, cfg: HealthConfig
+#: How many summary digests a sensor remembers to recognise a redelivered summary.
+RECENT_SUMMARIES = 64
+
+
+def observe_summary(
+    state: SensorState, summary: Summary, now: float, cfg: HealthConfig
 ) -> list[Observation]:
-    """Take a batch of one sensor's records (arrival order) into ``state``."""
-    batch = list(records)
-    if not batch:
+    """Take one summary of the sensor (``detections.health.summary``) into ``state``.
+    A sensor's summaries must come in arrival order (``Summary.order``)."""
+    if summary.records <= 0:
         return []
+    if summary.src is not None:  # a summary of real Kafka records: may be a redelivery
+        digest = summary.digest()
+        if digest in state.recent:
+            state.redelivered += 1
+            return []
+        state.recent = [*state.recent[-(RECENT_SUMMARIES - 1) :], digest]
+    received_first, received_max = summary.received or (now, now)
     out: list[Observation] = []
     if state.silent_since is not None:
-        quiet = batch[0].received - state.silent_since
+        quiet = received_first - state.silent_since
         out.append(
             Observation(
                 "recovered",
@@ -271,32 +352,137 @@ def observe(
             )
         )
         state.silent_since = None
-    n_events = 0
-    for r in batch:
-        out += _sequence(state, r, now, cfg)
-        state.host = r.host or state.host
-        state.first_seen = r.received if state.first_seen is None else state.first_seen
-        if state.last_seen is None or r.received >= state.last_seen:
-            state.last_seen = r.received
-            state.last_event_time, state.last_event_id = r.event_time, r.event_id
-        if r.heartbeat:
-            state.heartbeats += 1
-            state.interval_s = r.interval_s or state.interval_s
-            state.agent_version = r.agent_version or state.agent_version
-            state.events_sent = r.events_sent if r.events_sent is not None else state.events_sent
-            if r.events_dropped is not None:
-                state.events_dropped = r.events_dropped
-            if r.events_spooled is not None:
-                state.events_spooled = r.events_spooled
-        else:
-            n_events += 1
-    state.events += n_events
+    runs = summary.runs
+    if summary.skipped is not None and len(runs) >= 1:
+        for run in runs[:-1]:
+            out += _run(state, run, now, cfg)
+        _, records, _, seq_max, time_max = summary.skipped
+        state.unjudged += records
+        if state.max_seq is None or seq_max > state.max_seq:
+            state.max_seq, state.max_seq_time = seq_max, time_max
+        out += _run(state, runs[-1], now, cfg)
+    else:
+        for run in runs:
+            out += _run(state, run, now, cfg)
+    state.host = summary.host or state.host
+    state.first_seen = received_first if state.first_seen is None else state.first_seen
+    if summary.last is not None and (state.last_seen is None or received_max >= state.last_seen):
+        state.last_seen = received_max
+        state.last_event_id, state.last_event_time = summary.last[0], summary.last[1]
+    state.heartbeats += summary.heartbeats
+    for hb in summary.hb:
+        state.interval_s = hb.get("expected_interval_s") or state.interval_s
+        state.agent_version = hb.get("agent_version") or state.agent_version
+        for name in ("events_sent", "events_dropped", "events_spooled"):
+            if hb.get(name) is not None:
+                setattr(state, name, hb[name])
+    state.events += summary.events
     if state.rate_at is not None:
         state.rate *= math.exp(-max(now - state.rate_at, 0.0) / cfg.rate_window_s)
-    state.rate += n_events / cfg.rate_window_s
+    state.rate += summary.events / cfg.rate_window_s
     state.rate_at = now
-    out += _skew(state, batch, now, cfg)
+    out += _skew(state, summary.clock, now, cfg)
     return out + expire_gaps(state, now, cfg)
+
+
+def observe(
+    state: SensorState, records: Iterable[Record], now: float, cfg: HealthConfig
+) -> list[Observation]:
+    """Take a batch of one sensor's records (arrival order) into ``state``, as one
+    summary (``summarize_records``). For tests and tools; the streaming query observes
+    the summaries the detection pass makes."""
+    batch = list(records)
+    if not batch:
+        return []
+    return observe_summary(state, summarize_records(batch), now, cfg)
+
+
+def summarize_records(
+    records: list[Record], tenant: str = "default", sensor: str = "sensor"
+) -> Summary:
+    """One sensor's records (arrival order) -> the summary ``SensorSummaries`` makes of
+    the same events (unbounded, no Kafka origin), one record at a time: the reference the
+    vectorized summarizer is tested against."""
+    s = Summary(tenant=tenant, sensor=sensor)
+    clock: list[float] = []
+    for r in records:
+        s.records += 1
+        if r.heartbeat:
+            s.heartbeats += 1
+        else:
+            s.events += 1
+        t, rt = r.event_time, r.received
+        s.event_time = (
+            (t, t) if s.event_time is None else (min(s.event_time[0], t), max(s.event_time[1], t))
+        )
+        s.received = (rt, rt) if s.received is None else (s.received[0], max(s.received[1], rt))
+        if s.last is None or rt >= s.last[2]:
+            s.last = (r.event_id, t, rt)
+        s.host = r.host or s.host
+        if r.seq is None:
+            s.unsequenced += 1
+        elif s.runs and r.seq == s.runs[-1][1] + 1:
+            first, _, t0, _, eid = s.runs[-1]
+            s.runs[-1] = (first, r.seq, t0, t, eid)
+        else:
+            s.runs.append((r.seq, r.seq, t, t, r.event_id))
+        sent = r.sent_time if r.sent_time is not None else (t if r.heartbeat else None)
+        if sent is not None:
+            clock.append(sent - rt)
+        if r.heartbeat:
+            s.hb.append(
+                {
+                    "seq": r.seq,
+                    "event_id": r.event_id,
+                    "event_time": t,
+                    "sent_time": r.sent_time,
+                    "received": rt,
+                    "expected_interval_s": r.interval_s,
+                    "agent_version": r.agent_version,
+                    "events_sent": r.events_sent,
+                    "events_dropped": r.events_dropped,
+                    "events_spooled": r.events_spooled,
+                }
+            )
+    if clock:
+        nearest = min(abs(d) for d in clock)
+        near = [d for d in clock if abs(d) == nearest][-1]
+        s.clock = (len(clock), min(clock), max(clock), near)
+    return s
+
+
+def records_batch(records: list[Record], tenant: str = "default", sensor: str = "sensor") -> Any:
+    """Records -> an Arrow batch with the event columns a summary reads (for tests)."""
+    import pyarrow as pa
+
+    us = pa.timestamp("us", tz="UTC")
+
+    def ts(v: float | None) -> int | None:
+        return None if v is None else round(v * 1e6)
+
+    return pa.RecordBatch.from_pydict(
+        {
+            "tenant_id": pa.array([tenant] * len(records), pa.string()),
+            "sensor_id": pa.array([sensor] * len(records), pa.string()),
+            "host": pa.array([r.host for r in records], pa.string()),
+            "event_id": pa.array([r.event_id for r in records], pa.string()),
+            "seq": pa.array([r.seq for r in records], pa.int64()),
+            "event_type": pa.array(
+                ["heartbeat" if r.heartbeat else "process_creation" for r in records], pa.string()
+            ),
+            "event_time": pa.array([ts(r.event_time) for r in records], pa.int64()).cast(us),
+            "received_time": pa.array([ts(r.received) for r in records], pa.int64()).cast(us),
+            "sent_time": pa.array([ts(r.sent_time) for r in records], pa.int64()).cast(us),
+            "expected_interval_s": pa.array(
+                [None if r.interval_s is None else round(r.interval_s) for r in records],
+                pa.int64(),
+            ),
+            "agent_version": pa.array([r.agent_version for r in records], pa.string()),
+            "events_sent": pa.array([r.events_sent for r in records], pa.int64()),
+            "events_dropped": pa.array([r.events_dropped for r in records], pa.int64()),
+            "events_spooled": pa.array([r.events_spooled for r in records], pa.int64()),
+        }
+    )
 
 
 def expire_gaps(state: SensorState, now: float, cfg: HealthConfig) -> list[Observation]:

@@ -66,12 +66,17 @@ def suppressions_index(index: str) -> str:
     return f"{index}-suppressions"
 
 
-def connect(hosts: Sequence[str], **kwargs: Any) -> Elasticsearch:
-    """A client; authentication and CA come from the settings (SIGSTREAM_ES_*) unless given."""
+def connect(hosts: Sequence[str], *, from_settings: bool = True, **kwargs: Any) -> Elasticsearch:
+    """A client; authentication and CA come from the settings (SIGSTREAM_ES_*) unless given.
+    ``from_settings=False`` (Spark executors): only ``kwargs``, which the job passes from
+    the driver's settings."""
     from sigstream.connections import elasticsearch_kwargs, merge_es_kwargs
-    from sigstream.settings import get_settings
 
-    options = merge_es_kwargs(elasticsearch_kwargs(get_settings()), kwargs)
+    options = kwargs
+    if from_settings:
+        from sigstream.settings import get_settings
+
+        options = merge_es_kwargs(elasticsearch_kwargs(get_settings()), kwargs)
     return Elasticsearch(
         list(hosts), request_timeout=60, retry_on_timeout=True, max_retries=5, **options
     )

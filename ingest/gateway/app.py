@@ -3,12 +3,14 @@
 One batch, in order: authenticate the bearer token (401) before reading a byte of the
 body, refuse oversized or too slow bodies (413, 408), refuse a credential in decoded-byte
 debt (429), decode and validate every line (``parse``; the decoded bytes are charged),
-apply the sensor's event rate limit (429 + Retry-After), drop (tenant, sensor, event id)
-keys Kafka already has (``dedupe``), then deliver events and rejects to Kafka and wait for
-the acknowledgements (503 + Retry-After if Kafka does not take them; a record Kafka refuses
-on its own becomes a ``kafka_refused`` reject). The answer is JSON with per-batch counts and
-every rejection's reason. Batches of one credential are processed one at a time, which
-keeps each sensor's order; at most ``parallel_batches`` are decoded or delivered at once.
+copy the client's clock at send time (``X-Sigstream-Sent-Time``) into each event's
+``sent_time``, apply the sensor's event rate limit (429 + Retry-After), drop (tenant,
+sensor, event id) keys Kafka already has (``dedupe``), then deliver events and rejects to
+Kafka and wait for the acknowledgements (503 + Retry-After if Kafka does not take them; a
+record Kafka refuses on its own becomes a ``kafka_refused`` reject). The answer is JSON
+with per-batch counts and every rejection's reason. Batches of one credential are
+processed one at a time, which keeps each sensor's order; at most ``parallel_batches`` are
+decoded or delivered at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from ingest.client import SENT_TIME_HEADER
 from ingest.gateway.credentials import Credential, CredentialStore
 from ingest.gateway.dedupe import RecentIds
 from ingest.gateway.limits import ByteBudget, RateLimiter, retry_after_header
@@ -155,9 +158,10 @@ async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
                 **{"Retry-After": retry_after_header(debt)},
             )
         now = datetime.now(UTC)
+        sent = sent_time_header(request.headers.get(SENT_TIME_HEADER))
         try:
             parsed = await loop.run_in_executor(
-                state.executor, _parse_and_charge, state, cred, body, now, encoding
+                state.executor, _parse_and_charge, state, cred, body, now, encoding, sent
             )
         except BatchError as exc:
             state.totals[f"batch_{exc.reason}"] += 1
@@ -213,14 +217,35 @@ async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
     return JSONResponse(_answer(batch_id, cred, parsed, len(fresh), duplicates))
 
 
+def sent_time_header(value: str | None) -> datetime | None:
+    """The client's ``X-Sigstream-Sent-Time`` (epoch seconds) as a time, None when it is
+    missing or not a plausible one (an unreadable header never costs the batch)."""
+    if not value or len(value) > 32:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not 0 < seconds < 253402300799:  # finite, before year 10000
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
 def _parse_and_charge(
-    state: GatewayState, cred: Credential, body: bytes, now: datetime, encoding: str | None
+    state: GatewayState,
+    cred: Credential,
+    body: bytes,
+    now: datetime,
+    encoding: str | None,
+    sent: datetime | None = None,
 ) -> ParsedBatch:
     """Parse on a worker thread; charge every decoded byte to the credential, also when
     the body turns out to be unusable (a bomb that hits the cap costs the cap)."""
     counter = [0]
     try:
-        return parse_batch(body, cred.identity(), state.options.limits, now, encoding, counter)
+        return parse_batch(
+            body, cred.identity(), state.options.limits, now, encoding, counter, sent
+        )
     finally:
         state.byte_limiter.charge(cred.key_id, counter[0], time.monotonic())
 

@@ -360,7 +360,7 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
 
 
 def validate_line(
-    raw: bytes, identity: Identity, limits: Limits, now: datetime
+    raw: bytes, identity: Identity, limits: Limits, now: datetime, sent: datetime | None = None
 ) -> Envelope | tuple[str, str]:
     """One NDJSON line -> the validated event, or ``(reason, message)``. Never raises."""
     if len(raw) > limits.max_event_bytes:
@@ -400,6 +400,8 @@ def validate_line(
     elif sensor != identity.sensor_id and not identity.relay:
         return "sensor_mismatch", f"sensor_id {str(sensor)[:64]!r} is not the credential's"
     obj.setdefault("received_time", now.isoformat())
+    if sent is not None:  # the client's clock when it sent the batch (an event's own wins)
+        obj.setdefault("sent_time", sent.isoformat())
     try:
         event = parse_event(obj)
     except ValidationError as exc:
@@ -413,13 +415,13 @@ def validate_line(
 
 
 def parse_line(
-    raw: bytes, identity: Identity, limits: Limits, now: datetime
+    raw: bytes, identity: Identity, limits: Limits, now: datetime, sent: datetime | None = None
 ) -> Accepted | tuple[str, str]:
     """One NDJSON line -> the event encoded for Kafka, or ``(reason, message)``.
 
     Never raises: encoding is part of validation, so an accepted line always has its bytes.
     ``Accepted.line`` is 0 here; ``parse_batch`` numbers lines."""
-    result = validate_line(raw, identity, limits, now)
+    result = validate_line(raw, identity, limits, now, sent)
     if isinstance(result, tuple):
         return result
     try:
@@ -436,11 +438,14 @@ def parse_batch(
     now: datetime,
     encoding: str | None = None,
     counter: list[int] | None = None,
+    sent: datetime | None = None,
 ) -> ParsedBatch:
     """Decode a body and parse every line; raises BatchError only for whole-body problems.
 
     ``counter[0]`` (if given) accumulates the decoded bytes, also when BatchError is raised
-    part-way, so the caller can charge them either way."""
+    part-way, so the caller can charge them either way. ``sent``: the client's clock
+    when it sent the batch (its ``X-Sigstream-Sent-Time`` header), copied into every
+    event that does not carry its own ``sent_time``."""
     batch = ParsedBatch()
     counter = counter if counter is not None else [0]
     before = counter[0]
@@ -453,7 +458,7 @@ def parse_batch(
             batch.rejects.append(Reject(ln.number, ln.head[:cap], "event_too_large", message))
             continue
         line = ln.head.rstrip(b"\r")
-        result = parse_line(line, identity, limits, now)
+        result = parse_line(line, identity, limits, now, sent)
         if isinstance(result, tuple):
             batch.rejects.append(Reject(ln.number, line, *result))
         else:

@@ -37,6 +37,7 @@ def job_config(workdir: Path, suffix: str | None = None, **overrides: Any) -> Jo
         "events_topic": f"test.{suffix}.events",
         "dlq_topic": f"test.{suffix}.dlq",
         "matches_topic": f"test.{suffix}.matches",
+        "summaries_topic": f"test.{suffix}.summaries",
         "es_hosts": tuple(s.es_hosts),
         "findings_index": f"test-{suffix}-findings",
         "checkpoint_dir": workdir / "checkpoint",

@@ -401,3 +401,88 @@ def test_a_reconnecting_sensors_old_burst_still_correlates_exactly_once(
     third = drain(spark, cfg, content, ccfg)
     assert third.created == 0 and third.late == 0
     assert len([f for f in correlation_findings(cfg) if f["rule"]["id"] == burst_id]) == 1
+
+
+def test_correlations_follow_the_deployment_kill_switch_and_shadow(
+    services: Any, spark: Any, content: CorrelationContent, tmp_path: Path, unique: str
+) -> None:
+    """A correlation id takes the store's modes like a base rule: disabled writes nothing,
+    shadow writes to the shadow index, the others stay active."""
+    import dataclasses
+
+    from detections.deploy.modes import RuleMode
+    from detections.deploy.store import DeploymentStore
+    from detections.sinks.elasticsearch import connect, ensure_findings_index
+
+    deploy = tmp_path / "deploy"
+    store = DeploymentStore(deploy)
+    store.set_mode(COUNT_ID, RuleMode(mode="disabled", reason="noisy"))
+    store.set_mode(VALUES_ID, RuleMode(mode="shadow"))
+    cfg = dataclasses.replace(
+        job_config(tmp_path, unique), deploy_dir=deploy, shadow_index=f"test-{unique}-shadow"
+    )
+    es = connect(cfg.es_hosts)
+    try:
+        ensure_findings_index(es, f"test-{unique}-shadow")
+    finally:
+        es.close()
+    send(
+        cfg,
+        [
+            event("h1", 1, "a.exe", "k-1", "a 1"),
+            event("h1", 2, "a.exe", "k-2", "a 2"),
+            event("h1", 3, "a.exe", "k-3", "a 3"),
+            event("h1", 4, "b.exe", "k-4"),
+        ],
+    )
+    drain(spark, cfg, content, CorrelationConfig(lateness_s=10))
+    active = sorted(f["rule"]["id"] for f in correlation_findings(cfg))
+    assert active == sorted([ORDERED_ID, TEMPORAL_ID])  # COUNT disabled, VALUES in shadow
+    shadow = read_findings(dataclasses.replace(cfg, findings_index=f"test-{unique}-shadow"))
+    assert [f["rule"]["id"] for f in shadow] == [VALUES_ID]
+
+
+CHAIN_ID = "11111111-0000-4000-8000-0000000000d1"
+CHAIN = f"""
+title: Two bursts of a.exe on one host within ten minutes
+id: {CHAIN_ID}
+level: critical
+correlation:
+  type: event_count
+  rules: {COUNT_ID}
+  group-by: host
+  timespan: 10m
+  condition: {{gte: 2}}
+"""
+
+
+def test_a_chained_correlation_fires_from_its_upstream_firings(
+    services: Any, spark: Any, tmp_path: Path, unique: str
+) -> None:
+    """A correlation over a correlation, streamed: each firing of the upstream goes back
+    to the matches topic as a match of the downstream (with --once the stage runs again
+    until no firing feeds a chain)."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "corr.yml").write_text(RULES + "---" + CHAIN)
+    content = load_content([folder])
+    assert not content.rejections and CHAIN_ID in {s.id for s in content.specs}
+    cfg = job_config(tmp_path, unique)
+    send(
+        cfg,
+        [event("h1", t, "a.exe", f"c-{t}") for t in (1, 2, 3, 100, 101, 102)]
+        + [event("h2", t, "a.exe", f"d-{t}") for t in (1, 2, 3)],
+    )
+    totals = drain(spark, cfg, content, CorrelationConfig(lateness_s=10))
+    found = correlation_findings(cfg)
+    bursts = sorted(
+        (f for f in found if f["rule"]["id"] == COUNT_ID),
+        key=lambda f: f["sigstream"]["correlation"]["window_start"],
+    )
+    assert sorted(f["sigstream"]["correlation"]["group_key"] for f in bursts) == ["h1", "h1", "h2"]
+    (chain,) = [f for f in found if f["rule"]["id"] == CHAIN_ID]
+    corr = chain["sigstream"]["correlation"]
+    assert corr["group_by"] == {"host": "h1"} and corr["value"] == 2
+    h1_bursts = [f["_id"] for f in bursts if f["sigstream"]["correlation"]["group_key"] == "h1"]
+    assert sorted(corr["base_findings"]) == sorted(h1_bursts)
+    assert totals.chained == 3  # every burst fed the chain once

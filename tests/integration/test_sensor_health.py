@@ -1,8 +1,10 @@
 """Sensor health on the real Kafka, Spark and Elasticsearch: a small synthetic fleet
-(some sensors go silent, drop events, restart or have a wrong clock) -> exactly the
-expected health findings in the findings index and its triage groups, the right state
-per sensor in the sensors index, `sigstream sensors` listing them, and a replay of the
-topic adding no finding."""
+(some sensors go silent, drop events, restart or have a wrong clock), summarized per
+sensor as the detect tasks do (``SensorSummaries``) and produced to the summaries topic
+-> exactly the expected health findings in the findings index and its triage groups, the
+right state per sensor in the sensors index, `sigstream sensors` listing them, and a
+replay of the topic adding no finding. Then the whole path: `detect --once` summarizing
+the fleet's raw events and the health query finding the resets and skew from them."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
+from detections.health.feed import SummaryFeed
 from detections.health.findings import HEALTH_RULES
 from detections.health.query import start
 from detections.health.state import HealthConfig
@@ -70,17 +73,17 @@ def test_fleet_health_findings_and_sensors_index(
     cfg = job_config(tmp_path, unique, available_now=False, trigger_seconds=1.0)
     sensors_index = f"test-{unique}-sensors"
     es = Elasticsearch(list(cfg.es_hosts), request_timeout=60)
-    producer = EventProducer(cfg.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic)
+    producer = SummaryFeed(cfg.kafka_bootstrap, cfg.summaries_topic)  # as detect tasks do
     stop = threading.Event()
     query = None
     try:
         # Round 0 creates the topic, then the fleet keeps sending (healthy sensors stay
         # alive) until the query has seen everything it must.
-        run_fleet(fleet, producer.send_event, 1, paced=False, flush=producer.flush)
+        run_fleet(fleet, producer.send, 1, paced=False, flush=producer.flush)
         query = start(spark, cfg, health, sensors_index, checkpoint=tmp_path / "health-ckpt")
         sender = threading.Thread(
             target=run_fleet,
-            args=(fleet, producer.send_event, 600),
+            args=(fleet, producer.send, 600),
             kwargs={"first_round": 1, "flush": producer.flush, "stop": stop.is_set},
             daemon=True,
         )

@@ -147,3 +147,47 @@ def test_too_many_events_is_413() -> None:
     with pytest.raises(BatchError) as info:
         parse_batch(ndjson([event(i) for i in range(11)]), ACME, Limits(max_events=10), NOW)
     assert (info.value.status, info.value.reason) == (413, "too_many_events")
+
+
+def test_the_batch_sent_time_header_becomes_each_events_sent_time() -> None:
+    """The client's clock when it sent the batch: what sensor health judges skew on. An
+    event's own sent_time wins; an unreadable header is ignored, never fatal."""
+    from datetime import timedelta
+
+    from ingest.gateway.app import sent_time_header
+
+    sent = sent_time_header(f"{(NOW - timedelta(seconds=5)).timestamp():.6f}")
+    assert sent == NOW - timedelta(seconds=5)
+    own = NOW - timedelta(hours=1)
+    body = ndjson([event(1), event(2, sent_time=own.isoformat())])
+    batch = parse_batch(body, ACME, LIMITS, NOW, sent=sent)
+    first, second = (parse_event(e.value) for e in batch.events)
+    assert first.sent_time == sent and second.sent_time == own
+    assert first.received_time == NOW
+    assert (
+        parse_event(parse_batch(ndjson([event(3)]), ACME, LIMITS, NOW).events[0].value).sent_time
+        is None
+    )
+    for bad in (None, "", "soon", "nan", "inf", "-5", "1e30", "9" * 40):
+        assert sent_time_header(bad) is None
+
+
+def test_the_client_sends_its_clock_with_every_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import httpx
+
+    from ingest.client import SENT_TIME_HEADER, GatewayClient
+
+    seen: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(float(request.headers[SENT_TIME_HEADER]))
+        return httpx.Response(200, json={"accepted": 1})
+
+    with GatewayClient(
+        "http://gw", "t", tmp_path, transport=httpx.MockTransport(handler), compression="identity"
+    ) as client:
+        client.submit([json.dumps(event(1)).encode()])
+        assert client.drain(10)
+    assert len(seen) == 1 and abs(seen[0] - time.time()) < 60

@@ -18,7 +18,9 @@ T0 = 1_800_000_000.0
 
 
 def rec(seq: int | None, t: float = T0, received: float | None = None, **kw: object) -> Record:
-    """An event produced at ``t`` and received at ``received`` (default: at once)."""
+    """An event produced at ``t`` and received at ``received`` (default: at once), sent
+    as it was produced (the sensor's clock read ``t`` when it sent it)."""
+    kw.setdefault("sent_time", t)
     return Record(
         event_id=f"e{seq}-{t}",
         event_time=t,
