@@ -513,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
         for f in dataclasses.fields(JobConfig)
         if f.name.endswith("_topic") and f.name not in ("events_topic", "dlq_topic")
     }
+    if not args.sensor_health and "summaries_topic" in derived:
+        derived.pop("summaries_topic")  # as the CLI: no summaries without sensor health
+        cfg = dataclasses.replace(cfg, summaries_topic=None)  # type: ignore[call-arg]
     cfg = dataclasses.replace(cfg, **derived)  # type: ignore[arg-type]
     stages = Stages(settings, args, index)
     cfg = stages.prepare(cfg, rule_paths if args.rules == "all" else None)
@@ -585,8 +588,10 @@ def main(argv: list[str] | None = None) -> None:
             detect_done = time.monotonic() - began
             stages.wait_drained(deadline + args.max_wait)
             all_done = time.monotonic() - began
-            busy = batches[before:]
-            detect_rate = sum(b.events for b in busy) / max(sum(b.seconds for b in busy), 1e-9)
+            backlog = batches[before:]
+            detect_rate = sum(b.events for b in backlog) / max(
+                sum(b.seconds for b in backlog), 1e-9
+            )
             capacity = capacity_events / max(all_done, 1e-9)
             rate = capacity / 2
             capacity_note = (

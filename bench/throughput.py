@@ -683,7 +683,7 @@ def report_runs(runs: list[ModeRun]) -> None:
                 [
                     f"{r.mode} #{r.round}",
                     q.name,
-                    q.batches,
+                    str(q.batches),
                     f"{q.input_rows:,}",
                     _f(q.first_start - r.started_at),
                     _f(q.span_s),
@@ -715,7 +715,7 @@ def report_runs(runs: list[ModeRun]) -> None:
         rows.append(
             [
                 f"{r.mode} #{r.round}",
-                len(b),
+                str(len(b)),
                 f"{sum(x['events'] for x in b):,.0f}",
                 _f(sum(x["seconds"] for x in b)),
                 _f(sum(x["prepare"] for x in b)),
