@@ -182,3 +182,21 @@ def test_findings_split_ratio_and_per_run_names() -> None:
     assert env["SIGSTREAM_FINDINGS_INDEX"] == "bench-x-default1"
     assert env["SIGSTREAM_SENSORS_INDEX"] == "bench-x-default1-sensors"
     assert "SIGSTREAM_EVENTS_TOPIC" not in env and "SIGSTREAM_DLQ_TOPIC" not in env
+
+
+def test_event_log_marks_reads_spark_and_query_starts() -> None:
+    from bench.throughput import event_log_marks
+
+    lines = [
+        json.dumps({"Event": "SparkListenerApplicationStart", "Timestamp": 1796511376274}),
+        json.dumps(
+            {
+                "Event": "org.apache.spark.sql.streaming.StreamingQueryListener$QueryStartedEvent",
+                "name": "sigstream-detect",
+                "timestamp": "2026-12-05T22:56:30.736Z",
+            }
+        ),
+    ]
+    marks = event_log_marks(lines)
+    assert marks["spark"] == 1796511376.274
+    assert abs(marks["sigstream-detect"] - 1796511390.736) < 1e-3
