@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print_kv("Machine", info)
     print(
-        f"\nLatency: {len(plan.rules)} rules, the job as users run it ({stages.describe()}), "
+        f"\nLatency: {len(plan.rules)} rules, the job ({stages.describe()}), "
         f"{measured:,} events at {rate:,.0f}/s ({why}), "
         f"{args.match_share:.0%} of them SigmaHQ regression events ({n_markers} distinct), "
         f"from {len({e['sensor_id'] for e in pool}):,} sensors, "
@@ -793,6 +793,8 @@ class Stages:
         self.marks = (0, 0)
 
     def describe(self) -> str:
+        if not (self.args.correlations or self.args.sensor_health):
+            return "detection only: --no-correlations --no-sensor-health"
         on = ["detection"]
         if self.args.correlations:
             on.append("correlations")
