@@ -112,8 +112,8 @@ class JobConfig:
         return {"bootstrap.servers": self.kafka_bootstrap, **self.producer_options}
 
     # Internal topic of the per-sensor summaries sensor health reads (None: the job runs
-    # without sensor health and summarizes nothing).
-    summaries_topic: str | None = "sigstream.sensor-summaries"
+    # without sensor health and summarizes nothing; `sigstream detect` sets it).
+    summaries_topic: str | None = None
 
 
 @dataclass

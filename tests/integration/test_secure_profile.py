@@ -217,6 +217,9 @@ def test_gateway_to_job_to_findings_read_by_the_analyst(
         available_now=True,
         kafka_options=spark_kafka_options(job, bootstrap=False),
         es_options=elasticsearch_kwargs(job),
+        # the derived stream sensor health reads, published as the job user over SASL_SSL
+        summaries_topic=profile.summaries_topic,
+        producer_options=confluent_kafka_config(job),
     )
     totals = run(spark, load_plan([PROJECT_ROOT / "detections" / "rules"]), cfg)
     assert (totals.events, totals.rejected) == (len(events), 0)
