@@ -70,6 +70,14 @@ class CorrelationConfig:
     # (replays of recorded telemetry, months old, must still correlate).
     horizon_s: int | None = None
     ttl_s: int = 3_600  # the longest a quiet key waits (processing time) for a decision
+    # Processing-time timers (quiet keys decided without new matches). None: on, except
+    # with availableNow. Spark runs a batch on every trigger for a query with such timers,
+    # so `processAllAvailable()` never returns on it: tests that drive the query that way
+    # turn them off.
+    timers: bool | None = None
+
+    def with_timers(self, cfg: JobConfig) -> bool:
+        return (not cfg.available_now) if self.timers is None else self.timers
 
     def clock(self) -> ClockConfig:
         horizon = self.horizon_s * 1000 if self.horizon_s else None
@@ -491,13 +499,13 @@ def _start_query(
 ) -> StreamingQuery:
     keyed = keyed_matches(kafka_source(spark, cfg, cfg.matches_topic).load())
     fired = keyed.groupBy("corr", "tenant_id", "group_key").applyInPandasWithState(
-        state_function(content.specs, ccfg.clock(), timers=not cfg.available_now),
+        state_function(content.specs, ccfg.clock(), timers=ccfg.with_timers(cfg)),
         OUTPUT,
         STATE,
         "append",
-        GroupStateTimeout.NoTimeout
-        if cfg.available_now
-        else GroupStateTimeout.ProcessingTimeTimeout,
+        GroupStateTimeout.ProcessingTimeTimeout
+        if ccfg.with_timers(cfg)
+        else GroupStateTimeout.NoTimeout,
     )
     handler = batch_writer(content, cfg, ccfg, totals, on_batch)
     writer = (

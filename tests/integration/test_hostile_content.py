@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from detections.correlation.query import CorrelationConfig, load_content, start_correlations
+from detections.correlation.query import (
+    CorrelationConfig,
+    feeding,
+    load_content,
+    start_correlations,
+)
 from detections.deploy.bundle import BundleError, build_bundle, sign_manifest
 from detections.deploy.signing import generate_keypair, load_private_key
 from detections.deploy.store import DeploymentStore
@@ -43,6 +48,7 @@ correlation:
   group-by: [host]
   timespan: 1h
   condition: {{gte: 1}}
+  generate: true  # the tampering rule keeps its own findings (Sigma v2)
 level: high
 """
 
@@ -112,8 +118,12 @@ def test_running_job_keeps_its_findings_through_hostile_content(
     )
     ensure_topics(get_settings(), [cfg.events_topic, cfg.dlq_topic], 1)  # no creation race
     producer = EventProducer(cfg.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic)
-    query = start(spark, plan, cfg, JobTotals())
-    correlate = start_correlations(spark, cfg, content, CorrelationConfig(lateness_s=0))
+    # The detection pass feeds the correlation stage (`sigstream detect` wires it so); no
+    # timers, so processAllAvailable() returns on the stage.
+    query = start(spark, plan, feeding(cfg, content), JobTotals())
+    correlate = start_correlations(
+        spark, cfg, content, CorrelationConfig(lateness_s=0, timers=False)
+    )
     assert correlate is not None
     events = [json.loads(line) for line in SAMPLE_EVENTS.read_text().splitlines() if line.strip()]
     events = [e for e in events if isinstance(e, dict) and "event_id" in e]
@@ -163,8 +173,8 @@ def test_running_job_keeps_its_findings_through_hostile_content(
         assert query.isActive and correlate.isActive
         correlated = [f for f in read_findings(cfg) if f["rule"]["id"] == GOOD_CORR]
         hosts = sorted(f["sigstream"]["correlation"]["group_key"] for f in correlated)
-        # Lateness 0: the windows at 10:00:06 and :07 fire once step a's watermark (10:00:08,
-        # the newest sample) reaches them; later copies of the events are late, not counted.
+        # The windows at 10:00:06 (WS03) and :07 (WS04) fire in step a; later copies of the
+        # events fall inside the fired windows and are absorbed, not counted again.
         assert hosts == ["WS03", "WS04"]  # one per host and window, never twice
         detected = [f for f in read_findings(cfg) if f["rule"]["id"] == TAMPERING]
         assert len(detected) == 2 * (len(hostile) + 2)
