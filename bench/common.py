@@ -142,10 +142,10 @@ CPU_ROLES = (
 )
 
 
-def _cpu_by_process() -> dict[int, tuple[float, str]]:
-    """pid -> (CPU seconds used so far, user + system; command line), from /proc."""
+def proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds used so far, user + system; command line), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[float, str]] = {}
+    out: dict[int, tuple[int, float, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -155,8 +155,14 @@ def _cpu_by_process() -> dict[int, tuple[float, str]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, command)
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        out[int(entry.name)] = (int(fields[1]), cpu, command)
     return out
+
+
+def _cpu_by_process() -> dict[int, tuple[float, str]]:
+    """pid -> (CPU seconds used so far; command line)."""
+    return {pid: (cpu, command) for pid, (_, cpu, command) in proc_table().items()}
 
 
 def _machine_busy() -> tuple[float, float]:

@@ -55,6 +55,7 @@ from bench.common import (
     machine_info,
     print_kv,
     print_table,
+    proc_table,
     progress,
     save_result,
 )
@@ -199,24 +200,6 @@ def derived_overrides(settings: Settings, prefix: str) -> dict[str, str]:
 # --- CPU of each part of the stack, sampled -------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[int, float, str]]:
-    """pid -> (parent pid, CPU seconds so far, command line)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[int, float, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        cpu = (int(fields[11]) + int(fields[12])) / tick
-        out[int(entry.name)] = (int(fields[1]), cpu, command)
-    return out
-
-
 class CpuSampler(threading.Thread):
     """Cores used by the job (a subprocess tree), this stack's services and the rest of
     the machine while a run lasts. Sampled every ``interval`` s, so a process that ends
@@ -232,7 +215,7 @@ class CpuSampler(threading.Thread):
         self._busy0 = _machine_busy()
         self.cores: dict[str, float] = {}
         self.machine_busy = 0.0
-        self._baseline = {pid: cpu for pid, (_, cpu, _) in _proc_table().items()}
+        self._baseline = {pid: cpu for pid, (_, cpu, _) in proc_table().items()}
 
     def _role(self, pid: int, table: dict[int, tuple[int, float, str]]) -> str:
         if pid in self.services:
@@ -250,7 +233,7 @@ class CpuSampler(threading.Thread):
         return "other processes (not this run)"
 
     def sample(self) -> None:
-        table = _proc_table()
+        table = proc_table()
         for pid, (_, cpu, _) in table.items():
             self._first.setdefault(pid, self._baseline.get(pid, 0.0))
             role, before = self._role(pid, table), self._last.get(pid, (0.0, ""))[1]
