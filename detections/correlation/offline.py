@@ -10,29 +10,16 @@ correlations downstream of it (``chain.chain_match``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from detections.correlation.chain import chain_match, downstream_of, evaluation_order
-from detections.correlation.findings import KEY_SEPARATOR
+from detections.correlation.feed import CorrelationFeed, keyed_match
 from detections.correlation.model import CorrelationSpec
 from detections.correlation.query import CorrelationContent
 from detections.correlation.state import Firing, KeyState, Match, advance
 from detections.engine import match_events
 
 _END_OF_TIME = 2**62
-
-
-def _ms(value: Any) -> int:
-    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return int(when.timestamp() * 1000)
-
-
-def _get(event: dict[str, Any], name: str) -> str | None:
-    value = event.get(name)
-    if value is None:
-        value = (event.get("extra") or {}).get(name)
-    return None if value is None else str(value)
 
 
 def correlate_events(
@@ -42,25 +29,13 @@ def correlate_events(
     pairs = match_events(content.plan, list(events)) if events else []
     ids = {p.index: str(p.rule.id) for p in content.plan.rules}
     by_key: dict[tuple[int, str], list[Match]] = {}
+    feed = CorrelationFeed.of(content.specs)  # what the detection pass publishes
+    number_of = {spec.id: ci for ci, spec in enumerate(content.specs)}
     for position, index in pairs:
         rule, event = ids[index], events[position]
-        for ci, spec in enumerate(content.specs):
-            if rule not in spec.rules:
-                continue
-            key = KEY_SEPARATOR.join(
-                _get(event, spec.field_for(rule, g)) or "" for g in spec.group_by
-            )
-            field = spec.condition.field
-            match = Match(
-                _ms(event["event_time"]),
-                rule,
-                str(event["event_id"]),
-                _get(event, spec.field_for(rule, field)) if field else None,
-                str(event.get("host", "")),
-                str(event.get("sensor_id", "")),
-                str(event.get("tenant_id") or "default"),
-            )
-            by_key.setdefault((ci, key), []).append(match)
+        for entry in feed.by_rule.get(rule, ()):
+            key, match = keyed_match(entry, rule, event)
+            by_key.setdefault((number_of[entry.corr], key), []).append(match)
     fed = downstream_of(content.specs)
     number = {id(spec): ci for ci, spec in enumerate(content.specs)}
     firings = []
