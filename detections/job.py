@@ -114,6 +114,20 @@ class JobConfig:
     # Internal topic of the per-sensor summaries sensor health reads (None: the job runs
     # without sensor health and summarizes nothing; `sigstream detect` sets it).
     summaries_topic: str | None = None
+    # The stateful stages (correlations, sensor health): state partitions of a fresh
+    # checkpoint (an existing checkpoint keeps its own; raise it with the cluster's cores),
+    # and sensor health's trigger: silence is judged in minutes, and every trigger of a
+    # query with processing-time timeouts runs a Spark job on the detection pass's cores.
+    state_partitions: int = 2
+    health_trigger_seconds: float = 10.0
+    # Set by ``run`` for its companions with --once: they run beside the detect query with
+    # processing-time triggers (no timers) and ``run`` drains them. A stage started on its
+    # own with ``available_now`` instead reads what Kafka holds when it starts, then ends.
+    drained_by_job: bool = False
+
+    def runs_until_drained(self) -> bool:
+        """A stage that ends by itself (availableNow) rather than being drained."""
+        return self.available_now and not self.drained_by_job
 
 
 @dataclass
@@ -562,19 +576,20 @@ def run(
 ) -> JobTotals:
     """Run until stopped (or, with ``available_now``, until everything in Kafka is processed).
 
-    Companion queries start after the detect query; the job runs until all of them have
-    terminated, and stops all of them if any fails or on Ctrl-C.
+    Companion queries start right after the detect query and run beside it; the job runs
+    until all of them have terminated, and stops all of them if any fails or on Ctrl-C.
+    With ``available_now`` the companions read what the detect query publishes while it
+    runs, and once it is done each is drained (everything published processed) and
+    stopped: their start and first batches overlap the detection pass instead of
+    following it.
     """
     totals = JobTotals()
     queries = [start(spark, plan, cfg, totals, on_batch)]
     try:
+        staged = dataclasses.replace(cfg, drained_by_job=cfg.available_now)
+        queries += [q for c in companions if (q := c(spark, staged)) is not None]
         if cfg.available_now:
-            # The stages after the detection pass read what it publishes: with --once,
-            # let it publish everything first, then drain them.
-            queries[0].awaitTermination()
-            if queries[0].exception() is not None:
-                raise queries[0].exception()  # type: ignore[misc]
-        queries += [q for c in companions if (q := c(spark, cfg)) is not None]
+            _drain(spark, queries[0], queries[1:])
         # awaitAnyTermination raises as soon as any query fails, so one broken query
         # stops the job instead of leaving the others running unobserved.
         while any(query.isActive for query in queries):
@@ -587,3 +602,17 @@ def run(
             if query.isActive:
                 query.stop()
     return totals
+
+
+def _drain(spark: SparkSession, detect: StreamingQuery, stages: Sequence[StreamingQuery]) -> None:
+    """--once: wait for the detect query to end, then for each stage to process all that
+    was published (a chain's firings, published back, included) and stop it. A failing
+    query raises."""
+    while detect.isActive:
+        spark.streams.awaitAnyTermination()  # raises when any query fails
+        spark.streams.resetTerminated()
+    if detect.exception() is not None:
+        raise detect.exception()  # type: ignore[misc]
+    for stage in stages:
+        stage.processAllAvailable()  # raises when the stage failed
+        stage.stop()

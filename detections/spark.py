@@ -8,7 +8,8 @@ the Maven cache that ``infra`` fills, never from Ivy (``--packages``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -69,3 +70,22 @@ def build_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+@contextmanager
+def query_conf(spark: SparkSession, conf: Mapping[str, str]) -> Iterator[None]:
+    """Start a streaming query inside this block to give it its own SQL settings: Spark
+    copies the session's settings when a query starts (and a stateful query's shuffle
+    partitions are then fixed by its checkpoint). The session's own values come back after."""
+    runtime = spark.conf
+    before = {key: runtime.get(key, None) for key in conf}
+    for key, value in conf.items():
+        runtime.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                runtime.unset(key)
+            else:
+                runtime.set(key, value)

@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -331,17 +332,24 @@ def detect(
         checkpoint_dir=checkpoint or s.checkpoint_dir / "detect",
         available_now=once,
         trigger_seconds=s.trigger_s if trigger is None else trigger,
+        health_trigger_seconds=s.health_trigger_s,
+        state_partitions=s.state_partitions,
         status_file=status_path(s),
     )
-    err.print(f"starting Spark ({s.spark_master}) …")
-    spark = build_session(s)
     from detections.health.query import start_sensor_health
     from sigstream.correlations import with_correlations
 
     companions = [start_sensor_health] if sensor_health else []
-    if correlations:  # generate: false base rules write no findings of their own
-        cfg, more = with_correlations(cfg, rules, s)
-        companions += more
+    with ThreadPoolExecutor(1, thread_name_prefix="correlation-content") as pool:
+        # The correlation content (a scan of the rule folders, the base rules compiled)
+        # loads while the Spark JVM starts.
+        # generate: false base rules write no findings of their own.
+        loading = pool.submit(with_correlations, cfg, rules, s) if correlations else None
+        err.print(f"starting Spark ({s.spark_master}) …")
+        spark = build_session(s)
+        if loading is not None:
+            cfg, more = loading.result()
+            companions += more
     totals = run(spark, plan, cfg, companions=companions)
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Micro-batch trigger of the streaming queries, seconds. bench/README.md's latency
     # figures (p99 1.9-2.2 s at half load, ~4,300-5,000 events/s here) are measured with 0.5.
     trigger_s: float = 0.5
+    # Sensor health's trigger (silence is judged in minutes; each trigger of that query runs
+    # a Spark job beside the detection pass), and the state partitions of the stateful
+    # stages' fresh checkpoints (correlations, sensor health; raise with a cluster's cores).
+    health_trigger_s: float = Field(10.0, gt=0)
+    state_partitions: int = Field(2, ge=1, le=10_000)
 
     # Triage (issue 6): matches of one rule on one host within this many seconds are one
     # finding; per-rule overrides in a YAML file ({default: s, rules: {rule id: s}}; 0 = off).

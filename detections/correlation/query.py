@@ -44,6 +44,7 @@ from detections.correlation.state import Firing, KeyState, Late, Match
 from detections.derived import DerivedPublisher
 from detections.job import JobConfig, kafka_source
 from detections.plan import DetectionPlan, plan_rules
+from detections.spark import query_conf
 from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 log = logging.getLogger("sigstream.correlate")
@@ -477,9 +478,9 @@ def start_correlations(
         ccfg.horizon_s,
     )
     query = _start_query(spark, cfg, content, ccfg, totals, on_batch)
-    if cfg.available_now and any(spec.upstream for spec in content.specs):
-        # --once: a chain advances one link per run; run again while firings were
-        # published downstream (at most once per link, the compiler refuses cycles).
+    if cfg.runs_until_drained() and any(spec.upstream for spec in content.specs):
+        # Alone and available-now: a chain advances one link per run; run again while
+        # firings were published downstream (at most once per link: no cycles compile).
         for _ in content.specs:
             before = totals.chained
             query.awaitTermination()
@@ -513,11 +514,12 @@ def _start_query(
         .option("checkpointLocation", str(ccfg.checkpoint(cfg)))
         .foreachBatch(handler)
     )
-    if cfg.available_now:
+    if cfg.runs_until_drained():
         writer = writer.trigger(availableNow=True)
-    else:
+    else:  # with --once too: beside the detect query, drained by ``detections.job.run``
         writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
-    return writer.start()
+    with query_conf(spark, {"spark.sql.shuffle.partitions": str(cfg.state_partitions)}):
+        return writer.start()
 
 
 def feeding(cfg: JobConfig, content: CorrelationContent) -> JobConfig:

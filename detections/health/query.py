@@ -54,6 +54,7 @@ from detections.health.state import (
 )
 from detections.health.summary import Summary, SummaryError, decode
 from detections.job import JobConfig, kafka_source
+from detections.spark import query_conf
 
 log = logging.getLogger("sigstream.health")
 
@@ -269,10 +270,12 @@ def start(
     summaries_topic: str | None = None,
 ) -> StreamingQuery:
     """Start the sensor-health query over the summaries topic (``summaries_topic``, else
-    the job's ``cfg.summaries_topic``); returns at once."""
-    if cfg.available_now:
-        # An available-now query takes the topic's end when it starts, and the detect
-        # query writes the summaries as it goes: with --once, read them once it is done.
+    the job's ``cfg.summaries_topic``); returns at once. It triggers every
+    ``cfg.health_trigger_seconds``; with --once (``cfg.available_now``) it runs without
+    timers beside the detect query, and the job drains it (``detections.job.run``)."""
+    if cfg.runs_until_drained():
+        # Started alone, available-now: it takes the topic's end when it starts, and the
+        # detect query writes the summaries as it goes, so wait for that query first.
         for query in spark.streams.active:
             if query.name == "sigstream-detect":
                 query.awaitTermination()
@@ -317,11 +320,13 @@ def start(
         .option("checkpointLocation", str(checkpoint or checkpoint_for(cfg.checkpoint_dir)))
         .foreachBatch(handle)
     )
-    if cfg.available_now:
+    if cfg.runs_until_drained():
         writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
-    return writer.start()
+    else:  # drained by --once: the job waits for a trigger that finds nothing new
+        every = cfg.trigger_seconds if cfg.drained_by_job else cfg.health_trigger_seconds
+        writer = writer.trigger(processingTime=f"{every} seconds")
+    with query_conf(spark, {"spark.sql.shuffle.partitions": str(cfg.state_partitions)}):
+        return writer.start()
 
 
 def config_from_settings() -> tuple[HealthConfig, str]:
