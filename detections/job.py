@@ -68,6 +68,11 @@ class JobConfig:
     checkpoint_dir: Path
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 200_000
+    # A Kafka partition's share of a micro-batch above this many records is split over
+    # several Spark tasks (the Kafka source's ``maxRecordsPerPartition``): events are keyed
+    # by sensor, one busy sensor makes one partition the batch's straggler, and a backlog
+    # would run on one core. Live batches are far smaller and keep one task per partition.
+    max_records_per_task: int | None = 50_000
     trigger_seconds: float = 0.5
     available_now: bool = False
     status_file: Path | None = None
@@ -271,6 +276,8 @@ def kafka_source(spark: SparkSession, cfg: JobConfig, topic: str | None = None) 
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
+    if cfg.max_records_per_task:
+        reader = reader.option("maxRecordsPerPartition", str(cfg.max_records_per_task))
     return reader
 
 

@@ -333,6 +333,7 @@ def detect(
         available_now=once,
         trigger_seconds=s.trigger_s if trigger is None else trigger,
         health_trigger_seconds=s.health_trigger_s,
+        max_records_per_task=s.max_records_per_task or None,
         state_partitions=s.state_partitions,
         status_file=status_path(s),
     )

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # a Spark job beside the detection pass), and the state partitions of the stateful
     # stages' fresh checkpoints (correlations, sensor health; raise with a cluster's cores).
     health_trigger_s: float = Field(10.0, gt=0)
+    # Split a Kafka partition's share of a micro-batch over several Spark tasks above this
+    # many records (0: one task per partition), so a backlog keyed by one busy sensor
+    # still uses every core.
+    max_records_per_task: int = Field(50_000, ge=0)
     state_partitions: int = Field(2, ge=1, le=10_000)
 
     # Triage (issue 6): matches of one rule on one host within this many seconds are one
