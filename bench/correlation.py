@@ -30,7 +30,7 @@ from bench.common import (
     rate,
     save_result,
 )
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 OTRF_FOLDERS = ("discovery", "credential_access", "execution", "lateral_movement")
 RECON = [

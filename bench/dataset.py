@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CACHE_DIR, progress
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 #: Bump when the generated events change, so stale caches are not reused.
 GENERATOR_VERSION = 3

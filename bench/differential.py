@@ -70,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
+from common.settings import PROJECT_ROOT, Settings
 from detections.compiler import ir
 from detections.logsources import Route
 from detections.plan import (
@@ -82,7 +83,6 @@ from detections.plan import (
 from ingest.producer import encode_event
 from ingest.sources import iter_items
 from schemas.events import Envelope
-from sigstream.settings import PROJECT_ROOT, Settings
 
 KNOWN_FILE = Path(__file__).with_name("differential_known.yml")
 HEADER_FIELDS = ("EventID", "Channel", "Provider_Name")

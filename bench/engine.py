@@ -48,7 +48,7 @@ from bench.common import (
     save_result,
 )
 from bench.dataset import DEFAULT_SEED, SAMPLE_SCALE, ensure
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 #: Sample fractions the benchmark draws from (few distinct ones, so samples are reused).
 STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.common import CACHE_DIR, machine_info, print_kv, print_table, progress, save_result
 from bench.ingest import delete_topics, ensure_services
-from sigstream.settings import get_settings
+from common.settings import get_settings
 
 
 def found_by_kind(es: Any, index: str, tenant: str) -> dict[str, set[str]]:

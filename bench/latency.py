@@ -52,7 +52,7 @@ from bench.common import (
 )
 from bench.dataset import base_events_path
 from bench.ingest import delete_topics, ensure_services
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 LOOKBACK_S = 5  # how far before the newest finding's ingested time each poll looks
 WARMUP_RATE = 1_000.0  # events/s before anything is measured

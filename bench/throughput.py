@@ -59,7 +59,7 @@ from bench.common import (
     progress,
     save_result,
 )
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 #: CLI flags per mode; every mode runs ``sigstream detect --once`` with the default rules.
 MODES: dict[str, list[str]] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
+from common.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def load_config(path: Path | None, default_window_s: int) -> GroupingConfig:
 @lru_cache(maxsize=1)
 def current_config() -> GroupingConfig:
     """From the process settings (``SIGSTREAM_GROUP_WINDOW_S``, ``SIGSTREAM_GROUPING_FILE``)."""
-    from sigstream.settings import Settings
+    from common.settings import Settings
 
     s = Settings()
     try:

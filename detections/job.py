@@ -81,7 +81,7 @@ class JobConfig:
     events_index: str | None = None
     # Append every valid event to a Parquet archive (`sigstream rules backtest` reads it).
     archive_dir: Path | None = None
-    # Client security (sigstream/connections.py): extra ``kafka.*`` options for the source
+    # Client security (common/client_options.py): extra ``kafka.*`` options for the source
     # and the DLQ writer (SASL/TLS), and Elasticsearch client kwargs (auth, CA).
     kafka_options: dict[str, str] = field(default_factory=dict)
     es_options: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +105,7 @@ class JobConfig:
     # Topics the job creates for its derived streams, with this many partitions.
     internal_partitions: int = 2
     # librdkafka options of the driver's producer of derived records (security included;
-    # sigstream/connections.py confluent_kafka_config). Empty: plaintext to kafka_bootstrap.
+    # common/client_options.py confluent_kafka_config). Empty: plaintext to kafka_bootstrap.
     producer_options: dict[str, Any] = field(default_factory=dict)
 
     def producer_config(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.safe_yaml import ContentError, expect_mapping, load_yaml_file
 from detections.compiler import (
     DEFAULT_CONFIG,
     CompiledRule,
@@ -24,7 +25,6 @@ from detections.compiler import (
 )
 from detections.logsources import Route, UncoveredLogsource, field_source, route_for
 from schemas.findings import RuleInfo
-from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file
 
 
 @dataclass(frozen=True)

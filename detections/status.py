@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.safe_yaml import ContentError, expect_mapping, load_json, read_content
 from detections.plan import DetectionPlan
-from sigstream.safe_yaml import ContentError, expect_mapping, load_json, read_content
 
 
 @dataclass

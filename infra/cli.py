@@ -117,12 +117,12 @@ def up(
 
 def setup_findings_store() -> None:
     """Index templates and rollover aliases for findings and events (docs/triage.md)."""
+    from common.settings import get_settings
     from detections.sinks.elasticsearch import connect
-    from sigstream.settings import get_settings
     from triage.lifecycle import setup_store
 
     settings = get_settings()
-    es = connect(settings.es_hosts)  # auth and CA from the settings (sigstream/connections.py)
+    es = connect(settings.es_hosts)  # auth and CA from the settings (common/client_options.py)
     try:
         for line in setup_store(es, settings.findings_index, settings.events_index):
             console.print(f"[dim]{line}[/dim]")

@@ -27,10 +27,10 @@ def fleet_cmd(
     """Send a synthetic fleet (events and heartbeats; some sensors go silent, drop events,
     restart or have a skewed clock) to Kafka in real time, for `sigstream detect`'s
     sensor-health query and `sigstream sensors`. Prints which sensors misbehave how."""
+    from common.client_options import confluent_kafka_config
+    from common.settings import get_settings
     from ingest.fleet import Fleet, FleetSpec, run_fleet
     from ingest.producer import EventProducer, KafkaUnavailable
-    from sigstream.connections import confluent_kafka_config
-    from sigstream.settings import get_settings
 
     s = get_settings()
     spec = FleetSpec(

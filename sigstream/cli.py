@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 
 class _ContentRefusals(TyperGroup):
@@ -31,7 +31,7 @@ class _ContentRefusals(TyperGroup):
     every loader raises ContentError with the reason, this is the net under all of them."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from sigstream.safe_yaml import ContentError
+        from common.safe_yaml import ContentError
 
         try:
             return super().invoke(ctx)
@@ -145,9 +145,9 @@ def replay(
 
         replay_via_gateway(paths, gateway, token, ca, rate=rate or None, limit=limit)
         return
+    from common.client_options import confluent_kafka_config
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
-    from sigstream.connections import confluent_kafka_config
 
     s = get_settings()
     events_topic = topic or s.events_topic
@@ -288,15 +288,15 @@ def detect(
     With deployments, the job runs the deployed bundle and follows new deployments, rule
     modes and the kill switch between micro-batches, and demotes noisy or costly rules.
     """
-    from detections.deploy.demotion import policy_from_settings
-    from detections.grouping import load_config
-    from detections.job import JobConfig, run
-    from detections.spark import build_session
-    from sigstream.connections import (
+    from common.client_options import (
         confluent_kafka_config,
         elasticsearch_kwargs,
         spark_kafka_options,
     )
+    from detections.deploy.demotion import policy_from_settings
+    from detections.grouping import load_config
+    from detections.job import JobConfig, run
+    from detections.spark import build_session
 
     _setup_logging(verbose)
     s = get_settings()

@@ -13,9 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from common.settings import Settings
     from detections.correlation.query import CorrelationContent
     from detections.job import Companion, JobConfig
-    from sigstream.settings import Settings
 
 err = Console(stderr=True)
 console = Console()
@@ -92,7 +92,7 @@ def register(rules_app: typer.Typer) -> None:
 
         Exits 1 when a correlation is quarantined.
         """
-        from sigstream.settings import get_settings
+        from common.settings import get_settings
 
         s = get_settings()
         content = load_verbose(correlation_paths(paths, s), s)

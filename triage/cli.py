@@ -38,14 +38,14 @@ def _caller(tenant: str | None, user: str | None = None) -> Any:
 
 
 def _es() -> Any:
+    from common.settings import get_settings
     from detections.sinks.elasticsearch import connect
-    from sigstream.settings import get_settings
 
     return connect(get_settings().es_hosts)
 
 
 def _index() -> str:
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     return get_settings().findings_index
 
@@ -171,7 +171,7 @@ def show_cmd(
     as_json: AsJson = False,
 ) -> None:
     """A finding with its matches, related host events and process ancestry."""
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
     from triage import store
 
     es, caller = _es(), _caller(tenant)
@@ -400,7 +400,7 @@ def lifecycle_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
 ) -> None:
     """Rollover and retention for the matches and events indices (no ILM in this ES)."""
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
     from triage import lifecycle
 
     es, s = _es(), get_settings()
@@ -445,7 +445,7 @@ def serve_cmd(
     Bounded per connection and per request (SIGSTREAM_API_* settings, docs/triage.md)."""
     import uvicorn
 
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
     from triage.api import create_app
     from triage.server import TlsFiles, limits_from_settings, uvicorn_config
 

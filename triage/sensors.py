@@ -106,8 +106,8 @@ def sensors_cmd(
     state (healthy / degraded / silent), as the `detect` job's sensor-health query saw them."""
     from elasticsearch import NotFoundError
 
+    from common.settings import get_settings
     from detections.sinks.elasticsearch import connect
-    from sigstream.settings import get_settings
 
     console = Console(width=None if typer.get_text_stream("stdout").isatty() else 160)
     if state is not None and state not in STATE_ORDER:

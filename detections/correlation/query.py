@@ -32,6 +32,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
+from common.safe_yaml import ContentError, load_yaml_documents, read_content
 from detections.compiler import DEFAULT_CONFIG, CompilerConfig, compile_path
 from detections.compiler.sigma_to_ir import rule_files
 from detections.correlation.clock import ClockConfig, on_matches, on_timer
@@ -44,7 +45,6 @@ from detections.correlation.state import Firing, KeyState, Late, Match
 from detections.derived import DerivedPublisher
 from detections.job import JobConfig, kafka_source
 from detections.plan import DetectionPlan, plan_rules
-from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 log = logging.getLogger("sigstream.correlate")
 

@@ -23,17 +23,17 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
-from detections.compiler import rule_files
-from detections.deploy.modes import RuleMode
-from detections.deploy.signing import sign, verify
-from detections.plan import DetectionPlan, load_placeholders, load_plan
-from sigstream.safe_yaml import (
+from common.safe_yaml import (
     ContentError,
     load_json,
     load_yaml_documents,
     read_content,
     validated,
 )
+from detections.compiler import rule_files
+from detections.deploy.modes import RuleMode
+from detections.deploy.signing import sign, verify
+from detections.plan import DetectionPlan, load_placeholders, load_plan
 
 FORMAT = "sigstream-rule-bundle/1"
 PLACEHOLDERS_PATH = "placeholders.yml"

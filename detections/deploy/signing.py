@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sigstream.safe_yaml import ContentError, read_content
+from common.safe_yaml import ContentError, read_content
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.safe_yaml import ContentError, load_json, read_content, validated
 from detections.deploy.bundle import Bundle, BundleError, ModeModel, read_bundle
 from detections.deploy.modes import RuleMode
-from sigstream.safe_yaml import ContentError, load_json, read_content, validated
 
 #: Entries kept in the history / refusals / demotions lists.
 KEEP = 200

@@ -325,7 +325,7 @@ def start(
 
 
 def config_from_settings() -> tuple[HealthConfig, str]:
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     s = get_settings()
     health = HealthConfig(
@@ -342,8 +342,8 @@ def ensure_topic(cfg: JobConfig, topic: str) -> None:
     so the query can subscribe before the detect job wrote its first summary."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sigstream.connections import confluent_kafka_config
-    from sigstream.settings import get_settings
+    from common.client_options import confluent_kafka_config
+    from common.settings import get_settings
 
     config = {
         **confluent_kafka_config(get_settings(), bootstrap=False),

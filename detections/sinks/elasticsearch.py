@@ -70,11 +70,11 @@ def connect(hosts: Sequence[str], *, from_settings: bool = True, **kwargs: Any) 
     """A client; authentication and CA come from the settings (SIGSTREAM_ES_*) unless given.
     ``from_settings=False`` (Spark executors): only ``kwargs``, which the job passes from
     the driver's settings."""
-    from sigstream.connections import elasticsearch_kwargs, merge_es_kwargs
+    from common.client_options import elasticsearch_kwargs, merge_es_kwargs
 
     options = kwargs
     if from_settings:
-        from sigstream.settings import get_settings
+        from common.settings import get_settings
 
         options = merge_es_kwargs(elasticsearch_kwargs(get_settings()), kwargs)
     return Elasticsearch(

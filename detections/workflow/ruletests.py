@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.safe_yaml import ContentError, load_json, read_content
 from detections.compiler import CompilerConfig, rule_files
 from detections.plan import DetectionPlan, load_plan
 from detections.workflow.events import test_event
-from sigstream.safe_yaml import ContentError, load_json, read_content
 
 Matcher = Callable[[DetectionPlan, Sequence[dict[str, Any]]], list[tuple[int, int]]]
 TESTS_SUFFIX = ".tests.json"

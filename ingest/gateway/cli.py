@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sigstream.settings import get_settings
+from common.settings import get_settings
 
 app = typer.Typer(
     help="The HTTPS ingest gateway: sensors -> authenticated batches -> Kafka.",
@@ -136,10 +136,10 @@ def serve(
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
     import uvicorn
 
+    from common.client_options import confluent_kafka_config
     from ingest.gateway.app import GatewayOptions
     from ingest.gateway.server import ConnectionLimits, TlsFiles, kafka_app, uvicorn_config
     from ingest.gateway.tls import ensure_cert
-    from sigstream.connections import confluent_kafka_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     s = get_settings()

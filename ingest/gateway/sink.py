@@ -13,7 +13,7 @@ producer's own retries, order kept with up to 5 requests in flight). It is creat
 shared by all batches, never purged for one batch's trouble (librdkafka reconnects by
 itself after an outage) and replaced only when librdkafka reports it fatally broken.
 Security options (SASL/TLS) come in as librdkafka properties from
-``sigstream.connections.confluent_kafka_config``.
+``common.client_options.confluent_kafka_config``.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class KafkaSink:
         client_config: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
-        """``client_config``: librdkafka security properties (see sigstream.connections);
+        """``client_config``: librdkafka security properties (see common.client_options);
         ``overrides``: any other librdkafka property."""
         self.bootstrap = bootstrap
         self.events_topic = events_topic

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.settings import get_settings
 from detections.job import JobTotals, start
 from detections.plan import load_plan
 from detections.spark import build_session
-from sigstream.settings import get_settings
 from tests.e2e.harness import job_config, read_findings, run_detection
 
 

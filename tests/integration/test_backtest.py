@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.settings import PROJECT_ROOT
 from detections.plan import load_plan
 from detections.workflow.backtest import (
     archive_events,
@@ -16,7 +17,6 @@ from detections.workflow.backtest import (
     corpus_events,
     write_archive,
 )
-from sigstream.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

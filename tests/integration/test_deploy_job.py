@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from common.settings import PROJECT_ROOT
 from detections.deploy.bundle import Bundle, build_bundle, sign_manifest
 from detections.deploy.modes import RuleMode
 from detections.deploy.signing import generate_keypair, load_private_key
@@ -19,7 +20,6 @@ from detections.job import JobTotals, start
 from detections.plan import load_plan
 from ingest.producer import EventProducer
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT
 from tests.e2e.harness import job_config, read_findings
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 
+from common.settings import PROJECT_ROOT, Settings
 from detections.job import run
 from detections.plan import load_plan
 from ingest.producer import EventProducer, describe_reject
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT, Settings
 from tests.e2e.harness import job_config, read_findings
 from triage.queries import summary_rows
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from common.settings import PROJECT_ROOT, get_settings
 from detections.correlation.query import (
     CorrelationConfig,
     feeding,
@@ -29,7 +30,6 @@ from detections.plan import load_plan
 from infra.kafka import ensure_topics
 from ingest.producer import EventProducer
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT, get_settings
 from tests.e2e.harness import job_config, read_findings
 
 pytestmark = pytest.mark.integration

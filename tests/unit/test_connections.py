@@ -1,4 +1,4 @@
-"""Security settings -> each client's options (one place, sigstream/connections.py)."""
+"""Security settings -> each client's options (one place, common/client_options.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sigstream.connections import (
+from common.client_options import (
     SecurityConfigError,
     as_user,
     confluent_kafka_config,
@@ -15,7 +15,7 @@ from sigstream.connections import (
     merge_es_kwargs,
     spark_kafka_options,
 )
-from sigstream.settings import Settings
+from common.settings import Settings
 
 
 def secured() -> Settings:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from common.safe_yaml import ContentError
+from common.settings import PROJECT_ROOT
 from detections.compiler import compile_path
 from detections.correlation.compile import load_correlations
 from detections.correlation.query import load_content
@@ -26,8 +28,6 @@ from detections.grouping import load_config
 from detections.plan import load_placeholders, plan_rules
 from detections.workflow.ruletests import read_tests
 from ingest.gateway.credentials import CredentialFileError, CredentialStore
-from sigstream.safe_yaml import ContentError
-from sigstream.settings import PROJECT_ROOT
 from triage.auth import KeyStore
 
 OWN = PROJECT_ROOT / "detections" / "rules" / "windows"

@@ -163,9 +163,9 @@ def test_cli_lists_correlations_and_fails_on_quarantined(tmp_path: Any) -> None:
 def test_detect_silences_base_rules_that_only_feed_correlations(tmp_path: Any) -> None:
     """`sigstream detect` passes the generate: false base rules to the job as
     silent_rule_ids, and adds the correlation query as a companion."""
+    from common.settings import get_settings
     from detections.job import JobConfig
     from sigstream.correlations import with_correlations
-    from sigstream.settings import get_settings
 
     cfg = JobConfig("k:9092", "t", "d", ("http://es:9200",), "f", tmp_path)
     silenced, companions = with_correlations(cfg, [OWN_CORRELATIONS], get_settings())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import PROJECT_ROOT
 from detections.deploy.bundle import BundleError, build_bundle, read_bundle, sign_manifest
 from detections.deploy.demotion import DemotionPolicy, RuleBatchStats, rules_to_demote
 from detections.deploy.modes import RuleMode, canary_bucket, parse_mode
@@ -20,7 +21,6 @@ from detections.deploy.signing import (
 )
 from detections.deploy.store import DeploymentStore
 from detections.deploy.watcher import DeploymentWatcher
-from sigstream.settings import PROJECT_ROOT
 
 OWN_RULES = PROJECT_ROOT / "detections" / "rules" / "windows"
 LSASS = "0f2c8a54-5d0e-4c1e-9a8f-6a1d2b3c4d01"

@@ -17,6 +17,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from common.safe_yaml import ContentError, load_yaml_documents
 from detections.correlation.compile import compile_correlations
 from detections.deploy.bundle import BundleError, read_bundle
 from detections.deploy.store import DeploymentStore
@@ -25,7 +26,6 @@ from detections.grouping import load_config
 from detections.plan import load_placeholders, plan_rules
 from detections.workflow.ruletests import read_tests
 from ingest.gateway.credentials import CredentialFileError, CredentialStore
-from sigstream.safe_yaml import ContentError, load_yaml_documents
 from tests.unit.fuzz_support import json_values
 from triage.auth import KeyStore
 

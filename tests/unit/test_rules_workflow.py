@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from common.settings import PROJECT_ROOT
 from detections.plan import load_plan
 from detections.workflow.backtest import parse_since
 from detections.workflow.cost import measure_costs, regex_issues
 from detections.workflow.coverage import CoveredRule, coverage, navigator_layer, rule_cells
 from detections.workflow.ruletests import run_tests
 from detections.workflow.validate import validate
-from sigstream.settings import PROJECT_ROOT
 
 OWN = PROJECT_ROOT / "detections" / "rules"
 LSASS_FILE = OWN / "windows" / "proc_access_lsass_memory_read.yml"

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sigstream.settings import Settings
+from common.settings import Settings
 
 SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"

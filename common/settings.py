@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # any SigmaHQ rule on a full batch (microseconds per event) and far below a stall.
     rule_budget_s: float = 30.0
 
-    # Client security (the `secure` profile, infra/README.md); sigstream/connections.py turns
+    # Client security (the `secure` profile, infra/README.md); common/client_options.py turns
     # these into each client's options. Defaults: plaintext without authentication.
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
