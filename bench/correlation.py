@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     from detections.spark import build_session
     from ingest.replay import replay
     from schemas.events import parse_event
-    from sigstream.correlations import OWN_CORRELATIONS
+    from sigstream.commands.correlations import OWN_CORRELATIONS
 
     settings = get_settings()
     info = machine_info(settings)

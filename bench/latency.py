@@ -808,7 +808,7 @@ class Stages:
             return cfg
         from detections.correlation.query import feeding, load_content
         from detections.plan import load_placeholders
-        from sigstream.correlations import OWN_CORRELATIONS
+        from sigstream.commands.correlations import OWN_CORRELATIONS
 
         paths = [*(rule_paths or []), OWN_CORRELATIONS]
         self.correlations = load_content(paths, load_placeholders(self.settings.placeholders_file))

@@ -76,14 +76,14 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _mount_infra() -> None:
-    from infra.cli import app as infra_app
+    from sigstream.commands.infra import app as infra_app
 
     app.add_typer(infra_app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch.")
 
 
 _mount_infra()
 
-from ingest.gateway.cli import app as _gateway_app  # noqa: E402
+from sigstream.commands.gateway import app as _gateway_app  # noqa: E402
 
 app.add_typer(_gateway_app, name="gateway")
 
@@ -141,7 +141,7 @@ def replay(
     schema events go to the dead-letter topic unchanged, with the reason in a header.
     """
     if gateway:  # sensors' path: disk spool -> HTTPS gateway -> Kafka (docs/gateway.md)
-        from ingest.gateway.cli import replay_via_gateway
+        from sigstream.commands.gateway import replay_via_gateway
 
         replay_via_gateway(paths, gateway, token, ca, rate=rate or None, limit=limit)
         return
@@ -336,7 +336,7 @@ def detect(
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
     from detections.health.query import start_sensor_health
-    from sigstream.correlations import with_correlations
+    from sigstream.commands.correlations import with_correlations
 
     companions = [start_sensor_health] if sensor_health else []
     if correlations:  # generate: false base rules write no findings of their own
@@ -398,13 +398,13 @@ def rules_check(
 
 def _mount_rules_workflow() -> None:
     """validate, test, backtest, coverage, bundle, deploy, status, ... (issue 5)."""
-    from sigstream.rules_workflow import register
+    from sigstream.commands.rules import register
 
     register(rules_app)
 
 
 _mount_rules_workflow()
-__import__("sigstream.correlations").correlations.register(rules_app)
+__import__("sigstream.commands.correlations").commands.correlations.register(rules_app)
 
 
 # --- findings --------------------------------------------------------------------------
@@ -431,17 +431,17 @@ def findings_summary(
 
 
 def _mount_triage() -> None:
-    from triage.cli import register
+    from sigstream.commands.findings import register
 
     register(findings_app)
 
 
 _mount_triage()
 
-from triage.sensors import sensors_cmd  # noqa: E402
+from sigstream.commands.sensors import sensors_cmd  # noqa: E402
 
 app.command("sensors")(sensors_cmd)
-app.command("fleet")(__import__("ingest.fleet_cli").fleet_cli.fleet_cmd)
+app.command("fleet")(__import__("sigstream.commands.fleet").commands.fleet.fleet_cmd)
 
 
 # --- schema ----------------------------------------------------------------------------
@@ -524,7 +524,7 @@ def demo(
     started = time.monotonic()
     console.rule("1/4  services (Kafka, Elasticsearch)")
     up()
-    from infra.cli import setup_findings_store
+    from sigstream.commands.infra import setup_findings_store
 
     setup_findings_store()
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")

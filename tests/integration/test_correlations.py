@@ -358,7 +358,7 @@ def test_a_reconnecting_sensors_old_burst_still_correlates_exactly_once(
     With one global watermark the upload was late and never correlated; on its own
     group's clock it fires "Burst Of Failed Logons On One Host", once, even when the
     spool is uploaded again."""
-    from sigstream.correlations import OWN_CORRELATIONS
+    from sigstream.commands.correlations import OWN_CORRELATIONS
 
     content = load_content([OWN_CORRELATIONS])
     burst_id = "5b1f2c40-7a3e-4d2b-9c11-0c0f7a1e9a10"

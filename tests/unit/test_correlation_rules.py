@@ -16,7 +16,7 @@ from detections.correlation.state import Firing, Late, Match
 from detections.findings import finding_document
 from schemas.events import parse_event
 from schemas.findings import Finding, finding_id
-from sigstream.correlations import OWN_CORRELATIONS
+from sigstream.commands.correlations import OWN_CORRELATIONS
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -165,7 +165,7 @@ def test_detect_silences_base_rules_that_only_feed_correlations(tmp_path: Any) -
     silent_rule_ids, and adds the correlation query as a companion."""
     from common.settings import get_settings
     from detections.job import JobConfig
-    from sigstream.correlations import with_correlations
+    from sigstream.commands.correlations import with_correlations
 
     cfg = JobConfig("k:9092", "t", "d", ("http://es:9200",), "f", tmp_path)
     silenced, companions = with_correlations(cfg, [OWN_CORRELATIONS], get_settings())

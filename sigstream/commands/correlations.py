@@ -21,7 +21,7 @@ err = Console(stderr=True)
 console = Console()
 
 #: The project's own correlation rules (and their base rules), run by default.
-OWN_CORRELATIONS = Path(__file__).resolve().parent.parent / "detections" / "correlation" / "rules"
+OWN_CORRELATIONS = Path(__file__).resolve().parents[2] / "detections" / "correlation" / "rules"
 
 
 def correlation_paths(rules: list[Path] | None, settings: Settings) -> list[Path]:
