@@ -138,9 +138,9 @@ def run_phase(
         feeding,
         start_correlations,
     )
-    from detections.job import JobConfig, JobTotals
-    from detections.job import start as start_detect
     from detections.sinks.elasticsearch import connect, drop_findings_index
+    from detections.stream.job import JobConfig, JobTotals
+    from detections.stream.job import start as start_detect
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.ingest import ensure_services
     from detections.correlation.query import load_content
-    from detections.spark import build_session
+    from detections.stream.spark_session import build_session
     from ingest.replay import replay
     from schemas.events import parse_event
     from sigstream.commands.correlations import OWN_CORRELATIONS

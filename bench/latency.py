@@ -1,6 +1,6 @@
 """End-to-end latency: an event sent to Kafka -> its finding searchable in Elasticsearch.
 
-The real detection job runs in this process (``detections.job.start``, processing-time
+The real detection job runs in this process (``detections.stream.job.start``, processing-time
 trigger, the production code path: Kafka source, parse, routing, rules, findings bulk-
 created from the executors). First a capacity phase measures what the whole job sustains:
 a backlog of ``--capacity-events`` sent at once, processed in as few micro-batches as the
@@ -469,10 +469,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from detections.job import BatchStats, JobConfig, JobTotals, start
-    from detections.plan import load_plan
+    from detections.compiler.plan import load_plan
     from detections.sinks.elasticsearch import connect
-    from detections.spark import build_session
+    from detections.stream.job import BatchStats, JobConfig, JobTotals, start
+    from detections.stream.spark_session import build_session
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
     from sigstream.cli import default_rule_paths
@@ -806,8 +806,8 @@ class Stages:
         """The detect query's config that feeds the correlation stage (as the CLI's)."""
         if not self.args.correlations:
             return cfg
+        from detections.compiler.plan import load_placeholders
         from detections.correlation.query import feeding, load_content
-        from detections.plan import load_placeholders
         from sigstream.commands.correlations import OWN_CORRELATIONS
 
         paths = [*(rule_paths or []), OWN_CORRELATIONS]

@@ -45,8 +45,8 @@ class _ContentRefusals(TyperGroup):
 
 def _is_bundle_error(exc: Exception) -> bool:
     """A bad bundle or deployment state (only checked once something was raised)."""
-    from detections.deploy.bundle import BundleError
-    from detections.deploy.signing import SignatureError
+    from detections.content.deploy.bundle import BundleError
+    from detections.content.deploy.signing import SignatureError
 
     return isinstance(exc, BundleError | SignatureError)
 
@@ -198,7 +198,7 @@ def status_path(settings: Settings) -> Path:
 
 
 def _load_plan_verbose(rule_paths: list[Path], allow_unknown_fields: bool = False):  # type: ignore[no-untyped-def]
-    from detections.plan import load_placeholders, load_plan
+    from detections.compiler.plan import load_placeholders, load_plan
 
     started = time.monotonic()
     err.print(f"compiling Sigma rules from {', '.join(str(p) for p in rule_paths)} …")
@@ -293,10 +293,10 @@ def detect(
         elasticsearch_kwargs,
         spark_kafka_options,
     )
-    from detections.deploy.demotion import policy_from_settings
-    from detections.grouping import load_config
-    from detections.job import JobConfig, run
-    from detections.spark import build_session
+    from detections.content.deploy.demotion import policy_from_settings
+    from detections.sinks.grouping import load_config
+    from detections.stream.job import JobConfig, run
+    from detections.stream.spark_session import build_session
 
     _setup_logging(verbose)
     s = get_settings()

@@ -34,7 +34,7 @@ def spark() -> Iterator[SparkSession]:
     """The one local Spark session of the run, built exactly as the detection job builds it
     (Kafka connector jars on spark.jars), so tests exercise the production code path."""
     from common.settings import Settings
-    from detections.spark import build_session
+    from detections.stream.spark_session import build_session
 
     settings = Settings(spark_master="local[2]", spark_driver_memory="2g")
     session = build_session(

@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from common.settings import Settings
-from detections.suppression import Suppression
+from detections.sinks.suppression import Suppression
 from triage import store
 from triage.auth import Caller, KeyStore
 from triage.guard import GuardLimits, RequestGuard

@@ -22,6 +22,7 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaRuleLocation
 
 from common.safe_yaml import ContentError, load_yaml_documents, read_content
+from detections.compiler.plan import DetectionPlan, plan_rules
 from detections.compiler.sigma_to_ir import rule_files
 from detections.correlation.model import (
     CORRELATION_TYPES,
@@ -30,7 +31,6 @@ from detections.correlation.model import (
     CorrelationRejection,
     CorrelationSpec,
 )
-from detections.plan import DetectionPlan, plan_rules
 
 _OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
 _HAS_CORRELATION = re.compile(r"^correlation:", re.MULTILINE)

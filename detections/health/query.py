@@ -4,7 +4,7 @@ findings and the sensors index.
 Only the detect query reads and parses the raw events: each of its tasks summarizes its
 slice per sensor (``detections.health.summary``) and the job produces the summaries to
 the internal topic ``summaries_topic`` (default ``sigstream.sensor-summaries``), keyed by
-tenant and sensor. This query (a ``detections.job`` companion, own checkpoint) reads that
+tenant and sensor. This query (a ``detections.stream.job`` companion, own checkpoint) reads that
 topic:
 
 * the value is decoded in the Python worker (``summary.decode``, versioned JSON; a record
@@ -37,9 +37,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
-from detections.findings import finding_document
-from detections.grouping import GroupingConfig
-from detections.health.findings import (
+from detections.health.finding_docs import (
     health_finding,
     sensor_doc_id,
     sensor_status,
@@ -53,7 +51,9 @@ from detections.health.state import (
     observe_summary,
 )
 from detections.health.summary import Summary, SummaryError, decode
-from detections.job import JobConfig, kafka_source
+from detections.sinks.finding_docs import finding_document
+from detections.sinks.grouping import GroupingConfig
+from detections.stream.job import JobConfig, kafka_source
 
 log = logging.getLogger("sigstream.health")
 
@@ -364,6 +364,6 @@ def ensure_topic(cfg: JobConfig, topic: str) -> None:
 
 
 def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
-    """The ``detections.job`` companion: the health query with the process settings."""
+    """The ``detections.stream.job`` companion: the health query with the process settings."""
     health, sensors_index = config_from_settings()
     return start(spark, cfg, health, sensors_index)

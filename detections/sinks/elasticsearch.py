@@ -24,7 +24,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from detections.suppression import Suppression, suppressed_by
+from detections.sinks.suppression import Suppression, suppressed_by
 from schemas.findings import Finding
 from schemas.generate import es_mappings
 
@@ -248,6 +248,6 @@ def write_documents(
 
 def write_findings(es: Elasticsearch, index: str, findings: Iterable[Finding]) -> BulkResult:
     """The typed entry point: write ``findings`` (matches) and sync their groups."""
-    from detections.findings import finding_document
+    from detections.sinks.finding_docs import finding_document
 
     return write_documents(es, index, (finding_document(f) for f in findings))

@@ -15,7 +15,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from common.settings import Settings
     from detections.correlation.query import CorrelationContent
-    from detections.job import Companion, JobConfig
+    from detections.stream.job import Companion, JobConfig
 
 err = Console(stderr=True)
 console = Console()
@@ -35,8 +35,8 @@ def correlation_paths(rules: list[Path] | None, settings: Settings) -> list[Path
 
 
 def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
+    from detections.compiler.plan import load_placeholders
     from detections.correlation.query import load_content
-    from detections.plan import load_placeholders
 
     content = load_content(paths, load_placeholders(settings.placeholders_file))
     err.print(

@@ -342,7 +342,7 @@ def suppress_cmd(
     user: User = None,
 ) -> None:
     """Silence known-benign matches; they are still stored and counted."""
-    from detections.suppression import Suppression
+    from detections.sinks.suppression import Suppression
     from triage.store import add_suppression
 
     fields = {}

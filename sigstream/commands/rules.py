@@ -1,8 +1,8 @@
 """``sigstream rules …`` for detection engineers: validate, test, backtest, coverage, and
 signed bundles deployed to the running job (docs/rules-workflow.md).
 
-The logic lives in ``detections.workflow`` and ``detections.deploy``; this module only
-parses options, shows progress and prints results.
+The logic lives in ``detections.content.workflow`` and ``detections.content.deploy``;
+this module only parses options, shows progress and prints results.
 """
 
 from __future__ import annotations
@@ -50,19 +50,19 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _config(settings: Settings) -> Any:
-    from detections.plan import load_placeholders
+    from detections.compiler.plan import load_placeholders
 
     return load_placeholders(settings.placeholders_file)
 
 
 def _store(store: Path | None) -> Any:
-    from detections.deploy.store import DeploymentStore
+    from detections.content.deploy.store import DeploymentStore
 
     return DeploymentStore(store or get_settings().deploy_dir)
 
 
 def _trusted(settings: Settings, path: Path | None = None) -> Any:
-    from detections.deploy.signing import load_trusted_keys
+    from detections.content.deploy.signing import load_trusted_keys
 
     path = path or settings.trusted_keys
     keys = load_trusted_keys([path]) if path.exists() else {}
@@ -117,8 +117,8 @@ def validate_cmd(
     Runs pySigma's validators (the checks sigma-cli's `check` runs), the compiler, a field
     check against the event schema, regex shapes that backtrack, measured cost per event.
     Exits 1 when any error is found (warnings do not fail)."""
-    from detections.workflow.cost import sample_events
-    from detections.workflow.validate import validate
+    from detections.content.workflow.cost import sample_events
+    from detections.content.workflow.validate import validate
 
     s = get_settings()
     rule_paths = paths or [OWN_RULES]
@@ -208,7 +208,7 @@ def test_cmd(
 
     Tests live beside each rule as <rule>.tests.json ({"tp": [...], "tn": [...]}).
     """
-    from detections.workflow.ruletests import run_tests
+    from detections.content.workflow.ruletests import run_tests
 
     s = get_settings()
     rule_paths = paths or [OWN_RULES]
@@ -266,15 +266,15 @@ def backtest_cmd(
 
     Prints hits, hits per day, top hosts and sample matches per rule.
     """
-    from detections.plan import load_plan
-    from detections.spark import build_session
-    from detections.workflow.backtest import (
+    from detections.compiler.plan import load_plan
+    from detections.content.workflow.backtest import (
         archive_events,
         backtest,
         corpus_events,
         parse_since,
         select_rules,
     )
+    from detections.stream.spark_session import build_session
 
     s = get_settings()
     plan = load_plan(rules, allow_unknown_fields=allow_unknown_fields, config=_config(s))
@@ -347,9 +347,9 @@ def coverage_cmd(
     store: StoreOpt = None,
 ) -> None:
     """ATT&CK tactic/technique coverage of the active rules, as a table and a Navigator layer."""
-    from detections.deploy.watcher import ACTIVE
-    from detections.plan import load_plan
-    from detections.workflow.coverage import TACTICS, CoveredRule, coverage, navigator_layer
+    from detections.compiler.plan import load_plan
+    from detections.content.deploy.watcher import ACTIVE
+    from detections.content.workflow.coverage import TACTICS, CoveredRule, coverage, navigator_layer
 
     rules: list[CoveredRule] = []
     deployed = _store(store).current_bundle() if not paths else None
@@ -405,7 +405,7 @@ def keygen_cmd(
 
     The public key goes where the detection job looks for trusted keys.
     """
-    from detections.deploy.signing import generate_keypair
+    from detections.content.deploy.signing import generate_keypair
 
     s = get_settings()
     private = private or s.signing_key
@@ -449,10 +449,10 @@ def bundle_cmd(
     Rules, meta filters (exceptions) and placeholder values travel together, with content
     hashes, signed with Ed25519. Rule tests run first.
     """
-    from detections.deploy.bundle import BundleError, build_bundle, sign_manifest
-    from detections.deploy.modes import parse_mode
-    from detections.deploy.signing import load_private_key
-    from detections.workflow.ruletests import run_tests as run_rule_tests
+    from detections.content.deploy.bundle import BundleError, build_bundle, sign_manifest
+    from detections.content.deploy.modes import parse_mode
+    from detections.content.deploy.signing import load_private_key
+    from detections.content.workflow.ruletests import run_tests as run_rule_tests
 
     s = get_settings()
     rule_paths = paths or [OWN_RULES]
@@ -507,8 +507,8 @@ def deploy_cmd(
     ] = None,
 ) -> None:
     """Verify a bundle and make it current; the running job picks it up next batch."""
-    from detections.deploy.bundle import BundleError
-    from detections.deploy.signing import SignatureError
+    from detections.content.deploy.bundle import BundleError
+    from detections.content.deploy.signing import SignatureError
 
     s = get_settings()
     try:
@@ -520,7 +520,7 @@ def deploy_cmd(
 
 def rollback_cmd(store: StoreOpt = None) -> None:
     """Go back to the previously deployed bundle."""
-    from detections.deploy.bundle import BundleError
+    from detections.content.deploy.bundle import BundleError
 
     try:
         entry = _store(store).rollback()
@@ -538,7 +538,7 @@ def mode_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Set one rule's deployment mode (overrides the bundle's)."""
-    from detections.deploy.modes import RuleMode, parse_mode
+    from detections.content.deploy.modes import RuleMode, parse_mode
 
     try:
         parsed = parse_mode(mode)
@@ -572,8 +572,8 @@ def status_cmd(as_json: AsJson = False, store: StoreOpt = None) -> None:
     Shows the bundle, generation, mode overrides, refusals and demotions from the
     deployment store, and the job's status file.
     """
-    from detections.deploy.watcher import ACTIVE
-    from detections.status import read_status
+    from detections.content.deploy.watcher import ACTIVE
+    from detections.stream.status import read_status
 
     s = get_settings()
     state = _store(store).state()

@@ -13,8 +13,8 @@ from elasticsearch import Elasticsearch
 from pyspark.sql import SparkSession
 
 from common.settings import get_settings
-from detections.job import JobConfig, JobTotals, run
-from detections.plan import DetectionPlan, load_plan
+from detections.compiler.plan import DetectionPlan, load_plan
+from detections.stream.job import JobConfig, JobTotals, run
 from ingest.producer import EventProducer
 from ingest.replay import ReplayResult, replay
 

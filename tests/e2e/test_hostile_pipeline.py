@@ -22,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.settings import Settings, get_settings
-from detections.job import run
-from detections.plan import load_plan
+from detections.compiler.plan import load_plan
+from detections.stream.job import run
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import GatewayServer, TlsFiles, free_port, kafka_app
 from ingest.gateway.tls import generate_self_signed

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from common.settings import PROJECT_ROOT
-from detections.plan import load_plan
-from detections.workflow.backtest import (
+from detections.compiler.plan import load_plan
+from detections.content.workflow.backtest import (
     archive_events,
     backtest,
     corpus_events,

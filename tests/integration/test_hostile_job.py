@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from common.settings import PROJECT_ROOT
-from detections.job import run
-from detections.plan import load_plan
+from detections.compiler.plan import load_plan
+from detections.stream.job import run
 from sigstream.cli import SAMPLE_EVENTS
 from tests.e2e.harness import job_config, read_findings
 from tests.integration.test_detect_job import EXPECTED, _dead_letters, _produce

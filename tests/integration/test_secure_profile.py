@@ -28,8 +28,8 @@ from common.client_options import (
     spark_kafka_options,
 )
 from common.settings import PROJECT_ROOT, Settings
-from detections.job import JobConfig, run
-from detections.plan import load_plan
+from detections.compiler.plan import load_plan
+from detections.stream.job import JobConfig, run
 from infra import secure
 from infra import security as sec
 from ingest.gateway.parse import Identity

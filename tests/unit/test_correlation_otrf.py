@@ -12,7 +12,7 @@ import pytest
 
 from detections.correlation.offline import correlate_events
 from detections.correlation.query import CorrelationContent, load_content
-from detections.engine import match_events
+from detections.engine.apply import match_events
 from ingest.sources import iter_items
 from sigstream.commands.correlations import OWN_CORRELATIONS
 from tests.conftest import shared_path

@@ -9,11 +9,11 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from detections.correlation.findings import correlation_finding, late_document
+from detections.correlation.finding_docs import correlation_finding, late_document
 from detections.correlation.offline import correlate_events
 from detections.correlation.query import CorrelationContent, load_content
 from detections.correlation.state import Firing, Late, Match
-from detections.findings import finding_document
+from detections.sinks.finding_docs import finding_document
 from schemas.events import parse_event
 from schemas.findings import Finding, finding_id
 from sigstream.commands.correlations import OWN_CORRELATIONS
@@ -164,7 +164,7 @@ def test_detect_silences_base_rules_that_only_feed_correlations(tmp_path: Any) -
     """`sigstream detect` passes the generate: false base rules to the job as
     silent_rule_ids, and adds the correlation query as a companion."""
     from common.settings import get_settings
-    from detections.job import JobConfig
+    from detections.stream.job import JobConfig
     from sigstream.commands.correlations import with_correlations
 
     cfg = JobConfig("k:9092", "t", "d", ("http://es:9200",), "f", tmp_path)

@@ -1,5 +1,5 @@
 """Rule tests: true-positive and true-negative events beside each rule, run through the
-engine's own matcher (``detections.engine.match_events``, the code the Spark workers run).
+engine's own matcher (``detections.engine.apply.match_events``, the code the Spark workers run).
 
 A rule ``foo.yml`` is tested by ``foo.tests.json`` next to it::
 
@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from common.safe_yaml import ContentError, load_json, read_content
 from detections.compiler import CompilerConfig, rule_files
-from detections.plan import DetectionPlan, load_plan
-from detections.workflow.events import test_event
+from detections.compiler.plan import DetectionPlan, load_plan
+from detections.content.workflow.events import test_event
 
 Matcher = Callable[[DetectionPlan, Sequence[dict[str, Any]]], list[tuple[int, int]]]
 TESTS_SUFFIX = ".tests.json"
@@ -36,7 +36,7 @@ TESTS_DIR_SUFFIX = ".tests"
 
 
 def default_matcher() -> Matcher:
-    from detections.engine import match_events
+    from detections.engine.apply import match_events
 
     return match_events
 

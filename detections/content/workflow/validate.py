@@ -4,14 +4,14 @@
    pySigma plugin), the checks ``sigma check`` of sigma-cli runs. sigma-cli itself is not a
    dependency: it pins pySigma < 2 and the compiler uses pySigma 2. Validators that need
    MITRE data downloaded at run time are reported as skipped when it cannot be fetched.
-2. Compile: the project's compiler and planner (``detections.plan``), with their reasons.
+2. Compile: the project's compiler and planner (``detections.compiler.plan``), with their reasons.
 3. Fields: a field no event of the rule's logsource carries is an error, or a warning with
    ``allow_unknown_fields``.
    A regex RE2 cannot run (backreferences, lookaround, ...) is a compile error
    (``unsupported_regex``): the engine runs every regex on RE2, in linear time.
 4. Cost: regexes with catastrophic-backtracking shapes (a warning: harmless on RE2, costly
    in the backtracking engines other Sigma backends use), and rules whose measured
-   evaluation cost per event is far above the median (``detections.workflow.cost``).
+   evaluation cost per event is far above the median (``detections.content.workflow.cost``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from detections.compiler import DEFAULT_CONFIG, CompilerConfig, compile_path
-from detections.plan import DetectionPlan, plan_rules
-from detections.workflow.cost import RuleCost, measure_costs, rule_regex_issues
+from detections.compiler.plan import DetectionPlan, plan_rules
+from detections.content.workflow.cost import RuleCost, measure_costs, rule_regex_issues
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 Pure (pyarrow + numpy, no Spark, no I/O), so the streaming job, the rule tests and the
 benchmarks run the very same code: the job calls it inside Spark's Python workers
-(``mapInArrow``), ``detections.engine.match_events`` calls it directly.
+(``mapInArrow``), ``detections.engine.apply.match_events`` calls it directly.
 
 Per batch: each route's rows are found from ``event_type`` and ``logsource``; each route's
 rules run over those rows only (see ``detections.compiler.to_arrow`` for how); a rule that
 raises is reported with its error and skipped while every other rule carries on; the
 time spent in each rule is measured so that costly content can be found, demoted, or
-quarantined when it exceeds its time budget (``detections.worker``). A rule's seconds are
+quarantined when it exceeds its time budget (``detections.stream.worker``). A rule's seconds are
 its own work: the route's shared work (distinct values, keyword text, the literal scans
 every rule of the route shares) is measured apart, so the rule that happens to ask first
 is not charged for it.
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detections.compiler import ir
+from detections.compiler.logsources import Route, field_source
 from detections.compiler.to_arrow import (
     KEYWORD_SEPARATOR,
     FieldKey,
@@ -38,7 +39,6 @@ from detections.compiler.to_arrow import (
     ProgramBuilder,
     run,
 )
-from detections.logsources import Route, field_source
 from schemas.events import MODEL_BY_TYPE, Envelope
 from schemas.generate import event_columns
 

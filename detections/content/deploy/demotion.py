@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from detections.deploy.modes import RuleMode
+from detections.content.deploy.modes import RuleMode
 from schemas.findings import (
     LEVEL_SEVERITY,
     EventInfo,

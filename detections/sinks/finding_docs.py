@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from detections.grouping import GroupingConfig, current_config, group_key
+from detections.sinks.grouping import GroupingConfig, current_config, group_key
 from schemas.findings import (
     LEVEL_SEVERITY,
     EventInfo,

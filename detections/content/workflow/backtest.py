@@ -3,7 +3,7 @@ alert volume they would have produced before they are deployed.
 
 History is the events archive the job writes (Parquet, partitioned ``event_date=``, the
 parsed event columns) or, for a quick look, raw corpora read with the replay adapters.
-Matching is ``detections.engine.detect``, the code the streaming job runs.
+Matching is ``detections.engine.apply.detect``, the code the streaming job runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detections.plan import DetectionPlan
+from detections.compiler.plan import DetectionPlan
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -94,7 +94,7 @@ def corpus_events(
 ) -> tuple[DataFrame, int]:
     """Raw corpora (OTRF, SigmaHQ regression, .jsonl) as a DataFrame of parsed events,
     and how many records could not become events."""
-    from detections.workflow.events import to_row
+    from detections.content.workflow.events import to_row
     from ingest.sources import iter_items
     from schemas.generate import spark_event_schema
 
@@ -121,7 +121,7 @@ def backtest(
     """Hits per rule, per day, top hosts and sample matches of ``plan`` over ``events``."""
     from pyspark.sql import functions as F
 
-    from detections.engine import detect
+    from detections.engine.apply import detect
 
     say = progress or (lambda _msg: None)
     say("counting events …")
@@ -180,7 +180,7 @@ def select_rules(plan: DetectionPlan, wanted: Sequence[str]) -> DetectionPlan:
     """Only the rules whose id or title is in ``wanted`` (all when empty)."""
     if not wanted:
         return plan
-    from detections.plan import plan_rules
+    from detections.compiler.plan import plan_rules
 
     keep = [p.rule for p in plan.rules if str(p.rule.id) in wanted or p.rule.title in wanted]
     return plan_rules(keep, allow_unknown_fields=True)

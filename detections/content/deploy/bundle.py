@@ -31,9 +31,9 @@ from common.safe_yaml import (
     validated,
 )
 from detections.compiler import rule_files
-from detections.deploy.modes import RuleMode
-from detections.deploy.signing import sign, verify
-from detections.plan import DetectionPlan, load_placeholders, load_plan
+from detections.compiler.plan import DetectionPlan, load_placeholders, load_plan
+from detections.content.deploy.modes import RuleMode
+from detections.content.deploy.signing import sign, verify
 
 FORMAT = "sigstream-rule-bundle/1"
 PLACEHOLDERS_PATH = "placeholders.yml"

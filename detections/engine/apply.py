@@ -1,6 +1,6 @@
 """Apply a detection plan: to a Spark DataFrame of parsed events, or to plain event dicts.
 
-Both run ``detections.matcher.Matcher``. In Spark it runs inside the Python workers over
+Both run ``detections.engine.matcher.Matcher``. In Spark it runs inside the Python workers over
 Arrow batches (``mapInArrow``): the query plan Spark has to analyse and optimise is one
 node whatever the number of rules, so a micro-batch costs milliseconds of planning instead
 of the tens of seconds a Catalyst expression per rule cost with thousands of rules (see
@@ -18,16 +18,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from detections.compiler import ir
+from detections.compiler.logsources import field_source
+from detections.compiler.plan import DetectionPlan
 from detections.compiler.to_arrow import KEYWORD_SEPARATOR
-from detections.logsources import field_source
-from detections.matcher import (
+from detections.engine.matcher import (
     Matcher,
     MatcherSpec,
     RuleSpec,
     keyword_columns,
     keyword_text_column,
 )
-from detections.plan import DetectionPlan
 
 
 class RuleEvaluationError(RuntimeError):

@@ -23,7 +23,7 @@ from detections.compiler import (
     compile_path,
     ir,
 )
-from detections.logsources import Route, UncoveredLogsource, field_source, route_for
+from detections.compiler.logsources import Route, UncoveredLogsource, field_source, route_for
 from schemas.findings import RuleInfo
 
 

@@ -1,6 +1,6 @@
 """The detect job's per-micro-batch query, built once and applied to every batch.
 
-The stream itself is parsed (``detections.parse.flat_records``), so Spark analyses the
+The stream itself is parsed (``detections.stream.parse.flat_records``), so Spark analyses the
 parse once when the query starts. What remains per batch depends on the deployed rules:
 select the columns the engine reads (plus the joined keyword text), then the engine in
 ``mapInArrow``. Building that with PySpark's DataFrame API costs hundreds of Py4J round
@@ -29,7 +29,7 @@ from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
 from pyspark.sql.pandas.functions import pandas_udf
 from pyspark.sql.types import StructType
 
-from detections.worker import ORIGIN_COLUMNS, REASON_COLUMN, VALUE_COLUMN
+from detections.stream.worker import ORIGIN_COLUMNS, REASON_COLUMN, VALUE_COLUMN
 
 ArrowFunction = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 

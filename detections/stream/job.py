@@ -1,7 +1,7 @@
 """The streaming "detect" job: Kafka -> parse -> Sigma rules -> findings in Elasticsearch.
 
 Each micro-batch is one Spark job: every task parses its records with the generated
-schema, runs the rule engine over the valid events (``detections.worker``) and
+schema, runs the rule engine over the valid events (``detections.stream.worker``) and
 bulk-creates findings with deterministic ids. Records the parser rejected are counted
 there and then written to the dead-letter topic with their reason. Offsets are
 checkpointed by Spark, so after a crash the batch is replayed and the deterministic ids
@@ -29,26 +29,26 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 
-from detections.batch_query import BatchQuery
 from detections.compiler import CompiledRule
-from detections.correlation.feed import CorrelationFeed, PlannedFeed
-from detections.deploy.demotion import (
+from detections.compiler.plan import DetectionPlan
+from detections.content.deploy.demotion import (
     DemotionPolicy,
     RuleBatchStats,
     demotion_finding,
     rules_to_demote,
 )
-from detections.deploy.modes import RuleMode
-from detections.deploy.watcher import ActiveContent, DeploymentWatcher
-from detections.derived import DerivedPublisher
-from detections.engine import compile_matcher, engine_inputs, rule_specs
-from detections.grouping import GroupingConfig
+from detections.content.deploy.modes import RuleMode
+from detections.content.deploy.watcher import ActiveContent, DeploymentWatcher
+from detections.correlation.feed import CorrelationFeed, PlannedFeed
+from detections.engine.apply import compile_matcher, engine_inputs, rule_specs
+from detections.engine.matcher import MatcherSpec, freeze_long_lived
 from detections.health.summary import SUMMARY_FIELDS
-from detections.matcher import MatcherSpec, freeze_long_lived
-from detections.parse import flat_records, flat_valid_events, rejected_records
-from detections.plan import DetectionPlan
-from detections.status import JobStatus
-from detections.worker import (
+from detections.sinks.grouping import GroupingConfig
+from detections.stream.batch_query import BatchQuery
+from detections.stream.derived import DerivedPublisher
+from detections.stream.parse import flat_records, flat_valid_events, rejected_records
+from detections.stream.status import JobStatus
+from detections.stream.worker import (
     STATS_SCHEMA,
     Destinations,
     partition_processor,
@@ -223,7 +223,7 @@ class RunningContent:
 
 def with_rules(plan: DetectionPlan, extra: Sequence[CompiledRule]) -> DetectionPlan:
     """``plan`` plus the rules of ``extra`` it does not hold (by id), re-planned."""
-    from detections.plan import plan_rules
+    from detections.compiler.plan import plan_rules
 
     have = {str(p.rule.id) for p in plan.rules}
     missing = [r for r in extra if str(r.id) not in have]
@@ -370,7 +370,7 @@ def make_batch_handler(
         if stats.rejected:
             _write_dlq(rejected_records(checked), cfg)
         if cfg.archive_dir is not None and stats.events:
-            from detections.workflow.backtest import write_archive
+            from detections.content.workflow.backtest import write_archive
 
             write_archive(flat_valid_events(checked), cfg.archive_dir)
         if new_errors:
@@ -409,7 +409,7 @@ def make_batch_handler(
 
 def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:
     """The micro-batch with the reasons the tasks gave records the JVM's parse let through
-    (``[topic, partition, offset, reason]``, see ``detections.worker.checked_records``):
+    (``[topic, partition, offset, reason]``, see ``detections.stream.worker.checked_records``):
     a task's reason wins, so those records go to the dead-letter topic and out of the
     archive. Unchanged when no task refused anything, as in nearly every batch."""
     if not refused:
@@ -434,8 +434,8 @@ def _demote(
 ) -> None:
     """Move rules that crossed their alert-rate or cost threshold to shadow, and tell
     analysts with a finding. Takes effect at the next micro-batch."""
-    from detections.findings import finding_document
     from detections.sinks.elasticsearch import connect, write_documents
+    from detections.sinks.finding_docs import finding_document
 
     assert running.deployed is not None and cfg.demotion is not None
     numbers = [

@@ -12,7 +12,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from detections.grouping import GroupingConfig, current_config, group_key
 from detections.health.state import (
     HealthConfig,
     Observation,
@@ -21,6 +20,7 @@ from detections.health.state import (
     health,
     interval,
 )
+from detections.sinks.grouping import GroupingConfig, current_config, group_key
 from schemas.findings import (
     LEVEL_SEVERITY,
     EventInfo,

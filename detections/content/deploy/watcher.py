@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from detections.deploy.bundle import Bundle, BundleError, read_bundle
-from detections.deploy.modes import Destination, RuleMode
-from detections.deploy.signing import SignatureError, load_trusted_keys
-from detections.deploy.store import DeploymentStore
-from detections.plan import DetectionPlan
+from detections.compiler.plan import DetectionPlan
+from detections.content.deploy.bundle import Bundle, BundleError, read_bundle
+from detections.content.deploy.modes import Destination, RuleMode
+from detections.content.deploy.signing import SignatureError, load_trusted_keys
+from detections.content.deploy.store import DeploymentStore
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import types as T
 
-from detections.deploy.modes import RuleMode
-from detections.grouping import GroupingConfig
+from detections.content.deploy.modes import RuleMode
+from detections.sinks.grouping import GroupingConfig
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -39,7 +39,7 @@ STATS_SCHEMA = T.StructType(
         # JSON: rule index -> [events evaluated, matches, seconds]
         T.StructField("rules", T.StringType(), False),
         # JSON: [[topic, partition, offset, reason]] of the records this task refused that
-        # the JVM's parse let through (or called malformed): see ``detections.parse``.
+        # the JVM's parse let through (or called malformed): see ``detections.stream.parse``.
         T.StructField("rejects", T.StringType(), False),
         # JSON: [[key, value]] of the correlation stage's records for the base-rule
         # matches of this task (detections.correlation.feed; the driver publishes them).
@@ -214,9 +214,9 @@ def feed_records(
 def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:
     """Which records of ``batch`` are valid events, and (topic, partition, offset, reason)
     of those this task refuses: the records the JVM's parse accepted but the event
-    contract does not (``detections.parse.record_problem``), and a precise reason for
+    contract does not (``detections.stream.parse.record_problem``), and a precise reason for
     those it found malformed. One bad record never fails the others."""
-    from detections.parse import MALFORMED, record_problem
+    from detections.stream.parse import MALFORMED, record_problem
 
     reasons = batch.column(REASON_COLUMN).to_pylist()
     values = batch.column(VALUE_COLUMN).to_pylist()
@@ -312,7 +312,7 @@ def finding_documents(
     """Index -> (id, body) of the findings of the (row, rule) matches. A finding carries
     the event as its sensor sent it (the record's JSON), so nothing the rule did not read
     is lost."""
-    from detections.findings import build_finding, finding_document
+    from detections.sinks.finding_docs import build_finding, finding_document
     from schemas.findings import RuleInfo
 
     infos: dict[int, RuleInfo] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common.safe_yaml import ContentError, expect_mapping, load_json, read_content
-from detections.plan import DetectionPlan
+from detections.compiler.plan import DetectionPlan
 
 
 @dataclass

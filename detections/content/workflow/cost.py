@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detections.compiler import ir
-from detections.plan import DetectionPlan, PlannedRule, plan_rules
+from detections.compiler.plan import DetectionPlan, PlannedRule, plan_rules
 
 _REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT}
 _UNBOUNDED = sre_constants.MAXREPEAT
@@ -160,7 +160,7 @@ def engine_timer(events: Sequence[dict[str, Any]], repeats: int = 3, min_rows: i
     repeated up to ``min_rows`` so one timing is long enough to be above timer noise."""
     import pyarrow as pa
 
-    from detections.engine import compile_matcher
+    from detections.engine.apply import compile_matcher
     from schemas.events import parse_event
     from schemas.generate import arrow_event_schema
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.safe_yaml import ContentError, load_json, read_content, validated
-from detections.deploy.bundle import Bundle, BundleError, ModeModel, read_bundle
-from detections.deploy.modes import RuleMode
+from detections.content.deploy.bundle import Bundle, BundleError, ModeModel, read_bundle
+from detections.content.deploy.modes import RuleMode
 
 #: Entries kept in the history / refusals / demotions lists.
 KEEP = 200
