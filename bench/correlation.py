@@ -240,11 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from bench.ingest import ensure_services
+    from detections.content.defaults import OWN_CORRELATIONS
     from detections.correlation.query import load_content
     from detections.stream.spark_session import build_session
     from ingest.replay import replay
     from schemas.events import parse_event
-    from sigstream.commands.correlations import OWN_CORRELATIONS
 
     settings = get_settings()
     info = machine_info(settings)

@@ -520,7 +520,7 @@ def report_cases(results: Sequence[CaseResult], known: AllowList) -> int:
 
 
 def default_rule_paths() -> list[Path]:
-    from sigstream.cli import default_rule_paths as paths
+    from detections.content.defaults import default_rule_paths as paths
 
     return paths(Settings())
 

@@ -203,7 +203,7 @@ def select_rule_sets(
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Plan the full SigmaHQ Windows set once; write one folder of rule files per size."""
     from detections.compiler.plan import load_plan
-    from sigstream.cli import default_rule_paths
+    from detections.content.defaults import default_rule_paths
 
     paths = default_rule_paths(settings)
     progress(f"compiling the full rule corpus ({', '.join(str(p) for p in paths)}) …")

@@ -470,12 +470,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from detections.compiler.plan import load_plan
+    from detections.content.defaults import default_rule_paths
     from detections.sinks.elasticsearch import connect
     from detections.stream.job import BatchStats, JobConfig, JobTotals, start
     from detections.stream.spark_session import build_session
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
-    from sigstream.cli import default_rule_paths
 
     settings = get_settings()
     info = machine_info(settings)
@@ -807,8 +807,8 @@ class Stages:
         if not self.args.correlations:
             return cfg
         from detections.compiler.plan import load_placeholders
+        from detections.content.defaults import OWN_CORRELATIONS
         from detections.correlation.query import feeding, load_content
-        from sigstream.commands.correlations import OWN_CORRELATIONS
 
         paths = [*(rule_paths or []), OWN_CORRELATIONS]
         self.correlations = load_content(paths, load_placeholders(self.settings.placeholders_file))

@@ -570,7 +570,7 @@ def run_rsigma_daemon(
     from bench.dataset import flat_event
     from bench.engine import _logsources
     from detections.compiler.plan import load_plan
-    from sigstream.cli import default_rule_paths
+    from detections.content.defaults import default_rule_paths
 
     work.mkdir(parents=True, exist_ok=True)
     events = work / "events.rsigma.ndjson"

@@ -23,6 +23,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from common.settings import PROJECT_ROOT, Settings, get_settings
+from detections.content.defaults import SAMPLE_EVENTS, default_rule_paths
+from sigstream import commands
+
+__all__ = ["SAMPLE_EVENTS", "app", "default_rule_paths", "main"]
 
 
 class _ContentRefusals(TyperGroup):
@@ -66,26 +70,27 @@ findings_app = typer.Typer(
 schema_app = typer.Typer(
     help="The event contract and what is generated from it.", no_args_is_help=True
 )
+
+# The composition root: every command group is a typer.Typer named `app` in its module
+# under sigstream/commands/, mounted here and nowhere else (groups that share a name, such
+# as `rules`, are merged into one).
+rules_app.add_typer(commands.rules.app)
+rules_app.add_typer(commands.correlations.app)
+findings_app.add_typer(commands.findings.app)
 app.add_typer(rules_app, name="rules")
 app.add_typer(findings_app, name="findings")
 app.add_typer(schema_app, name="schema")
+app.add_typer(
+    commands.infra.app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch."
+)
+app.add_typer(commands.gateway.app, name="gateway")
+app.add_typer(commands.sensors.app)
+app.add_typer(commands.fleet.app)
 
 # Wide enough for the tables when output goes to a file or CI log (rich assumes 80 there).
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-
-def _mount_infra() -> None:
-    from sigstream.commands.infra import app as infra_app
-
-    app.add_typer(infra_app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch.")
-
-
-_mount_infra()
-
-from sigstream.commands.gateway import app as _gateway_app  # noqa: E402
-
-app.add_typer(_gateway_app, name="gateway")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -96,18 +101,6 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "elastic_transport", "py4j", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def default_rule_paths(settings: Settings) -> list[Path]:
-    """SigmaHQ's Windows rules when the shared corpus is present, else the project's own."""
-    sigma = settings.shared_data / "sigma"
-    candidates = [
-        sigma / "rules" / "windows",
-        sigma / "rules-emerging-threats",
-        sigma / "rules-threat-hunting" / "windows",
-    ]
-    found = [p for p in candidates if p.is_dir()]
-    return found or [PROJECT_ROOT / "detections" / "rules"]
 
 
 # --- replay ----------------------------------------------------------------------------
@@ -141,9 +134,9 @@ def replay(
     schema events go to the dead-letter topic unchanged, with the reason in a header.
     """
     if gateway:  # sensors' path: disk spool -> HTTPS gateway -> Kafka (docs/gateway.md)
-        from sigstream.commands.gateway import replay_via_gateway
-
-        replay_via_gateway(paths, gateway, token, ca, rate=rate or None, limit=limit)
+        commands.gateway.replay_via_gateway(
+            paths, gateway, token, ca, rate=rate or None, limit=limit
+        )
         return
     from common.client_options import confluent_kafka_config
     from ingest.producer import EventProducer
@@ -396,16 +389,6 @@ def rules_check(
         raise typer.Exit(1)
 
 
-def _mount_rules_workflow() -> None:
-    """validate, test, backtest, coverage, bundle, deploy, status, ... (issue 5)."""
-    from sigstream.commands.rules import register
-
-    register(rules_app)
-
-
-_mount_rules_workflow()
-__import__("sigstream.commands.correlations").commands.correlations.register(rules_app)
-
 
 # --- findings --------------------------------------------------------------------------
 
@@ -429,19 +412,6 @@ def findings_summary(
         table.add_row(row["rule"], row["level"] or "", row["host"], f"{row['count']:,}")
     console.print(table)
 
-
-def _mount_triage() -> None:
-    from sigstream.commands.findings import register
-
-    register(findings_app)
-
-
-_mount_triage()
-
-from sigstream.commands.sensors import sensors_cmd  # noqa: E402
-
-app.command("sensors")(sensors_cmd)
-app.command("fleet")(__import__("sigstream.commands.fleet").commands.fleet.fleet_cmd)
 
 
 # --- schema ----------------------------------------------------------------------------
@@ -493,9 +463,6 @@ DEMO_OTRF = (
 )
 
 
-SAMPLE_EVENTS = PROJECT_ROOT / "ingest" / "samples" / "sensor_events.jsonl"
-
-
 def demo_inputs(settings: Settings) -> list[Path]:
     data = settings.shared_data
     inputs = [data / "sigma-regression"] if (data / "sigma-regression").is_dir() else []
@@ -524,9 +491,7 @@ def demo(
     started = time.monotonic()
     console.rule("1/4  services (Kafka, Elasticsearch)")
     up()
-    from sigstream.commands.infra import setup_findings_store
-
-    setup_findings_store()
+    commands.infra.setup_findings_store()
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
     replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
     console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")

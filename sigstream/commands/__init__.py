@@ -1,2 +1,8 @@
-"""The sub-commands of ``sigstream``, one module per command group; each defines a
-``typer.Typer`` named ``app`` that ``sigstream.cli`` (the composition root) mounts."""
+"""The sub-commands of ``sigstream``, one module per command group. Each defines a
+``typer.Typer`` named ``app``; ``sigstream.cli``, the composition root, mounts them all
+(and nothing else does). Commands resolve the settings; the libraries they call take
+settings and client options as arguments."""
+
+from sigstream.commands import correlations, findings, fleet, gateway, infra, rules, sensors
+
+__all__ = ["correlations", "findings", "fleet", "gateway", "infra", "rules", "sensors"]

@@ -12,26 +12,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from common.settings import get_settings
+from detections.content.defaults import OWN_CORRELATIONS, correlation_paths
+
 if TYPE_CHECKING:
     from common.settings import Settings
     from detections.correlation.query import CorrelationContent
     from detections.stream.job import Companion, JobConfig
 
+__all__ = ["OWN_CORRELATIONS", "app", "correlation_paths", "load_verbose", "with_correlations"]
+
+app = typer.Typer()
 err = Console(stderr=True)
 console = Console()
-
-#: The project's own correlation rules (and their base rules), run by default.
-OWN_CORRELATIONS = Path(__file__).resolve().parents[2] / "detections" / "correlation" / "rules"
-
-
-def correlation_paths(rules: list[Path] | None, settings: Settings) -> list[Path]:
-    """Where correlations are read: the job's rule folders, plus the project's own
-    correlation rules when the default rule set is used."""
-    if rules:
-        return list(rules)
-    from sigstream.cli import default_rule_paths
-
-    return [*default_rule_paths(settings), OWN_CORRELATIONS]
 
 
 def load_verbose(paths: list[Path], settings: Settings) -> CorrelationContent:
@@ -80,34 +73,31 @@ def with_correlations(
     return feeding(cfg, content), [query]
 
 
-def register(rules_app: typer.Typer) -> None:
-    @rules_app.command("correlations")
-    def rules_correlations(
-        paths: Annotated[
-            list[Path] | None,
-            typer.Argument(help="Rule files or folders (default: the job's, plus our own)."),
-        ] = None,
-    ) -> None:
-        """List the correlation rules the job would run, and the quarantined ones with why.
+@app.command("correlations")
+def rules_correlations(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Rule files or folders (default: the job's, plus our own)."),
+    ] = None,
+) -> None:
+    """List the correlation rules the job would run, and the quarantined ones with why.
 
-        Exits 1 when a correlation is quarantined.
-        """
-        from common.settings import get_settings
-
-        s = get_settings()
-        content = load_verbose(correlation_paths(paths, s), s)
-        table = Table(title="Sigma correlation rules")
-        for column in ("correlation", "type", "group-by", "timespan", "condition", "generate"):
-            table.add_column(column)
-        for spec in content.specs:
-            table.add_row(
-                spec.title,
-                spec.type,
-                ", ".join(spec.group_by),
-                f"{spec.timespan_s}s",
-                spec.condition.describe(),
-                "yes" if spec.generate else "no",
-            )
-        console.print(table)
-        if content.rejections:
-            raise typer.Exit(1)
+    Exits 1 when a correlation is quarantined.
+    """
+    s = get_settings()
+    content = load_verbose(correlation_paths(paths, s), s)
+    table = Table(title="Sigma correlation rules")
+    for column in ("correlation", "type", "group-by", "timespan", "condition", "generate"):
+        table.add_column(column)
+    for spec in content.specs:
+        table.add_row(
+            spec.title,
+            spec.type,
+            ", ".join(spec.group_by),
+            f"{spec.timespan_s}s",
+            spec.condition.describe(),
+            "yes" if spec.generate else "no",
+        )
+    console.print(table)
+    if content.rejections:
+        raise typer.Exit(1)

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+app = typer.Typer()
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -476,18 +477,16 @@ def serve_cmd(
     uvicorn.Server(config).run()
 
 
-def register(app: typer.Typer) -> None:
-    """Add the triage commands to ``sigstream findings``."""
-    for name, fn in (
-        ("list", list_cmd),
-        ("show", show_cmd),
-        ("ack", ack_cmd),
-        ("close", close_cmd),
-        ("reopen", reopen_cmd),
-        ("assign", assign_cmd),
-        ("note", note_cmd),
-        ("suppress", suppress_cmd),
-        ("suppressions", suppressions_cmd),
-        ("serve", serve_cmd),
-    ):
-        app.command(name)(fn)
+for _name, _command in (
+    ("list", list_cmd),
+    ("show", show_cmd),
+    ("ack", ack_cmd),
+    ("close", close_cmd),
+    ("reopen", reopen_cmd),
+    ("assign", assign_cmd),
+    ("note", note_cmd),
+    ("suppress", suppress_cmd),
+    ("suppressions", suppressions_cmd),
+    ("serve", serve_cmd),
+):
+    app.command(_name)(_command)

@@ -71,3 +71,7 @@ def fleet_cmd(
         typer.echo(f"{producer.counts.failed} records not delivered: {producer.counts.errors}")
         raise typer.Exit(1)
     typer.echo(f"sent {sent:,} records from {sensors:,} sensors in {rounds} rounds")
+
+
+app = typer.Typer()
+app.command("fleet")(fleet_cmd)

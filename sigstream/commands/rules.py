@@ -19,13 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import Settings, get_settings
+from detections.content.defaults import OWN_RULES, SAMPLE_EVENTS
 
+app = typer.Typer()
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-
-OWN_RULES = PROJECT_ROOT / "detections" / "rules"
-SAMPLE_EVENTS = PROJECT_ROOT / "ingest" / "samples" / "sensor_events.jsonl"
 
 Paths = Annotated[
     list[Path] | None,
@@ -641,20 +640,18 @@ def status_cmd(as_json: AsJson = False, store: StoreOpt = None) -> None:
             console.print(table)
 
 
-def register(rules_app: typer.Typer) -> None:
-    """Add the workflow commands to ``sigstream rules``."""
-    for name, fn in (
-        ("validate", validate_cmd),
-        ("test", test_cmd),
-        ("backtest", backtest_cmd),
-        ("coverage", coverage_cmd),
-        ("keygen", keygen_cmd),
-        ("bundle", bundle_cmd),
-        ("deploy", deploy_cmd),
-        ("status", status_cmd),
-        ("mode", mode_cmd),
-        ("disable", disable_cmd),
-        ("enable", enable_cmd),
-        ("rollback", rollback_cmd),
-    ):
-        rules_app.command(name)(fn)
+for _name, _command in (
+    ("validate", validate_cmd),
+    ("test", test_cmd),
+    ("backtest", backtest_cmd),
+    ("coverage", coverage_cmd),
+    ("keygen", keygen_cmd),
+    ("bundle", bundle_cmd),
+    ("deploy", deploy_cmd),
+    ("status", status_cmd),
+    ("mode", mode_cmd),
+    ("disable", disable_cmd),
+    ("enable", enable_cmd),
+    ("rollback", rollback_cmd),
+):
+    app.command(_name)(_command)

@@ -142,3 +142,7 @@ def sensors_cmd(
         row[-1] = f"[{colour}]{row[-1]}[/{colour}]"
         table.add_row(*row)
     console.print(table)
+
+
+app = typer.Typer()
+app.command("sensors")(sensors_cmd)
