@@ -820,24 +820,19 @@ class Stages:
 
     def start(self, spark: Any, cfg: Any) -> None:
         if self.correlations is not None:
-            from detections.correlation.query import CorrelationConfig, start_correlations
+            from detections.correlation.stage import CorrelationStage, correlation_config
 
-            s = self.settings
-            ccfg = CorrelationConfig(
-                lateness_s=s.correlation_lateness_s,
-                horizon_s=s.correlation_horizon_s or None,
-                ttl_s=s.correlation_ttl_s,
-            )
-            query = start_correlations(
-                spark, cfg, self.correlations, ccfg, on_batch=self.corr_batches.append
-            )
+            ccfg = correlation_config(self.settings)
+            query = CorrelationStage(
+                self.correlations, ccfg, on_batch=self.corr_batches.append
+            ).start(spark, cfg)
             if query is not None:
                 self.queries["sigstream-correlate"] = query
         if self.args.sensor_health:
-            from detections.health.query import config_from_settings
             from detections.health.query import start as start_health
+            from detections.health.stage import health_config
 
-            health, _ = config_from_settings()
+            health = health_config(self.settings)
             self.queries["sigstream-sensor-health"] = start_health(
                 spark, cfg, health, self.sensors_index, on_batch=self.health_batches.append
             )

@@ -328,10 +328,10 @@ def detect(
     )
     err.print(f"starting Spark ({s.spark_master}) …")
     spark = build_session(s)
-    from detections.health.query import start_sensor_health
+    from detections.health.stage import SensorHealthStage
     from sigstream.commands.correlations import with_correlations
 
-    companions = [start_sensor_health] if sensor_health else []
+    companions = [SensorHealthStage.of(s)] if sensor_health else []
     if correlations:  # generate: false base rules write no findings of their own
         cfg, more = with_correlations(cfg, rules, s)
         companions += more

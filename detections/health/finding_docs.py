@@ -20,7 +20,7 @@ from detections.health.state import (
     health,
     interval,
 )
-from detections.sinks.grouping import GroupingConfig, current_config, group_key
+from detections.sinks.grouping import GroupingConfig, group_key
 from schemas.findings import (
     LEVEL_SEVERITY,
     EventInfo,
@@ -100,7 +100,7 @@ def health_finding(
     event_id = f"sensor-health:{tenant}:{sensor}:{obs.kind}:{obs.key}"
     fid = finding_id(rule.id, tenant, sensor, event_id)
     when = _time(obs.at)
-    window_s = (grouping or current_config()).window_for(rule.id)
+    window_s = (grouping or GroupingConfig()).window_for(rule.id)
     key, start = group_key(when, event_id, window_s)
     return Finding.model_validate(
         {

@@ -204,7 +204,11 @@ class HealthBatch:
 
 
 def write_batch(
-    rows: list[Any], es_hosts: tuple[str, ...], findings_index: str, sensors_index: str
+    rows: list[Any],
+    es_hosts: tuple[str, ...],
+    findings_index: str,
+    sensors_index: str,
+    es_options: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Write one batch's documents; returns (new findings, sensor documents)."""
     from elasticsearch import helpers
@@ -222,7 +226,7 @@ def write_batch(
         for r in rows
         if r["target"] == "sensor"
     ]
-    es = connect(es_hosts)
+    es = connect(es_hosts, from_settings=False, **(es_options or {}))
     try:
         created = write_documents(es, findings_index, findings).created if findings else 0
         if sensors:
@@ -232,10 +236,15 @@ def write_batch(
         es.close()
 
 
-def ensure_indices(es_hosts: tuple[str, ...], findings_index: str, sensors_index: str) -> None:
+def ensure_indices(
+    es_hosts: tuple[str, ...],
+    findings_index: str,
+    sensors_index: str,
+    es_options: dict[str, Any] | None = None,
+) -> None:
     from detections.sinks.elasticsearch import connect, ensure_findings_index, ensure_index
 
-    es = connect(es_hosts)
+    es = connect(es_hosts, from_settings=False, **(es_options or {}))
     try:
         ensure_findings_index(es, findings_index)
         mappings = sensors_mappings()
@@ -276,7 +285,7 @@ def start(
         for query in spark.streams.active:
             if query.name == "sigstream-detect":
                 query.awaitTermination()
-    ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
+    ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options)
     topic = summaries_topic or cfg.summaries_topic
     ensure_topic(cfg, topic)
     reader = kafka_source(spark, cfg).option("subscribe", topic)
@@ -295,7 +304,7 @@ def start(
         stats.state_seconds = time.monotonic() - started
         stats.findings.update(r["kind"] for r in rows if r["target"] == "finding")
         stats.created, stats.sensors = write_batch(
-            rows, cfg.es_hosts, cfg.findings_index, sensors_index
+            rows, cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options
         )
         stats.seconds = time.monotonic() - started
         stats.write_seconds = stats.seconds - stats.state_seconds
@@ -324,32 +333,12 @@ def start(
     return writer.start()
 
 
-def config_from_settings() -> tuple[HealthConfig, str]:
-    from common.settings import get_settings
-
-    s = get_settings()
-    health = HealthConfig(
-        default_interval_s=s.health_interval_s,
-        silence_multiplier=s.health_silence_multiplier,
-        skew_threshold_s=s.health_skew_threshold_s,
-        gap_grace_s=s.health_gap_grace_s,
-    )
-    return health, s.sensors_index
-
-
 def ensure_topic(cfg: JobConfig, topic: str) -> None:
     """Create the summaries topic when missing (as many partitions as the events topic),
     so the query can subscribe before the detect job wrote its first summary."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from common.client_options import confluent_kafka_config
-    from common.settings import get_settings
-
-    config = {
-        **confluent_kafka_config(get_settings(), bootstrap=False),
-        "bootstrap.servers": cfg.kafka_bootstrap,
-    }
-    admin = AdminClient(config)
+    admin = AdminClient(cfg.producer_config())
     metadata = admin.list_topics(timeout=30)
     if topic in metadata.topics:
         return
@@ -362,8 +351,3 @@ def ensure_topic(cfg: JobConfig, topic: str) -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
 
-
-def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
-    """The ``detections.stream.job`` companion: the health query with the process settings."""
-    health, sensors_index = config_from_settings()
-    return start(spark, cfg, health, sensors_index)

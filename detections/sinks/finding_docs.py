@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from detections.sinks.grouping import GroupingConfig, current_config, group_key
+from detections.sinks.grouping import GroupingConfig, group_key
 from schemas.findings import (
     LEVEL_SEVERITY,
     EventInfo,
@@ -58,14 +58,14 @@ def build_finding(
     grouping: GroupingConfig | None = None,
 ) -> Finding:
     """The finding for ``rule`` matching ``event`` (a schema event as a plain dict), with
-    the group it belongs to (``grouping``: the process settings when not given)."""
+    the group it belongs to (``grouping``, from the job; the default window when not given)."""
     event = {k: v for k, v in event.items() if v is not None and v != {}}
     event_id = str(event["event_id"])
     when = _time(event["event_time"])
     host = str(event["host"])
     tenant = str(event.get("tenant_id", "default"))
     fid = finding_id(rule.id, tenant, str(event.get("sensor_id", "")), event_id)
-    window_s = (grouping or current_config()).window_for(rule.id)
+    window_s = (grouping or GroupingConfig()).window_for(rule.id)
     key, start = group_key(when, event_id, window_s)
     process = _process(event)
     return Finding(

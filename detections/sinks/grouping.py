@@ -7,7 +7,6 @@ window is configurable per rule; 0 turns grouping off (one finding per match).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -16,8 +15,6 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from common.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,17 +66,3 @@ def load_config(path: Path | None, default_window_s: int) -> GroupingConfig:
     except ContentError as exc:
         raise ContentError(f"{path}: {exc}") from None
 
-
-@lru_cache(maxsize=1)
-def current_config() -> GroupingConfig:
-    """From the process settings (``SIGSTREAM_GROUP_WINDOW_S``, ``SIGSTREAM_GROUPING_FILE``)."""
-    from common.settings import Settings
-
-    s = Settings()
-    try:
-        return load_config(s.grouping_file, s.group_window_s)
-    except ContentError as exc:
-        # `detect` refuses to start on a bad file; one that turns bad later must not stop
-        # the running job: findings group by the default window, and the log says why.
-        log.error("grouping file refused, using the default window: %s", exc)
-        return GroupingConfig(s.group_window_s)

@@ -47,6 +47,7 @@ from detections.sinks.grouping import GroupingConfig
 from detections.stream.batch_query import BatchQuery
 from detections.stream.derived import DerivedPublisher
 from detections.stream.parse import flat_records, flat_valid_events, rejected_records
+from detections.stream.stage import StageFunction, StreamingStage, as_stage
 from detections.stream.status import JobStatus
 from detections.stream.worker import (
     STATS_SCHEMA,
@@ -100,7 +101,7 @@ class JobConfig:
     feed_rules: tuple[CompiledRule, ...] = ()
     matches_topic: str = "sigstream.correlation-matches"
     # How findings group (windows per rule), loaded by the CLI: shipped to the executors,
-    # which never read their own settings (None: the process settings, as in tests).
+    # which never read their own settings (None: the default window, as in tests).
     grouping: GroupingConfig | None = None
     # Topics the job creates for its derived streams, with this many partitions.
     internal_partitions: int = 2
@@ -547,10 +548,23 @@ def start(
     return writer.start()
 
 
-# A companion query runs beside the detect query in the same Spark application (the
-# correlation stage, sensor health): given the session and the job's config it starts its
-# own streaming query, or returns None when it has nothing to do.
-Companion = Callable[[SparkSession, JobConfig], StreamingQuery | None]
+@dataclass
+class DetectionPass:
+    """The detection pass as a :class:`~detections.stream.stage.StreamingStage`."""
+
+    plan: DetectionPlan
+    totals: JobTotals | None = None
+    on_batch: Callable[[BatchStats], None] | None = None
+    name: str = "detect"
+
+    def start(self, spark: SparkSession, cfg: JobConfig) -> StreamingQuery:
+        return start(spark, self.plan, cfg, self.totals, self.on_batch)
+
+
+# A companion runs beside the detect query in the same Spark application (the correlation
+# stage, sensor health): a StreamingStage (detections/stream/stage.py), or a plain function
+# (session, job config) -> query or None.
+Companion = StreamingStage | StageFunction
 
 
 def run(
@@ -566,7 +580,7 @@ def run(
     terminated, and stops all of them if any fails or on Ctrl-C.
     """
     totals = JobTotals()
-    queries = [start(spark, plan, cfg, totals, on_batch)]
+    queries = [DetectionPass(plan, totals, on_batch).start(spark, cfg)]
     try:
         if cfg.available_now:
             # The stages after the detection pass read what it publishes: with --once,
@@ -574,7 +588,7 @@ def run(
             queries[0].awaitTermination()
             if queries[0].exception() is not None:
                 raise queries[0].exception()  # type: ignore[misc]
-        queries += [q for c in companions if (q := c(spark, cfg)) is not None]
+        queries += [q for c in companions if (q := as_stage(c).start(spark, cfg)) is not None]
         # awaitAnyTermination raises as soon as any query fails, so one broken query
         # stops the job instead of leaving the others running unobserved.
         while any(query.isActive for query in queries):

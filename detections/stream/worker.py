@@ -70,7 +70,7 @@ class Destinations:
     events: str | None = None  # also index every valid event here (triage context)
     # Rules whose matches only feed correlations (Sigma ``generate: false``): no findings.
     silent: frozenset[int] = frozenset()
-    # Finding groups' windows, from the job (None: the process settings; unit tests).
+    # Finding groups' windows, from the job (None: the default window; unit tests).
     grouping: GroupingConfig | None = None
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:

@@ -3,7 +3,6 @@ and ``sigstream rules correlations`` (what loads, what is quarantined and why)."
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,7 +55,8 @@ def with_correlations(
     ``SIGSTREAM_CORRELATION_HORIZON_S`` (0: none), timer bound ``SIGSTREAM_CORRELATION_TTL_S``
     (1 h)."""
     from detections.correlation.compile import correlation_only_rule_ids
-    from detections.correlation.query import CorrelationConfig, feeding, start_correlations
+    from detections.correlation.query import feeding
+    from detections.correlation.stage import CorrelationStage, correlation_config
 
     content = load_verbose(correlation_paths(rules, settings), settings)
     if not content.specs:
@@ -64,13 +64,7 @@ def with_correlations(
     silent = correlation_only_rule_ids(content.specs)
     if silent:
         err.print(f"  {len(silent)} base rule(s) only feed correlations (generate: false)")
-    ccfg = CorrelationConfig(
-        lateness_s=settings.correlation_lateness_s,
-        horizon_s=settings.correlation_horizon_s or None,
-        ttl_s=settings.correlation_ttl_s,
-    )
-    query = functools.partial(start_correlations, content=content, ccfg=ccfg)
-    return feeding(cfg, content), [query]
+    return feeding(cfg, content), [CorrelationStage(content, correlation_config(settings))]
 
 
 @app.command("correlations")
