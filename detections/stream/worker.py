@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,11 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from detections.content.deploy.modes import RuleMode
+from detections.health.summary import SensorSummaries
+from detections.sinks.base import VALUE_COLUMN, SinkSpec, TaskOutput
+from detections.sinks.elasticsearch_sinks import EventsIndex, FindingsIndex
 from detections.sinks.grouping import GroupingConfig
+from detections.sinks.outage import outlasting_outages
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -54,7 +57,6 @@ _ARROW_STATS = pa.schema(
 )
 
 REASON_COLUMN = "reject_reason"
-VALUE_COLUMN = "value"
 #: Where a record came from: how the driver finds the records a task refused.
 ORIGIN_COLUMNS = ("topic", "partition", "offset")
 
@@ -72,6 +74,16 @@ class Destinations:
     silent: frozenset[int] = frozenset()
     # Finding groups' windows, from the job (None: the default window; unit tests).
     grouping: GroupingConfig | None = None
+    # Further sinks of every task's output (detections/sinks/base.py), after the
+    # Elasticsearch ones: a new sink is a class and an entry here, not a worker change.
+    extra_sinks: tuple[SinkSpec, ...] = ()
+
+    def sinks(
+        self, es_hosts: tuple[str, ...], es_options: Mapping[str, Any] | None
+    ) -> list[SinkSpec]:
+        """Every sink of the task's output: the events index (when set), the findings."""
+        events = [EventsIndex(es_hosts, self.events, es_options)] if self.events else []
+        return [*events, FindingsIndex(es_hosts, es_options), *self.extra_sinks]
 
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
         if rule in self.silent:
@@ -116,11 +128,6 @@ def partition_processor(
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from detections.health.summary import SensorSummaries
-        from detections.sinks.elasticsearch import write_documents
-        from detections.sinks.events import index_events
-        from detections.sinks.outage import outlasting_outages
-
         spec, rule_infos, *more = content.value
         feed = more[0] if more else None
         matcher = spec.matcher()
@@ -133,6 +140,7 @@ def partition_processor(
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
         summaries = SensorSummaries()
+        sinks = [sink.open() for sink in destinations.sinks(es_hosts, es_options)]
         for batch in batches:
             valid, refused = checked_records(batch)
             rejects += refused
@@ -143,12 +151,6 @@ def partition_processor(
                 continue
             if summarize:
                 summaries.add(events)
-            if destinations.events is not None:
-                started = time.perf_counter()
-                es = worker_client(es_hosts, es_options)
-                docs = event_documents(events)
-                outlasting_outages(partial(index_events, es, destinations.events, docs), patience_s)
-                timing["write_s"] += time.perf_counter() - started
             started = time.perf_counter()
             result = matcher.match(events, skipped | errors.keys())
             timing["match_s"] += time.perf_counter() - started
@@ -161,26 +163,23 @@ def partition_processor(
                 numbers[2] += result.seconds.get(rule, 0.0)
                 if rule_budget_s and numbers[2] > rule_budget_s and rule not in errors:
                     errors[rule] = over_budget(numbers[2], int(numbers[0]), rule_budget_s)
-            if not result.rows.size:
-                continue
-            counts["matches"] += int(result.rows.size)
             started = time.perf_counter()
-            if fed is not None and fed.size:
-                correlation_matches += feed_records(feed, events, result.rows, result.rules, fed)
-            documents = finding_documents(
-                events, result.rows, result.rules, rule_infos, destinations, ingested
-            )
-            es = worker_client(es_hosts, es_options)
-            for index, findings in documents.items():
-                suppressions = outlasting_outages(
-                    partial(cached_suppressions, es, es_hosts, index), patience_s
+            documents: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+            if result.rows.size:
+                counts["matches"] += int(result.rows.size)
+                if fed is not None and fed.size:
+                    correlation_matches += feed_records(
+                        feed, events, result.rows, result.rules, fed
+                    )
+                documents = finding_documents(
+                    events, result.rows, result.rules, rule_infos, destinations, ingested
                 )
-                written = outlasting_outages(
-                    partial(write_documents, es, index, findings, suppressions=suppressions),
-                    patience_s,
-                )
-                counts["created"] += written.created
-                counts["duplicates"] += written.duplicates
+            output = TaskOutput(events, documents)
+            for sink in sinks:
+                sink.buffer(output)
+                flushed = outlasting_outages(sink.flush, patience_s)
+                counts["created"] += flushed.created
+                counts["duplicates"] += flushed.duplicates
             timing["write_s"] += time.perf_counter() - started
         row = {
             **counts,
@@ -245,60 +244,6 @@ def over_budget(seconds: float, events: int, budget_s: float) -> str:
         f"over its time budget: {seconds:.2f} s evaluating {events:,} events of one "
         f"micro-batch in one task{per_event} (budget {budget_s:g} s per rule)"
     )
-
-
-_clients: dict[tuple[str, ...], tuple[str, Any]] = {}
-
-
-def worker_client(hosts: tuple[str, ...], options: Mapping[str, Any] | None) -> Any:
-    """The Python worker's Elasticsearch client for ``hosts``, kept across tasks (Spark
-    reuses workers): its pooled connections spare every task a connect and handshake.
-    Other options (rotated credentials) replace it."""
-    from detections.sinks.elasticsearch import connect
-
-    key = repr(sorted((options or {}).items()))
-    cached = _clients.get(hosts)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    if cached is not None:
-        cached[1].close()
-    # The job's options only: an executor never reads its own settings.
-    client = connect(hosts, from_settings=False, **(options or {}))
-    _clients[hosts] = (key, client)
-    return client
-
-
-#: How long a worker reuses an index's suppression rules: a new suppression silences
-#: matches within this many seconds, and a batch saves a search per task.
-SUPPRESSIONS_TTL_S = 5.0
-_suppressions: dict[tuple[tuple[str, ...], str], tuple[float, list[Any]]] = {}
-
-
-def cached_suppressions(es: Any, hosts: tuple[str, ...], index: str) -> list[Any]:
-    """The suppression rules of ``index``, read at most every ``SUPPRESSIONS_TTL_S``
-    seconds per Python worker (Spark reuses workers across micro-batches)."""
-    from detections.sinks.elasticsearch import active_suppressions
-
-    now = time.monotonic()
-    cached = _suppressions.get((hosts, index))
-    if cached is not None and now - cached[0] < SUPPRESSIONS_TTL_S:
-        return cached[1]
-    rules = active_suppressions(es, index)
-    _suppressions[(hosts, index)] = (now, rules)
-    return rules
-
-
-def event_documents(events: pa.RecordBatch) -> list[dict[str, Any]]:
-    """The batch's events as their sensors sent them, limited to the schema's fields (the
-    events index maps those strictly; a sensor's stray top-level key stays in the raw
-    record and the finding's copy, and cannot fail the batch)."""
-    from schemas.generate import event_columns
-
-    known = event_columns()
-    return [
-        {k: v for k, v in json.loads(raw).items() if k in known}
-        for raw in events.column(VALUE_COLUMN).to_pylist()
-    ]
 
 
 def finding_documents(
