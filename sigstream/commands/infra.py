@@ -5,16 +5,23 @@ A thin shell over ``infra.services``; every command is idempotent and safe to re
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra import services
+from common.settings import get_settings
+from detections.sinks.elasticsearch import connect
+from infra import cluster, cluster_config, secure, services
+from infra import security as sec
 from infra.proc import ServiceError
+from triage.lifecycle import setup_store
 
 app = typer.Typer(
     help="Local Kafka (KRaft) and Elasticsearch: fetched from Maven Central, run as processes.",
@@ -52,22 +59,79 @@ def _names(only: list[Service] | None) -> list[str] | None:
     return [s.value for s in only] if only else None
 
 
+def _no_only(only: list[Service] | None) -> None:
+    if only:
+        raise typer.BadParameter("--only applies to the default profile", param_hint="--only")
+
+
+def _default_up(only: list[Service] | None, timeout: float) -> None:
+    names = _names(only)
+    services.up(names, timeout=timeout)
+    if names is None or "elasticsearch" in names:
+        setup_findings_store()
+
+
+def _whole_profile_up(up: Callable[..., Any]) -> Callable[[list[Service] | None, float], None]:
+    def start(only: list[Service] | None, timeout: float) -> None:
+        _no_only(only)
+        up(timeout=max(timeout, 240.0))
+
+    return start
+
+
+def _whole_profile_down(
+    down: Callable[..., list[str]],
+) -> Callable[[list[Service] | None, bool, float], list[str]]:
+    def stop(only: list[Service] | None, wipe: bool, timeout: float) -> list[str]:
+        _no_only(only)
+        return down(wipe=wipe, timeout=timeout)
+
+    return stop
+
+
+@dataclass(frozen=True)
+class ProfileOps:
+    """What `up`, `down`, `status` and `env` do for one profile (one table, no if/elif)."""
+
+    title: str
+    up: Callable[[list[Service] | None, float], None]
+    down: Callable[[list[Service] | None, bool, float], list[str]]
+    status: Callable[[], dict[str, Any]]
+    env: Callable[[str | None, str | None, bool], None]  # kafka user, ES user, show secrets
+
+
+PROFILES: dict[Profile, ProfileOps] = {
+    Profile.default: ProfileOps(
+        "Sigstream services",
+        _default_up,
+        lambda only, wipe, timeout: services.down(_names(only), wipe=wipe, timeout=timeout),
+        services.status,
+        lambda *args: _default_env(*args),
+    ),
+    Profile.cluster: ProfileOps(
+        "Sigstream cluster profile",
+        _whole_profile_up(cluster.up),
+        _whole_profile_down(cluster.down),
+        cluster.status,
+        lambda *args: _cluster_env(*args),
+    ),
+    Profile.secure: ProfileOps(
+        "Sigstream secure profile",
+        _whole_profile_up(secure.up),
+        _whole_profile_down(secure.down),
+        secure.status,
+        lambda *args: _secure_env(*args),
+    ),
+}
+
+
 def _print_status(profile: Profile = Profile.default) -> None:
-    if profile is Profile.cluster:
-        from infra import cluster
-
-        title, rows = "Sigstream cluster profile", cluster.status().values()
-    elif profile is Profile.secure:
-        from infra import secure
-
-        title, rows = "Sigstream secure profile", secure.status().values()
-    else:
-        title, rows = "Sigstream services", services.status().values()
-    table = Table(title=title)
+    ops = PROFILES[profile]
+    table = Table(title=ops.title)
     for column in ("service", "state", "pid", "address", "log"):
         table.add_column(column)
     colours = {"running": "green", "external": "yellow", "stopped": "red"}
-    for st in rows:
+    for st in ops.status().values():
         colour = colours.get(st.state, "white")
         table.add_row(
             st.name,
@@ -93,21 +157,7 @@ def up(
     """Fetch what is missing (first run only), start what is not running, wait until ready."""
     started = time.monotonic()
     try:
-        if profile is Profile.cluster:
-            from infra import cluster
-
-            _no_only(only)
-            cluster.up(timeout=max(timeout, 240.0))
-        elif profile is Profile.secure:
-            from infra import secure
-
-            _no_only(only)
-            secure.up(timeout=max(timeout, 240.0))
-        else:
-            names = _names(only)
-            services.up(names, timeout=timeout)
-            if names is None or "elasticsearch" in names:
-                setup_findings_store()
+        PROFILES[profile].up(only, timeout)
     except ServiceError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -117,10 +167,6 @@ def up(
 
 def setup_findings_store() -> None:
     """Index templates and rollover aliases for findings and events (docs/triage.md)."""
-    from common.settings import get_settings
-    from detections.sinks.elasticsearch import connect
-    from triage.lifecycle import setup_store
-
     settings = get_settings()
     es = connect(settings.es_hosts)  # auth and CA from the settings (common/client_options.py)
     try:
@@ -144,18 +190,7 @@ def down(
 ) -> None:
     """Stop the services infra started (SIGTERM, then SIGKILL after the timeout)."""
     try:
-        if profile is Profile.cluster:
-            from infra import cluster
-
-            _no_only(only)
-            stopped = cluster.down(wipe=wipe, timeout=timeout)
-        elif profile is Profile.secure:
-            from infra import secure
-
-            _no_only(only)
-            stopped = secure.down(wipe=wipe, timeout=timeout)
-        else:
-            stopped = services.down(_names(only), wipe=wipe, timeout=timeout)
+        stopped = PROFILES[profile].down(only, wipe, timeout)
     except ServiceError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -166,11 +201,6 @@ def down(
 def status(profile: ProfileOpt = Profile.default) -> None:
     """Per process: running (started here), external (someone else's) or stopped."""
     _print_status(profile)
-
-
-def _no_only(only: list[Service] | None) -> None:
-    if only:
-        raise typer.BadParameter("--only applies to the default profile", param_hint="--only")
 
 
 @app.command()
@@ -194,18 +224,16 @@ def env(
     eval "$(sigstream infra env --profile secure --kafka-user job --es-user sigstream_job
     --show-secrets)" runs it as the job's users against the secure profile.
     """
-    import sys
+    PROFILES[profile].env(kafka_user, es_user, show_secrets)
 
-    from infra import cluster_config
 
-    if profile is Profile.secure:
-        _secure_env(kafka_user, es_user, show_secrets)
-        return
+def _default_env(*_: object) -> None:
+    """Unset what the other profiles' exports set."""
+    for key in cluster_config.client_env(cluster_config.ClusterSpec(), sys.executable):
+        console.print(f"unset {key}", highlight=False)
 
-    if profile is Profile.default:
-        for key in cluster_config.client_env(cluster_config.ClusterSpec(), sys.executable):
-            console.print(f"unset {key}", highlight=False)
-        return
+
+def _cluster_env(*_: object) -> None:
     spec = cluster_config.ClusterSpec()
     text = cluster_config.render_exports(cluster_config.client_env(spec, sys.executable))
     print(text, end="")
@@ -217,8 +245,6 @@ def kill(
 ) -> None:
     """SIGKILL one process of the cluster profile (a failure drill); `up --profile cluster`
     brings it back."""
-    from infra import cluster
-
     try:
         pid = cluster.kill(member)
     except (ServiceError, KeyError) as exc:
@@ -244,9 +270,6 @@ def fetch(
 
 
 def _secure_env(kafka_user: str | None, es_user: str | None, show_secrets: bool) -> None:
-    from infra import cluster_config, secure
-    from infra import security as sec
-
     if kafka_user is not None and kafka_user not in sec.KAFKA_USERS:
         raise typer.BadParameter(f"choose from {sec.KAFKA_USERS}", param_hint="--kafka-user")
     if es_user is not None and es_user not in (sec.ES_SUPERUSER, *sec.ES_USERS):
@@ -278,8 +301,6 @@ def rotate_secrets(
 ) -> None:
     """secure profile: new passwords for gateway, job and the sigstream_* ES users (live,
     no restart), or new server certificates (--certs, restarts both services)."""
-    from infra import secure
-
     if profile is not Profile.secure:
         raise typer.BadParameter("only the secure profile has secrets", param_hint="--profile")
     try:
