@@ -11,10 +11,10 @@ What each side runs, and why the comparison is fair:
 
 * **Events**: OTRF datasets (default ``../shared/data/otrf``) read with the project's own
   adapters (``ingest.sources.iter_items``), so both evaluators see the same schema events.
-* **Rules**: the detection plan the job would run (``detections.compiler.plan.load_plan`` over
-  ``sigstream.cli.default_rule_paths``). Rules the plan rejects (logsource not collected,
-  fields the schema lacks, unresolved placeholders, ...) are run by neither side. rsigma
-  reads the original YAML files, not Sigstream's IR.
+* **Rules**: the detection plan the job would run (``detections.compiler.plan.load_plan``
+  over ``detections.content.defaults.default_rule_paths``). Rules the plan rejects
+  (logsource not collected, fields the schema lacks, unresolved placeholders, ...) are run
+  by neither side. rsigma reads the original YAML files, not Sigstream's IR.
 * **Sigstream**: the job's code path in batch, without Kafka: each event's wire JSON
   (``ingest.producer.encode_event``) goes through ``detections.stream.parse.parse_records`` and
   ``valid_events``, then ``detections.engine.apply.detect`` on a local Spark session built by
