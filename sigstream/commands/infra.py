@@ -5,6 +5,7 @@ A thin shell over ``infra.services``; every command is idempotent and safe to re
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -17,11 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.settings import get_settings
-from detections.sinks.elasticsearch import connect
-from infra import cluster, cluster_config, secure, services
-from infra import security as sec
+from infra import cluster_config, services
 from infra.proc import ServiceError
-from triage.lifecycle import setup_store
 
 app = typer.Typer(
     help="Local Kafka (KRaft) and Elasticsearch: fetched from Maven Central, run as processes.",
@@ -64,63 +62,51 @@ def _no_only(only: list[Service] | None) -> None:
         raise typer.BadParameter("--only applies to the default profile", param_hint="--only")
 
 
-def _default_up(only: list[Service] | None, timeout: float) -> None:
-    names = _names(only)
-    services.up(names, timeout=timeout)
-    if names is None or "elasticsearch" in names:
-        setup_findings_store()
-
-
-def _whole_profile_up(up: Callable[..., Any]) -> Callable[[list[Service] | None, float], None]:
-    def start(only: list[Service] | None, timeout: float) -> None:
-        _no_only(only)
-        up(timeout=max(timeout, 240.0))
-
-    return start
-
-
-def _whole_profile_down(
-    down: Callable[..., list[str]],
-) -> Callable[[list[Service] | None, bool, float], list[str]]:
-    def stop(only: list[Service] | None, wipe: bool, timeout: float) -> list[str]:
-        _no_only(only)
-        return down(wipe=wipe, timeout=timeout)
-
-    return stop
-
-
 @dataclass(frozen=True)
 class ProfileOps:
-    """What `up`, `down`, `status` and `env` do for one profile (one table, no if/elif)."""
+    """What `up`, `down`, `status` and `env` do for one profile: one table, no if/elif.
+
+    ``module`` has the profile's ``up``, ``down`` and ``status``; it is imported when a
+    command uses it (``infra.secure`` loads cryptography, which other commands never need).
+    A ``whole`` profile starts and stops all its members together (no ``--only``)."""
 
     title: str
-    up: Callable[[list[Service] | None, float], None]
-    down: Callable[[list[Service] | None, bool, float], list[str]]
-    status: Callable[[], dict[str, Any]]
+    module: str
+    whole: bool
     env: Callable[[str | None, str | None, bool], None]  # kafka user, ES user, show secrets
+
+    def impl(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def up(self, only: list[Service] | None, timeout: float) -> None:
+        if self.whole:
+            _no_only(only)
+            self.impl().up(timeout=max(timeout, 240.0))
+            return
+        names = _names(only)
+        self.impl().up(names, timeout=timeout)
+        if names is None or "elasticsearch" in names:
+            setup_findings_store()
+
+    def down(self, only: list[Service] | None, wipe: bool, timeout: float) -> list[str]:
+        if self.whole:
+            _no_only(only)
+            return list(self.impl().down(wipe=wipe, timeout=timeout))
+        return list(self.impl().down(_names(only), wipe=wipe, timeout=timeout))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.impl().status())
 
 
 PROFILES: dict[Profile, ProfileOps] = {
     Profile.default: ProfileOps(
-        "Sigstream services",
-        _default_up,
-        lambda only, wipe, timeout: services.down(_names(only), wipe=wipe, timeout=timeout),
-        services.status,
-        lambda *args: _default_env(*args),
+        "Sigstream services", "infra.services", False, lambda *a: _default_env(*a)
     ),
     Profile.cluster: ProfileOps(
-        "Sigstream cluster profile",
-        _whole_profile_up(cluster.up),
-        _whole_profile_down(cluster.down),
-        cluster.status,
-        lambda *args: _cluster_env(*args),
+        "Sigstream cluster profile", "infra.cluster", True, lambda *a: _cluster_env(*a)
     ),
     Profile.secure: ProfileOps(
-        "Sigstream secure profile",
-        _whole_profile_up(secure.up),
-        _whole_profile_down(secure.down),
-        secure.status,
-        lambda *args: _secure_env(*args),
+        "Sigstream secure profile", "infra.secure", True, lambda *a: _secure_env(*a)
     ),
 }
 
@@ -167,6 +153,10 @@ def up(
 
 def setup_findings_store() -> None:
     """Index templates and rollover aliases for findings and events (docs/triage.md)."""
+    # Deferred: the Elasticsearch client is only needed here, not at CLI start-up.
+    from detections.sinks.elasticsearch import connect
+    from triage.lifecycle import setup_store
+
     settings = get_settings()
     es = connect(settings.es_hosts)  # auth and CA from the settings (common/client_options.py)
     try:
@@ -246,7 +236,7 @@ def kill(
     """SIGKILL one process of the cluster profile (a failure drill); `up --profile cluster`
     brings it back."""
     try:
-        pid = cluster.kill(member)
+        pid = PROFILES[Profile.cluster].impl().kill(member)
     except (ServiceError, KeyError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -270,11 +260,15 @@ def fetch(
 
 
 def _secure_env(kafka_user: str | None, es_user: str | None, show_secrets: bool) -> None:
+    # Deferred: the secure profile's modules load cryptography.
+    from infra import secure
+    from infra import security as sec
+
     if kafka_user is not None and kafka_user not in sec.KAFKA_USERS:
         raise typer.BadParameter(f"choose from {sec.KAFKA_USERS}", param_hint="--kafka-user")
     if es_user is not None and es_user not in (sec.ES_SUPERUSER, *sec.ES_USERS):
         raise typer.BadParameter(f"choose from {sec.ES_USERS}", param_hint="--es-user")
-    where = secure.SecureLayout.of(secure.get_settings())
+    where = secure.SecureLayout.of(get_settings())
     try:
         passwords = secure.load_passwords(where) if show_secrets else None
     except ServiceError as exc:
@@ -303,6 +297,7 @@ def rotate_secrets(
     no restart), or new server certificates (--certs, restarts both services)."""
     if profile is not Profile.secure:
         raise typer.BadParameter("only the secure profile has secrets", param_hint="--profile")
+    secure = PROFILES[Profile.secure].impl()
     try:
         if certs:
             secure.rotate_certs()
