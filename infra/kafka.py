@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.client_options import kafka_python_kwargs
 from common.settings import Settings
 from infra import config
 from infra.config import Layout
@@ -193,8 +194,6 @@ def wait_ready(
 def _admin(settings: Settings) -> KafkaAdminClient:
     """A kafka-python admin client with the settings' security options."""
     from kafka.admin import KafkaAdminClient
-
-    from common.client_options import kafka_python_kwargs
 
     options = {**kafka_python_kwargs(settings), "bootstrap_servers": bootstrap(settings)}
     return KafkaAdminClient(**options, client_id="sigstream-infra")

@@ -22,8 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from common.safe_yaml import ContentError
 from common.settings import PROJECT_ROOT, Settings, get_settings
 from detections.content.defaults import SAMPLE_EVENTS, default_rule_paths
+from infra.services import down, up
 from sigstream import commands
 
 __all__ = ["SAMPLE_EVENTS", "app", "default_rule_paths", "main"]
@@ -35,8 +37,6 @@ class _ContentRefusals(TyperGroup):
     every loader raises ContentError with the reason, this is the net under all of them."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from common.safe_yaml import ContentError
-
         try:
             return super().invoke(ctx)
         except Exception as exc:
@@ -422,6 +422,7 @@ def schema_export(
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("build/schema"),
 ) -> None:
     """Write the generated JSON Schema, Elasticsearch mappings and Spark schema."""
+    # Deferred: building the event models costs ~0.15 s, which other commands never need.
     from schemas.findings import Finding
     from schemas.generate import (
         es_event_mappings,
@@ -485,8 +486,6 @@ def demo(
     it with Spark until Kafka is drained, and prints the findings read back from
     Elasticsearch.
     """
-    from infra.services import down, up
-
     s = get_settings()
     started = time.monotonic()
     console.rule("1/4  services (Kafka, Elasticsearch)")

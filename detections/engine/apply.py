@@ -28,6 +28,8 @@ from detections.engine.matcher import (
     keyword_columns,
     keyword_text_column,
 )
+from schemas.events import parse_event
+from schemas.generate import arrow_event_schema
 
 
 class RuleEvaluationError(RuntimeError):
@@ -48,9 +50,6 @@ def match_events(
 ) -> list[tuple[int, int]]:
     """(event position, rule index) for every match of ``events`` (schema-form dicts, as a
     sensor sends them). Pure: the same matcher the streaming job runs in its workers."""
-    from schemas.events import parse_event
-    from schemas.generate import arrow_event_schema
-
     matcher = matcher or compile_matcher(plan)
     rows = [parse_event(event).model_dump() for event in events]
     table = pa.Table.from_pylist(rows, schema=arrow_event_schema())

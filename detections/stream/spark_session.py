@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pyspark.sql import SparkSession
 
 from common.settings import Settings
+from infra.services import spark_kafka_jars
 
 FILESYSTEM_CHECKPOINTS = (
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -24,8 +25,6 @@ def build_session(
     app_name: str = "sigstream-detect",
     extra_conf: Mapping[str, str] | None = None,
 ) -> SparkSession:
-    from infra.services import spark_kafka_jars
-
     if settings.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (

@@ -25,8 +25,11 @@ from detections.content.deploy.modes import RuleMode
 from detections.health.summary import SensorSummaries
 from detections.sinks.base import VALUE_COLUMN, SinkSpec, TaskOutput
 from detections.sinks.elasticsearch_sinks import EventsIndex, FindingsIndex
+from detections.sinks.finding_docs import build_finding, finding_document
 from detections.sinks.grouping import GroupingConfig
 from detections.sinks.outage import outlasting_outages
+from detections.stream.parse import MALFORMED, record_problem
+from schemas.findings import RuleInfo
 
 #: The row each task reports to the driver.
 STATS_SCHEMA = T.StructType(
@@ -215,8 +218,6 @@ def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, 
     of those this task refuses: the records the JVM's parse accepted but the event
     contract does not (``detections.stream.parse.record_problem``), and a precise reason for
     those it found malformed. One bad record never fails the others."""
-    from detections.stream.parse import MALFORMED, record_problem
-
     reasons = batch.column(REASON_COLUMN).to_pylist()
     values = batch.column(VALUE_COLUMN).to_pylist()
     names = batch.schema.names
@@ -257,9 +258,6 @@ def finding_documents(
     """Index -> (id, body) of the findings of the (row, rule) matches. A finding carries
     the event as its sensor sent it (the record's JSON), so nothing the rule did not read
     is lost."""
-    from detections.sinks.finding_docs import build_finding, finding_document
-    from schemas.findings import RuleInfo
-
     infos: dict[int, RuleInfo] = {}
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     values = events.column(VALUE_COLUMN).take(pa.array(rows)).to_pylist()

@@ -17,6 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.settings import get_settings
+from detections.sinks.suppression import Suppression
+from triage.auth import Caller
+from triage.workflow import WorkflowError
+
 app = typer.Typer()
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -33,21 +38,16 @@ LEVEL_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low":
 
 
 def _caller(tenant: str | None, user: str | None = None) -> Any:
-    from triage.auth import Caller
-
     return Caller(user=user or getpass.getuser() or "cli", role="analyst", tenant=tenant)
 
 
 def _es() -> Any:
-    from common.settings import get_settings
     from detections.sinks.elasticsearch import connect
 
     return connect(get_settings().es_hosts)
 
 
 def _index() -> str:
-    from common.settings import get_settings
-
     return get_settings().findings_index
 
 
@@ -172,7 +172,6 @@ def show_cmd(
     as_json: AsJson = False,
 ) -> None:
     """A finding with its matches, related host events and process ancestry."""
-    from common.settings import get_settings
     from triage import store
 
     es, caller = _es(), _caller(tenant)
@@ -258,7 +257,6 @@ def _act(
     finding_id: str, action: str, tenant: str | None, user: str | None, as_json: bool, **kwargs: Any
 ) -> None:
     from triage import store
-    from triage.workflow import WorkflowError
 
     es, caller = _es(), _caller(tenant, user)
     fid = _resolve(es, caller, finding_id)
@@ -343,7 +341,6 @@ def suppress_cmd(
     user: User = None,
 ) -> None:
     """Silence known-benign matches; they are still stored and counted."""
-    from detections.sinks.suppression import Suppression
     from triage.store import add_suppression
 
     fields = {}
@@ -401,7 +398,6 @@ def lifecycle_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
 ) -> None:
     """Rollover and retention for the matches and events indices (no ILM in this ES)."""
-    from common.settings import get_settings
     from triage import lifecycle
 
     es, s = _es(), get_settings()
@@ -446,7 +442,6 @@ def serve_cmd(
     Bounded per connection and per request (SIGSTREAM_API_* settings, docs/triage.md)."""
     import uvicorn
 
-    from common.settings import get_settings
     from triage.api import create_app
     from triage.server import TlsFiles, limits_from_settings, uvicorn_config
 

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from common.client_options import confluent_kafka_config
+from common.settings import get_settings
+
 
 def fleet_cmd(
     sensors: Annotated[int, typer.Option(help="Sensors in the fleet.")] = 1000,
@@ -27,8 +30,7 @@ def fleet_cmd(
     """Send a synthetic fleet (events and heartbeats; some sensors go silent, drop events,
     restart or have a skewed clock) to Kafka in real time, for `sigstream detect`'s
     sensor-health query and `sigstream sensors`. Prints which sensors misbehave how."""
-    from common.client_options import confluent_kafka_config
-    from common.settings import get_settings
+    # Deferred: the event models and the Kafka client are not needed at CLI start-up.
     from ingest.fleet import Fleet, FleetSpec, run_fleet
     from ingest.producer import EventProducer, KafkaUnavailable
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.client_options import confluent_kafka_config
 from common.settings import get_settings
 
 app = typer.Typer(
@@ -136,7 +138,6 @@ def serve(
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
     import uvicorn
 
-    from common.client_options import confluent_kafka_config
     from ingest.gateway.app import GatewayOptions
     from ingest.gateway.server import ConnectionLimits, TlsFiles, kafka_app, uvicorn_config
     from ingest.gateway.tls import ensure_cert
@@ -190,8 +191,6 @@ def replay_via_gateway(
     limit: int | None,
 ) -> None:
     """``sigstream replay --gateway URL``: spool the files' events and deliver them."""
-    import hashlib
-
     from ingest.client import CredentialRejected, GatewayClient
     from ingest.replay import replay_to_gateway
 

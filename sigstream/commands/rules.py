@@ -21,6 +21,8 @@ from rich.table import Table
 
 from common.settings import Settings, get_settings
 from detections.content.defaults import OWN_RULES, SAMPLE_EVENTS
+from detections.content.deploy.modes import RuleMode, parse_mode
+from detections.content.workflow.coverage import TACTICS, CoveredRule, coverage, navigator_layer
 
 app = typer.Typer()
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -348,7 +350,6 @@ def coverage_cmd(
     """ATT&CK tactic/technique coverage of the active rules, as a table and a Navigator layer."""
     from detections.compiler.plan import load_plan
     from detections.content.deploy.watcher import ACTIVE
-    from detections.content.workflow.coverage import TACTICS, CoveredRule, coverage, navigator_layer
 
     rules: list[CoveredRule] = []
     deployed = _store(store).current_bundle() if not paths else None
@@ -449,7 +450,6 @@ def bundle_cmd(
     hashes, signed with Ed25519. Rule tests run first.
     """
     from detections.content.deploy.bundle import BundleError, build_bundle, sign_manifest
-    from detections.content.deploy.modes import parse_mode
     from detections.content.deploy.signing import load_private_key
     from detections.content.workflow.ruletests import run_tests as run_rule_tests
 
@@ -537,8 +537,6 @@ def mode_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Set one rule's deployment mode (overrides the bundle's)."""
-    from detections.content.deploy.modes import RuleMode, parse_mode
-
     try:
         parsed = parse_mode(mode)
     except ValueError as exc:

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.settings import get_settings
+
 #: Worst first: silent sensors are what an operator looks at first.
 STATE_ORDER = {"silent": 0, "degraded": 1, "healthy": 2}
 STATES = tuple(STATE_ORDER)
@@ -106,7 +108,6 @@ def sensors_cmd(
     state (healthy / degraded / silent), as the `detect` job's sensor-health query saw them."""
     from elasticsearch import NotFoundError
 
-    from common.settings import get_settings
     from detections.sinks.elasticsearch import connect
 
     console = Console(width=None if typer.get_text_stream("stdout").isatty() else 160)

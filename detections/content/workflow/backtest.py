@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detections.compiler.plan import DetectionPlan
+from detections.content.workflow.events import to_row
+from schemas.generate import spark_event_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -71,8 +73,6 @@ def archive_events(spark: SparkSession, archive_dir: Path, since: date | None) -
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from schemas.generate import spark_event_schema
-
     if not archive_dir.is_dir() or not any(archive_dir.glob("event_date=*")):
         raise FileNotFoundError(
             f"no events archive at {archive_dir} (expected event_date=YYYY-MM-DD/ folders); "
@@ -94,9 +94,7 @@ def corpus_events(
 ) -> tuple[DataFrame, int]:
     """Raw corpora (OTRF, SigmaHQ regression, .jsonl) as a DataFrame of parsed events,
     and how many records could not become events."""
-    from detections.content.workflow.events import to_row
     from ingest.sources import iter_items
-    from schemas.generate import spark_event_schema
 
     rows: list[dict[str, Any]] = []
     rejected = 0

@@ -21,6 +21,8 @@ from typing import Any
 
 from detections.compiler import ir
 from detections.compiler.plan import DetectionPlan, PlannedRule, plan_rules
+from schemas.events import parse_event
+from schemas.generate import arrow_event_schema
 
 _REPEATS = {sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT}
 _UNBOUNDED = sre_constants.MAXREPEAT
@@ -161,8 +163,6 @@ def engine_timer(events: Sequence[dict[str, Any]], repeats: int = 3, min_rows: i
     import pyarrow as pa
 
     from detections.engine.apply import compile_matcher
-    from schemas.events import parse_event
-    from schemas.generate import arrow_event_schema
 
     rows = [parse_event(e).model_dump() for e in events]
     rows = rows * max(1, -(-min_rows // max(len(rows), 1)))

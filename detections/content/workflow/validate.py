@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,6 @@ def sigma_checks(paths: Sequence[Path], fail_on_issues: bool) -> tuple[list[Issu
 
 
 def _issue_fields(issue: Any) -> str:
-    from dataclasses import fields
-
     parts = [
         f"{f.name}={getattr(issue, f.name)}"
         for f in fields(issue)
