@@ -14,7 +14,7 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
-from detections.sinks.elasticsearch import groups_index, suppressions_index
+from detections.sinks.indices import groups_index, suppressions_index
 from detections.sinks.suppression import Suppression
 from triage import workflow
 from triage.auth import Caller

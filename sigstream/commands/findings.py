@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.settings import get_settings
+from detections.sinks.indices import groups_index
 from detections.sinks.suppression import Suppression
 from triage.auth import Caller
 from triage.workflow import WorkflowError
@@ -145,7 +146,6 @@ def _resolve(es: Any, caller: Any, prefix: str) -> str:
     """Full id from a unique prefix (the list shows 12 characters)."""
     if len(prefix) >= 40:
         return prefix
-    from detections.sinks.elasticsearch import groups_index
     from triage.store import tenant_filter
 
     resp = es.search(
