@@ -76,7 +76,7 @@ schema_app = typer.Typer(
 # as `rules`, are merged into one).
 rules_app.add_typer(commands.rules.app)
 rules_app.add_typer(commands.correlations.app)
-findings_app.add_typer(commands.findings.app)
+findings_app.add_typer(commands.triage.app)
 app.add_typer(rules_app, name="rules")
 app.add_typer(findings_app, name="findings")
 app.add_typer(schema_app, name="schema")
