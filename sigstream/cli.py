@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from common.client_options import confluent_kafka_config
 from common.safe_yaml import ContentError
 from common.settings import PROJECT_ROOT, Settings, get_settings
 from detections.content.defaults import SAMPLE_EVENTS, default_rule_paths
@@ -138,7 +139,7 @@ def replay(
             paths, gateway, token, ca, rate=rate or None, limit=limit
         )
         return
-    from common.client_options import confluent_kafka_config
+    # Deferred: the Kafka client and the event models are not needed at CLI start-up.
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
 
