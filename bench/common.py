@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sigstream.settings import PROJECT_ROOT, Settings
+from common.settings import PROJECT_ROOT, Settings
 
 #: Generated datasets, rule folders and results live here (git-ignored, reused across runs).
 CACHE_DIR = PROJECT_ROOT / ".cache" / "bench"

@@ -30,7 +30,7 @@ from bench.common import (
     rate,
     save_result,
 )
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 OTRF_FOLDERS = ("discovery", "credential_access", "execution", "lateral_movement")
 RECON = [
@@ -138,9 +138,9 @@ def run_phase(
         feeding,
         start_correlations,
     )
-    from detections.job import JobConfig, JobTotals
-    from detections.job import start as start_detect
     from detections.sinks.elasticsearch import connect, drop_findings_index
+    from detections.stream.job import JobConfig, JobTotals
+    from detections.stream.job import start as start_detect
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
 
@@ -240,11 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from bench.ingest import ensure_services
+    from detections.content.defaults import OWN_CORRELATIONS
     from detections.correlation.query import load_content
-    from detections.spark import build_session
+    from detections.stream.spark_session import build_session
     from ingest.replay import replay
     from schemas.events import parse_event
-    from sigstream.correlations import OWN_CORRELATIONS
 
     settings = get_settings()
     info = machine_info(settings)

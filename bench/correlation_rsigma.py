@@ -54,7 +54,7 @@ from bench.rsigma import binary, version
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 EPISODE_GAP_S = 4 * 3600  # between episodes: more than any timespan + the suppression
 SUPPRESS = "5m"
-KEY_SEPARATOR = "\x1f"  # detections.correlation.findings.KEY_SEPARATOR
+KEY_SEPARATOR = "\x1f"  # detections.correlation.finding_docs.KEY_SEPARATOR
 
 #: Reasons a disagreement is expected (each documented in docs/correlations.md).
 KNOWN = {

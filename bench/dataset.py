@@ -12,7 +12,7 @@ Three files per size N under ``.cache/bench/``, all the same events in the same 
 * ``events-N.jsonl``: the wire form (what sensors send to Kafka), an intermediate: deleted
   once parsed into Parquet (``--keep-jsonl`` keeps it, e.g. for ``sigstream replay``);
 * ``events-N.parquet``: the wire form parsed exactly as the job parses Kafka records
-  (``detections.parse``), so the engine benchmark starts from job-shaped rows;
+  (``detections.stream.parse``), so the engine benchmark starts from job-shaped rows;
 * ``events-N.rsigma.ndjson``: the same events flattened for rsigma (``extra`` merged into
   the top level, the logsource and event type as tag fields; see ``bench.rsigma``).
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CACHE_DIR, progress
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 #: Bump when the generated events change, so stale caches are not reused.
 GENERATOR_VERSION = 3
@@ -238,8 +238,8 @@ def build_parquet(
     """Parse the wire JSONL with the job's own parser and store the rows as Parquet."""
     from pyspark.sql import functions as F
 
-    from detections.parse import parse_records, valid_events
-    from detections.spark import build_session
+    from detections.stream.parse import parse_records, valid_events
+    from detections.stream.spark_session import build_session
 
     paths = dataset_paths(n, seed)
     if paths["parquet"].exists():

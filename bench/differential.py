@@ -11,14 +11,14 @@ What each side runs, and why the comparison is fair:
 
 * **Events**: OTRF datasets (default ``../shared/data/otrf``) read with the project's own
   adapters (``ingest.sources.iter_items``), so both evaluators see the same schema events.
-* **Rules**: the detection plan the job would run (``detections.plan.load_plan`` over
-  ``sigstream.cli.default_rule_paths``). Rules the plan rejects (logsource not collected,
-  fields the schema lacks, unresolved placeholders, ...) are run by neither side. rsigma
-  reads the original YAML files, not Sigstream's IR.
+* **Rules**: the detection plan the job would run (``detections.compiler.plan.load_plan``
+  over ``detections.content.defaults.default_rule_paths``). Rules the plan rejects
+  (logsource not collected, fields the schema lacks, unresolved placeholders, ...) are run
+  by neither side. rsigma reads the original YAML files, not Sigstream's IR.
 * **Sigstream**: the job's code path in batch, without Kafka: each event's wire JSON
-  (``ingest.producer.encode_event``) goes through ``detections.parse.parse_records`` and
-  ``valid_events``, then ``detections.engine.detect`` on a local Spark session built by
-  ``detections.spark.build_session``.
+  (``ingest.producer.encode_event``) goes through ``detections.stream.parse.parse_records`` and
+  ``valid_events``, then ``detections.engine.apply.detect`` on a local Spark session built by
+  ``detections.stream.spark_session.build_session``.
 * **rsigma**: each event as one flat JSON object of Sigma field names: the typed fields,
   ``extra`` merged in (typed fields win, as ``field_source`` resolves them), and the Windows
   header ``EventID`` / ``Channel`` / ``Provider_Name``. The event's position is passed as
@@ -28,7 +28,7 @@ What each side runs, and why the comparison is fair:
   ``--logsource-routing`` is fail-open (an event without a ``category`` field would be
   tested by every category rule). So rsigma runs once per route of the plan, with only
   that route's rules, over only the events the route accepts (``route_accepts`` below, the
-  Python form of ``detections.engine.route_condition``). Routing is therefore not under
+  Python form of ``detections.engine.apply.route_condition``). Routing is therefore not under
   test; if the two ever drift, the drift shows up as disagreements.
 * **Semantics cases**: the corpus only exercises what its events and rules happen to
   contain, so the cases of ``tests/integration/test_sigma_semantics_spark.py`` (each
@@ -70,9 +70,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
+from common.settings import PROJECT_ROOT, Settings
 from detections.compiler import ir
-from detections.logsources import Route
-from detections.plan import (
+from detections.compiler.logsources import Route
+from detections.compiler.plan import (
     DetectionPlan,
     PlannedRule,
     load_placeholders,
@@ -82,7 +83,6 @@ from detections.plan import (
 from ingest.producer import encode_event
 from ingest.sources import iter_items
 from schemas.events import Envelope
-from sigstream.settings import PROJECT_ROOT, Settings
 
 KNOWN_FILE = Path(__file__).with_name("differential_known.yml")
 HEADER_FIELDS = ("EventID", "Channel", "Provider_Name")
@@ -158,7 +158,7 @@ def load_corpus(paths: Sequence[Path], limit: int | None, events_file: Path) -> 
 
 def route_accepts(route: Route, key: tuple[str, str, str | None]) -> bool:
     """Whether events with this (product, event_type, service) belong to ``route``:
-    ``detections.engine.route_condition`` in Python."""
+    ``detections.engine.apply.route_condition`` in Python."""
     product, event_type, service = key
     if route.product and (product or "").lower() != route.product:
         return False
@@ -177,9 +177,9 @@ def sigstream_matches(
     and the rules the engine refused to compile (id -> reason)."""
     from pyspark.sql import functions as F
 
-    from detections.engine import compile_matcher, detect
-    from detections.parse import parse_records, valid_events
-    from detections.spark import build_session
+    from detections.engine.apply import compile_matcher, detect
+    from detections.stream.parse import parse_records, valid_events
+    from detections.stream.spark_session import build_session
 
     progress("starting Spark")
     spark = build_session(
@@ -520,7 +520,7 @@ def report_cases(results: Sequence[CaseResult], known: AllowList) -> int:
 
 
 def default_rule_paths() -> list[Path]:
-    from sigstream.cli import default_rule_paths as paths
+    from detections.content.defaults import default_rule_paths as paths
 
     return paths(Settings())
 

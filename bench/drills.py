@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
 
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     otrf = get_settings().shared_data / "otrf"
     if not otrf.is_dir():

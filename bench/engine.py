@@ -2,11 +2,11 @@
 
 What is timed is the engine, not Kafka: the amplified OTRF events (``bench.dataset``) are
 read from Parquet (parsed by the job's own parser), a sample is cached in Spark, and then
-``detections.engine.detect(events, plan).groupBy("rule_index").count()`` runs over it.
+``detections.engine.apply.detect(events, plan).groupBy("rule_index").count()`` runs over it.
 Per rule-set size (a seeded random sample of the planned SigmaHQ Windows rules) it reports:
 
-* compile + plan time (``detections.plan.load_plan`` over that set's rule files),
-* engine compile time (``detections.engine.compile_matcher``: rule programs, literal
+* compile + plan time (``detections.compiler.plan.load_plan`` over that set's rule files),
+* engine compile time (``detections.engine.apply.compile_matcher``: rule programs, literal
   indexes; each Spark Python worker does the same once per plan),
 * the first run (includes Spark's analysis, optimisation and code generation) on a small
   warm-up sample (``--warm-events``), then steady-state runs: the same warm-up sample
@@ -48,7 +48,7 @@ from bench.common import (
     save_result,
 )
 from bench.dataset import DEFAULT_SEED, SAMPLE_SCALE, ensure
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 #: Sample fractions the benchmark draws from (few distinct ones, so samples are reused).
 STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -90,9 +90,9 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
     from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
 
-    from detections.engine import compile_matcher, detect
-    from detections.plan import load_plan
-    from detections.spark import build_session
+    from detections.compiler.plan import load_plan
+    from detections.engine.apply import compile_matcher, detect
+    from detections.stream.spark_session import build_session
 
     label = args.label
     started = time.monotonic()
@@ -202,8 +202,8 @@ def select_rule_sets(
     settings: Settings, sizes: list[str], seed: int
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Plan the full SigmaHQ Windows set once; write one folder of rule files per size."""
-    from detections.plan import load_plan
-    from sigstream.cli import default_rule_paths
+    from detections.compiler.plan import load_plan
+    from detections.content.defaults import default_rule_paths
 
     paths = default_rule_paths(settings)
     progress(f"compiling the full rule corpus ({', '.join(str(p) for p in paths)}) …")

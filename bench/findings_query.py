@@ -22,6 +22,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from bench.common import print_kv, print_table, progress, save_result
+from common.settings import Settings
 from detections.sinks.elasticsearch import (
     connect,
     drop_findings_index,
@@ -29,7 +30,6 @@ from detections.sinks.elasticsearch import (
     groups_index,
 )
 from schemas.findings import LEVEL_SEVERITY, attack_from_tags, group_id
-from sigstream.settings import Settings
 from triage import store
 from triage.auth import Caller
 

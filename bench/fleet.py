@@ -26,12 +26,12 @@ from typing import Any
 
 from bench.common import CACHE_DIR, machine_info, print_kv, print_table, progress, save_result
 from bench.ingest import delete_topics, ensure_services
-from sigstream.settings import get_settings
+from common.settings import get_settings
 
 
 def found_by_kind(es: Any, index: str, tenant: str) -> dict[str, set[str]]:
     """Health finding kind -> sensors with such a finding (match documents)."""
-    from detections.health.findings import HEALTH_RULES
+    from detections.health.finding_docs import HEALTH_RULES
 
     kind_of = {r.id: k for k, r in HEALTH_RULES.items()}
     es.indices.refresh(index=index)
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     from detections.health.feed import SummaryFeed
     from detections.health.query import HealthBatch, checkpoint_for, start
     from detections.health.state import HealthConfig
-    from detections.job import JobConfig
     from detections.sinks.elasticsearch import connect, drop_findings_index
-    from detections.spark import build_session
+    from detections.stream.job import JobConfig
+    from detections.stream.spark_session import build_session
     from infra.kafka import ensure_topics
     from ingest.fleet import Fleet, FleetSpec, run_fleet
 

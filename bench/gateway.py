@@ -32,10 +32,10 @@ import httpx
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.common import machine_info, print_kv, print_table, progress, rate, save_result
+from common.settings import get_settings
 from ingest.client import GatewayClient, compress
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import free_port
-from sigstream.settings import get_settings
 
 
 def make_event(sensor: str, n: int) -> bytes:

@@ -37,8 +37,8 @@ from typing import Any
 
 from bench.common import machine_info, print_kv, print_table, progress, save_result
 from bench.dataset import base_events_path
+from common.settings import Settings, get_settings
 from ingest.producer import COMPRESSION
-from sigstream.settings import Settings, get_settings
 
 Events = list[tuple[bytes, bytes]]
 

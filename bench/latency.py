@@ -1,6 +1,6 @@
 """End-to-end latency: an event sent to Kafka -> its finding searchable in Elasticsearch.
 
-The real detection job runs in this process (``detections.job.start``, processing-time
+The real detection job runs in this process (``detections.stream.job.start``, processing-time
 trigger, the production code path: Kafka source, parse, routing, rules, findings bulk-
 created from the executors). First a capacity phase measures what the whole job sustains:
 a backlog of ``--capacity-events`` sent at once, processed in as few micro-batches as the
@@ -52,7 +52,7 @@ from bench.common import (
 )
 from bench.dataset import base_events_path
 from bench.ingest import delete_topics, ensure_services
-from sigstream.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 LOOKBACK_S = 5  # how far before the newest finding's ingested time each poll looks
 WARMUP_RATE = 1_000.0  # events/s before anything is measured
@@ -469,13 +469,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from detections.job import BatchStats, JobConfig, JobTotals, start
-    from detections.plan import load_plan
+    from detections.compiler.plan import load_plan
+    from detections.content.defaults import default_rule_paths
     from detections.sinks.elasticsearch import connect
-    from detections.spark import build_session
+    from detections.stream.job import BatchStats, JobConfig, JobTotals, start
+    from detections.stream.spark_session import build_session
     from infra.kafka import ensure_topics
     from ingest.producer import EventProducer
-    from sigstream.cli import default_rule_paths
 
     settings = get_settings()
     info = machine_info(settings)
@@ -821,9 +821,9 @@ class Stages:
         """The detect query's config that feeds the correlation stage (as the CLI's)."""
         if not self.args.correlations:
             return cfg
+        from detections.compiler.plan import load_placeholders
+        from detections.content.defaults import OWN_CORRELATIONS
         from detections.correlation.query import feeding, load_content
-        from detections.plan import load_placeholders
-        from sigstream.correlations import OWN_CORRELATIONS
 
         paths = [*(rule_paths or []), OWN_CORRELATIONS]
         self.correlations = load_content(paths, load_placeholders(self.settings.placeholders_file))
@@ -835,24 +835,19 @@ class Stages:
 
     def start(self, spark: Any, cfg: Any) -> None:
         if self.correlations is not None:
-            from detections.correlation.query import CorrelationConfig, start_correlations
+            from detections.correlation.stage import CorrelationStage, correlation_config
 
-            s = self.settings
-            ccfg = CorrelationConfig(
-                lateness_s=s.correlation_lateness_s,
-                horizon_s=s.correlation_horizon_s or None,
-                ttl_s=s.correlation_ttl_s,
-            )
-            query = start_correlations(
-                spark, cfg, self.correlations, ccfg, on_batch=self.corr_batches.append
-            )
+            ccfg = correlation_config(self.settings)
+            query = CorrelationStage(
+                self.correlations, ccfg, on_batch=self.corr_batches.append
+            ).start(spark, cfg)
             if query is not None:
                 self.queries["sigstream-correlate"] = query
         if self.args.sensor_health:
-            from detections.health.query import config_from_settings
             from detections.health.query import start as start_health
+            from detections.health.stage import health_config
 
-            health, _ = config_from_settings()
+            health = health_config(self.settings)
             self.queries["sigstream-sensor-health"] = start_health(
                 spark, cfg, health, self.sensors_index, on_batch=self.health_batches.append
             )

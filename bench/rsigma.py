@@ -6,7 +6,7 @@ must agree on the matches. Two things make the comparison like for like:
 * **Same rules.** rsigma gets a folder with exactly the rule files Sigstream planned (the
   rules Sigstream rejects, e.g. other products or unknown fields, are left out).
 * **Same routing.** Sigstream evaluates a rule only on events of its logsource route
-  (``detections.logsources``). rsigma's own ``--logsource-routing`` is conflict-based and
+  (``detections.compiler.logsources``). rsigma's own ``--logsource-routing`` is conflict-based and
   knows nothing of Sigma's umbrella category ``registry_event`` (which covers
   ``registry_add/set/delete/rename`` events), so a generated processing pipeline adds
   each route as a condition on tag fields of the flattened events (``bench.dataset``):
@@ -41,7 +41,7 @@ from bench.dataset import (
     TAG_PRODUCT,
     TAG_SERVICE,
 )
-from detections.logsources import CATEGORY_EVENT_TYPES
+from detections.compiler.logsources import CATEGORY_EVENT_TYPES
 
 
 def binary() -> str | None:

@@ -15,7 +15,7 @@ compilation, Spark start, the queries, shutdown) and events/s over it, the strea
 alone (first trigger start to last trigger end, from Spark's own progress reports in the
 run's event log), the ratio default / detect, and where the time went: the detect
 query's per-batch prepare / run / rule engine / findings write seconds (the job's log,
-``detections.job.BatchStats``), each streaming query's batches, input rows and Spark
+``detections.stream.job.BatchStats``), each streaming query's batches, input rows and Spark
 ``durationMs``, and the cores each part of the stack used (sampled from ``/proc``: the
 job's driver, Spark JVM and Python workers, this stack's Kafka and Elasticsearch, and
 everything else on the machine, which on a shared box is the noise).
@@ -59,7 +59,7 @@ from bench.common import (
     progress,
     save_result,
 )
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 #: CLI flags per mode; every mode runs ``sigstream detect --once`` with the default rules.
 MODES: dict[str, list[str]] = {
@@ -77,7 +77,7 @@ MODE_TITLES = {
 #: Settings naming indices the job writes: each run gets its own.
 INDEX_SETTINGS = ("findings_index", "sensors_index", "events_index", "shadow_findings_index")
 
-#: One line of the detect job's log per micro-batch (``detections.job.make_batch_handler``).
+#: One line of the detect job's log per micro-batch (``detections.stream.job.make_batch_handler``).
 BATCH_LINE = re.compile(
     r"sigstream\.detect: batch (?P<batch>\d+): (?P<events>\d+) events, (?P<rejected>\d+) "
     r"rejected to DLQ, (?P<matches>\d+) findings \((?P<created>\d+) new, (?P<known>\d+) "
@@ -569,8 +569,8 @@ def run_rsigma_daemon(
     from bench import rsigma
     from bench.dataset import flat_event
     from bench.engine import _logsources
-    from detections.plan import load_plan
-    from sigstream.cli import default_rule_paths
+    from detections.compiler.plan import load_plan
+    from detections.content.defaults import default_rule_paths
 
     work.mkdir(parents=True, exist_ok=True)
     events = work / "events.rsigma.ndjson"
@@ -742,7 +742,7 @@ def report_runs(runs: list[ModeRun]) -> None:
         ],
         rows,
     )
-    print("\nThe detect query's batches (the job's log: detections.job.BatchStats)\n")
+    print("\nThe detect query's batches (the job's log: detections.stream.job.BatchStats)\n")
     rows = []
     for r in runs:
         b = r.batches

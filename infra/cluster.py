@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.settings import Settings, get_settings
 from infra import cluster_config as cc
 from infra import config, kafka
 from infra import elasticsearch as es
@@ -42,7 +43,6 @@ from infra.proc import (
     terminate,
     wait_for,
 )
-from sigstream.settings import Settings, get_settings
 
 SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 SPARK_WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"

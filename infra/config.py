@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sigstream.settings import Settings
+from common.settings import Settings
 
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 ES_FALLBACK_BASE = Path("/var/lib/sigstream")

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common.settings import Settings
 from infra import config
 from infra.config import Layout
 from infra.proc import (
@@ -35,7 +36,6 @@ from infra.proc import (
     spawn,
     terminate,
 )
-from sigstream.settings import Settings
 
 NAME = "elasticsearch"
 # The server JVM's main class (the pid file holds the server, not the CLI launcher).

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.client_options import kafka_python_kwargs
+from common.settings import Settings
 from infra import config
 from infra.config import Layout
 from infra.proc import (
@@ -28,7 +30,6 @@ from infra.proc import (
     spawn,
     terminate,
 )
-from sigstream.settings import Settings
 
 if TYPE_CHECKING:
     from kafka.admin import KafkaAdminClient
@@ -193,8 +194,6 @@ def wait_ready(
 def _admin(settings: Settings) -> KafkaAdminClient:
     """A kafka-python admin client with the settings' security options."""
     from kafka.admin import KafkaAdminClient
-
-    from sigstream.connections import kafka_python_kwargs
 
     options = {**kafka_python_kwargs(settings), "bootstrap_servers": bootstrap(settings)}
     return KafkaAdminClient(**options, client_id="sigstream-infra")

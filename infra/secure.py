@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.client_options import as_user
+from common.settings import Settings, get_settings
 from infra import config, kafka
 from infra import elasticsearch as es
 from infra import security as sec
@@ -42,7 +44,6 @@ from infra.proc import (
     spawn,
     terminate,
 )
-from sigstream.settings import Settings, get_settings
 
 KAFKA = "kafka"
 ELASTICSEARCH = "elasticsearch"
@@ -688,8 +689,6 @@ def client_settings(
     es_user: str | None = None,
 ) -> Settings:
     """``settings`` pointed at the profile as ``kafka_user`` and ``es_user`` (with passwords)."""
-    from sigstream.connections import as_user
-
     cfg, where = _ctx(settings)
     spec = spec or sec.SecureSpec()
     pw = load_passwords(where)

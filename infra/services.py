@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from common.settings import Settings, get_settings
 from infra import elasticsearch as es
 from infra import fetch as fetching
 from infra import kafka
 from infra.config import Layout, java_major_version
 from infra.proc import ServiceError, ServiceStatus, progress
-from sigstream.settings import Settings, get_settings
 
 SERVICES: tuple[str, ...] = (kafka.NAME, es.NAME)
 MIN_JAVA = 17

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,32 @@ class KafkaUnavailable(RuntimeError):
     """The brokers could not be reached, or the topic has no partition leaders."""
 
 
+#: What every producer of telemetry sets (this one and the gateway's ``KafkaSink``): acks
+#: from all in-sync replicas, idempotent retries (no duplicates, order kept), large
+#: compressed batches, records up to the gateway's per-event bound.
+RELIABLE_PRODUCER: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "batch.size": 512 * 1024,
+    "message.max.bytes": 8 * 1024 * 1024,
+    "compression.type": COMPRESSION,
+}
+
+
+def producer_config(
+    bootstrap_servers: str | Iterable[str],
+    security: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """librdkafka properties of a telemetry producer: :data:`RELIABLE_PRODUCER`, the
+    client's security properties (``common.client_options.confluent_kafka_config``), the
+    servers, then ``overrides`` (any librdkafka property)."""
+    servers = (
+        bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
+    )
+    return {**RELIABLE_PRODUCER, **(security or {}), "bootstrap.servers": servers, **overrides}
+
+
 #: Sends between two polls of the delivery-report queue (flush() polls until it is empty).
 POLL_EVERY = 1_000
 
@@ -73,24 +99,18 @@ class EventProducer:
         dlq_topic: str,
         **overrides: Any,
     ) -> None:
-        servers = (
-            bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
+        config = producer_config(
+            bootstrap_servers,
+            **{
+                "linger.ms": 20,
+                "queue.buffering.max.messages": 1_000_000,
+                # Delivery reports for failures only: a Python callback per delivered
+                # message was a tenth of the client's time at 100k events/s; failures
+                # still reach ``_delivered`` and ``counts``.
+                "delivery.report.only.error": True,
+                **overrides,
+            },
         )
-        config: dict[str, Any] = {
-            "bootstrap.servers": servers,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "batch.size": 512 * 1024,
-            "message.max.bytes": 8 * 1024 * 1024,
-            "compression.type": COMPRESSION,
-            "queue.buffering.max.messages": 1_000_000,
-            # Delivery reports for failures only: a Python callback per delivered message
-            # was a tenth of the client's time at 100k events/s; failures still reach
-            # ``_delivered`` and ``counts``.
-            "delivery.report.only.error": True,
-        }
-        config.update(overrides)
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.counts = DeliveryCounts()

@@ -23,7 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
+from common.client_options import confluent_kafka_config
+from common.safe_yaml import ContentError
+from common.settings import PROJECT_ROOT, Settings, get_settings
+from detections.content.defaults import SAMPLE_EVENTS, default_rule_paths
+from infra.services import down, up
+from sigstream import commands
+
+__all__ = ["SAMPLE_EVENTS", "app", "default_rule_paths", "main"]
 
 
 class _ContentRefusals(TyperGroup):
@@ -32,8 +39,6 @@ class _ContentRefusals(TyperGroup):
     every loader raises ContentError with the reason, this is the net under all of them."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from sigstream.safe_yaml import ContentError
-
         try:
             return super().invoke(ctx)
         except Exception as exc:
@@ -46,8 +51,8 @@ class _ContentRefusals(TyperGroup):
 
 def _is_bundle_error(exc: Exception) -> bool:
     """A bad bundle or deployment state (only checked once something was raised)."""
-    from detections.deploy.bundle import BundleError
-    from detections.deploy.signing import SignatureError
+    from detections.content.deploy.bundle import BundleError
+    from detections.content.deploy.signing import SignatureError
 
     return isinstance(exc, BundleError | SignatureError)
 
@@ -67,26 +72,26 @@ findings_app = typer.Typer(
 schema_app = typer.Typer(
     help="The event contract and what is generated from it.", no_args_is_help=True
 )
+
+# The composition root: every command group is a typer.Typer named `app` in its module
+# under sigstream/commands/, mounted here and nowhere else (groups that share a name, such
+# as `rules`, are merged into one).
+rules_app.add_typer(commands.rules.app)
+rules_app.add_typer(commands.correlations.app)
+findings_app.add_typer(commands.triage.app)
 app.add_typer(rules_app, name="rules")
 app.add_typer(findings_app, name="findings")
 app.add_typer(schema_app, name="schema")
+app.add_typer(
+    commands.infra.app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch."
+)
+app.add_typer(commands.gateway.app, name="gateway")
+app.add_typer(commands.sensors.app)
+app.add_typer(commands.fleet.app)
 
 # Wide enough for the tables when output goes to a file or CI log (rich assumes 80 there).
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-
-
-def _mount_infra() -> None:
-    from infra.cli import app as infra_app
-
-    app.add_typer(infra_app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch.")
-
-
-_mount_infra()
-
-from ingest.gateway.cli import app as _gateway_app  # noqa: E402
-
-app.add_typer(_gateway_app, name="gateway")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -97,18 +102,6 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "elastic_transport", "py4j", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def default_rule_paths(settings: Settings) -> list[Path]:
-    """SigmaHQ's Windows rules when the shared corpus is present, else the project's own."""
-    sigma = settings.shared_data / "sigma"
-    candidates = [
-        sigma / "rules" / "windows",
-        sigma / "rules-emerging-threats",
-        sigma / "rules-threat-hunting" / "windows",
-    ]
-    found = [p for p in candidates if p.is_dir()]
-    return found or [PROJECT_ROOT / "detections" / "rules"]
 
 
 # --- replay ----------------------------------------------------------------------------
@@ -142,13 +135,13 @@ def replay(
     schema events go to the dead-letter topic unchanged, with the reason in a header.
     """
     if gateway:  # sensors' path: disk spool -> HTTPS gateway -> Kafka (docs/gateway.md)
-        from ingest.gateway.cli import replay_via_gateway
-
-        replay_via_gateway(paths, gateway, token, ca, rate=rate or None, limit=limit)
+        commands.gateway.replay_via_gateway(
+            paths, gateway, token, ca, rate=rate or None, limit=limit
+        )
         return
+    # Deferred: the Kafka client and the event models are not needed at CLI start-up.
     from ingest.producer import EventProducer
     from ingest.replay import replay as run_replay
-    from sigstream.connections import confluent_kafka_config
 
     s = get_settings()
     events_topic = topic or s.events_topic
@@ -199,7 +192,7 @@ def status_path(settings: Settings) -> Path:
 
 
 def _load_plan_verbose(rule_paths: list[Path], allow_unknown_fields: bool = False):  # type: ignore[no-untyped-def]
-    from detections.plan import load_placeholders, load_plan
+    from detections.compiler.plan import load_placeholders, load_plan
 
     started = time.monotonic()
     err.print(f"compiling Sigma rules from {', '.join(str(p) for p in rule_paths)} …")
@@ -289,15 +282,15 @@ def detect(
     With deployments, the job runs the deployed bundle and follows new deployments, rule
     modes and the kill switch between micro-batches, and demotes noisy or costly rules.
     """
-    from detections.deploy.demotion import policy_from_settings
-    from detections.grouping import load_config
-    from detections.job import JobConfig, run
-    from detections.spark import build_session
-    from sigstream.connections import (
+    from common.client_options import (
         confluent_kafka_config,
         elasticsearch_kwargs,
         spark_kafka_options,
     )
+    from detections.content.deploy.demotion import policy_from_settings
+    from detections.sinks.grouping import load_config
+    from detections.stream.job import JobConfig, run
+    from detections.stream.spark_session import build_session
 
     _setup_logging(verbose)
     s = get_settings()
@@ -337,10 +330,10 @@ def detect(
         state_partitions=s.state_partitions,
         status_file=status_path(s),
     )
-    from detections.health.query import start_sensor_health
-    from sigstream.correlations import with_correlations
+    from detections.health.stage import SensorHealthStage
+    from sigstream.commands.correlations import with_correlations
 
-    companions = [start_sensor_health] if sensor_health else []
+    companions = [SensorHealthStage.of(s)] if sensor_health else []
     with ThreadPoolExecutor(1, thread_name_prefix="correlation-content") as pool:
         # The correlation content (a scan of the rule folders, the base rules compiled)
         # loads while the Spark JVM starts.
@@ -405,17 +398,6 @@ def rules_check(
         raise typer.Exit(1)
 
 
-def _mount_rules_workflow() -> None:
-    """validate, test, backtest, coverage, bundle, deploy, status, ... (issue 5)."""
-    from sigstream.rules_workflow import register
-
-    register(rules_app)
-
-
-_mount_rules_workflow()
-__import__("sigstream.correlations").correlations.register(rules_app)
-
-
 # --- findings --------------------------------------------------------------------------
 
 
@@ -439,20 +421,6 @@ def findings_summary(
     console.print(table)
 
 
-def _mount_triage() -> None:
-    from triage.cli import register
-
-    register(findings_app)
-
-
-_mount_triage()
-
-from triage.sensors import sensors_cmd  # noqa: E402
-
-app.command("sensors")(sensors_cmd)
-app.command("fleet")(__import__("ingest.fleet_cli").fleet_cli.fleet_cmd)
-
-
 # --- schema ----------------------------------------------------------------------------
 
 
@@ -461,6 +429,7 @@ def schema_export(
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("build/schema"),
 ) -> None:
     """Write the generated JSON Schema, Elasticsearch mappings and Spark schema."""
+    # Deferred: building the event models costs ~0.15 s, which other commands never need.
     from schemas.findings import Finding
     from schemas.generate import (
         es_event_mappings,
@@ -502,9 +471,6 @@ DEMO_OTRF = (
 )
 
 
-SAMPLE_EVENTS = PROJECT_ROOT / "ingest" / "samples" / "sensor_events.jsonl"
-
-
 def demo_inputs(settings: Settings) -> list[Path]:
     data = settings.shared_data
     inputs = [data / "sigma-regression"] if (data / "sigma-regression").is_dir() else []
@@ -527,15 +493,11 @@ def demo(
     it with Spark until Kafka is drained, and prints the findings read back from
     Elasticsearch.
     """
-    from infra.services import down, up
-
     s = get_settings()
     started = time.monotonic()
     console.rule("1/4  services (Kafka, Elasticsearch)")
     up()
-    from infra.cli import setup_findings_store
-
-    setup_findings_store()
+    commands.infra.setup_findings_store()
     console.rule("2/4  sensors -> Kafka (replaying real Windows telemetry)")
     replay(demo_inputs(s), rate=0, limit=None, tenant="default", topic=None)
     console.rule("3/4  Spark Structured Streaming: Sigma rules over the stream")

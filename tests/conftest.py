@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
     from pyspark.sql import SparkSession
 
-    from sigstream.settings import Settings
+    from common.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SIGSTREAM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -33,8 +33,8 @@ def shared_path(*parts: str) -> Path:
 def spark() -> Iterator[SparkSession]:
     """The one local Spark session of the run, built exactly as the detection job builds it
     (Kafka connector jars on spark.jars), so tests exercise the production code path."""
-    from detections.spark import build_session
-    from sigstream.settings import Settings
+    from common.settings import Settings
+    from detections.stream.spark_session import build_session
 
     settings = Settings(spark_master="local[2]", spark_driver_memory="2g")
     session = build_session(
@@ -65,7 +65,7 @@ TEST_INDEX_PATTERN = "test-*"
 def _test_data() -> tuple[Settings, set[str], set[str]] | None:
     """The settings the run started with, and the test-named topics and indices that
     exist then (None, with a warning, if they cannot be listed: cleanup is then skipped)."""
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     settings = get_settings()
     try:

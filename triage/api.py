@@ -24,8 +24,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from detections.suppression import Suppression
-from sigstream.settings import Settings
+from common.settings import Settings
+from detections.sinks.suppression import Suppression
 from triage import store
 from triage.auth import Caller, KeyStore
 from triage.guard import GuardLimits, RequestGuard

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from sigstream.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
+from common.safe_yaml import ContentError, expect_mapping, load_yaml_file, validated
 
 Role = Literal["analyst", "read-only"]
 ROLES: tuple[str, ...] = ("analyst", "read-only")

@@ -17,6 +17,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from detections.sinks.elasticsearch import ensure_findings_index, put_findings_templates
+from detections.sinks.events import ensure_events_index, put_events_template
+
 
 @dataclass(frozen=True)
 class BackingIndex:
@@ -95,9 +98,6 @@ def setup_store(es: Elasticsearch, findings_index: str, events_index: str) -> li
     """What ``infra up`` does for a new Elasticsearch: index templates first, then the
     write aliases (so ``<name>-000001`` gets the generated mappings), then the groups and
     suppressions indices. Idempotent; an existing plain index is left as it is."""
-    from detections.sinks.elasticsearch import ensure_findings_index, put_findings_templates
-    from detections.sinks.events import ensure_events_index, put_events_template
-
     put_findings_templates(es, findings_index)
     put_events_template(es, events_index)
     said = [bootstrap(es, findings_index), bootstrap(es, events_index)]

@@ -8,8 +8,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from sigstream.connections import elasticsearch_kwargs
-from sigstream.settings import Settings
+from common.client_options import elasticsearch_kwargs
+from common.settings import Settings
 
 #: Sigma levels, most severe first (for sorting what an analyst sees).
 LEVEL_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4}

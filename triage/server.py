@@ -1,6 +1,6 @@
 """Serve the triage API with uvicorn, bounded per connection (slowloris) and optionally TLS.
 
-The server is the one the gateway runs too (``sigstream.http_server``): a connection cap
+The server is the one the gateway runs too (``common.http_server``): a connection cap
 (503 past it), a header deadline (408 for a client dribbling its request line and headers)
 and a hard body deadline. The body the app reads is bounded first by ``triage.guard``
 (size cap, ``api_body_timeout_s``); the server's body deadline sits above it as the stop
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import uvicorn
 
-from sigstream import http_server
-from sigstream.http_server import ConnectionLimits, TlsFiles
-from sigstream.settings import Settings
+from common import http_server
+from common.http_server import ConnectionLimits, TlsFiles
+from common.settings import Settings
 
 __all__ = ["ConnectionLimits", "TlsFiles", "limits_from_settings", "uvicorn_config"]
 

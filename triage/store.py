@@ -14,8 +14,8 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
-from detections.sinks.elasticsearch import groups_index, suppressions_index
-from detections.suppression import Suppression
+from detections.sinks.indices import groups_index, suppressions_index
+from detections.sinks.suppression import Suppression
 from triage import workflow
 from triage.auth import Caller
 from triage.queries import TextLimits, check_text

@@ -1,5 +1,5 @@
 """The Sigma compiler: pySigma rule objects -> IR (pure) -> rule programs the engine runs
-over Arrow batches (``to_arrow``; see ``detections.matcher``)."""
+over Arrow batches (``to_arrow``; see ``detections.engine.matcher``)."""
 
 from __future__ import annotations
 

@@ -56,9 +56,9 @@ from sigma.types import (
     SpecialChars,
 )
 
+from common.safe_yaml import ContentError, load_yaml_documents, read_content
 from detections.compiler import ir
 from detections.compiler.regex import UNSUPPORTED_REGEX, regex_refusal
-from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 # The Sigma specification names ``utf16le`` as the canonical spelling of ``wide``; pySigma
 # only knows ``wide``. Registering the alias is idempotent and changes nothing else.

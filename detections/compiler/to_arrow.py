@@ -1,7 +1,7 @@
 """IR -> rule programs that run over Arrow batches: where a Sigma value semantic becomes code.
 
 The engine evaluates rules inside Spark's Python workers on Arrow record batches (see
-``detections.matcher``). This module decides how each IR predicate is computed:
+``detections.engine.matcher``). This module decides how each IR predicate is computed:
 
 * **Literal predicates** (``eq``, ``contains``, ``startswith``, ``endswith`` on a field, and
   literal keywords) are never evaluated one by one. All literals on one field of one route
@@ -52,7 +52,7 @@ KEYWORD_SEPARATOR = "\x01"
 Result = np.ndarray | None
 
 #: Where a field's values come from for one route: (source, name, cased). ``source`` is
-#: ``col`` / ``extra`` / ``either`` (see ``detections.logsources.field_source``);
+#: ``col`` / ``extra`` / ``either`` (see ``detections.compiler.logsources.field_source``);
 #: ``cased=False`` means the values are lower-cased.
 FieldKey = tuple[str, str, bool]
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from detections.correlation.compile import correlation_only_rule_ids
-from detections.correlation.findings import KEY_SEPARATOR, group_values
+from detections.correlation.finding_docs import KEY_SEPARATOR, group_values
 from detections.correlation.model import CorrelationSpec
 from detections.correlation.state import Firing, Match, holds, measure
 

@@ -21,6 +21,8 @@ from typing import Any
 from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 from sigma.exceptions import SigmaRuleLocation
 
+from common.safe_yaml import ContentError, load_yaml_documents, read_content
+from detections.compiler.plan import DetectionPlan, plan_rules
 from detections.compiler.sigma_to_ir import rule_files
 from detections.correlation.model import (
     CORRELATION_TYPES,
@@ -29,8 +31,6 @@ from detections.correlation.model import (
     CorrelationRejection,
     CorrelationSpec,
 )
-from detections.plan import DetectionPlan, plan_rules
-from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
 
 _OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
 _HAS_CORRELATION = re.compile(r"^correlation:", re.MULTILINE)

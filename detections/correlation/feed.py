@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from detections.correlation.findings import KEY_SEPARATOR
+from detections.correlation.finding_docs import KEY_SEPARATOR
 from detections.correlation.model import CorrelationSpec
 from detections.correlation.state import Match
 

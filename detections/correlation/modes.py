@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from detections.deploy.modes import Destination, RuleMode
+from detections.content.deploy.modes import Destination, RuleMode
 
 log = logging.getLogger("sigstream.correlate")
 
@@ -29,7 +29,7 @@ class CorrelationModes:
     """The deployed mode of every correlation id, followed between micro-batches."""
 
     def __init__(self, deploy_dir: Path, trusted_keys: Path | None = None) -> None:
-        from detections.deploy.store import DeploymentStore
+        from detections.content.deploy.store import DeploymentStore
 
         self.store = DeploymentStore(deploy_dir)
         self.trusted_keys = trusted_keys
@@ -50,8 +50,8 @@ class CorrelationModes:
     def _bundle_modes(self, digest: str | None) -> dict[str, RuleMode]:
         if digest is None or self.trusted_keys is None:
             return {}
-        from detections.deploy.bundle import read_bundle
-        from detections.deploy.signing import load_trusted_keys
+        from detections.content.deploy.bundle import read_bundle
+        from detections.content.deploy.signing import load_trusted_keys
 
         bundle = read_bundle(self.store.bundle_path(digest))
         bundle.verify(load_trusted_keys(sorted(self.trusted_keys.glob("*.pub"))))

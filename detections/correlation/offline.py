@@ -17,7 +17,7 @@ from detections.correlation.feed import CorrelationFeed, keyed_match
 from detections.correlation.model import CorrelationSpec
 from detections.correlation.query import CorrelationContent
 from detections.correlation.state import Firing, KeyState, Match, advance
-from detections.engine import match_events
+from detections.engine.apply import match_events
 
 _END_OF_TIME = 2**62
 

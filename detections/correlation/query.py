@@ -32,20 +32,20 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
+from common.safe_yaml import ContentError, load_yaml_documents, read_content
 from detections.compiler import DEFAULT_CONFIG, CompilerConfig, compile_path
+from detections.compiler.plan import DetectionPlan, plan_rules
 from detections.compiler.sigma_to_ir import rule_files
 from detections.correlation.clock import ClockConfig, on_matches, on_timer
 from detections.correlation.compile import base_plan, compile_correlations
 from detections.correlation.feed import CorrelationFeed, record
-from detections.correlation.findings import LATE_MAPPINGS, correlation_finding, late_document
+from detections.correlation.finding_docs import LATE_MAPPINGS, correlation_finding, late_document
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.modes import CorrelationModes, destination
 from detections.correlation.state import Firing, KeyState, Late, Match
-from detections.derived import DerivedPublisher
-from detections.job import JobConfig, kafka_source
-from detections.plan import DetectionPlan, plan_rules
-from detections.spark import query_conf
-from sigstream.safe_yaml import ContentError, load_yaml_documents, read_content
+from detections.stream.derived import DerivedPublisher
+from detections.stream.job import JobConfig, kafka_source
+from detections.stream.spark_session import query_conf
 
 log = logging.getLogger("sigstream.correlate")
 
@@ -135,7 +135,7 @@ def runnable(
 ) -> CorrelationContent:
     """The content to run: correlations whose base rules the engine refuses (say, a regex
     Python cannot compile) are quarantined with the engine's reason."""
-    from detections.engine import compile_matcher
+    from detections.engine.apply import compile_matcher
 
     base = base_plan(plan, specs)
     refused = {str(base.rules[i].rule.id): why for i, why in compile_matcher(base).errors.items()}
@@ -341,8 +341,8 @@ def batch_writer(
     match per correlation downstream of it, back to the matches topic (read by the next
     micro-batch: a chain advances one link per batch)."""
     from detections.correlation.chain import chain_match, downstream_of, silent_correlation_ids
-    from detections.findings import finding_document
     from detections.sinks.elasticsearch import connect, write_documents
+    from detections.sinks.finding_docs import finding_document
 
     by_id = {spec.id: spec for spec in content.specs}
     downstream = downstream_of(content.specs)
@@ -459,7 +459,7 @@ def start_correlations(
     """Start the correlation stage (None when there is no correlation to run). It reads
     the matches the detect query publishes (``cfg.matches_topic``: run that query with
     ``feeding(cfg, content)``), never the events. Bind ``content``
-    (``functools.partial``) to use it as a ``detections.job.Companion``."""
+    (``functools.partial``) to use it as a ``detections.stream.job.Companion``."""
     ccfg = ccfg or CorrelationConfig()
     for r in content.rejections:
         log.warning("correlation %s quarantined: %s: %s", r.rule_id, r.reason, r.message)

@@ -4,7 +4,7 @@ findings and the sensors index.
 Only the detect query reads and parses the raw events: each of its tasks summarizes its
 slice per sensor (``detections.health.summary``) and the job produces the summaries to
 the internal topic ``summaries_topic`` (default ``sigstream.sensor-summaries``), keyed by
-tenant and sensor. This query (a ``detections.job`` companion, own checkpoint) reads that
+tenant and sensor. This query (a ``detections.stream.job`` companion, own checkpoint) reads that
 topic:
 
 * the value is decoded in the Python worker (``summary.decode``, versioned JSON; a record
@@ -37,9 +37,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
-from detections.findings import finding_document
-from detections.grouping import GroupingConfig
-from detections.health.findings import (
+from detections.health.finding_docs import (
     health_finding,
     sensor_doc_id,
     sensor_status,
@@ -53,8 +51,10 @@ from detections.health.state import (
     observe_summary,
 )
 from detections.health.summary import Summary, SummaryError, decode
-from detections.job import JobConfig, kafka_source
-from detections.spark import query_conf
+from detections.sinks.finding_docs import finding_document
+from detections.sinks.grouping import GroupingConfig
+from detections.stream.job import JobConfig, kafka_source
+from detections.stream.spark_session import query_conf
 
 log = logging.getLogger("sigstream.health")
 
@@ -205,7 +205,11 @@ class HealthBatch:
 
 
 def write_batch(
-    rows: list[Any], es_hosts: tuple[str, ...], findings_index: str, sensors_index: str
+    rows: list[Any],
+    es_hosts: tuple[str, ...],
+    findings_index: str,
+    sensors_index: str,
+    es_options: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Write one batch's documents; returns (new findings, sensor documents)."""
     from elasticsearch import helpers
@@ -223,7 +227,7 @@ def write_batch(
         for r in rows
         if r["target"] == "sensor"
     ]
-    es = connect(es_hosts)
+    es = connect(es_hosts, from_settings=False, **(es_options or {}))
     try:
         created = write_documents(es, findings_index, findings).created if findings else 0
         if sensors:
@@ -233,10 +237,15 @@ def write_batch(
         es.close()
 
 
-def ensure_indices(es_hosts: tuple[str, ...], findings_index: str, sensors_index: str) -> None:
+def ensure_indices(
+    es_hosts: tuple[str, ...],
+    findings_index: str,
+    sensors_index: str,
+    es_options: dict[str, Any] | None = None,
+) -> None:
     from detections.sinks.elasticsearch import connect, ensure_findings_index, ensure_index
 
-    es = connect(es_hosts)
+    es = connect(es_hosts, from_settings=False, **(es_options or {}))
     try:
         ensure_findings_index(es, findings_index)
         mappings = sensors_mappings()
@@ -279,7 +288,7 @@ def start(
         for query in spark.streams.active:
             if query.name == "sigstream-detect":
                 query.awaitTermination()
-    ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index)
+    ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options)
     topic = summaries_topic or cfg.summaries_topic
     ensure_topic(cfg, topic)
     reader = kafka_source(spark, cfg).option("subscribe", topic)
@@ -298,7 +307,7 @@ def start(
         stats.state_seconds = time.monotonic() - started
         stats.findings.update(r["kind"] for r in rows if r["target"] == "finding")
         stats.created, stats.sensors = write_batch(
-            rows, cfg.es_hosts, cfg.findings_index, sensors_index
+            rows, cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options
         )
         stats.seconds = time.monotonic() - started
         stats.write_seconds = stats.seconds - stats.state_seconds
@@ -329,32 +338,12 @@ def start(
         return writer.start()
 
 
-def config_from_settings() -> tuple[HealthConfig, str]:
-    from sigstream.settings import get_settings
-
-    s = get_settings()
-    health = HealthConfig(
-        default_interval_s=s.health_interval_s,
-        silence_multiplier=s.health_silence_multiplier,
-        skew_threshold_s=s.health_skew_threshold_s,
-        gap_grace_s=s.health_gap_grace_s,
-    )
-    return health, s.sensors_index
-
-
 def ensure_topic(cfg: JobConfig, topic: str) -> None:
     """Create the summaries topic when missing (as many partitions as the events topic),
     so the query can subscribe before the detect job wrote its first summary."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sigstream.connections import confluent_kafka_config
-    from sigstream.settings import get_settings
-
-    config = {
-        **confluent_kafka_config(get_settings(), bootstrap=False),
-        "bootstrap.servers": cfg.kafka_bootstrap,
-    }
-    admin = AdminClient(config)
+    admin = AdminClient(cfg.producer_config())
     metadata = admin.list_topics(timeout=30)
     if topic in metadata.topics:
         return
@@ -366,9 +355,3 @@ def ensure_topic(cfg: JobConfig, topic: str) -> None:
         except Exception as exc:  # created meanwhile by another process: fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-
-
-def start_sensor_health(spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
-    """The ``detections.job`` companion: the health query with the process settings."""
-    health, sensors_index = config_from_settings()
-    return start(spark, cfg, health, sensors_index)

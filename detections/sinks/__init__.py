@@ -1,1 +1,3 @@
-"""Where the detection job's output goes."""
+"""Where the detection pass's output goes: the sink contract (``base.py``: buffer, flush,
+``RetriableSinkError``), the Elasticsearch sinks, and the finding documents they write
+(ids, grouping windows, suppressions)."""

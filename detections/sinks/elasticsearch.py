@@ -24,7 +24,12 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from detections.suppression import Suppression, suppressed_by
+from common.client_options import elasticsearch_kwargs, merge_es_kwargs
+from common.settings import get_settings
+from detections.sinks.finding_docs import finding_document
+from detections.sinks.groups import sync_groups
+from detections.sinks.indices import groups_index, suppressions_index
+from detections.sinks.suppression import Suppression, suppressed_by
 from schemas.findings import Finding
 from schemas.generate import es_mappings
 
@@ -58,24 +63,12 @@ class BulkWriteError(RuntimeError):
         self.retriable = bool(self.statuses) and all(s == 429 or s >= 500 for s in self.statuses)
 
 
-def groups_index(index: str) -> str:
-    return f"{index}-groups"
-
-
-def suppressions_index(index: str) -> str:
-    return f"{index}-suppressions"
-
-
 def connect(hosts: Sequence[str], *, from_settings: bool = True, **kwargs: Any) -> Elasticsearch:
     """A client; authentication and CA come from the settings (SIGSTREAM_ES_*) unless given.
     ``from_settings=False`` (Spark executors): only ``kwargs``, which the job passes from
     the driver's settings."""
-    from sigstream.connections import elasticsearch_kwargs, merge_es_kwargs
-
     options = kwargs
     if from_settings:
-        from sigstream.settings import get_settings
-
         options = merge_es_kwargs(elasticsearch_kwargs(get_settings()), kwargs)
     return Elasticsearch(
         list(hosts), request_timeout=60, retry_on_timeout=True, max_retries=5, **options
@@ -226,8 +219,6 @@ def write_documents(
     Groups are synced for duplicates too: if a crash hit between the two steps, the
     replayed batch (all 409s) still repairs the group. Raises BulkWriteError on any
     refusal but "already exists"."""
-    from detections.sinks.groups import sync_groups
-
     docs = list(documents)
     if suppressions is None and docs:
         suppressions = active_suppressions(es, index)
@@ -248,6 +239,4 @@ def write_documents(
 
 def write_findings(es: Elasticsearch, index: str, findings: Iterable[Finding]) -> BulkResult:
     """The typed entry point: write ``findings`` (matches) and sync their groups."""
-    from detections.findings import finding_document
-
     return write_documents(es, index, (finding_document(f) for f in findings))

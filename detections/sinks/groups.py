@@ -14,6 +14,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from detections.sinks.indices import groups_index
+
 log = logging.getLogger(__name__)
 
 #: Below this many matches per group, cardinality is exact in practice; above it, approximate.
@@ -140,8 +142,6 @@ def _sync_many(es: Elasticsearch, groups: str, derived: dict[str, dict[str, Any]
 
 def sync_groups(es: Elasticsearch, index: str, group_ids: list[str], chunk: int = 500) -> int:
     """Recompute and write the groups ``group_ids`` of match index ``index``."""
-    from detections.sinks.elasticsearch import groups_index
-
     groups = groups_index(index)
     written = 0
     for i in range(0, len(group_ids), chunk):

@@ -20,6 +20,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError
 
+from detections.sinks.base import RetriableSinkError
 from detections.sinks.elasticsearch import BulkWriteError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ RETRIABLE_STATUSES = frozenset({429, 502, 503, 504})
 def is_outage(error: BaseException) -> bool:
     """True when ``error`` says the cluster is unreachable or not ready, not that the
     request was wrong."""
-    if isinstance(error, TransportConnectionError | ConnectionTimeout):
+    if isinstance(error, RetriableSinkError | TransportConnectionError | ConnectionTimeout):
         return True
     if isinstance(error, ApiError):
         return error.meta.status in RETRIABLE_STATUSES

@@ -34,8 +34,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from common.safe_yaml import ContentError, load_json, read_content, validated
 from ingest.gateway.parse import Identity
-from sigstream.safe_yaml import ContentError, load_json, read_content, validated
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from common import http_server
+from common.http_server import ConnectionLimits, TlsFiles, free_port
 from ingest.gateway.app import GatewayOptions, create_app
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.sink import KafkaSink, recent_ids
-from sigstream import http_server
-from sigstream.http_server import ConnectionLimits, TlsFiles, free_port
 
 __all__ = ["ConnectionLimits", "GatewayServer", "TlsFiles", "free_port", "kafka_app"]
 
@@ -60,7 +60,7 @@ def uvicorn_config(
     log_level: str = "warning",
     limits: ConnectionLimits | None = None,
 ) -> uvicorn.Config:
-    """The gateway's uvicorn: the shared hardened server (``sigstream.http_server``)."""
+    """The gateway's uvicorn: the shared hardened server (``common.http_server``)."""
     return http_server.uvicorn_config(
         app,
         host,

@@ -13,7 +13,7 @@ producer's own retries, order kept with up to 5 requests in flight). It is creat
 shared by all batches, never purged for one batch's trouble (librdkafka reconnects by
 itself after an outage) and replaced only when librdkafka reports it fatally broken.
 Security options (SASL/TLS) come in as librdkafka properties from
-``sigstream.connections.confluent_kafka_config``.
+``common.client_options.confluent_kafka_config``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from confluent_kafka import (
 )
 
 from ingest.gateway.parse import Accepted, Identity, Reject
-from ingest.producer import COMPRESSION, dlq_headers, encode_event
+from ingest.producer import dlq_headers, encode_event, producer_config
 from schemas.events import Envelope
 
 log = logging.getLogger(__name__)
@@ -142,27 +142,24 @@ class KafkaSink:
         client_config: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
-        """``client_config``: librdkafka security properties (see sigstream.connections);
+        """``client_config``: librdkafka security properties (see common.client_options);
         ``overrides``: any other librdkafka property."""
         self.bootstrap = bootstrap
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.timeout_s = timeout_s
-        self.config: dict[str, Any] = {
-            "acks": "all",
-            "enable.idempotence": True,
-            "max.in.flight.requests.per.connection": 5,
-            "linger.ms": 5,
-            "batch.size": 512 * 1024,
-            "message.max.bytes": 8 * 1024 * 1024,
-            "compression.type": COMPRESSION,
-            "socket.timeout.ms": 10_000,
-            "message.timeout.ms": int(timeout_s * 1000),
-            "error_cb": self._on_error,
-        }
-        self.config.update(client_config or {})
-        self.config["bootstrap.servers"] = bootstrap
-        self.config.update(overrides)
+        self.config: dict[str, Any] = producer_config(
+            bootstrap,
+            client_config,
+            **{
+                "max.in.flight.requests.per.connection": 5,
+                "linger.ms": 5,
+                "socket.timeout.ms": 10_000,
+                "message.timeout.ms": int(timeout_s * 1000),
+                "error_cb": self._on_error,
+                **overrides,
+            },
+        )
         self._producer: Producer | None = None
         self._lock = threading.Lock()
         self._fatal = False

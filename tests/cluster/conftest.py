@@ -111,8 +111,8 @@ def corpus_rules() -> tuple[Path, list[Path]]:
 
     corpus = shared_path("sigma-regression")
     if RULES_MODE == "all":
+        from common.settings import get_settings
         from sigstream.cli import default_rule_paths
-        from sigstream.settings import get_settings
 
         return corpus, default_rule_paths(get_settings())
     return corpus, regression_rule_files(corpus, shared_path("sigma"))

@@ -4,8 +4,9 @@ Each Spark application needs its own process (one SparkContext per process, and 
 process already holds the local[2] session), so the cluster tests start this module as a
 subprocess with the cluster profile's environment (``infra.cluster_config.client_env``:
 SIGSTREAM_SPARK_MASTER=spark://..., the 3 brokers, the 2 ES nodes). It runs the detection
-job *unchanged*: the session comes from ``detections.spark.build_session`` and the queries
-from ``detections.job`` via the e2e harness.
+job *unchanged*: the session comes from
+``detections.stream.spark_session.build_session`` and the queries from
+``detections.stream.job`` via the e2e harness.
 
     python -m tests.cluster.driver --workdir W --inputs DIR [--rules P ...]
         [--once-suffix A] [--stream-suffix B --max-offsets N]
@@ -27,10 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detections.job import JobTotals, start
-from detections.plan import load_plan
-from detections.spark import build_session
-from sigstream.settings import get_settings
+from common.settings import get_settings
+from detections.compiler.plan import load_plan
+from detections.stream.job import JobTotals, start
+from detections.stream.spark_session import build_session
 from tests.e2e.harness import job_config, read_findings, run_detection
 
 

@@ -72,7 +72,7 @@ class DrillOptions:
 
 def drill_rules() -> list[Path]:
     """All SigmaHQ Windows rules, as the job runs by default."""
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     return [get_settings().shared_data / "sigma" / "rules" / "windows"]
 

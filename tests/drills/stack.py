@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.settings import PROJECT_ROOT, Settings, get_settings
 from infra import services
 from infra.proc import progress
-from sigstream.settings import PROJECT_ROOT, Settings, get_settings
 
 RUN_DIR = PROJECT_ROOT / ".run" / "drills"
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 29092, 29093

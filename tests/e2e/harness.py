@@ -12,11 +12,11 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from pyspark.sql import SparkSession
 
-from detections.job import JobConfig, JobTotals, run
-from detections.plan import DetectionPlan, load_plan
+from common.settings import get_settings
+from detections.compiler.plan import DetectionPlan, load_plan
+from detections.stream.job import JobConfig, JobTotals, run
 from ingest.producer import EventProducer
 from ingest.replay import ReplayResult, replay
-from sigstream.settings import get_settings
 
 
 @dataclass

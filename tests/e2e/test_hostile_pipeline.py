@@ -21,13 +21,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from detections.job import run
-from detections.plan import load_plan
+from common.settings import Settings, get_settings
+from detections.compiler.plan import load_plan
+from detections.stream.job import run
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import GatewayServer, TlsFiles, free_port, kafka_app
 from ingest.gateway.tls import generate_self_signed
 from ingest.producer import EventProducer, describe_reject
-from sigstream.settings import Settings, get_settings
 from tests.e2e.harness import job_config, read_findings
 from tests.integration.test_gateway_kafka import read_topic
 from tests.unit.gateway_helpers import event, ndjson

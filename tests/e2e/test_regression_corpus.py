@@ -59,8 +59,8 @@ def _params() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def regression_run(services: Any, spark: Any, tmp_path_factory: pytest.TempPathFactory) -> StackRun:
+    from common.settings import get_settings
     from sigstream.cli import default_rule_paths
-    from sigstream.settings import get_settings
 
     corpus = shared_path("sigma-regression")
     run = run_detection(

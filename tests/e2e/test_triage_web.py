@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from detections.sinks.elasticsearch import connect, groups_index
-from sigstream.settings import Settings
 from tests.integration import triage_seed
 from triage.auth import KeyStore
 

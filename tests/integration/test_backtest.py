@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from detections.plan import load_plan
-from detections.workflow.backtest import (
+from common.settings import PROJECT_ROOT
+from detections.compiler.plan import load_plan
+from detections.content.workflow.backtest import (
     archive_events,
     backtest,
     corpus_events,
     write_archive,
 )
-from sigstream.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from detections.batch_query import BatchQuery
+from detections.compiler.plan import plan_rules
 from detections.compiler.sigma_to_ir import compile_yaml
-from detections.engine import engine_inputs
-from detections.parse import flat_records
-from detections.plan import plan_rules
+from detections.engine.apply import engine_inputs
+from detections.stream.batch_query import BatchQuery
+from detections.stream.parse import flat_records
 from schemas.generate import spark_event_schema
 
 pytestmark = pytest.mark.integration

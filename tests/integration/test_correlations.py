@@ -22,8 +22,8 @@ from detections.correlation.query import (
     load_content,
     start_correlations,
 )
-from detections.job import JobConfig, JobTotals
-from detections.job import start as start_detect
+from detections.stream.job import JobConfig, JobTotals
+from detections.stream.job import start as start_detect
 from ingest.producer import EventProducer
 from schemas.events import parse_event
 from schemas.findings import finding_id
@@ -315,7 +315,7 @@ def test_a_base_rule_failing_at_run_time_loses_only_its_own_matches(
     import dataclasses
 
     from detections.compiler import Pred
-    from detections.plan import plan_rules
+    from detections.compiler.plan import plan_rules
 
     rules = [p.rule for p in content.plan.rules]
     broken = [
@@ -358,7 +358,7 @@ def test_a_reconnecting_sensors_old_burst_still_correlates_exactly_once(
     With one global watermark the upload was late and never correlated; on its own
     group's clock it fires "Burst Of Failed Logons On One Host", once, even when the
     spool is uploaded again."""
-    from sigstream.correlations import OWN_CORRELATIONS
+    from sigstream.commands.correlations import OWN_CORRELATIONS
 
     content = load_content([OWN_CORRELATIONS])
     burst_id = "5b1f2c40-7a3e-4d2b-9c11-0c0f7a1e9a10"
@@ -411,8 +411,8 @@ def test_correlations_follow_the_deployment_kill_switch_and_shadow(
     shadow writes to the shadow index, the others stay active."""
     import dataclasses
 
-    from detections.deploy.modes import RuleMode
-    from detections.deploy.store import DeploymentStore
+    from detections.content.deploy.modes import RuleMode
+    from detections.content.deploy.store import DeploymentStore
     from detections.sinks.elasticsearch import connect, ensure_findings_index
 
     deploy = tmp_path / "deploy"

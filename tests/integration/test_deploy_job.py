@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from detections.deploy.bundle import Bundle, build_bundle, sign_manifest
-from detections.deploy.modes import RuleMode
-from detections.deploy.signing import generate_keypair, load_private_key
-from detections.deploy.store import DeploymentStore
-from detections.job import JobTotals, start
-from detections.plan import load_plan
+from common.settings import PROJECT_ROOT
+from detections.compiler.plan import load_plan
+from detections.content.deploy.bundle import Bundle, build_bundle, sign_manifest
+from detections.content.deploy.modes import RuleMode
+from detections.content.deploy.signing import generate_keypair, load_private_key
+from detections.content.deploy.store import DeploymentStore
+from detections.stream.job import JobTotals, start
 from ingest.producer import EventProducer
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT
 from tests.e2e.harness import job_config, read_findings
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,7 @@ def test_deployments_reach_a_running_job(services: Any, spark: Any, tmp_path: Pa
 def test_a_noisy_rule_is_demoted_to_shadow_with_a_finding_that_says_why(
     services: Any, spark: Any, tmp_path: Path
 ) -> None:
-    from detections.deploy.demotion import DEMOTION_RULE_ID, DemotionPolicy
+    from detections.content.deploy.demotion import DEMOTION_RULE_ID, DemotionPolicy
 
     keys = generate_keypair(
         tmp_path / "keys" / "signing.key", tmp_path / "keys" / "trusted" / "k.pub"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 
-from detections.job import run
-from detections.plan import load_plan
+from common.settings import PROJECT_ROOT, Settings
+from detections.compiler.plan import load_plan
+from detections.stream.job import run
 from ingest.producer import EventProducer, describe_reject
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT, Settings
 from tests.e2e.harness import job_config, read_findings
 from triage.queries import summary_rows
 
@@ -129,7 +129,7 @@ def test_job_stores_events_for_triage_context_and_backtests(
     archive, every valid event is in the Parquet history `rules backtest` reads."""
     from elasticsearch import Elasticsearch
 
-    from detections.workflow.backtest import archive_events
+    from detections.content.workflow.backtest import archive_events
 
     good = SAMPLE_EVENTS.read_bytes().splitlines()
     bad = (FIXTURES / "malformed_events.txt").read_bytes().splitlines()

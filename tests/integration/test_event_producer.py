@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from common.settings import get_settings
 from infra.kafka import ensure_topics
 from ingest.producer import COMPRESSION, POLL_EVERY, EventProducer
-from sigstream.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

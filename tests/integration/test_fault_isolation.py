@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from common.settings import PROJECT_ROOT
 from detections.compiler import Pred, compile_path
-from detections.job import JobTotals, start
-from detections.plan import load_plan, plan_rules
-from detections.status import read_status
+from detections.compiler.plan import load_plan, plan_rules
+from detections.stream.job import JobTotals, start
+from detections.stream.status import read_status
 from ingest.producer import EventProducer
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT
 from tests.e2e.harness import job_config, read_findings
 from tests.integration.test_detect_job import EXPECTED
 

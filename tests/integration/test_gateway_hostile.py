@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from common.settings import get_settings
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import ConnectionLimits, GatewayServer, free_port, kafka_app
 from ingest.producer import describe_reject
-from sigstream.settings import get_settings
 from tests.integration.test_gateway_kafka import read_topic
 from tests.unit.gateway_helpers import event, ndjson
 

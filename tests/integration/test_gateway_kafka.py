@@ -22,13 +22,13 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from common.settings import get_settings
 from ingest.client import GatewayClient
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import GatewayServer, TlsFiles, free_port, kafka_app
 from ingest.gateway.tls import generate_self_signed
 from ingest.producer import describe_reject
 from ingest.replay import replay_to_gateway
-from sigstream.settings import get_settings
 from tests.conftest import shared_path
 from tests.unit.gateway_helpers import event, ndjson
 

@@ -15,21 +15,21 @@ from typing import Any
 
 import pytest
 
+from common.settings import PROJECT_ROOT, get_settings
+from detections.compiler.plan import load_plan
+from detections.content.deploy.bundle import BundleError, build_bundle, sign_manifest
+from detections.content.deploy.signing import generate_keypair, load_private_key
+from detections.content.deploy.store import DeploymentStore
 from detections.correlation.query import (
     CorrelationConfig,
     feeding,
     load_content,
     start_correlations,
 )
-from detections.deploy.bundle import BundleError, build_bundle, sign_manifest
-from detections.deploy.signing import generate_keypair, load_private_key
-from detections.deploy.store import DeploymentStore
-from detections.job import JobTotals, start
-from detections.plan import load_plan
+from detections.stream.job import JobTotals, start
 from infra.kafka import ensure_topics
 from ingest.producer import EventProducer
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT, get_settings
 from tests.e2e.harness import job_config, read_findings
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from detections.job import run
-from detections.plan import load_plan
+from common.settings import PROJECT_ROOT
+from detections.compiler.plan import load_plan
+from detections.stream.job import run
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.settings import PROJECT_ROOT
 from tests.e2e.harness import job_config, read_findings
 from tests.integration.test_detect_job import EXPECTED, _dead_letters, _produce
 from tests.unit.test_job_record_checks import FILES, expected_reason, oversize, record

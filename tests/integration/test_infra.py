@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from common.settings import get_settings
 from infra import fetch
 from infra import services as infra
-from sigstream.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

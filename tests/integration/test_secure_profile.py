@@ -22,20 +22,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch
 
-from detections.job import JobConfig, run
-from detections.plan import load_plan
+from common.client_options import (
+    confluent_kafka_config,
+    elasticsearch_kwargs,
+    spark_kafka_options,
+)
+from common.settings import PROJECT_ROOT, Settings
+from detections.compiler.plan import load_plan
+from detections.stream.job import JobConfig, run
 from infra import secure
 from infra import security as sec
 from ingest.gateway.parse import Identity
 from ingest.gateway.sink import KafkaSink
 from schemas.events import parse_event
 from sigstream.cli import SAMPLE_EVENTS
-from sigstream.connections import (
-    confluent_kafka_config,
-    elasticsearch_kwargs,
-    spark_kafka_options,
-)
-from sigstream.settings import PROJECT_ROOT, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
 

@@ -21,7 +21,7 @@ from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
 from detections.health.feed import SummaryFeed
-from detections.health.findings import HEALTH_RULES
+from detections.health.finding_docs import HEALTH_RULES
 from detections.health.query import start
 from detections.health.state import HealthConfig
 from detections.sinks.elasticsearch import drop_findings_index, groups_index
@@ -200,9 +200,9 @@ def test_health_companion_finishes_with_a_once_detect_run(
 ) -> None:
     """`detect --once` runs the health query as a companion: the job must end when Kafka
     is drained (no timers keep it alive) and the resets and skew must be found."""
-    from detections.job import run
-    from detections.plan import load_plan
-    from sigstream.settings import PROJECT_ROOT
+    from common.settings import PROJECT_ROOT
+    from detections.compiler.plan import load_plan
+    from detections.stream.job import run
 
     spec = FleetSpec(
         sensors=20, silent=0.0, dropping=0.0, restarting=0.1, skewed=0.1,
@@ -239,7 +239,7 @@ def test_fleet_command_sends_events_and_heartbeats(services: Any, unique: str) -
     """`sigstream fleet` puts the fleet's records on the topic: events and heartbeats."""
     from kafka import KafkaConsumer
 
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
 
     topic = f"test.{unique}.fleet"
     result = CliRunner().invoke(

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from common.settings import Settings
 from detections.sinks.elasticsearch import connect, groups_index
-from sigstream.settings import Settings
 from tests.integration import triage_seed
 from triage.api import create_app
 from triage.auth import KeyStore

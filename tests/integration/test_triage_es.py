@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from detections.findings import build_finding, finding_document
 from detections.sinks.elasticsearch import (
     _bulk_create,
     connect,
@@ -16,7 +15,8 @@ from detections.sinks.elasticsearch import (
     write_documents,
     write_findings,
 )
-from detections.suppression import Suppression
+from detections.sinks.finding_docs import build_finding, finding_document
+from detections.sinks.suppression import Suppression
 from tests.integration import triage_seed
 from triage import store
 from triage.auth import Caller

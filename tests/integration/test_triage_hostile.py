@@ -29,8 +29,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.settings import Settings
 from ingest.gateway.tls import generate_self_signed
-from sigstream.settings import Settings
 from tests.integration import triage_seed
 from tests.unit import fuzz_support  # noqa: F401  (hypothesis profiles)
 from triage.api import create_app

@@ -12,8 +12,6 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from detections.findings import build_finding
-from detections.grouping import GroupingConfig
 from detections.sinks.elasticsearch import (
     connect,
     drop_findings_index,
@@ -21,6 +19,8 @@ from detections.sinks.elasticsearch import (
     write_findings,
 )
 from detections.sinks.events import ensure_events_index, index_events
+from detections.sinks.finding_docs import build_finding
+from detections.sinks.grouping import GroupingConfig
 from schemas.events import EVENT_ADAPTER
 from schemas.findings import RuleInfo
 

@@ -172,7 +172,7 @@ def test_summarize_queries_spans_sums_and_state_rows() -> None:
 
 def test_findings_split_ratio_and_per_run_names() -> None:
     from bench.throughput import derived_overrides, findings_split, throughput_ratio
-    from sigstream.settings import Settings
+    from common.settings import Settings
 
     split = findings_split({"correlation": 3, "host": 20, "process_access": 100, "total": 123})
     assert split == (100, 3, 20)

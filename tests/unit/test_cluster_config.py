@@ -106,8 +106,8 @@ def test_alive_workers_counts_only_alive() -> None:
 
 
 def test_cluster_layout_gives_each_member_its_own_files(tmp_path: Path) -> None:
+    from common.settings import Settings
     from infra.cluster import ClusterLayout
-    from sigstream.settings import Settings
 
     settings = Settings(run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", es_root=tmp_path)
     layout = ClusterLayout(settings, cc.ClusterSpec())
@@ -131,7 +131,7 @@ def test_cluster_layout_gives_each_member_its_own_files(tmp_path: Path) -> None:
 
 
 def test_any_spark_setting_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sigstream.settings import Settings
+    from common.settings import Settings
 
     monkeypatch.setenv("SIGSTREAM_SPARK_CONF", '{"spark.executor.memory": "4g"}')
     assert Settings().spark_conf == {"spark.executor.memory": "4g"}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from common.settings import PROJECT_ROOT, get_settings
 from sigstream.cli import app
-from sigstream.settings import PROJECT_ROOT, get_settings
 
 OWN = PROJECT_ROOT / "detections" / "rules" / "windows"
 DEEP = b"title: x\ndetection: " + b"[" * 100_000 + b"]" * 100_000

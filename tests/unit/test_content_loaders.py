@@ -15,19 +15,19 @@ from typing import Any
 
 import pytest
 
+from common.safe_yaml import ContentError
+from common.settings import PROJECT_ROOT
 from detections.compiler import compile_path
+from detections.compiler.plan import load_placeholders, plan_rules
+from detections.content.deploy.bundle import BundleError, build_bundle, read_bundle, sign_manifest
+from detections.content.deploy.signing import generate_keypair, load_private_key, load_trusted_keys
+from detections.content.deploy.store import DeploymentStore
+from detections.content.deploy.watcher import DeploymentWatcher
+from detections.content.workflow.ruletests import read_tests
 from detections.correlation.compile import load_correlations
 from detections.correlation.query import load_content
-from detections.deploy.bundle import BundleError, build_bundle, read_bundle, sign_manifest
-from detections.deploy.signing import generate_keypair, load_private_key, load_trusted_keys
-from detections.deploy.store import DeploymentStore
-from detections.deploy.watcher import DeploymentWatcher
-from detections.grouping import load_config
-from detections.plan import load_placeholders, plan_rules
-from detections.workflow.ruletests import read_tests
+from detections.sinks.grouping import load_config
 from ingest.gateway.credentials import CredentialFileError, CredentialStore
-from sigstream.safe_yaml import ContentError
-from sigstream.settings import PROJECT_ROOT
 from triage.auth import KeyStore
 
 OWN = PROJECT_ROOT / "detections" / "rules" / "windows"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from detections.compiler.plan import DetectionPlan, load_plan, plan_rules
 from detections.compiler.sigma_to_ir import compile_yaml
 from detections.correlation.compile import (
     CorrelationSet,
@@ -16,7 +17,6 @@ from detections.correlation.compile import (
     load_correlations,
 )
 from detections.correlation.model import Condition
-from detections.plan import DetectionPlan, load_plan, plan_rules
 
 OWN = Path(__file__).resolve().parents[2] / "detections" / "correlation" / "rules"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detections.content.deploy.modes import RuleMode
+from detections.content.deploy.store import DeploymentStore
 from detections.correlation.modes import CorrelationModes, destination
-from detections.deploy.modes import RuleMode
-from detections.deploy.store import DeploymentStore
 
 CORR = "5b1f2c40-7a3e-4d2b-9c11-0c0f7a1e9a10"
 

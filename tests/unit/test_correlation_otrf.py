@@ -12,9 +12,9 @@ import pytest
 
 from detections.correlation.offline import correlate_events
 from detections.correlation.query import CorrelationContent, load_content
-from detections.engine import match_events
+from detections.engine.apply import match_events
 from ingest.sources import iter_items
-from sigstream.correlations import OWN_CORRELATIONS
+from sigstream.commands.correlations import OWN_CORRELATIONS
 from tests.conftest import shared_path
 
 RECON = "Burst Of Distinct Reconnaissance Commands On One Host"

@@ -9,14 +9,14 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from detections.correlation.findings import correlation_finding, late_document
+from detections.correlation.finding_docs import correlation_finding, late_document
 from detections.correlation.offline import correlate_events
 from detections.correlation.query import CorrelationContent, load_content
 from detections.correlation.state import Firing, Late, Match
-from detections.findings import finding_document
+from detections.sinks.finding_docs import finding_document
 from schemas.events import parse_event
 from schemas.findings import Finding, finding_id
-from sigstream.correlations import OWN_CORRELATIONS
+from sigstream.commands.correlations import OWN_CORRELATIONS
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -163,9 +163,9 @@ def test_cli_lists_correlations_and_fails_on_quarantined(tmp_path: Any) -> None:
 def test_detect_silences_base_rules_that_only_feed_correlations(tmp_path: Any) -> None:
     """`sigstream detect` passes the generate: false base rules to the job as
     silent_rule_ids, and adds the correlation query as a companion."""
-    from detections.job import JobConfig
-    from sigstream.correlations import with_correlations
-    from sigstream.settings import get_settings
+    from common.settings import get_settings
+    from detections.stream.job import JobConfig
+    from sigstream.commands.correlations import with_correlations
 
     cfg = JobConfig("k:9092", "t", "d", ("http://es:9200",), "f", tmp_path)
     silenced, companions = with_correlations(cfg, [OWN_CORRELATIONS], get_settings())

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from detections.compiler.plan import plan_rules
 from detections.compiler.sigma_to_ir import compile_yaml
 from detections.correlation.chain import (
     chain_match,
@@ -32,7 +33,6 @@ from detections.correlation.state import (
     number,
     percentile,
 )
-from detections.plan import plan_rules
 from schemas.events import parse_event
 
 S = 1000  # ms
@@ -440,7 +440,7 @@ def test_chain_match_time_key_and_identity() -> None:
 
 
 def test_a_chained_finding_points_at_the_upstream_findings() -> None:
-    from detections.correlation.findings import correlation_finding
+    from detections.correlation.finding_docs import correlation_finding
 
     _, cs = compiled(corr("burst", BURST) + corr("repeat", REPEAT))
     up, down = cs.specs

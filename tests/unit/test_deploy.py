@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from detections.deploy.bundle import BundleError, build_bundle, read_bundle, sign_manifest
-from detections.deploy.demotion import DemotionPolicy, RuleBatchStats, rules_to_demote
-from detections.deploy.modes import RuleMode, canary_bucket, parse_mode
-from detections.deploy.signing import (
+from common.settings import PROJECT_ROOT
+from detections.content.deploy.bundle import BundleError, build_bundle, read_bundle, sign_manifest
+from detections.content.deploy.demotion import DemotionPolicy, RuleBatchStats, rules_to_demote
+from detections.content.deploy.modes import RuleMode, canary_bucket, parse_mode
+from detections.content.deploy.signing import (
     SignatureError,
     generate_keypair,
     load_private_key,
     load_trusted_keys,
 )
-from detections.deploy.store import DeploymentStore
-from detections.deploy.watcher import DeploymentWatcher
-from sigstream.settings import PROJECT_ROOT
+from detections.content.deploy.store import DeploymentStore
+from detections.content.deploy.watcher import DeploymentWatcher
 
 OWN_RULES = PROJECT_ROOT / "detections" / "rules" / "windows"
 LSASS = "0f2c8a54-5d0e-4c1e-9a8f-6a1d2b3c4d01"
@@ -247,7 +247,7 @@ def test_cost_demotion_and_mode_parsing() -> None:
 
 
 def test_demotion_finding_says_why_and_is_idempotent() -> None:
-    from detections.deploy.demotion import Demotion, demotion_finding
+    from detections.content.deploy.demotion import Demotion, demotion_finding
     from schemas.findings import RuleInfo
 
     rule = RuleInfo(id=LSASS, name="LSASS Memory Read", level="high")
@@ -313,8 +313,8 @@ def test_watcher_survives_a_corrupt_state_file(tmp_path: Path, keys: dict[str, P
 def test_bundle_plan_matches_like_the_rules_folder_and_honours_the_kill_switch(
     tmp_path: Path, keys: dict[str, Path]
 ) -> None:
-    from detections.engine import compile_matcher, match_events
-    from detections.plan import load_plan
+    from detections.compiler.plan import load_plan
+    from detections.engine.apply import compile_matcher, match_events
     from sigstream.cli import SAMPLE_EVENTS
 
     events = [json.loads(line) for line in SAMPLE_EVENTS.read_text().splitlines()]

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from detections.deploy.modes import RuleMode
-from detections.worker import VALUE_COLUMN, Destinations, finding_documents
+from detections.content.deploy.modes import RuleMode
+from detections.stream.worker import VALUE_COLUMN, Destinations, finding_documents
 
 EVENT = {
     "event_type": "process_creation",

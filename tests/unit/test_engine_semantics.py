@@ -16,9 +16,9 @@ import pyarrow as pa
 import pytest
 
 from detections.compiler import CompilerConfig, compile_path, ir
+from detections.compiler.logsources import Route
 from detections.compiler.to_arrow import Slot
-from detections.logsources import Route
-from detections.matcher import Matcher
+from detections.engine.matcher import Matcher
 from schemas.generate import arrow_event_schema, event_columns
 from tests.sigma_cases import CASES, corpus_rules, regression_cases, rule_ir
 
@@ -189,7 +189,7 @@ def test_corpus_rules_with_runtime_sensitive_operators_run(corpus: dict[str | No
 def test_a_shipped_matcher_is_compiled_once_and_kept_out_of_full_collections() -> None:
     import gc
 
-    from detections.matcher import MatcherSpec
+    from detections.engine.matcher import MatcherSpec
 
     node = rule_ir("selection:\n  Image|endswith: '\\\\cmd.exe'\ncondition: selection")
     first = MatcherSpec.of([(0, ANY_ROUTE, node)])

@@ -17,15 +17,15 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from common.safe_yaml import ContentError, load_yaml_documents
+from detections.compiler.plan import load_placeholders, plan_rules
+from detections.content.deploy.bundle import BundleError, read_bundle
+from detections.content.deploy.store import DeploymentStore
+from detections.content.deploy.watcher import DeploymentWatcher
+from detections.content.workflow.ruletests import read_tests
 from detections.correlation.compile import compile_correlations
-from detections.deploy.bundle import BundleError, read_bundle
-from detections.deploy.store import DeploymentStore
-from detections.deploy.watcher import DeploymentWatcher
-from detections.grouping import load_config
-from detections.plan import load_placeholders, plan_rules
-from detections.workflow.ruletests import read_tests
+from detections.sinks.grouping import load_config
 from ingest.gateway.credentials import CredentialFileError, CredentialStore
-from sigstream.safe_yaml import ContentError, load_yaml_documents
 from tests.unit.fuzz_support import json_values
 from triage.auth import KeyStore
 

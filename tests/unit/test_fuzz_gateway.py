@@ -42,6 +42,11 @@ REASONS = {
     "sensor_mismatch",
     "unknown_event_type",
     "schema_invalid",
+    # issue 17's reasons (docs/gateway.md): NaN/Infinity/huge numbers, lone surrogates,
+    # values the Kafka record cannot carry
+    "number_out_of_range",
+    "invalid_unicode",
+    "unencodable",
 }
 FIELDS = [*sorted(event(0)), "tenant_id", "schema_version", "extra", "received_time", "Hashes"]
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detections.compiler.regex import RegexRefused, compile_regex
-from detections.parse import record_problem
+from detections.stream.parse import record_problem
 from tests.unit.fuzz_support import json_values
 
 pytestmark = pytest.mark.fuzz

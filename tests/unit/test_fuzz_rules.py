@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detections.compiler import compile_yaml
-from detections.plan import plan_rules
+from detections.compiler.plan import plan_rules
 from tests.unit.fuzz_support import json_values
 
 pytestmark = pytest.mark.fuzz

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.settings import Settings
 from infra import config, fetch, proc
-from sigstream.settings import Settings
 
 
 @pytest.mark.parametrize(

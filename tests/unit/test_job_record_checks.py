@@ -1,5 +1,5 @@
-"""The detect job's per-record check (``detections.parse.record_problem``) and the worker's
-use of it (``detections.worker.checked_records``): every way one raw Kafka record can be
+"""The detect job's per-record check (``detections.stream.parse.record_problem``) and the worker's
+use of it (``detections.stream.worker.checked_records``): every way one raw Kafka record can be
 bad gets its own reason, and never fails the records around it. Records come from
 tests/fixtures/bad_input/kafka (written to Kafka directly, bypassing the gateway)."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from detections.parse import MALFORMED, MAX_RECORD_BYTES, record_problem
-from detections.worker import REASON_COLUMN, VALUE_COLUMN, checked_records
+from detections.stream.parse import MALFORMED, MAX_RECORD_BYTES, record_problem
+from detections.stream.worker import REASON_COLUMN, VALUE_COLUMN, checked_records
 from sigstream.cli import SAMPLE_EVENTS
 
 KAFKA = Path(__file__).resolve().parent.parent / "fixtures" / "bad_input" / "kafka"

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from detections.compiler import compile_yaml, ir
+from detections.compiler.logsources import Route
 from detections.compiler.regex import RegexRefused, compile_regex, regex_refusal, translate
 from detections.compiler.to_arrow import glob_regex
-from detections.logsources import Route
-from detections.matcher import Matcher
+from detections.engine.matcher import Matcher
 from schemas.generate import arrow_event_schema
 
 ANY_ROUTE = Route(product=None, event_types=None, service=None)
@@ -194,7 +194,7 @@ def test_rules_check_shows_the_refusal(tmp_path: Path) -> None:
 
 
 def test_validate_reports_a_compile_error(tmp_path: Path) -> None:
-    from detections.workflow.validate import validate
+    from detections.content.workflow.validate import validate
 
     report = validate([_rules(tmp_path)], sigma=False)
     errors = [(i.check, i.rule_id) for i in report.errors]
@@ -207,11 +207,15 @@ def test_validate_reports_a_compile_error(tmp_path: Path) -> None:
 def test_bundle_build_refuses_and_deploy_and_job_start_refuse_again(tmp_path: Path) -> None:
     """A bundle refuses such a rule; forced in (``allow_rejected``) it is refused again when
     the watcher compiles the deployed bundle, and the job starts without it."""
-    from detections.deploy.bundle import BundleError, build_bundle, sign_manifest
-    from detections.deploy.signing import generate_keypair, load_private_key, load_trusted_keys
-    from detections.deploy.store import DeploymentStore
-    from detections.deploy.watcher import DeploymentWatcher
-    from detections.job import RunningContent
+    from detections.content.deploy.bundle import BundleError, build_bundle, sign_manifest
+    from detections.content.deploy.signing import (
+        generate_keypair,
+        load_private_key,
+        load_trusted_keys,
+    )
+    from detections.content.deploy.store import DeploymentStore
+    from detections.content.deploy.watcher import DeploymentWatcher
+    from detections.stream.job import RunningContent
 
     rules = _rules(tmp_path)
     with pytest.raises(BundleError, match="unsupported_regex"):
@@ -236,8 +240,8 @@ def test_job_start_quarantines_an_unrunnable_regex_that_skipped_the_compiler() -
     plan): the engine refuses the rule with RE2's reason when the job starts."""
     import dataclasses
 
-    from detections.job import RunningContent
-    from detections.plan import plan_rules
+    from detections.compiler.plan import plan_rules
+    from detections.stream.job import RunningContent
 
     rules, _ = compile_yaml(RULE.format(n=1, pattern="-enc"))
     smuggled = dataclasses.replace(

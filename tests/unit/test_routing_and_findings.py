@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from detections.compiler import compile_yaml
-from detections.findings import build_finding, finding_document
-from detections.logsources import UncoveredLogsource, route_for
-from detections.plan import plan_rules
+from detections.compiler.logsources import UncoveredLogsource, route_for
+from detections.compiler.plan import plan_rules
+from detections.sinks.finding_docs import build_finding, finding_document
 from schemas.findings import RuleInfo, finding_id
 
 RULE = """

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pytest
 
 from detections.compiler import ir
+from detections.compiler.logsources import Route
 from detections.compiler.to_arrow import PredNode, Slot
-from detections.logsources import Route
-from detections.matcher import _CACHE, Matcher, MatcherSpec
-from detections.worker import REASON_COLUMN, VALUE_COLUMN, Destinations, partition_processor
+from detections.engine.matcher import _CACHE, Matcher, MatcherSpec
+from detections.stream.worker import REASON_COLUMN, VALUE_COLUMN, Destinations, partition_processor
 from schemas.generate import arrow_event_schema
 from tests.sigma_cases import rule_ir
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from detections.plan import load_plan
-from detections.workflow.backtest import parse_since
-from detections.workflow.cost import measure_costs, regex_issues
-from detections.workflow.coverage import CoveredRule, coverage, navigator_layer, rule_cells
-from detections.workflow.ruletests import run_tests
-from detections.workflow.validate import validate
-from sigstream.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT
+from detections.compiler.plan import load_plan
+from detections.content.workflow.backtest import parse_since
+from detections.content.workflow.cost import measure_costs, regex_issues
+from detections.content.workflow.coverage import CoveredRule, coverage, navigator_layer, rule_cells
+from detections.content.workflow.ruletests import run_tests
+from detections.content.workflow.validate import validate
 
 OWN = PROJECT_ROOT / "detections" / "rules"
 LSASS_FILE = OWN / "windows" / "proc_access_lsass_memory_read.yml"

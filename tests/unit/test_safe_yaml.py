@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from sigstream.safe_yaml import (
+from common.safe_yaml import (
     ContentError,
     YamlLimits,
     expect_mapping,

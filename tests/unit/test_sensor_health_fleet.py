@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from detections.health.findings import HEALTH_RULES, health_finding, sensor_status
+from detections.health.finding_docs import HEALTH_RULES, health_finding, sensor_status
 from detections.health.state import HealthConfig, Record, SensorState, expire, observe
 from ingest.fleet import Fleet, FleetSpec
 from schemas.events import Envelope, Heartbeat

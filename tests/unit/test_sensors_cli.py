@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from triage.sensors import _age, sensors_query, sort_rows, table_row
+from sigstream.commands.sensors import _age, sensors_query, sort_rows, table_row
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from detections.findings import build_finding
-from detections.grouping import GroupingConfig, group_key, parse_config, window_start
-from detections.suppression import Suppression, suppressed_by
+from detections.sinks.finding_docs import build_finding
+from detections.sinks.grouping import GroupingConfig, group_key, parse_config, window_start
+from detections.sinks.suppression import Suppression, suppressed_by
 from schemas.findings import RuleInfo
 from triage import workflow
 from triage.auth import Caller, KeyStore

@@ -18,7 +18,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 
-from sigstream.settings import Settings
+from common.settings import Settings
 from triage.api import create_app
 from triage.auth import KeyStore
 from triage.guard import CSP, GuardLimits, RequestGuard, api_key

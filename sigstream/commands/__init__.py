@@ -1,0 +1,8 @@
+"""The sub-commands of ``sigstream``, one module per command group. Each defines a
+``typer.Typer`` named ``app``; ``sigstream.cli``, the composition root, mounts them all
+(and nothing else does). Commands resolve the settings; the libraries they call take
+settings and client options as arguments."""
+
+from sigstream.commands import correlations, fleet, gateway, infra, rules, sensors, triage
+
+__all__ = ["correlations", "fleet", "gateway", "infra", "rules", "sensors", "triage"]

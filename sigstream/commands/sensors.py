@@ -1,0 +1,149 @@
+"""``sigstream sensors``: the fleet as the sensor-health query sees it.
+
+Reads the sensors index (one status document per sensor, written by
+``detections.health.query``); the query building and row formatting are pure, the
+Elasticsearch call is at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.settings import get_settings
+
+#: Worst first: silent sensors are what an operator looks at first.
+STATE_ORDER = {"silent": 0, "degraded": 1, "healthy": 2}
+STATES = tuple(STATE_ORDER)
+
+
+def sensors_query(state: str | None, tenant: str | None) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = []
+    if state:
+        filters.append({"term": {"state": state}})
+    if tenant:
+        filters.append({"term": {"tenant_id": tenant}})
+    return {"bool": {"filter": filters}} if filters else {"match_all": {}}
+
+
+def _age(iso: str | None, now: datetime) -> str:
+    """``42s`` / ``5m`` / ``3h`` / ``2d`` ago."""
+    if not iso:
+        return "never"
+    seconds = (now - datetime.fromisoformat(iso.replace("Z", "+00:00"))).total_seconds()
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def sort_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        docs,
+        key=lambda d: (STATE_ORDER.get(d.get("state", ""), 9), d["tenant_id"], d["sensor_id"]),
+    )
+
+
+def table_row(doc: dict[str, Any], now: datetime) -> list[str]:
+    """One table row: tenant, sensor, host, last seen, events, rate, gaps, resets, skew,
+    state."""
+    skew = doc.get("skew_s")
+    gaps = f"{doc.get('gaps', 0)} ({doc.get('missing', 0)} missing)" if doc.get("gaps") else "0"
+    return [
+        doc["tenant_id"],
+        doc["sensor_id"],
+        doc.get("host") or "",
+        _age(doc.get("last_seen"), now),
+        f"{doc.get('events', 0):,}",
+        f"{doc.get('rate', 0.0):.2f}/s",
+        gaps,
+        str(doc.get("resets", 0)),
+        "" if skew is None else f"{skew:+.0f}s",
+        doc.get("state", "?"),
+    ]
+
+
+def fetch_sensors(
+    es: Any, index: str, state: str | None, tenant: str | None, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, up to ``limit`` documents, worst state first): one search per
+    state, so silent sensors are never cut off by a page of healthy ones."""
+    total = 0
+    docs: list[dict[str, Any]] = []
+    for wanted in (state,) if state else STATES:
+        resp = es.search(
+            index=index,
+            query=sensors_query(wanted, tenant),
+            size=max(limit - len(docs), 0),
+            sort=[{"tenant_id": "asc"}, {"sensor_id": "asc"}],
+            track_total_hits=True,
+        )
+        total += int(resp["hits"]["total"]["value"])
+        docs += [h["_source"] for h in resp["hits"]["hits"]]
+    return total, sort_rows(docs)
+
+
+_COLOURS = {"silent": "red", "degraded": "yellow", "healthy": "green"}
+
+
+def sensors_cmd(
+    state: Annotated[
+        str | None,
+        typer.Option(help=f"Only sensors in this state: {', '.join(STATES)}."),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's sensors.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show (worst state first).")] = 200,
+    index: Annotated[
+        str | None, typer.Option(help="Sensors index (default: SIGSTREAM_SENSORS_INDEX).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Sensors with last seen, event rate, sequence gaps, resets, clock skew and health
+    state (healthy / degraded / silent), as the `detect` job's sensor-health query saw them."""
+    from elasticsearch import NotFoundError
+
+    from detections.sinks.elasticsearch import connect
+
+    console = Console(width=None if typer.get_text_stream("stdout").isatty() else 160)
+    if state is not None and state not in STATE_ORDER:
+        raise typer.BadParameter(f"state must be one of {', '.join(STATES)}", param_hint="--state")
+    s = get_settings()
+    index = index or s.sensors_index
+    es = connect(s.es_hosts)
+    try:
+        total, docs = fetch_sensors(es, index, state, tenant, limit)
+    except NotFoundError:
+        typer.echo(
+            f"no sensors index '{index}' yet: it is written by `sigstream detect` (sensor "
+            "health is on unless --no-sensor-health) once events arrive.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    finally:
+        es.close()
+    if as_json:
+        typer.echo(json.dumps({"total": total, "sensors": docs}, indent=2))
+        return
+    now = datetime.now(UTC)
+    table = Table(
+        title=f"Sensors: {total:,}" + (f" (showing {len(docs)})" if total > len(docs) else "")
+    )
+    columns = ("tenant", "sensor", "host", "last seen", "events", "rate", "gaps", "resets")
+    for col in (*columns, "skew", "state"):
+        table.add_column(col, justify="right" if col in ("events", "rate", "resets") else "left")
+    for doc in docs:
+        row = table_row(doc, now)
+        colour = _COLOURS.get(row[-1], "white")
+        row[-1] = f"[{colour}]{row[-1]}[/{colour}]"
+        table.add_row(*row)
+    console.print(table)
+
+
+app = typer.Typer()
+app.command("sensors")(sensors_cmd)
