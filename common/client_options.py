@@ -9,6 +9,7 @@ never a code change. Pure functions: no client is created here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import SecretStr
@@ -136,3 +137,35 @@ def as_user(s: Settings, **updates: Any) -> Settings:
         if isinstance(updates.get(name), str):
             updates[name] = SecretStr(updates[name])
     return s.model_copy(update=updates)
+
+
+# --- Kafka producers ----------------------------------------------------------------------
+
+COMPRESSION = "lz4"
+
+
+#: What every Kafka producer of the project sets (the ingest client's ``EventProducer``,
+#: the gateway's ``KafkaSink``, the detection pass's ``DerivedPublisher``): acks from all
+#: in-sync replicas, idempotent retries (no duplicates, order kept), large compressed
+#: batches, records up to the gateway's per-event bound.
+RELIABLE_PRODUCER: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "batch.size": 512 * 1024,
+    "message.max.bytes": 8 * 1024 * 1024,
+    "compression.type": COMPRESSION,
+}
+
+
+def producer_config(
+    bootstrap_servers: str | Iterable[str],
+    security: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """librdkafka properties of a telemetry producer: :data:`RELIABLE_PRODUCER`, the
+    client's security properties (``common.client_options.confluent_kafka_config``), the
+    servers, then ``overrides`` (any librdkafka property)."""
+    servers = (
+        bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
+    )
+    return {**RELIABLE_PRODUCER, **(security or {}), "bootstrap.servers": servers, **overrides}

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+# One producer-construction path for every Kafka producer (re-exported here for the
+# ingest side's callers).
+from common.client_options import COMPRESSION as COMPRESSION
+from common.client_options import RELIABLE_PRODUCER as RELIABLE_PRODUCER
+from common.client_options import producer_config
 from schemas.events import Envelope
 
 DLQ_REASON_HEADER = "sigstream.reason"
@@ -52,37 +57,8 @@ class DeliveryCounts:
 #: Producer batch compression. LZ4 measured fastest end to end on the 2-core bench machine
 #: (bench/ingest.py: above "none", zstd and snappy); consumers need an LZ4 codec, which
 #: Spark's Kafka client and librdkafka include (kafka-python needs the ``lz4`` package).
-COMPRESSION = "lz4"
-
-
 class KafkaUnavailable(RuntimeError):
     """The brokers could not be reached, or the topic has no partition leaders."""
-
-
-#: What every producer of telemetry sets (this one and the gateway's ``KafkaSink``): acks
-#: from all in-sync replicas, idempotent retries (no duplicates, order kept), large
-#: compressed batches, records up to the gateway's per-event bound.
-RELIABLE_PRODUCER: dict[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": True,
-    "batch.size": 512 * 1024,
-    "message.max.bytes": 8 * 1024 * 1024,
-    "compression.type": COMPRESSION,
-}
-
-
-def producer_config(
-    bootstrap_servers: str | Iterable[str],
-    security: Mapping[str, Any] | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """librdkafka properties of a telemetry producer: :data:`RELIABLE_PRODUCER`, the
-    client's security properties (``common.client_options.confluent_kafka_config``), the
-    servers, then ``overrides`` (any librdkafka property)."""
-    servers = (
-        bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
-    )
-    return {**RELIABLE_PRODUCER, **(security or {}), "bootstrap.servers": servers, **overrides}
 
 
 #: Sends between two polls of the delivery-report queue (flush() polls until it is empty).

@@ -387,7 +387,7 @@ def batch_writer(
             "chained": len(chained),
         }
         if indices or late_docs:
-            es = connect(cfg.es_hosts, **cfg.es_options)
+            es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
             try:
                 for index, documents in indices.items():
                     result = write_documents(es, index, documents)
@@ -438,7 +438,7 @@ def ensure_indices(cfg: JobConfig, ccfg: CorrelationConfig) -> None:
         put_template,
     )
 
-    es = connect(cfg.es_hosts, **cfg.es_options)
+    es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
     try:
         ensure_findings_index(es, cfg.findings_index)
         late = ccfg.late(cfg)

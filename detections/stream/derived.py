@@ -15,14 +15,16 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from common.client_options import RELIABLE_PRODUCER
+
 log = logging.getLogger("sigstream.derived")
 
-#: Producer defaults: idempotent (no duplicates from the producer's own retries), small
-#: linger (the records go out in one burst per micro-batch), compressed.
+#: Producer defaults: the project's reliable producer (``common.client_options``: acks
+#: from all replicas, idempotent, LZ4), with a small linger (the records go out in one
+#: burst per micro-batch).
 PRODUCER_DEFAULTS: dict[str, Any] = {
-    "enable.idempotence": True,
+    **RELIABLE_PRODUCER,
     "linger.ms": 5,
-    "compression.type": "lz4",
     "message.timeout.ms": 120_000,
 }
 

@@ -473,7 +473,7 @@ def _demote(
     if not demotions:
         return
     infos = {str(p.rule.id): p.info for p in running.plan.rules}
-    es = connect(cfg.es_hosts, **cfg.es_options)
+    es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
     try:
         documents = []
         for demotion in demotions:
@@ -502,7 +502,7 @@ def start(
     """
     from detections.sinks.elasticsearch import connect, ensure_findings_index
 
-    es = connect(cfg.es_hosts, **cfg.es_options)
+    es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
     try:
         ensure_findings_index(es, cfg.findings_index)
         if cfg.shadow_index:
