@@ -890,7 +890,9 @@ class Stages:
             seconds = [b["seconds"] for b in corr]
             print(
                 f"correlation stage, measured phase: {len(corr)} batches (foreachBatch mean "
-                f"{statistics.mean(seconds):.2f}s, max {max(seconds):.2f}s), "
+                f"{statistics.mean(seconds):.2f}s, of which its Spark job (read, shuffle, "
+                f"state) {statistics.mean(b.get('spark_seconds', 0.0) for b in corr):.2f}s, "
+                f"max {max(seconds):.2f}s), "
                 f"{sum(b.get('firings', 0) for b in corr)} firings, "
                 f"{sum(b.get('late', 0) for b in corr)} late matches"
             )

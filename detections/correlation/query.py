@@ -350,9 +350,17 @@ def batch_writer(
     publisher = DerivedPublisher(cfg.producer_config()) if downstream else None
     follower = CorrelationModes(cfg.deploy_dir, cfg.trusted_keys) if cfg.deploy_dir else None
 
+    clients: list[Any] = []  # one Elasticsearch client for the stage's life (its pool)
+
+    def client() -> Any:
+        if not clients:
+            clients.append(connect(cfg.es_hosts, from_settings=False, **cfg.es_options))
+        return clients[0]
+
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
+        collected = time.monotonic()
         modes = follower.current() if follower is not None else {}
         indices: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         late_docs, chained = [], []
@@ -387,18 +395,15 @@ def batch_writer(
             "chained": len(chained),
         }
         if indices or late_docs:
-            es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
-            try:
-                for index, documents in indices.items():
-                    result = write_documents(es, index, documents)
-                    if index == cfg.findings_index:
-                        stats["created"], stats["duplicates"] = result.created, result.duplicates
-                    else:
-                        stats["shadow"] = result.created
-                if late_docs:
-                    write_documents(es, ccfg.late(cfg), late_docs)
-            finally:
-                es.close()
+            es = client()
+            for index, documents in indices.items():
+                result = write_documents(es, index, documents)
+                if index == cfg.findings_index:
+                    stats["created"], stats["duplicates"] = result.created, result.duplicates
+                else:
+                    stats["shadow"] = result.created
+            if late_docs:
+                write_documents(es, ccfg.late(cfg), late_docs)
         for _, doc in late_docs:
             log.warning(
                 "late match (not counted): correlation %s rule %s event %s at %s, watermark %s",
@@ -415,6 +420,7 @@ def batch_writer(
         totals.duplicates += int(stats.get("duplicates", 0))
         totals.late += len(late_docs)
         stats["seconds"] = time.monotonic() - started
+        stats["spark_seconds"] = collected - started  # the stage's Spark job (state included)
         totals.history.append(stats)
         if findings or late_docs:
             log.info(
