@@ -78,9 +78,12 @@ MODE_TITLES = {
 INDEX_SETTINGS = ("findings_index", "sensors_index", "events_index", "shadow_findings_index")
 
 #: One line of the detect job's log per micro-batch (``detections.stream.job.make_batch_handler``).
+#: It says "M rule matches -> F findings"; older logs said "M findings" for
+#: the matches (no ``findings`` number then).
 BATCH_LINE = re.compile(
     r"sigstream\.detect: batch (?P<batch>\d+): (?P<events>\d+) events, (?P<rejected>\d+) "
-    r"rejected to DLQ, (?P<matches>\d+) findings \((?P<created>\d+) new, (?P<known>\d+) "
+    r"rejected to DLQ, (?P<matches>\d+) (?:rule matches -> (?P<findings>\d+) )?findings "
+    r"\((?P<created>\d+) new, (?P<known>\d+) "
     r"known\) in (?P<seconds>[\d.]+)s \(prepare (?P<prepare>[\d.]+)s, run (?P<run>[\d.]+)s; "
     r"tasks: (?P<match>[\d.]+)s matching, (?P<write>[\d.]+)s writing findings\)"
 )
@@ -93,7 +96,7 @@ def parse_batch_lines(text: str) -> list[dict[str, float]]:
     """The detect query's per-batch numbers from the job's log (one dict per batch)."""
     out = []
     for m in BATCH_LINE.finditer(text):
-        out.append({k: float(v) for k, v in m.groupdict().items()})
+        out.append({k: float(v) for k, v in m.groupdict().items() if v is not None})
     return out
 
 

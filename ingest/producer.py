@@ -26,24 +26,19 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from common.client_options import COMPRESSION as COMPRESSION
 from common.client_options import RELIABLE_PRODUCER as RELIABLE_PRODUCER
 from common.client_options import producer_config
-from schemas.events import Envelope
 
-DLQ_REASON_HEADER = "sigstream.reason"
-DLQ_ORIGIN_HEADER = "sigstream.origin"
-DLQ_STAGE_HEADER = "sigstream.stage"
+# The DLQ convention lives in common.dlq (the detection stages write DLQ records too);
+# re-exported here for the ingest side's callers.
+from common.dlq import DLQ_ORIGIN_HEADER as DLQ_ORIGIN_HEADER
+from common.dlq import DLQ_REASON_HEADER as DLQ_REASON_HEADER
+from common.dlq import DLQ_STAGE_HEADER as DLQ_STAGE_HEADER
+from common.dlq import dlq_headers as dlq_headers
+from schemas.events import Envelope
 
 
 def encode_event(event: Envelope) -> bytes:
     """The wire form of an event: compact JSON without null fields."""
     return event.model_dump_json(exclude_none=True).encode()
-
-
-def dlq_headers(reason: str, origin: str, stage: str) -> list[tuple[str, bytes]]:
-    return [
-        (DLQ_REASON_HEADER, reason.encode()),
-        (DLQ_ORIGIN_HEADER, origin.encode()),
-        (DLQ_STAGE_HEADER, stage.encode()),
-    ]
 
 
 @dataclass

@@ -349,8 +349,7 @@ def detect(
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(
         f"processed {totals.events:,} events in {totals.batches} batches: "
-        f"{totals.rejected:,} rejected to {s.dlq_topic}, {totals.matches:,} findings "
-        f"({totals.created:,} new, {totals.duplicates:,} already in Elasticsearch)"
+        f"{totals.rejected:,} rejected to {s.dlq_topic}, {totals.outcome()}"
     )
     spark.stop()
 

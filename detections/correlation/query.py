@@ -100,6 +100,7 @@ class CorrelationTotals:
     duplicates: int = 0
     late: int = 0
     chained: int = 0  # firings published as matches of correlations downstream
+    rejected: int = 0  # malformed matches-topic records sent to the DLQ
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -187,28 +188,84 @@ MATCH_SCHEMA = T.StructType(
 )
 
 
+#: The fields a match cannot do without (``feed.record`` always writes them).
+REQUIRED_FIELDS = ("corr", "group_key", "time_ms", "rule", "event_id")
+#: The reserved correlation id of the keys that carry malformed records through the state
+#: operator to the sink (no correlation id has a colon: ids are UUIDs or rule names).
+MALFORMED = "sigstream:malformed"
+#: Malformed records of one partition spread over this many keys (a key's rows go to one
+#: call of the state function; the cost of a batch of garbage stays a few calls).
+MALFORMED_SPREAD = 16
+#: The DLQ reason prefix of a malformed matches-topic record.
+INVALID = "correlation_match_invalid"
+DLQ_STAGE = "correlate"
+
+
+def match_problem(value: Any) -> str | None:
+    """Why one decoded matches-topic value (a JSON document) is not a keyed match, or
+    None. The pure twin of :func:`keyed_matches`' reason column (unit tests)."""
+    if not isinstance(value, dict):
+        return f"{INVALID}: not a JSON object"
+    types = {"time_ms": int}
+    for name in REQUIRED_FIELDS:
+        v = value.get(name)
+        if v is None or isinstance(v, bool) or not isinstance(v, types.get(name, str)):
+            return f"{INVALID}: missing or invalid {name}"
+    if value["corr"] == MALFORMED:
+        return f"{INVALID}: reserved correlation id"
+    return None
+
+
+def _reason(text: Any, m: Any) -> Any:
+    """The reason column: None for a keyed match, else why the record is refused."""
+    reason = F.when(text.isNull(), F.lit(f"{INVALID}: no value"))
+    reason = reason.when(F.get_json_object(text, "$").isNull(), F.lit(f"{INVALID}: not JSON"))
+    reason = reason.when(F.json_object_keys(text).isNull(), F.lit(f"{INVALID}: not a JSON object"))
+    for name in REQUIRED_FIELDS:
+        reason = reason.when(m[name].isNull(), F.lit(f"{INVALID}: missing or invalid {name}"))
+    return reason.when(m["corr"] == MALFORMED, F.lit(f"{INVALID}: reserved correlation id"))
+
+
 def keyed_matches(records: DataFrame) -> DataFrame:
     """Kafka rows of the matches topic -> one row per keyed match. The detect job writes
-    this topic; a record it could not have written (no correlation, key or time) is left
-    out and counted by Spark as a filtered row."""
-    parsed = records.select(F.from_json(F.col("value").cast("string"), MATCH_SCHEMA).alias("m"))
-    m = F.col("m")
-    return parsed.where(
-        m["corr"].isNotNull()
-        & m["group_key"].isNotNull()
-        & m["time_ms"].isNotNull()
-        & m["rule"].isNotNull()
-        & m["event_id"].isNotNull()
-    ).select(
-        "m.corr",
-        F.coalesce(m["tenant_id"], F.lit("default")).alias("tenant_id"),
-        "m.group_key",
-        "m.time_ms",
-        "m.rule",
-        "m.event_id",
-        "m.value",
-        F.coalesce(m["host"], F.lit("")).alias("host"),
-        F.coalesce(m["sensor_id"], F.lit("")).alias("sensor_id"),
+    this topic; a record it could not have written (not JSON, no correlation, key, time,
+    rule or event id) is not dropped: it gets the reserved key ``MALFORMED`` (its group
+    key the partition and a spread of its offset), its reason, origin and original bytes,
+    and the state function passes it through to the sink, which sends it to the DLQ."""
+    text = F.col("value").cast("string")
+    m = F.from_json(text, MATCH_SCHEMA)
+    staged = records.select(
+        m.alias("m"),
+        _reason(text, m).alias("reason"),
+        F.col("key").alias("raw_key"),
+        F.col("value").alias("raw_value"),
+        F.concat_ws(
+            ":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string")
+        ).alias("origin"),
+        F.concat_ws(
+            ":",
+            F.col("partition").cast("string"),
+            F.pmod(F.col("offset"), F.lit(MALFORMED_SPREAD)).cast("string"),
+        ).alias("spread"),
+    )
+    bad = F.col("reason").isNotNull()
+    mc = F.col("m")
+    return staged.select(
+        F.when(bad, F.lit(MALFORMED)).otherwise(mc["corr"]).alias("corr"),
+        F.when(bad, F.lit(""))
+        .otherwise(F.coalesce(mc["tenant_id"], F.lit("default")))
+        .alias("tenant_id"),
+        F.when(bad, F.col("spread")).otherwise(mc["group_key"]).alias("group_key"),
+        F.when(bad, F.lit(0).cast("long")).otherwise(mc["time_ms"]).alias("time_ms"),
+        F.when(bad, F.lit("")).otherwise(mc["rule"]).alias("rule"),
+        F.when(bad, F.lit("")).otherwise(mc["event_id"]).alias("event_id"),
+        F.when(bad, F.lit(None).cast("string")).otherwise(mc["value"]).alias("value"),
+        F.when(bad, F.lit("")).otherwise(F.coalesce(mc["host"], F.lit(""))).alias("host"),
+        F.when(bad, F.lit("")).otherwise(F.coalesce(mc["sensor_id"], F.lit(""))).alias("sensor_id"),
+        "reason",
+        F.when(bad, F.col("origin")).alias("origin"),
+        F.when(bad, F.col("raw_key")).alias("raw_key"),
+        F.when(bad, F.col("raw_value")).alias("raw_value"),
     )
 
 
@@ -216,7 +273,7 @@ def keyed_matches(records: DataFrame) -> DataFrame:
 
 OUTPUT = T.StructType(
     [
-        T.StructField("kind", T.StringType()),  # "firing" or "late"
+        T.StructField("kind", T.StringType()),  # "firing", "late" or "rejected"
         T.StructField("corr", T.StringType()),  # correlation id (state survives rule edits)
         T.StructField("group_key", T.StringType()),
         T.StructField("window_start", T.LongType()),
@@ -224,8 +281,14 @@ OUTPUT = T.StructType(
         T.StructField("value", T.DoubleType()),
         T.StructField("watermark", T.LongType()),
         T.StructField("matches", T.StringType()),  # JSON list of Match.to_list()
+        # "rejected" rows only: a malformed record of the matches topic, for the DLQ
+        T.StructField("reason", T.StringType()),
+        T.StructField("origin", T.StringType()),  # topic:partition:offset
+        T.StructField("raw_key", T.BinaryType()),
+        T.StructField("raw_value", T.BinaryType()),
     ]
 )
+_NO_REJECT = (None, None, None, None)
 STATE = T.StructType([T.StructField("state", T.StringType())])
 
 
@@ -243,6 +306,9 @@ def state_function(
 
     def correlate(key: Any, frames: Iterator[pd.DataFrame], state: GroupState) -> Iterator[Any]:
         corr, group_key = str(key[0]), str(key[2])
+        if corr == MALFORMED:  # malformed records: through to the sink (the DLQ), no state
+            yield from rejected_rows(frames)
+            return
         spec = by_id.get(corr)
         if spec is None:  # a correlation removed since the checkpoint: forget its state
             for _ in frames:
@@ -287,6 +353,7 @@ def state_function(
                 float(f.value),
                 None,
                 json.dumps([m.to_list() for m in f.matches]),
+                *_NO_REJECT,
             )
             for f in step.firings
         ]
@@ -300,6 +367,7 @@ def state_function(
                 None,
                 late.watermark_ms,
                 json.dumps([late.match.to_list()]),
+                *_NO_REJECT,
             )
             for late in step.late
         ]
@@ -307,6 +375,49 @@ def state_function(
             yield pd.DataFrame(rows, columns=OUTPUT.fieldNames())
 
     return correlate
+
+
+def rejected_rows(frames: Iterator[Any]) -> Iterator[Any]:
+    """The output rows ("rejected") of the malformed records of a reserved key: their
+    reason, origin and original bytes, nothing else."""
+    import pandas as pd
+
+    for frame in frames:
+        if not len(frame):
+            continue
+        n = len(frame)
+        yield pd.DataFrame(
+            {
+                "kind": ["rejected"] * n,
+                "corr": [MALFORMED] * n,
+                "group_key": frame["group_key"].tolist(),
+                "window_start": [None] * n,
+                "window_end": [None] * n,
+                "value": [None] * n,
+                "watermark": [None] * n,
+                "matches": [None] * n,
+                "reason": frame["reason"].tolist(),
+                "origin": frame["origin"].tolist(),
+                "raw_key": frame["raw_key"].tolist(),
+                "raw_value": frame["raw_value"].tolist(),
+            },
+            columns=OUTPUT.fieldNames(),
+        )
+
+
+def dlq_record(row: dict[str, Any]) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The DLQ record of a "rejected" output row: original key and value, reason headers."""
+    from common.dlq import dlq_headers
+
+    return (
+        _bytes(row.get("raw_key")),
+        _bytes(row.get("raw_value")),
+        dlq_headers(str(row["reason"]), str(row["origin"]), DLQ_STAGE),
+    )
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def decode(row: dict[str, Any]) -> tuple[list[Firing], list[Late]]:
@@ -347,7 +458,7 @@ def batch_writer(
     by_id = {spec.id: spec for spec in content.specs}
     downstream = downstream_of(content.specs)
     silent = silent_correlation_ids(content.specs)
-    publisher = DerivedPublisher(cfg.producer_config()) if downstream else None
+    publisher = DerivedPublisher(cfg.producer_config())  # chained matches, DLQ records
     follower = CorrelationModes(cfg.deploy_dir, cfg.trusted_keys) if cfg.deploy_dir else None
 
     clients: list[Any] = []  # one Elasticsearch client for the stage's life (its pool)
@@ -361,6 +472,11 @@ def batch_writer(
         started = time.monotonic()
         rows = [r.asDict() for r in batch.collect()]
         collected = time.monotonic()
+        rejected = [dlq_record(r) for r in rows if r["kind"] == "rejected"]
+        rows = [r for r in rows if r["kind"] != "rejected"]
+        if rejected:  # before the batch ends: its offsets commit only once they are in Kafka
+            publisher.publish(cfg.dlq_topic, rejected)
+            _warn_rejected(batch_id, rejected, cfg.dlq_topic)
         modes = follower.current() if follower is not None else {}
         indices: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         late_docs, chained = [], []
@@ -385,7 +501,7 @@ def batch_writer(
                 for down in downstream.get(spec.id, ()):
                     chained.append(record(down.id, *chain_match(spec, f, down)))
             late_docs += [late_document(spec, row["group_key"], x) for x in lates]
-        if chained and publisher is not None:
+        if chained:
             publisher.publish(cfg.matches_topic, chained)
         findings = indices.get(cfg.findings_index, [])
         stats: dict[str, Any] = {
@@ -393,6 +509,7 @@ def batch_writer(
             "firings": fired,
             "late": len(late_docs),
             "chained": len(chained),
+            "rejected": len(rejected),
         }
         if indices or late_docs:
             es = client()
@@ -419,6 +536,7 @@ def batch_writer(
         totals.created += int(stats.get("created", 0))
         totals.duplicates += int(stats.get("duplicates", 0))
         totals.late += len(late_docs)
+        totals.rejected += len(rejected)
         stats["seconds"] = time.monotonic() - started
         stats["spark_seconds"] = collected - started  # the stage's Spark job (state included)
         totals.history.append(stats)
@@ -434,6 +552,26 @@ def batch_writer(
             on_batch(stats)
 
     return handle
+
+
+def _warn_rejected(
+    batch_id: int, rejected: Sequence[tuple[Any, Any, list[tuple[str, bytes]]]], dlq: str
+) -> None:
+    from common.dlq import DLQ_ORIGIN_HEADER, DLQ_REASON_HEADER
+
+    examples = "; ".join(
+        f"{dict(h)[DLQ_ORIGIN_HEADER].decode()}: {dict(h)[DLQ_REASON_HEADER].decode()}"
+        for _, _, h in rejected[:3]
+    )
+    more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
+    log.warning(
+        "correlation batch %d: %d malformed matches-topic records sent to %s: %s%s",
+        batch_id,
+        len(rejected),
+        dlq,
+        examples,
+        more,
+    )
 
 
 def ensure_indices(cfg: JobConfig, ccfg: CorrelationConfig) -> None:
@@ -473,7 +611,7 @@ def start_correlations(
         return None
     ensure_indices(cfg, ccfg)
     DerivedPublisher(cfg.producer_config()).ensure_topics(
-        [cfg.matches_topic], cfg.internal_partitions
+        [cfg.matches_topic, cfg.dlq_topic], cfg.internal_partitions
     )
     totals = totals if totals is not None else CorrelationTotals()
     log.info(

@@ -7,8 +7,10 @@ the internal topic ``summaries_topic`` (default ``sigstream.sensor-summaries``),
 tenant and sensor. This query (a ``detections.stream.job`` companion, own checkpoint) reads that
 topic:
 
-* the value is decoded in the Python worker (``summary.decode``, versioned JSON; a record
-  that is not a summary is logged and skipped), the Kafka key picks the state bucket;
+* the value is decoded in the Python worker (``summary.decode``, versioned JSON), the
+  Kafka key picks the state bucket; a record that is not a summary is not dropped: it
+  leaves the state function as a "rejected" row (reason, origin, original bytes) and the
+  sink sends it to the DLQ (``cfg.dlq_topic``) before the batch ends;
 * ``groupBy(bucket).applyInPandasWithState`` keeps one ``SensorState`` (JSON) per sensor
   and runs the pure state machine (``detections.health.state.observe_summary``) over each
   sensor's summaries in arrival order, with processing-time timeouts: a silent sensor
@@ -37,6 +39,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
+from common.dlq import dlq_headers, kafka_origin
 from detections.health.finding_docs import (
     health_finding,
     sensor_doc_id,
@@ -53,6 +56,7 @@ from detections.health.state import (
 from detections.health.summary import Summary, SummaryError, decode
 from detections.sinks.finding_docs import finding_document
 from detections.sinks.grouping import GroupingConfig
+from detections.stream.derived import DerivedPublisher
 from detections.stream.job import JobConfig, kafka_source
 from detections.stream.spark_session import query_conf
 
@@ -61,47 +65,92 @@ log = logging.getLogger("sigstream.health")
 STATE_SCHEMA = T.StructType([T.StructField("json", T.StringType())])
 OUTPUT_SCHEMA = T.StructType(
     [
-        T.StructField("target", T.StringType()),  # "finding" or "sensor"
-        T.StructField("kind", T.StringType()),  # observation kind, or "status"
-        T.StructField("doc_id", T.StringType()),
+        T.StructField("target", T.StringType()),  # "finding", "sensor" or "rejected"
+        T.StructField("kind", T.StringType()),  # observation kind, "status", or the reason
+        T.StructField("doc_id", T.StringType()),  # or the origin (topic:partition:offset)
         T.StructField("body", T.StringType()),
+        # "rejected" rows only: the record's original key and value, for the DLQ
+        T.StructField("raw_key", T.BinaryType()),
+        T.StructField("raw_value", T.BinaryType()),
     ]
 )
+#: The DLQ reason prefix of a summaries-topic record that is not a summary.
+INVALID = "sensor_summary_invalid"
+DLQ_STAGE = "sensor-health"
 
 
 def summary_rows(records: DataFrame) -> DataFrame:
-    """Summaries-topic rows -> (key, value, partition, offset): the JSON is decoded in
-    the state function, by the same code that wrote it."""
+    """Summaries-topic rows -> (key, value, partition, offset, topic, raw_key): the JSON
+    is decoded in the state function, by the same code that wrote it. The value stays
+    bytes (a record that is not a summary goes to the DLQ as it was); the key as a string
+    picks the state bucket, its bytes go to the DLQ with a rejected record."""
     return records.select(
         F.col("key").cast("string").alias("key"),
-        F.col("value").cast("string").alias("value"),
+        "value",
         "partition",
         "offset",
+        "topic",
+        F.col("key").alias("raw_key"),
     )
 
 
-def _by_sensor(frames: Iterator[pd.DataFrame]) -> dict[str, list[Summary]]:
-    """The batch's summaries per sensor key, each sensor's in arrival order."""
+@dataclass(frozen=True)
+class Rejected:
+    """A summaries-topic record that is not a summary: why, where from, its bytes."""
+
+    reason: str
+    origin: str
+    raw_key: bytes | None
+    raw_value: bytes | None
+
+
+def summary_problem(value: bytes | str | None) -> tuple[Summary | None, str | None]:
+    """(the summary, None) of one value, or (None, the DLQ reason) when it is not one."""
+    if value is None:
+        return None, f"{INVALID}: no value"
+    try:
+        return decode(value), None
+    except SummaryError as exc:
+        return None, f"{INVALID}: {exc}"
+
+
+def _by_sensor(
+    frames: Iterator[pd.DataFrame], rejected: list[Rejected] | None = None
+) -> dict[str, list[Summary]]:
+    """The batch's summaries per sensor key, each sensor's in arrival order; records
+    that are not summaries go to ``rejected`` (with their reason, origin and bytes)."""
     out: dict[str, list[tuple[tuple[Any, ...], Summary]]] = {}
     for frame in frames:
         if not len(frame):
             continue
-        for value, partition, offset in zip(
+        n = len(frame)
+        topics = frame["topic"].tolist() if "topic" in frame else [None] * n
+        keys = frame["raw_key"].tolist() if "raw_key" in frame else [None] * n
+        for value, partition, offset, topic, key in zip(
             frame["value"].tolist(),
             frame["partition"].tolist(),
             frame["offset"].tolist(),
+            topics,
+            keys,
             strict=True,
         ):
-            try:
-                summary = decode(value)
-            except SummaryError as exc:
-                log.warning(
-                    "skipping a sensor-summaries record (%s:%s): %s", partition, offset, exc
-                )
+            summary, reason = summary_problem(value)
+            if summary is None:
+                assert reason is not None
+                origin = kafka_origin(topic, partition, offset)
+                log.warning("sensor-summaries record %s refused (to the DLQ): %s", origin, reason)
+                if rejected is not None:
+                    rejected.append(Rejected(reason, origin, _bytes(key), _bytes(value)))
                 continue
             name = f"{summary.tenant}{_SEP}{summary.sensor}"
             out.setdefault(name, []).append(((*summary.order(), partition, offset), summary))
     return {name: [s for _, s in sorted(items, key=lambda i: i[0])] for name, items in out.items()}
+
+
+def _bytes(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 _SEP = "\x1f"
@@ -126,8 +175,11 @@ def state_function(
     ) -> Iterator[pd.DataFrame]:
         now = clock()
         sensors: dict[str, dict[str, Any]] = json.loads(state.get[0]) if state.exists else {}
-        rows = {} if state.hasTimedOut else _by_sensor(frames)
-        out: list[tuple[str, str, str, str]] = []
+        rejected: list[Rejected] = []
+        rows = {} if state.hasTimedOut else _by_sensor(frames, rejected)
+        out: list[tuple[Any, ...]] = [
+            ("rejected", r.reason, r.origin, "", r.raw_key, r.raw_value) for r in rejected
+        ]
         timer = math.inf
         for name in sorted(set(sensors) | set(rows)):
             tenant, sensor = name.split(_SEP, 1)
@@ -147,11 +199,11 @@ def state_function(
                 doc_id, body = finding_document(
                     health_finding(tenant, sensor, current.host, obs, grouping)
                 )
-                out.append(("finding", obs.kind, doc_id, json.dumps(body)))
+                out.append(("finding", obs.kind, doc_id, json.dumps(body), None, None))
             if mine or observations:
                 status = sensor_status(tenant, sensor, current, now, cfg)
                 doc = status.model_dump_json()
-                out.append(("sensor", "status", sensor_doc_id(tenant, sensor), doc))
+                out.append(("sensor", "status", sensor_doc_id(tenant, sensor), doc, None, None))
         state.update((json.dumps(sensors, separators=(",", ":")),))
         if timers and timer < math.inf:
             state.setTimeoutDuration(int(timer * 1000))
@@ -199,6 +251,7 @@ class HealthBatch:
     sensors: int = 0
     findings: Counter[str] = field(default_factory=Counter)
     created: int = 0
+    rejected: int = 0  # records of the summaries topic that are not summaries: to the DLQ
     seconds: float = 0.0
     state_seconds: float = 0.0  # the Spark job: read summaries, per-sensor state (collect)
     write_seconds: float = 0.0  # findings and sensor documents to Elasticsearch
@@ -299,6 +352,8 @@ def start(
     timers = not cfg.available_now
     # The grouping config comes from the job: executors never read their own settings.
     updates = health_updates(summary_rows(reader.load()), health, buckets, timers, cfg.grouping)
+    publisher = DerivedPublisher(cfg.producer_config())  # the DLQ records
+    publisher.ensure_topics([cfg.dlq_topic], cfg.internal_partitions)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -306,6 +361,15 @@ def start(
         stats = HealthBatch(batch_id)
         stats.state_seconds = time.monotonic() - started
         stats.findings.update(r["kind"] for r in rows if r["target"] == "finding")
+        rejected = [dlq_record(r) for r in rows if r["target"] == "rejected"]
+        if rejected:  # before the batch ends: its offsets commit only once they are in Kafka
+            stats.rejected = publisher.publish(cfg.dlq_topic, rejected)
+            log.warning(
+                "health batch %d: %d sensor-summaries records that are not summaries sent to %s",
+                batch_id,
+                stats.rejected,
+                cfg.dlq_topic,
+            )
         stats.created, stats.sensors = write_batch(
             rows, cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options
         )
@@ -336,6 +400,15 @@ def start(
         writer = writer.trigger(processingTime=f"{every} seconds")
     with query_conf(spark, {"spark.sql.shuffle.partitions": str(cfg.state_partitions)}):
         return writer.start()
+
+
+def dlq_record(row: Any) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The DLQ record of a "rejected" output row: original key and value, reason headers."""
+    return (
+        _bytes(row["raw_key"]),
+        _bytes(row["raw_value"]),
+        dlq_headers(str(row["kind"]), str(row["doc_id"]), DLQ_STAGE),
+    )
 
 
 def ensure_topic(cfg: JobConfig, topic: str) -> None:

@@ -178,8 +178,8 @@ def _opt_str(v: Any) -> str | None:
 def decode(raw: bytes | str) -> Summary:
     """One summaries-topic value -> ``Summary``; raises ``SummaryError`` when it is not
     a version-1 summary."""
-    try:
-        obj = json.loads(raw)
+    try:  # UTF-8 only, as written (json.loads would guess UTF-16/32 for bytes)
+        obj = json.loads(raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SummaryError(f"not JSON: {exc}") from exc
     if not isinstance(obj, dict):

@@ -12,7 +12,7 @@ its identity, a summary's sequence numbers once), so a replay costs nothing but 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common.client_options import RELIABLE_PRODUCER
@@ -27,6 +27,13 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
     "message.timeout.ms": 120_000,
 }
+
+
+#: One record to publish: (key, value) or (key, value, headers).
+Record = (
+    tuple[bytes | None, bytes | None]
+    | tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+)
 
 
 class DerivedPublishError(RuntimeError):
@@ -67,8 +74,10 @@ class DerivedPublisher:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
 
-    def publish(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
-        """Send ``records`` and wait until every one is acknowledged; raise if any failed."""
+    def publish(self, topic: str, records: Iterable[Record]) -> int:
+        """Send ``records`` and wait until every one is acknowledged; raise if any failed.
+        A record is (key, value), or (key, value, headers) (a DLQ record: its reason in
+        ``common.dlq`` headers)."""
         producer = self._client()
         failures: list[str] = []
 
@@ -77,10 +86,11 @@ class DerivedPublisher:
                 failures.append(str(error))
 
         sent = 0
-        for key, value in records:
+        for key, value, *more in records:
+            extra = {"headers": list(more[0])} if more and more[0] else {}
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                    producer.produce(topic, value=value, key=key, on_delivery=delivered, **extra)
                     break
                 except BufferError:  # the local queue is full: let it drain
                     producer.poll(0.1)

@@ -141,7 +141,10 @@ class BatchStats:
     batch_id: int
     events: int = 0
     rejected: int = 0
-    matches: int = 0
+    matches: int = 0  # rule matches, including those that write no finding
+    findings: int = 0  # finding documents handed to the findings index
+    shadow_findings: int = 0  # ... and to the shadow index
+    feed_only: int = 0  # matches of rules that only feed correlations (generate: false)
     created: int = 0
     duplicates: int = 0
     seconds: float = 0.0
@@ -162,6 +165,9 @@ class JobTotals:
     events: int = 0
     rejected: int = 0
     matches: int = 0
+    findings: int = 0
+    shadow_findings: int = 0
+    feed_only: int = 0
     created: int = 0
     duplicates: int = 0
     history: list[BatchStats] = field(default_factory=list)
@@ -173,9 +179,35 @@ class JobTotals:
         self.events += stats.events
         self.rejected += stats.rejected
         self.matches += stats.matches
+        self.findings += stats.findings
+        self.shadow_findings += stats.shadow_findings
+        self.feed_only += stats.feed_only
         self.created += stats.created
         self.duplicates += stats.duplicates
         self.history.append(stats)
+
+    @property
+    def not_written(self) -> int:
+        """Matches that made no finding document and feed no correlation only: rules
+        killed, outside their canary, or in shadow without a shadow index."""
+        return self.matches - self.findings - self.shadow_findings - self.feed_only
+
+    def outcome(self) -> str:
+        """How the rule matches ended, exactly: e.g. ``6,578 rule matches -> 6,544
+        findings (6,500 new, 44 already in Elasticsearch), of which 10 in the shadow
+        index; 34 feed correlations only``. New plus known is every finding written."""
+        written = self.findings + self.shadow_findings
+        text = (
+            f"{self.matches:,} rule matches -> {written:,} findings ({self.created:,} new, "
+            f"{self.duplicates:,} already in Elasticsearch)"
+        )
+        if self.shadow_findings:
+            text += f", of which {self.shadow_findings:,} in the shadow index"
+        if self.feed_only:
+            text += f"; {self.feed_only:,} feed correlations only"
+        if self.not_written:
+            text += f"; {self.not_written:,} not written (rule mode: killed or outside canary)"
+        return text
 
 
 @dataclass
@@ -370,6 +402,9 @@ def make_batch_handler(
             stats.events += row["events"]
             stats.rejected += row["rejected"]
             stats.matches += row["matches"]
+            stats.findings += row["findings"]
+            stats.shadow_findings += row["shadow_findings"]
+            stats.feed_only += row["feed_only"]
             stats.created += row["created"]
             stats.duplicates += row["duplicates"]
             stats.match_seconds += row["match_s"]
@@ -409,12 +444,14 @@ def make_batch_handler(
         stats.seconds = time.monotonic() - started
         totals.add(stats)
         log.info(
-            "batch %d: %d events, %d rejected to DLQ, %d findings (%d new, %d known) in %.1fs"
-            " (prepare %.2fs, run %.2fs; tasks: %.1fs matching, %.1fs writing findings)",
+            "batch %d: %d events, %d rejected to DLQ, %d rule matches -> %d findings (%d new,"
+            " %d known) in %.1fs (prepare %.2fs, run %.2fs; tasks: %.1fs matching, %.1fs"
+            " writing findings)",
             batch_id,
             stats.events,
             stats.rejected,
             stats.matches,
+            stats.findings + stats.shadow_findings,
             stats.created,
             stats.duplicates,
             stats.seconds,
@@ -533,7 +570,8 @@ def start(
         if cfg.status_file is not None:
             s = status[0]
             s.batches, s.events = totals.batches, totals.events
-            s.dead_letters, s.findings = totals.rejected, totals.matches
+            s.dead_letters, s.matches = totals.rejected, totals.matches
+            s.findings = totals.findings + totals.shadow_findings
             s.write(cfg.status_file)
 
     def content_changed(running: RunningContent) -> None:

@@ -37,7 +37,8 @@ class JobStatus:
     batches: int = 0
     events: int = 0
     dead_letters: int = 0
-    findings: int = 0
+    findings: int = 0  # finding documents written (findings and shadow index)
+    matches: int = 0  # rule matches (also those of rules that write no finding)
     updated: str = ""
 
     @classmethod

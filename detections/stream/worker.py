@@ -36,7 +36,12 @@ STATS_SCHEMA = T.StructType(
     [
         T.StructField("events", T.LongType(), False),
         T.StructField("rejected", T.LongType(), False),
-        T.StructField("matches", T.LongType(), False),
+        T.StructField("matches", T.LongType(), False),  # rule matches, whatever their fate
+        # Finding documents handed to the sinks: the findings index, the shadow index; and
+        # matches of rules that only feed correlations (no document).
+        T.StructField("findings", T.LongType(), False),
+        T.StructField("shadow_findings", T.LongType(), False),
+        T.StructField("feed_only", T.LongType(), False),
         T.StructField("created", T.LongType(), False),
         T.StructField("duplicates", T.LongType(), False),
         T.StructField("match_s", T.DoubleType(), False),  # seconds in the rule engine
@@ -88,6 +93,16 @@ class Destinations:
         events = [EventsIndex(es_hosts, self.events, es_options)] if self.events else []
         return [*events, FindingsIndex(es_hosts, es_options), *self.extra_sinks]
 
+    def tally(self, documents: Mapping[str, list[Any]], rules: np.ndarray) -> dict[str, int]:
+        """The finding documents per destination (``finding_documents`` output), and the
+        matches (``rules``: the rule of each) of rules that only feed correlations."""
+        shadow = self.shadow if self.shadow not in (None, self.active) else None
+        return {
+            "findings": len(documents.get(self.active, ())),
+            "shadow_findings": len(documents.get(shadow, ())) if shadow else 0,
+            "feed_only": int(np.isin(rules, list(self.silent)).sum()) if self.silent else 0,
+        }
+
     def index_for(self, rule: int, event: dict[str, Any]) -> str | None:
         if rule in self.silent:
             return None
@@ -136,7 +151,19 @@ def partition_processor(
         matcher = spec.matcher()
         fed = np.array(sorted(feed.ids), dtype=np.int64) if feed is not None else None
         correlation_matches: list[list[str]] = []
-        counts = dict.fromkeys(("events", "rejected", "matches", "created", "duplicates"), 0)
+        counts = dict.fromkeys(
+            (
+                "events",
+                "rejected",
+                "matches",
+                "findings",
+                "shadow_findings",
+                "feed_only",
+                "created",
+                "duplicates",
+            ),
+            0,
+        )
         timing = {"match_s": 0.0, "write_s": 0.0}
         errors: dict[int, str] = {}
         per_rule: dict[int, list[float]] = {}
@@ -177,6 +204,8 @@ def partition_processor(
                 documents = finding_documents(
                     events, result.rows, result.rules, rule_infos, destinations, ingested
                 )
+                for name, n in destinations.tally(documents, result.rules).items():
+                    counts[name] += n
             output = TaskOutput(events, documents)
             for sink in sinks:
                 sink.buffer(output)
