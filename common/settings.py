@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     correlation_lateness_s: int = Field(60, ge=0)
     correlation_horizon_s: int = Field(0, ge=0)
     correlation_ttl_s: int = Field(3_600, gt=0)
+    # Seconds between the correlation stage's clock ticks: quiet keys are decided at most
+    # this late, and the stage runs no Spark job without data (0: a batch every trigger).
+    correlation_tick_s: float = Field(5.0, ge=0)
     # Internal: per-sensor summaries the detect job emits for sensor health (issue 18),
     # keyed by tenant and sensor (detections/health/summary.py has the format).
     summaries_topic: str = "sigstream.sensor-summaries"

@@ -43,6 +43,7 @@ from detections.correlation.finding_docs import LATE_MAPPINGS, correlation_findi
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.modes import CorrelationModes, destination
 from detections.correlation.state import Firing, KeyState, Late, Match
+from detections.correlation.ticks import TICK_KEY, Ticker
 from detections.stream.derived import DerivedPublisher
 from detections.stream.job import JobConfig, kafka_source
 from detections.stream.spark_session import query_conf
@@ -76,6 +77,10 @@ class CorrelationConfig:
     # so `processAllAvailable()` never returns on it: tests that drive the query that way
     # turn them off.
     timers: bool | None = None
+    # With timers: the stage runs no batch without data, and a clock tick on the matches
+    # topic every this many seconds lets Spark decide timed-out keys
+    # (``detections.correlation.ticks``). None: a batch on every trigger (Spark's default).
+    tick_s: float | None = 5.0
 
     def with_timers(self, cfg: JobConfig) -> bool:
         return (not cfg.available_now) if self.timers is None else self.timers
@@ -232,6 +237,8 @@ def keyed_matches(records: DataFrame) -> DataFrame:
     rule or event id) is not dropped: it gets the reserved key ``MALFORMED`` (its group
     key the partition and a spread of its offset), its reason, origin and original bytes,
     and the state function passes it through to the sink, which sends it to the DLQ."""
+    # The stage's own clock ticks (detections.correlation.ticks) carry no match.
+    records = records.where(F.coalesce(F.col("key").cast("string"), F.lit("")) != F.lit(TICK_KEY))
     text = F.col("value").cast("string")
     m = F.from_json(text, MATCH_SCHEMA)
     staged = records.select(
@@ -622,6 +629,10 @@ def start_correlations(
         ccfg.horizon_s,
     )
     query = _start_query(spark, cfg, content, ccfg, totals, on_batch)
+    if ccfg.with_timers(cfg) and ccfg.tick_s:
+        running = query
+        topic = cfg.matches_topic
+        Ticker(cfg.producer_config(), topic, ccfg.tick_s, lambda: running.isActive).start()
     if cfg.runs_until_drained() and any(spec.upstream for spec in content.specs):
         # Alone and available-now: a chain advances one link per run; run again while
         # firings were published downstream (at most once per link: no cycles compile).
@@ -662,7 +673,11 @@ def _start_query(
         writer = writer.trigger(availableNow=True)
     else:  # with --once too: beside the detect query, drained by ``detections.job.run``
         writer = writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
-    with query_conf(spark, {"spark.sql.shuffle.partitions": str(cfg.state_partitions)}):
+    conf = {"spark.sql.shuffle.partitions": str(cfg.state_partitions)}
+    if ccfg.with_timers(cfg) and ccfg.tick_s:
+        # No batch without data: the ticks bring one every ``tick_s`` for the timers.
+        conf["spark.sql.streaming.noDataMicroBatches.enabled"] = "false"
+    with query_conf(spark, conf):
         return writer.start()
 
 

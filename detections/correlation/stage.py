@@ -27,6 +27,7 @@ def correlation_config(settings: Any) -> CorrelationConfig:
         lateness_s=settings.correlation_lateness_s,
         horizon_s=settings.correlation_horizon_s or None,
         ttl_s=settings.correlation_ttl_s,
+        tick_s=settings.correlation_tick_s or None,
     )
 
 
