@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-throughput bench-quick bench-findings bench-fleet bench-correlation drills clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-throughput bench-idle bench-quick bench-findings bench-fleet bench-correlation drills clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -57,6 +57,10 @@ bench-fleet: bench-install  ## sensor health: 10,000 simulated sensors -> events
 BENCH_THROUGHPUT_ARGS ?=
 bench-throughput: bench-install  ## `sigstream detect --once` on one OTRF backlog: detection only vs the default job, and vs rsigma's daemon
 	$(PYTHON) -m bench.throughput $(BENCH_THROUGHPUT_ARGS)
+
+BENCH_IDLE_ARGS ?=
+bench-idle: bench-install  ## what the streaming job costs with no events arriving (correlation clock ticks vs a batch every trigger)
+	$(PYTHON) -m bench.idle $(BENCH_IDLE_ARGS)
 
 BENCH_CORRELATION_ARGS ?=
 bench-correlation: bench-install  ## correlation query: events/s and state size (OTRF + synthetic load)
