@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ingest.adapters import AdapterError, otrf, sigma_regression, to_event
+from ingest.adapters import AdapterError, evtx_files, otrf, sigma_regression, to_event
 from schemas.events import Envelope, parse_event
 
 
@@ -28,14 +28,18 @@ def _format_of(path: Path) -> str:
         return "otrf"
     if path.suffix in (".jsonl", ".ndjson"):
         return "schema"
+    if path.suffix.lower() == ".evtx":
+        return "evtx"
     if path.suffix == ".json":
         head = path.read_text(encoding="utf-8", errors="replace")[:4096]
         return "sigma-regression" if '"Event"' in head and '"System"' in head else "otrf"
-    raise ValueError(f"{path}: unknown input format (expected .json, .jsonl, .zip, .tar.gz)")
+    raise ValueError(f"{path}: unknown input format (expected .json, .jsonl, .evtx, .zip, .tar.gz)")
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files to replay: directories are walked for every supported file, sorted."""
+    """Files to replay: directories are walked for every supported file but ``.evtx``,
+    sorted. ``.evtx`` files are read when named: SigmaHQ's regression folders hold each
+    case as both ``.json`` and ``.evtx``, and a walk must not replay it twice."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -76,7 +80,8 @@ def read_items(path: Path, *, tenant_id: str = "default") -> Iterator[Item]:
     if fmt == "schema":
         yield from _schema_lines(path)
         return
-    reader = otrf.read_file if fmt == "otrf" else sigma_regression.read_file
+    readers = {"otrf": otrf.read_file, "evtx": evtx_files.read_file}
+    reader = readers.get(fmt, sigma_regression.read_file)
     for origin, record, raw in reader(path):
         if isinstance(record, AdapterError):
             yield Item(origin, raw, reason=str(record))

@@ -112,7 +112,8 @@ def replay(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Files or folders: SigmaHQ regression .json, OTRF .zip/.tar.gz, schema .jsonl"
+            help="Files or folders: SigmaHQ regression .json, OTRF .zip/.tar.gz, schema .jsonl; "
+            "Windows .evtx files when named (folder walks skip .evtx)"
         ),
     ],
     rate: Annotated[float, typer.Option(help="Events per second (0 = as fast as possible).")] = 0,

@@ -250,7 +250,11 @@ def backtest_cmd(
     ] = None,
     from_: Annotated[
         list[Path] | None,
-        typer.Option("--from", help="Backtest raw corpora (OTRF, regression, .jsonl) instead."),
+        typer.Option(
+            "--from",
+            help="Backtest raw corpora (OTRF, regression .json, .jsonl, named .evtx files) "
+            "instead.",
+        ),
     ] = None,
     archive: Annotated[
         Path | None, typer.Option(help="Events archive (default: settings archive_dir).")
