@@ -16,7 +16,6 @@ reports how many micro-batches each query ran while measured (Spark's event log)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -27,29 +26,15 @@ import uuid
 from pathlib import Path
 
 from bench.common import print_table, progress, save_result
-from bench.throughput import (
-    CpuSampler,
-    _epoch,
-    _service_pids,
-    derived_overrides,
-    progress_events,
-)
+from bench.throughput import CpuSampler, _epoch, _service_pids, job_env, progress_events
 from common.settings import PROJECT_ROOT, Settings, get_settings
+from infra.kafka import ensure_topics
 
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "ticks": ({}, []),
     "every-trigger": ({"SIGSTREAM_CORRELATION_TICK_S": "0"}, []),
     "detect": ({}, ["--no-correlations", "--no-sensor-health"]),
 }
-
-
-def ensure_topic(settings: Settings, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    futures = admin.create_topics([NewTopic(t, num_partitions=2) for t in (topic, f"{topic}.dlq")])
-    for future in futures.values():
-        future.result(30)
 
 
 def batches_by_query(eventlog: Path, since: float, until: float) -> dict[str, int]:
@@ -65,30 +50,9 @@ def batches_by_query(eventlog: Path, since: float, until: float) -> dict[str, in
 def run_variant(settings: Settings, variant: str, work: Path, settle: float, measure: float):  # type: ignore[no-untyped-def]
     extra_env, args = VARIANTS[variant]
     prefix = f"sigstream-bench-idle-{uuid.uuid4().hex[:8]}"
-    ensure_topic(settings, prefix)
+    ensure_topics(settings, [prefix, f"{prefix}.dlq"], settings.topic_partitions)
     folder = work / variant
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "eventlog").mkdir(parents=True)
-    spark_conf = {
-        **settings.spark_conf,
-        "spark.eventLog.enabled": "true",
-        "spark.eventLog.dir": (folder / "eventlog").as_uri(),
-        "spark.eventLog.compress": "false",
-        "spark.eventLog.rolling.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-    }
-    env = {
-        **os.environ,
-        **derived_overrides(settings, prefix),
-        **extra_env,
-        "SIGSTREAM_EVENTS_TOPIC": prefix,
-        "SIGSTREAM_DLQ_TOPIC": f"{prefix}.dlq",
-        "SIGSTREAM_SPARK_CONF": json.dumps(spark_conf),
-        "SIGSTREAM_RUN_DIR": str(folder / "run"),
-        "PYTHONPATH": os.pathsep.join(
-            [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
-    }
+    env = {**job_env(settings, prefix, prefix, folder), **extra_env}
     cmd = [
         sys.executable,
         "-c",

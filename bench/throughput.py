@@ -200,6 +200,35 @@ def derived_overrides(settings: Settings, prefix: str) -> dict[str, str]:
     return env
 
 
+def job_env(settings: Settings, name: str, topic: str, folder: Path) -> dict[str, str]:
+    """The environment of one `sigstream detect` subprocess: its own derived topics and
+    indices (``derived_overrides``), events topic, status file, and a Spark event log in a
+    fresh ``folder/eventlog`` (where the runs' progress reports are read from)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "eventlog").mkdir(parents=True)
+    spark_conf = {
+        **settings.spark_conf,
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": (folder / "eventlog").as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    return {
+        **os.environ,
+        **derived_overrides(settings, name),
+        "SIGSTREAM_EVENTS_TOPIC": topic,
+        "SIGSTREAM_DLQ_TOPIC": f"{topic}.dlq",
+        "SIGSTREAM_SPARK_CONF": json.dumps(spark_conf),
+        # its status file, not the one of a job running from this checkout
+        "SIGSTREAM_RUN_DIR": str(folder / "run"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 # --- CPU of each part of the stack, sampled -------------------------------------------------
 
 
@@ -407,29 +436,7 @@ def run_mode(
     """``sigstream detect --once`` in ``mode`` as a subprocess over ``topic``."""
     name = f"{prefix}-{mode}{round_no}"
     folder = work / f"{mode}{round_no}"
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "eventlog").mkdir(parents=True)
-    spark_conf = {
-        **settings.spark_conf,
-        "spark.eventLog.enabled": "true",
-        "spark.eventLog.dir": (folder / "eventlog").as_uri(),
-        "spark.eventLog.compress": "false",
-        "spark.eventLog.rolling.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-    }
-    env = {
-        **os.environ,
-        **derived_overrides(settings, name),
-        "SIGSTREAM_EVENTS_TOPIC": topic,
-        "SIGSTREAM_DLQ_TOPIC": f"{topic}.dlq",
-        "SIGSTREAM_SPARK_CONF": json.dumps(spark_conf),
-        # its status file, not the one of a job running from this checkout
-        "SIGSTREAM_RUN_DIR": str(folder / "run"),
-        "PYTHONPATH": os.pathsep.join(
-            [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = job_env(settings, name, topic, folder)
     cmd = [
         sys.executable,
         "-c",

@@ -343,7 +343,9 @@ def start(
                 query.awaitTermination()
     ensure_indices(cfg.es_hosts, cfg.findings_index, sensors_index, cfg.es_options)
     topic = summaries_topic or cfg.summaries_topic
-    ensure_topic(cfg, topic)
+    # Subscribable before the detect query wrote its first summary (the same call the
+    # detect query makes for its derived topics).
+    DerivedPublisher(cfg.producer_config()).ensure_topics([topic], cfg.internal_partitions)
     reader = kafka_source(spark, cfg).option("subscribe", topic)
     # No maxOffsetsPerTrigger (the detect query's cap is not applied): a batch reads all
     # that has arrived, so a sensor with summaries waiting in Kafka is never timed out as
@@ -409,22 +411,3 @@ def dlq_record(row: Any) -> tuple[bytes | None, bytes | None, list[tuple[str, by
         _bytes(row["raw_value"]),
         dlq_headers(str(row["kind"]), str(row["doc_id"]), DLQ_STAGE),
     )
-
-
-def ensure_topic(cfg: JobConfig, topic: str) -> None:
-    """Create the summaries topic when missing (as many partitions as the events topic),
-    so the query can subscribe before the detect job wrote its first summary."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(cfg.producer_config())
-    metadata = admin.list_topics(timeout=30)
-    if topic in metadata.topics:
-        return
-    events = metadata.topics.get(cfg.events_topic)
-    partitions = len(events.partitions) if events is not None and events.partitions else 2
-    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions)]).values():
-        try:
-            future.result(30)
-        except Exception as exc:  # created meanwhile by another process: fine
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
