@@ -80,6 +80,8 @@ NXLOG_HEADER = frozenset(
     }
 )
 
+#: Event ids are 16-bit; some renderings fold the qualifiers in (32 bits).
+MAX_EVENT_ID = 2**32 - 1
 _MISSING: Any = object()
 _KEY_SAMPLE = 20
 _KEY_CHARS = 40
@@ -152,9 +154,12 @@ def _code(value: Any) -> int:
     if isinstance(value, bool):
         raise AdapterError(f"invalid EventID {value!r}")
     try:
-        return int(str(value).strip()) if isinstance(value, str) else int(value)
+        code = int(str(value).strip()) if isinstance(value, str) else int(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise AdapterError(f"invalid EventID {_short(repr(value))}") from exc
+    if not 0 <= code <= MAX_EVENT_ID:
+        raise AdapterError(f"EventID {_short(str(code))} out of range")
+    return code
 
 
 def _short(text: str, limit: int = _KEY_CHARS) -> str:

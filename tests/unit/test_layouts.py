@@ -209,6 +209,8 @@ def test_unknown_layout_names_the_reason_and_a_sample_of_keys() -> None:
         ({"winlog": {"event_id": 1}}, "winlog.channel"),
         ({"winlog.channel": "Security", "@timestamp": "2024-01-01T00:00:00Z"}, "event.code"),
         ({"winlog": {"channel": "S", "event_id": "x1"}}, "invalid EventID"),
+        ({"winlog": {"channel": "S", "event_id": 2**40}}, "out of range"),
+        ({"Channel": "S", "EventID": -1}, "out of range"),
         ({"winlog": {"channel": "S", "event_id": 1, "event_data": [1]}}, "not an object"),
         ({"winlog": {"channel": "S", "event_id": 1}}, "timestamp"),
         ({"Channel": "S", "EventID": 1}, "timestamp"),
