@@ -663,6 +663,8 @@ def run(
             if query is not None and cfg.available_now:
                 query.awaitTermination()  # raises when the stage failed
                 spark.streams.resetTerminated()
+                read = sum(p["numInputRows"] for p in query.recentProgress)
+                log.info("%s: %d records read before the detection pass", query.name, read)
             elif query is not None:
                 queries.append(query)
         queries.insert(0, DetectionPass(plan, totals, on_batch).start(spark, cfg))
