@@ -102,7 +102,9 @@ def _parse(raw: bytes, limits: RawLimits) -> dict[str, object]:
         raise _reject("number_out_of_range", str(exc)[:200]) from exc
     if not isinstance(obj, dict):
         raise _reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    if json_depth(obj, limits.max_depth) > limits.max_depth:
+    # Depth is at most the number of opening brackets: most records need no walk.
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > limits.max_depth and json_depth(obj, limits.max_depth) > limits.max_depth:
         raise _reject("too_deep", f"nesting deeper than {limits.max_depth}")
     if _SURROGATE_ESCAPE.search(raw):  # rare: only then is the whole object walked
         try:

@@ -98,6 +98,13 @@ class UnknownLayout(AdapterError):
 
 def _walk(node: Any, parts: list[str]) -> Any:
     """The value at ``parts`` where any level may be nested or written as a dotted key."""
+    current = node
+    for part in parts:  # plain nesting, the common case
+        if not isinstance(current, Mapping) or part not in current:
+            break
+        current = current[part]
+    else:
+        return current
     if not parts:
         return node
     if not isinstance(node, Mapping):

@@ -124,3 +124,15 @@ def test_any_json_is_an_event_or_a_reject(obj: Any) -> None:
 @given(st.binary(max_size=200))
 def test_any_bytes_are_an_event_or_a_reject(value: bytes) -> None:
     assert run(value).rejected
+
+
+def test_the_stage_is_a_streaming_stage_built_from_the_settings() -> None:
+    from common.settings import Settings
+    from detections.normalize.stage import NormalizeStage
+    from detections.stream.stage import StreamingStage
+
+    settings = Settings(raw_default_tenant="acme", raw_max_record_bytes=4096)
+    stage = NormalizeStage.of(settings)
+    assert isinstance(stage, StreamingStage) and stage.upstream
+    assert (stage.pattern, stage.default_tenant) == (r"telemetry\.raw\..+", "acme")
+    assert stage.limits == RawLimits(max_record_bytes=4096)
