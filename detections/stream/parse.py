@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from schemas.events import (
     EVENT_ADAPTER,
     EVENT_TYPES,
+    MODEL_BY_TYPE,
     SCHEMA_VERSION,
     Envelope,
     Logsource,
@@ -213,13 +214,33 @@ def event_fields() -> list[Column]:
 
 
 def _logsource_with_defaults() -> Column:
+    """The record's logsource with Logsource's defaults; a record without one gets its
+    event type's own (an ``auditd`` record is ``linux``/``auditd``, a heartbeat
+    ``sigstream``), as pydantic gives it at the gateway."""
     parts = []
     for name, info in Logsource.model_fields.items():
         value = F.col(f"e.logsource.{name}")
         if isinstance(info.default, str):
             value = F.coalesce(value, F.lit(info.default))
         parts.append(value.alias(name))
-    return F.struct(*parts)
+    logsource = F.struct(*parts)
+    for event_type, default in sorted(_own_logsources().items()):
+        given = default.model_dump()
+        own = F.struct(*[F.lit(given[name]).cast("string").alias(name) for name in given])
+        omitted = F.col("e.logsource").isNull() & (F.col("e.event_type") == event_type)
+        logsource = F.when(omitted, own).otherwise(logsource)
+    return logsource
+
+
+def _own_logsources() -> dict[str, Logsource]:
+    """Event types whose model defaults the logsource to something other than Logsource()."""
+    own = {}
+    for event_type in EVENT_TYPES:
+        info = MODEL_BY_TYPE[event_type].model_fields["logsource"]
+        default = info.get_default(call_default_factory=True)
+        if default != Logsource():
+            own[event_type] = default
+    return own
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:
