@@ -21,9 +21,10 @@ text log such as syslog, auth.log or sshd, its text in ``message``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from functools import cache
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +73,18 @@ class Envelope(BaseModel):
     EventID: int | None = None
     Channel: Text = None
     Provider_Name: Text = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_product(cls, data: Any) -> Any:
+        """A logsource without a product is the event type's own product (an ``auditd``
+        record's ``{"service": "auditd"}`` is Linux's), not Logsource's Windows default."""
+        logsource = data.get("logsource") if isinstance(data, dict) else None
+        if isinstance(logsource, dict) and logsource.get("product") is None:
+            product = own_logsource(cls).product
+            if product != Logsource().product:
+                return {**data, "logsource": {**logsource, "product": product}}
+        return data
 
 
 class _ProcessContext(BaseModel):
@@ -415,6 +428,12 @@ MODEL_BY_TYPE: dict[str, type[Envelope]] = {
     m.model_fields["event_type"].default: m for m in EVENT_MODELS
 }
 EVENT_TYPES: tuple[str, ...] = tuple(MODEL_BY_TYPE)
+
+
+@cache
+def own_logsource(model: type[Envelope]) -> Logsource:
+    """The logsource an event of ``model`` has when it names none."""
+    return model.model_fields["logsource"].get_default(call_default_factory=True)
 
 
 def envelope_fields() -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from schemas.events import (
     SCHEMA_VERSION,
     Envelope,
     Logsource,
+    own_logsource,
     parse_event,
 )
 from schemas.generate import spark_event_schema
@@ -214,33 +215,38 @@ def event_fields() -> list[Column]:
 
 
 def _logsource_with_defaults() -> Column:
-    """The record's logsource with Logsource's defaults; a record without one gets its
-    event type's own (an ``auditd`` record is ``linux``/``auditd``, a heartbeat
-    ``sigstream``), as pydantic gives it at the gateway."""
+    """The record's logsource with the defaults pydantic gives it at the gateway: an event
+    type's own logsource when the record has none (an ``auditd`` record is
+    ``linux``/``auditd``, a heartbeat ``sigstream``/``heartbeat``), its own product when
+    the logsource names none, else Logsource's defaults."""
+    own = _own_logsources()
+    event_type = F.col("e.event_type")
+    own_product: Column | None = None
+    for name, logsource in own.items():
+        test, value = event_type == name, F.lit(logsource.product)
+        own_product = F.when(test, value) if own_product is None else own_product.when(test, value)
     parts = []
     for name, info in Logsource.model_fields.items():
         value = F.col(f"e.logsource.{name}")
+        if name == "product" and own_product is not None:
+            value = F.coalesce(value, own_product)
         if isinstance(info.default, str):
             value = F.coalesce(value, F.lit(info.default))
         parts.append(value.alias(name))
-    logsource = F.struct(*parts)
-    for event_type, default in sorted(_own_logsources().items()):
-        given = default.model_dump()
-        own = F.struct(*[F.lit(given[name]).cast("string").alias(name) for name in given])
-        omitted = F.col("e.logsource").isNull() & (F.col("e.event_type") == event_type)
-        logsource = F.when(omitted, own).otherwise(logsource)
-    return logsource
+    result = F.struct(*parts)
+    for name, logsource in own.items():
+        given = logsource.model_dump()
+        whole = F.struct(*[F.lit(given[k]).cast("string").alias(k) for k in given])
+        result = F.when(F.col("e.logsource").isNull() & (event_type == name), whole).otherwise(
+            result
+        )
+    return result
 
 
 def _own_logsources() -> dict[str, Logsource]:
-    """Event types whose model defaults the logsource to something other than Logsource()."""
-    own = {}
-    for event_type in EVENT_TYPES:
-        info = MODEL_BY_TYPE[event_type].model_fields["logsource"]
-        default = info.get_default(call_default_factory=True)
-        if default != Logsource():
-            own[event_type] = default
-    return own
+    """Event types whose model has a logsource of its own (not Logsource()), by name."""
+    own = {t: own_logsource(MODEL_BY_TYPE[t]) for t in EVENT_TYPES}
+    return {t: ls for t, ls in sorted(own.items()) if ls != Logsource()}
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

@@ -36,13 +36,20 @@ def test_linux_and_macos_rules_fire_in_the_spark_job(spark: SparkSession) -> Non
         expected.add((str(RULES / rule), bad["event_id"]))
         events += [bad, benign]
     # A record sent straight to Kafka without a logsource gets its event type's own
-    # (auditd: linux/auditd), as the gateway's validation gives it.
+    # (auditd: linux/auditd), as the gateway's validation gives it ...
     rule, padding, _ = CASES["auditd EXECVE record, fields and keywords"]
     bare = auditd(**{k: padding[k] for k in ("type", "argc", "a0", "a1", "a2", "a3")})
     bare.pop("logsource")
     bare["event_id"] = "bare-auditd"
     events.append(bare)
     expected.add((str(RULES / rule), "bare-auditd"))
+
+    # ... and one whose logsource names no product gets its event type's product.
+    partial = dict(bare, event_id="partial-auditd", logsource={"service": "auditd"})
+    events.append(partial)
+    expected.add((str(RULES / rule), "partial-auditd"))
+    # Explicitly another product: not a Linux rule's event.
+    events.append(dict(bare, event_id="windows-auditd", logsource={"product": "windows"}))
 
     rows = [(None, _json(e).encode(), "t", 0, i) for i, e in enumerate(events)]
     records = spark.createDataFrame(

@@ -313,3 +313,20 @@ def test_at_least_95_percent_of_linux_and_macos_rules_are_planned(
         assert rejection.reason and rejection.message, rejection
     products = {route.product for route in plan.routes}
     assert products <= {"linux", "macos"}, products
+
+
+def test_rule_test_documents_of_linux_service_logs_get_their_logsource() -> None:
+    """`sigstream rules test` documents may leave the logsource out: an auditd record is
+    then linux/auditd (not the Windows default), and the auditd rule sees it."""
+    from detections.content.workflow.events import test_event
+
+    record = test_event({"event_type": "auditd", "type": "EXECVE", "a0": "truncate"}, "t-1")
+    assert (record.logsource.product, record.logsource.service) == ("linux", "auditd")
+    windows = test_event({"event_type": "process_creation"}, "t-2")
+    assert (windows.logsource.product, windows.logsource.category) == (
+        "windows",
+        "process_creation",
+    )
+    rule, bad, _ = CASES["auditd EXECVE record, fields and keywords"]
+    doc = {k: bad[k] for k in ("event_type", "type", "argc", "a0", "a1", "a2", "a3")}
+    assert firing(rule, [test_event(doc, "t-3").model_dump(mode="json")]) == [0]

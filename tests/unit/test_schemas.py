@@ -12,6 +12,7 @@ from schemas.events import (
     EVENT_TYPES,
     Auditd,
     LinuxLog,
+    Logsource,
     ProcessCreation,
     WindowsEvent,
     parse_event,
@@ -80,6 +81,11 @@ def test_linux_events_default_to_their_logsource() -> None:
         {**BASE, "event_type": "process_creation", "logsource": {"product": "linux"}}
     )
     assert isinstance(linux_proc, ProcessCreation) and linux_proc.logsource.product == "linux"
+    partial = parse_event({**BASE, "event_type": "auditd", "logsource": {"service": "auditd"}})
+    assert partial.logsource.product == "linux"  # its own product, not Windows'
+    assert parse_event(
+        {**BASE, "event_type": "process_creation", "logsource": {"category": "process_creation"}}
+    ).logsource == Logsource(product="windows", category="process_creation")
     with pytest.raises(ValidationError):  # undeclared auditd keys belong in extra
         parse_event({**BASE, "event_type": "auditd", "inode": "12"})
 
