@@ -356,8 +356,9 @@ class LinuxLog(Envelope):
     """One entry of a Linux text log: syslog, auth.log, a journald entry, a daemon's own
     log (sshd, sudo, cron, vsftpd, clamav, guacamole ...). ``logsource.service`` names the
     log as Sigma does (``syslog``, ``auth``, ``sshd`` ...). SigmaHQ's rules for these logs
-    are keyword searches, which look in ``message`` (the entry's text, without the syslog
-    header) and every other string field of the event.
+    are mostly keyword searches, which look in ``message`` (the entry's text, without the
+    syslog header) and every other string field of the event; fields the entry states as
+    ``KEY=value`` (sudo's ``USER``, ``COMMAND`` ...) go in ``extra`` under their names.
     """
 
     event_type: Literal["linux_log"] = "linux_log"

