@@ -361,3 +361,15 @@ def test_rule_test_documents_of_linux_service_logs_get_their_logsource() -> None
     rule, bad, _ = CASES["auditd EXECVE record, fields and keywords"]
     doc = {k: bad[k] for k in ("event_type", "type", "argc", "a0", "a1", "a2", "a3")}
     assert firing(rule, [test_event(doc, "t-3").model_dump(mode="json")]) == [0]
+
+
+def test_findings_on_auditd_records_name_the_acting_process() -> None:
+    """An auditd record names its process ``exe`` / ``pid``: the finding's ECS ``process``
+    carries them, as it carries ``Image`` / ``ProcessId`` of a process event."""
+    from detections.sinks.finding_docs import build_finding
+    from schemas.events import parse_event
+    from schemas.findings import RuleInfo
+
+    _, bad, _ = CASES["auditd SYSCALL record, enriched name"]
+    finding = build_finding(RuleInfo(id="r", name="r"), parse_event(bad).model_dump())
+    assert (finding.process.executable, finding.process.pid) == ("/usr/bin/dash", "31337")
