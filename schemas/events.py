@@ -9,14 +9,22 @@ Sigma rules resolve against events without a field mapping. Every field a model 
 declare is kept in ``extra`` (nothing a sensor sent is dropped), and service logs without a
 Sigma category (Security, System, Defender ...) use the generic ``WindowsEvent`` whose fields
 all live in ``extra``.
+
+Sigma's categories are shared across products: a Linux or macOS process start is a
+``process_creation`` event with ``logsource.product`` ``linux`` or ``macos`` and the same
+field names (Sysmon for Linux and Sigma's Linux rules use Windows' names: ``Image``,
+``CommandLine``, ``ParentImage`` ...). Linux service logs get two models of their own:
+``Auditd`` (one auditd record, auditd's own field names) and ``LinuxLog`` (one line of a
+text log such as syslog, auth.log or sshd, its text in ``message``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from functools import cache
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +73,18 @@ class Envelope(BaseModel):
     EventID: int | None = None
     Channel: Text = None
     Provider_Name: Text = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_product(cls, data: Any) -> Any:
+        """A logsource without a product is the event type's own product (an ``auditd``
+        record's ``{"service": "auditd"}`` is Linux's), not Logsource's Windows default."""
+        logsource = data.get("logsource") if isinstance(data, dict) else None
+        if isinstance(logsource, dict) and logsource.get("product") is None:
+            product = own_logsource(cls).product
+            if product != Logsource().product:
+                return {**data, "logsource": {**logsource, "product": product}}
+        return data
 
 
 class _ProcessContext(BaseModel):
@@ -276,6 +296,78 @@ class WindowsEvent(Envelope):
     event_type: Literal["windows_event"] = "windows_event"
 
 
+def _auditd_logsource() -> Logsource:
+    return Logsource(product="linux", service="auditd")
+
+
+class Auditd(Envelope):
+    """One record of the Linux audit subsystem (``type=SYSCALL msg=audit(...): ...``).
+
+    Fields keep auditd's own names, which are the names SigmaHQ's ``service: auditd`` rules
+    use: ``type`` is the record type (``SYSCALL``, ``EXECVE``, ``PATH``, ``SERVICE_STOP``
+    ...), ``syscall`` the raw syscall number and ``SYSCALL`` its name as auditd's enriched
+    format prints it, ``a0``..``a9`` the syscall's or the command's arguments. Declared
+    here are the fields rules name and the acting process; every other key of the record
+    (``a10``, ``inode``, ``AUID`` ...) goes in ``extra`` under its auditd name, where the
+    rules find it too (service routes look a field up in both places). The audit rule's
+    ``key`` is one of those: the job's rows already have a ``key`` column (Kafka's). Values are as
+    auditd means them: unquoted, and hex-encoded arguments (``a1=2F746D70``) decoded.
+    """
+
+    event_type: Literal["auditd"] = "auditd"
+    logsource: Logsource = Field(default_factory=_auditd_logsource)
+    type: Text = None
+    SYSCALL: Text = None
+    syscall: Text = None
+    success: Text = None
+    exit: Text = None
+    argc: Text = None
+    a0: Text = None
+    a1: Text = None
+    a2: Text = None
+    a3: Text = None
+    a4: Text = None
+    a5: Text = None
+    a6: Text = None
+    a7: Text = None
+    a8: Text = None
+    a9: Text = None
+    pid: Text = None
+    ppid: Text = None
+    auid: Text = None
+    uid: Text = None
+    euid: Text = None
+    ses: Text = None
+    tty: Text = None
+    comm: Text = None
+    exe: Text = None
+    name: Text = None
+    nametype: Text = None
+    cwd: Text = None
+    proctitle: Text = None
+    unit: Text = None
+
+
+def _linux_logsource() -> Logsource:
+    return Logsource(product="linux")
+
+
+class LinuxLog(Envelope):
+    """One entry of a Linux text log: syslog, auth.log, a journald entry, a daemon's own
+    log (sshd, sudo, cron, vsftpd, clamav, guacamole ...). ``logsource.service`` names the
+    log as Sigma does (``syslog``, ``auth``, ``sshd`` ...). SigmaHQ's rules for these logs
+    are mostly keyword searches, which look in ``message`` (the entry's text, without the
+    syslog header) and every other string field of the event; fields the entry states as
+    ``KEY=value`` (sudo's ``USER``, ``COMMAND`` ...) go in ``extra`` under their names.
+    """
+
+    event_type: Literal["linux_log"] = "linux_log"
+    logsource: Logsource = Field(default_factory=_linux_logsource)
+    message: Text = None
+    program: Text = None
+    pid: Text = None
+
+
 def _sensor_logsource() -> Logsource:
     return Logsource(product="sigstream", service="heartbeat")
 
@@ -287,7 +379,7 @@ class Heartbeat(Envelope):
     neither events nor heartbeats for a few intervals is reported silent. It carries its own
     ``seq`` like any event, and the sensor's counters, so a gap the sensor knows about
     (dropped or still spooled events) is visible next to the gap the backend measures. Its
-    logsource (product ``sigstream``) keeps it out of every Windows Sigma rule.
+    logsource (product ``sigstream``) keeps it out of every Windows, Linux and macOS rule.
     """
 
     event_type: Literal["heartbeat"] = "heartbeat"
@@ -322,6 +414,8 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     PsScript,
     PsModule,
     WindowsEvent,
+    Auditd,
+    LinuxLog,
     Heartbeat,
 )
 
@@ -335,6 +429,12 @@ MODEL_BY_TYPE: dict[str, type[Envelope]] = {
     m.model_fields["event_type"].default: m for m in EVENT_MODELS
 }
 EVENT_TYPES: tuple[str, ...] = tuple(MODEL_BY_TYPE)
+
+
+@cache
+def own_logsource(model: type[Envelope]) -> Logsource:
+    """The logsource an event of ``model`` has when it names none."""
+    return model.model_fields["logsource"].get_default(call_default_factory=True)
 
 
 def envelope_fields() -> tuple[str, ...]:

@@ -18,17 +18,30 @@ _UMBRELLA_CATEGORIES: dict[str, tuple[str, ...]] = {
     "registry_event": ("registry_add", "registry_delete", "registry_set", "registry_rename"),
 }
 
+#: Event types of service logs (Sigma logsources without a category): rules reach them
+#: by product and service, never by category.
+SERVICE_EVENT_TYPES: frozenset[str] = frozenset({"windows_event", "auditd", "linux_log"})
+
 #: Sigma category -> event types carrying it. Categories absent here are not covered yet.
 CATEGORY_EVENT_TYPES: dict[str, tuple[str, ...]] = {
-    **{t: (t,) for t in EVENT_TYPES if t != "windows_event"},
+    **{t: (t,) for t in EVENT_TYPES if t not in SERVICE_EVENT_TYPES},
     **_UMBRELLA_CATEGORIES,
 }
 
 #: The Windows event header: a typed column on every event, whatever its type.
 HEADER_FIELDS: tuple[str, ...] = ("EventID", "Channel", "Provider_Name")
 
+#: Products the schema carries events for -> the Sigma categories their sensors send
+#: (``None``: every category). Service logs of these products are covered whatever the
+#: service: the event names it in ``logsource.service``.
+PRODUCT_CATEGORIES: dict[str, frozenset[str] | None] = {
+    "windows": None,
+    "linux": frozenset({"process_creation", "file_event", "network_connection"}),
+    "macos": frozenset({"process_creation", "file_event"}),
+}
+
 #: Products the schema carries events for.
-PRODUCTS: frozenset[str] = frozenset({"windows"})
+PRODUCTS: frozenset[str] = frozenset(PRODUCT_CATEGORIES)
 
 
 @dataclass(frozen=True, order=True)
@@ -60,6 +73,12 @@ def route_for(category: str | None, product: str | None, service: str | None) ->
             raise UncoveredLogsource(
                 f"category {category!r} has no event type in the schema"
             ) from None
+        collected = PRODUCT_CATEGORIES.get(product.lower()) if product else None
+        if collected is not None and category.lower() not in collected:
+            raise UncoveredLogsource(
+                f"category {category!r} is not collected for product {product!r} "
+                f"(only {', '.join(sorted(collected))})"
+            )
     if category is None and product is None and service is None:
         raise UncoveredLogsource("logsource names no category, product or service")
     return Route(

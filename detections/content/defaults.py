@@ -7,6 +7,9 @@ from pathlib import Path
 
 from common.settings import PROJECT_ROOT, Settings
 
+#: The SigmaHQ rule folders run by default, one per product the schema carries events for.
+RULE_PRODUCTS = ("windows", "linux", "macos")
+
 #: The project's own Sigma rules (each with true- and false-positive tests).
 OWN_RULES = PROJECT_ROOT / "detections" / "rules"
 #: The project's own correlation rules (and their base rules), run by default.
@@ -16,12 +19,13 @@ SAMPLE_EVENTS = PROJECT_ROOT / "ingest" / "samples" / "sensor_events.jsonl"
 
 
 def default_rule_paths(settings: Settings) -> list[Path]:
-    """SigmaHQ's Windows rules when the shared corpus is present, else the project's own."""
+    """SigmaHQ's Windows, Linux and macOS rules when the shared corpus is present, else
+    the project's own."""
     sigma = settings.shared_data / "sigma"
     candidates = [
-        sigma / "rules" / "windows",
+        *(sigma / "rules" / product for product in RULE_PRODUCTS),
         sigma / "rules-emerging-threats",
-        sigma / "rules-threat-hunting" / "windows",
+        *(sigma / "rules-threat-hunting" / product for product in RULE_PRODUCTS),
     ]
     found = [p for p in candidates if p.is_dir()]
     return found or [OWN_RULES]

@@ -43,7 +43,7 @@ from detections.correlation.finding_docs import LATE_MAPPINGS, correlation_findi
 from detections.correlation.model import CorrelationRejection, CorrelationSpec
 from detections.correlation.modes import CorrelationModes, destination
 from detections.correlation.state import Firing, KeyState, Late, Match
-from detections.correlation.ticks import TICK_KEY, Ticker
+from detections.correlation.ticks import TICK_KEY, TICK_VALUE_PATTERN, Ticker
 from detections.stream.derived import DerivedPublisher
 from detections.stream.job import JobConfig, kafka_source
 from detections.stream.spark_session import query_conf
@@ -237,8 +237,13 @@ def keyed_matches(records: DataFrame) -> DataFrame:
     rule or event id) is not dropped: it gets the reserved key ``MALFORMED`` (its group
     key the partition and a spread of its offset), its reason, origin and original bytes,
     and the state function passes it through to the sink, which sends it to the DLQ."""
-    # The stage's own clock ticks (detections.correlation.ticks) carry no match.
-    records = records.where(F.coalesce(F.col("key").cast("string"), F.lit("")) != F.lit(TICK_KEY))
+    # The stage's own clock ticks (detections.correlation.ticks) carry no match. Only a
+    # record with the tick key *and* a tick's exact value is one: anything else keyed like
+    # a tick is a foreign record and goes through the checks below (to the DLQ).
+    is_tick = (F.coalesce(F.col("key").cast("string"), F.lit("")) == F.lit(TICK_KEY)) & F.coalesce(
+        F.col("value").cast("string").rlike(TICK_VALUE_PATTERN), F.lit(False)
+    )
+    records = records.where(~is_tick)
     text = F.col("value").cast("string")
     m = F.from_json(text, MATCH_SCHEMA)
     staged = records.select(

@@ -35,6 +35,12 @@ log = logging.getLogger("sigstream.correlate")
 TICK_KEY = "sigstream:tick"
 
 
+#: The exact shape of a tick's value (``tick_value``): the stage drops a record only when
+#: both its key and its value are a tick's, so a foreign record keyed like a tick still
+#: reaches the DLQ with a reason instead of vanishing.
+TICK_VALUE_PATTERN = r'^\{"tick": [0-9]{1,19}\}$'
+
+
 def tick_value(now_ms: int) -> bytes:
     return json.dumps({"tick": now_ms}).encode()
 

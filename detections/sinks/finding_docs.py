@@ -30,9 +30,10 @@ def _time(value: Any) -> datetime:
 
 
 def _process(event: dict[str, Any]) -> ProcessInfo:
-    """ECS ``process.*`` from whichever Sigma fields name the acting process."""
-    executable = event.get("Image") or event.get("SourceImage")
-    pid = event.get("ProcessId") or event.get("SourceProcessId")
+    """ECS ``process.*`` from whichever Sigma fields name the acting process (auditd
+    records name it ``exe`` and ``pid``)."""
+    executable = event.get("Image") or event.get("SourceImage") or event.get("exe")
+    pid = event.get("ProcessId") or event.get("SourceProcessId") or event.get("pid")
     return ProcessInfo(
         executable=executable,
         command_line=event.get("CommandLine"),

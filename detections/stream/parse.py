@@ -29,9 +29,11 @@ from pyspark.sql import functions as F
 from schemas.events import (
     EVENT_ADAPTER,
     EVENT_TYPES,
+    MODEL_BY_TYPE,
     SCHEMA_VERSION,
     Envelope,
     Logsource,
+    own_logsource,
     parse_event,
 )
 from schemas.generate import spark_event_schema
@@ -213,13 +215,38 @@ def event_fields() -> list[Column]:
 
 
 def _logsource_with_defaults() -> Column:
+    """The record's logsource with the defaults pydantic gives it at the gateway: an event
+    type's own logsource when the record has none (an ``auditd`` record is
+    ``linux``/``auditd``, a heartbeat ``sigstream``/``heartbeat``), its own product when
+    the logsource names none, else Logsource's defaults."""
+    own = _own_logsources()
+    event_type = F.col("e.event_type")
+    own_product: Column | None = None
+    for name, logsource in own.items():
+        test, value = event_type == name, F.lit(logsource.product)
+        own_product = F.when(test, value) if own_product is None else own_product.when(test, value)
     parts = []
     for name, info in Logsource.model_fields.items():
         value = F.col(f"e.logsource.{name}")
+        if name == "product" and own_product is not None:
+            value = F.coalesce(value, own_product)
         if isinstance(info.default, str):
             value = F.coalesce(value, F.lit(info.default))
         parts.append(value.alias(name))
-    return F.struct(*parts)
+    result = F.struct(*parts)
+    for name, logsource in own.items():
+        given = logsource.model_dump()
+        whole = F.struct(*[F.lit(given[k]).cast("string").alias(k) for k in given])
+        result = F.when(F.col("e.logsource").isNull() & (event_type == name), whole).otherwise(
+            result
+        )
+    return result
+
+
+def _own_logsources() -> dict[str, Logsource]:
+    """Event types whose model has a logsource of its own (not Logsource()), by name."""
+    own = {t: own_logsource(MODEL_BY_TYPE[t]) for t in EVENT_TYPES}
+    return {t: ls for t, ls in sorted(own.items()) if ls != Logsource()}
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

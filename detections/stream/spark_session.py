@@ -39,7 +39,8 @@ def build_session(
         # The rule engine runs per Arrow batch: larger batches spread its per-batch cost.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20000")
         .config("spark.sql.session.timeZone", "UTC")
-        # Sysmon has fields that differ only by case (SourceProcessGuid vs ...GUID).
+        # Sysmon has fields that differ only by case (SourceProcessGuid vs ...GUID), auditd too
+        # (syscall vs SYSCALL).
         .config("spark.sql.caseSensitive", "true")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.adaptive.enabled", "false")

@@ -24,7 +24,8 @@ from tests.integration import triage_seed
 from triage.auth import KeyStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-HOSTS = ["http://127.0.0.1:9200"]
+#: The stack the ``services`` fixture runs (SIGSTREAM_ES_HOSTS; 127.0.0.1:9200 by default).
+HOSTS = Settings().es_hosts
 KEYS = KeyStore({"web-key": {"tenant": "acme", "role": "analyst", "user": "webby"}})
 
 

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from elasticsearch import Elasticsearch
 
 from detections.correlation.query import CorrelationConfig, CorrelationContent, load_content
+from detections.correlation.ticks import TICK_KEY, tick_value
 from detections.health.feed import SummaryFeed
 from detections.health.query import HealthBatch, start
 from detections.health.state import HealthConfig
@@ -97,9 +98,15 @@ def test_malformed_matches_go_to_the_dlq_and_the_valid_ones_still_correlate(
         % COUNT_ID.encode(): "correlation_match_invalid: missing or invalid time_ms",
         b"[1, 2, 3]": "correlation_match_invalid: not a JSON object",
         HUGE: "correlation_match_invalid: not JSON",
+        # Keyed like the stage's clock tick but not a tick: refused, never silently dropped.
+        b'{"tick": "soon", "corr": "x"}': "correlation_match_invalid: missing or invalid group_key",
     }
     # The garbage first, then the detection pass publishes the valid matches beside it.
-    produce(cfg, cfg.matches_topic, [(b"junk-%d" % i, v) for i, v in enumerate(garbage)])
+    keys = [TICK_KEY.encode() if v.startswith(b'{"tick"') else b"junk-%d" % i
+            for i, v in enumerate(garbage)]  # fmt: skip
+    produce(cfg, cfg.matches_topic, list(zip(keys, garbage, strict=True)))
+    # A real tick beside them is dropped quietly: it is the stage's own clock.
+    produce(cfg, cfg.matches_topic, [(TICK_KEY.encode(), tick_value(1))])
     send(
         cfg,
         [
@@ -121,7 +128,7 @@ def test_malformed_matches_go_to_the_dlq_and_the_valid_ones_still_correlate(
         assert headers["stage"] == "correlate"
         topic, partition, offset = headers["origin"].rsplit(":", 2)
         assert topic == cfg.matches_topic and int(partition) >= 0 and int(offset) >= 0
-        assert key is not None and key.startswith(b"junk-")
+        assert key is not None and (key.startswith(b"junk-") or key == TICK_KEY.encode())
 
 
 def test_malformed_summaries_go_to_the_dlq_and_the_valid_ones_still_count(

@@ -20,7 +20,8 @@ from triage.api import create_app
 from triage.auth import KeyStore
 
 pytestmark = pytest.mark.integration
-HOSTS = ["http://127.0.0.1:9200"]
+#: The stack the ``services`` fixture runs (SIGSTREAM_ES_HOSTS; 127.0.0.1:9200 by default).
+HOSTS = Settings().es_hosts
 KEYS = KeyStore(
     {
         "acme-analyst": {"tenant": "acme", "role": "analyst", "user": "alice"},

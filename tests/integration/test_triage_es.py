@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from detections.sinks.elasticsearch import (
     _bulk_create,
     connect,
@@ -22,7 +23,8 @@ from triage import store
 from triage.auth import Caller
 
 pytestmark = pytest.mark.integration
-HOSTS = ["http://127.0.0.1:9200"]
+#: The stack the ``services`` fixture runs (SIGSTREAM_ES_HOSTS; 127.0.0.1:9200 by default).
+HOSTS = Settings().es_hosts
 ACME = Caller("alice", "analyst", "acme")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from detections.sinks.elasticsearch import connect, drop_findings_index, ensure_findings_index
 from triage import lifecycle
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_bootstrap_rollover_and_retention(services: dict[str, Any], unique: str) -> None:
     alias = f"test-{unique}-findings"
-    es = connect(["http://127.0.0.1:9200"])
+    es = connect(Settings().es_hosts)
     try:
         assert "created" in lifecycle.bootstrap(es, alias)
         assert "already" in lifecycle.bootstrap(es, alias)
@@ -50,7 +51,7 @@ def test_setup_store_makes_rollover_aliases_with_the_generated_mappings(
 ) -> None:
     """What `sigstream infra up` runs: templates first, then the write aliases."""
     findings, events = f"test-{unique}-findings", f"test-{unique}-events"
-    es = connect(["http://127.0.0.1:9200"])
+    es = connect(Settings().es_hosts)
     try:
         said = lifecycle.setup_store(es, findings, events)
         assert all("created" in line for line in said), said

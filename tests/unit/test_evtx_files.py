@@ -95,3 +95,28 @@ def test_directory_walks_leave_evtx_to_explicit_paths(tmp_path: Path) -> None:
     (tmp_path / "case.evtx").write_bytes(b"")
     assert expand_paths([tmp_path]) == [tmp_path / "case.json"]
     assert expand_paths([tmp_path / "case.evtx"]) == [tmp_path / "case.evtx"]
+
+
+def test_a_truncated_file_ends_with_a_reject_saying_so(tmp_path: Path) -> None:
+    """The parser stops silently at a cut; the header's chunk count tells it happened."""
+    cut = tmp_path / "cut.evtx"
+    header = bytearray(4096)
+    header[:8] = b"ElfFile\x00"
+    header[42:44] = (2).to_bytes(2, "little")  # two 64 KiB chunks declared
+    cut.write_bytes(bytes(header) + b"\x00" * 100)
+    items = list(read_items(cut))
+    assert items and all(i.event is None for i in items)
+    assert "truncated .evtx" in (items[-1].reason or "")
+    assert "135,168 bytes" in (items[-1].reason or "")
+
+
+@needs_corpus
+def test_a_real_file_cut_mid_chunk_keeps_nothing_silently(tmp_path: Path) -> None:
+    whole = next(p for p, _ in _pairs() if p.stat().st_size == 4096 + 65536)
+    cut = tmp_path / whole.name
+    cut.write_bytes(whole.read_bytes()[: 4096 + 30_000])
+    items = list(read_items(cut))
+    rejects = [i for i in items if i.event is None]
+    assert len(rejects) == 1 and "truncated .evtx" in (rejects[0].reason or "")
+    # The untouched file has no such reject.
+    assert all(i.event is not None for i in read_items(whole))

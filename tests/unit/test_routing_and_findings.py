@@ -37,9 +37,15 @@ def test_registry_event_spans_all_registry_types() -> None:
 
 def test_uncovered_logsources_are_refused() -> None:
     with pytest.raises(UncoveredLogsource):
-        route_for("process_creation", "linux", None)
+        route_for("process_creation", "zeek", None)
+    with pytest.raises(UncoveredLogsource, match="not collected for product 'linux'"):
+        route_for("registry_set", "linux", None)
+    with pytest.raises(UncoveredLogsource, match="not collected for product 'macos'"):
+        route_for("network_connection", "macos", None)
     with pytest.raises(UncoveredLogsource):
         route_for("file_access", "windows", None)
+    with pytest.raises(UncoveredLogsource):
+        route_for("windows_event", "windows", None)  # a service log, never a category
     assert route_for(None, "windows", "security").service == "security"
 
 

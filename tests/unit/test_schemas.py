@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from schemas.events import EVENT_MODELS, EVENT_TYPES, ProcessCreation, WindowsEvent, parse_event
+from schemas.events import (
+    EVENT_MODELS,
+    EVENT_TYPES,
+    Auditd,
+    LinuxLog,
+    Logsource,
+    ProcessCreation,
+    WindowsEvent,
+    parse_event,
+)
 from schemas.findings import Finding, attack_from_tags, finding_id
 from schemas.generate import (
     es_event_mappings,
@@ -56,6 +65,47 @@ def test_generic_windows_event_keeps_fields_in_extra() -> None:
     event = parse_event({**BASE, "event_type": "windows_event", "extra": {"TargetUserName": "bob"}})
     assert isinstance(event, WindowsEvent)
     assert event.extra == {"TargetUserName": "bob"}
+
+
+def test_linux_events_default_to_their_logsource() -> None:
+    record = parse_event(
+        {**BASE, "event_type": "auditd", "type": "EXECVE", "a0": "id", "extra": {"a10": "x"}}
+    )
+    assert isinstance(record, Auditd)
+    assert (record.logsource.product, record.logsource.service) == ("linux", "auditd")
+    assert record.type == "EXECVE" and record.extra == {"a10": "x"}
+    line = parse_event({**BASE, "event_type": "linux_log", "message": "session opened"})
+    assert isinstance(line, LinuxLog)
+    assert (line.logsource.product, line.logsource.service) == ("linux", None)
+    linux_proc = parse_event(
+        {**BASE, "event_type": "process_creation", "logsource": {"product": "linux"}}
+    )
+    assert isinstance(linux_proc, ProcessCreation) and linux_proc.logsource.product == "linux"
+    partial = parse_event({**BASE, "event_type": "auditd", "logsource": {"service": "auditd"}})
+    assert partial.logsource.product == "linux"  # its own product, not Windows'
+    assert parse_event(
+        {**BASE, "event_type": "process_creation", "logsource": {"category": "process_creation"}}
+    ).logsource == Logsource(product="windows", category="process_creation")
+    with pytest.raises(ValidationError):  # undeclared auditd keys belong in extra
+        parse_event({**BASE, "event_type": "auditd", "inode": "12"})
+
+
+def test_auditd_field_names_differing_only_in_case_are_distinct_columns() -> None:
+    """auditd's ``syscall`` (number) and ``SYSCALL`` (name), and ``type`` beside WMI's
+    ``Type``: the job's Spark session is case sensitive, the mappings are too."""
+    columns = event_columns()
+    assert {"syscall", "SYSCALL", "type", "Type", "name", "Name", "message"} <= set(columns)
+    events = es_event_mappings()["properties"]
+    assert events["SYSCALL"]["type"] == events["message"]["type"] == "keyword"
+
+
+def test_no_event_field_shadows_a_column_of_the_jobs_rows() -> None:
+    """The job's flat rows put Kafka's columns beside the event's: an event field named
+    like one (auditd's ``key``) would make every query on them ambiguous."""
+    pytest.importorskip("pyspark")
+    from detections.stream.parse import KAFKA_COLUMNS
+
+    assert not set(event_columns()) & {*KAFKA_COLUMNS, "reject_reason", "rule_index"}
 
 
 def test_union_schema_has_one_type_per_field() -> None:

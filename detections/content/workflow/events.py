@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.events import Envelope, parse_event
+from schemas.events import MODEL_BY_TYPE, Envelope, Logsource, own_logsource, parse_event
 from schemas.generate import event_columns
 
 #: Envelope fields a test event may leave out; tests are about detection fields.
@@ -32,15 +32,22 @@ def to_row(event: Envelope) -> dict[str, Any]:
 
 def test_event(doc: Mapping[str, Any], default_id: str) -> Envelope:
     """A schema event from a test document: keys starting with ``_`` are comments, envelope
-    fields get defaults, and ``logsource.category`` defaults to ``event_type``."""
+    fields get defaults, and the logsource defaults to Windows and the ``event_type`` as
+    category, or to the event type's own (``auditd``: linux/auditd)."""
     data = {k: v for k, v in doc.items() if not str(k).startswith("_")}
     for key, value in TEST_DEFAULTS.items():
         data.setdefault(key, value)
     data.setdefault("event_id", default_id)
-    if "logsource" not in data and "event_type" in data:
+    if "logsource" not in data and "event_type" in data and not _own_logsource(data):
         category = data["event_type"] if data["event_type"] != "windows_event" else None
         data["logsource"] = {"product": "windows", "category": category}
     return parse_event(data)
+
+
+def _own_logsource(data: Mapping[str, Any]) -> bool:
+    """The event type has a logsource of its own (``auditd`` is linux/auditd): leave it."""
+    model = MODEL_BY_TYPE.get(str(data["event_type"]))
+    return model is not None and own_logsource(model) != Logsource()
 
 
 def event_date(row: Mapping[str, Any]) -> str:
