@@ -18,6 +18,8 @@ record's origin), which the detection pass's deterministic finding ids collapse.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,8 @@ from detections.normalize.records import DEFAULT_LIMITS, RawLimits, normalize_re
 from detections.stream.derived import DerivedPublisher
 from detections.stream.job import JobConfig, kafka_source
 from ingest.gateway.sink import TENANT_HEADER
+
+log = logging.getLogger("sigstream.normalize")
 
 QUERY_NAME = "sigstream-normalize"
 HEADER = T.StructType(
@@ -55,6 +59,19 @@ _ARROW_OUTPUT = pa.schema(
         pa.field("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
     ]
 )
+
+
+def matching_topics(cfg: JobConfig, pattern: str) -> list[str]:
+    """The topics matching ``pattern`` now (Kafka matches the whole name, as
+    ``re.fullmatch``; a pattern Python cannot read counts as matching something)."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        regex = re.compile(pattern)
+    except re.error:
+        return [pattern]
+    admin = AdminClient(cfg.producer_config())
+    return sorted(t for t in admin.list_topics(timeout=30).topics if regex.fullmatch(t))
 
 
 def checkpoint_for(job_checkpoint: Path) -> Path:
@@ -131,10 +148,15 @@ def start(
     default_tenant: str,
     limits: RawLimits = DEFAULT_LIMITS,
     checkpoint: Path | None = None,
-) -> StreamingQuery:
+) -> StreamingQuery | None:
     """Start the query over the topics matching ``pattern`` (returns at once). With
     --once it reads what the raw topics hold when it starts and ends by itself; the job
-    waits for it before the detection pass starts (``detections.stream.job.run``)."""
+    waits for it before the detection pass starts (``detections.stream.job.run``); then,
+    when no topic matches yet, it is not started at all (None: a query that would read
+    nothing costs seconds of start-up)."""
+    if cfg.runs_until_drained() and not matching_topics(cfg, pattern):
+        log.info("no topic matches %s: nothing to normalize", pattern)
+        return None
     DerivedPublisher(cfg.producer_config()).ensure_topics(
         [cfg.events_topic, cfg.dlq_topic], cfg.internal_partitions
     )

@@ -222,3 +222,8 @@ def test_an_idle_stage_runs_no_batch(
     finally:
         query.stop()
     assert normalize_query.checkpoint_for(cfg.checkpoint_dir).is_dir()
+
+
+def test_once_without_raw_topics_starts_no_query(services: Any, spark: Any, tmp_path: Path) -> None:
+    cfg = job_config(tmp_path)  # available_now, as `sigstream detect --once`
+    assert stage_for(f"none-{tmp_path.name}").start(spark, cfg) is None
