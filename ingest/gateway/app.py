@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ingest.client import SENT_TIME_HEADER
@@ -163,9 +163,11 @@ def create_app(
     options: GatewayOptions | None = None,
     *,
     seed_ids: Any = None,
+    syslog: Any = None,
 ) -> FastAPI:
     """The ASGI app. ``seed_ids``: a callable returning the (tenant, sensor, event id)
-    triples already in Kafka, run once at start-up (None: start with an empty window)."""
+    triples already in Kafka, run once at start-up (None: start with an empty window).
+    ``syslog``: ``syslog_server.SyslogOptions`` to run the syslog TLS listener beside."""
     opts = options or GatewayOptions()
     state = pipeline.new_state(store, sink, opts)
 
@@ -178,7 +180,15 @@ def create_app(
                 log.info("de-duplication window seeded with %d event ids", len(ids))
             except Exception as exc:  # Kafka down at start: serve anyway, window empty
                 log.warning("could not seed the de-duplication window: %r", exc)
+        listener = None
+        if syslog is not None:  # the syslog TLS listener, on this event loop and state
+            from ingest.gateway.syslog_server import SyslogListener
+
+            listener = SyslogListener(state, syslog)
+            await listener.start()
         yield
+        if listener is not None:
+            await listener.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
         sink.close()
 
@@ -189,6 +199,13 @@ def create_app(
     async def events(request: Request) -> JSONResponse:
         """Ingest one NDJSON batch (Content-Encoding: identity, gzip or zstd)."""
         return await ingest_batch(state, request)
+
+    @app.post("/v1/logs")
+    async def otlp_logs(request: Request) -> Response:
+        """OTLP/HTTP logs (protobuf or JSON; gzip or zstd): see ``otlp_http``."""
+        from ingest.gateway.otlp_http import ingest_logs
+
+        return await ingest_logs(state, request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
