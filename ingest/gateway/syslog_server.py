@@ -127,7 +127,7 @@ def message_item(
     except ValueError as exc:
         return "not_json", f"MSG is not a JSON object: {str(exc)[:120]}"
     if not isinstance(obj, dict):
-        return "not_json", f"MSG is JSON {type(obj).__name__}, not an object"
+        return "not_an_object", f"MSG is JSON {type(obj).__name__}, not an object"
     if json_depth(obj, limits.max_depth) > limits.max_depth:
         return "too_deep", f"nesting deeper than {limits.max_depth}"
     otlp.fill_host(obj, judged.message.hostname)
