@@ -186,10 +186,14 @@ def gateway(services: Any, tmp_path: Path, unique: str) -> Iterator[Gateway]:
         yield Gateway(server, token, tls.cert, syslog_port, events, dlq)
 
 
-def wait_for_counts(gw: Gateway, events: int, rejects: int, timeout_s: float = 180) -> None:
+def wait_for_counts(
+    gw: Gateway, events: int, rejects: int, timeout_s: float = 180, shipper: Shipper | None = None
+) -> None:
     """Until the topics hold at least the expected counts (then the test checks exactly)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if shipper is not None and shipper.proc.poll() is not None:
+            raise AssertionError(f"the shipper exited with {shipper.proc.returncode}")
         got = (len(read_topic(gw.events_topic)), len(read_topic(gw.dlq_topic)))
         if got[0] >= events and got[1] >= rejects:
             time.sleep(2)  # anything extra would arrive now
@@ -371,7 +375,7 @@ service:
     started = time.monotonic()
     col = start([str(binary), "--config", str(config)], tmp_path, "otelcol")
     try:
-        wait_for_counts(gateway, rec.good, len(MALFORMED))
+        wait_for_counts(gateway, rec.good, len(MALFORMED), shipper=col)
     except AssertionError:
         pytest.fail(col.output())
     finally:
@@ -391,7 +395,7 @@ def test_syslog_ng_tls(gateway: Gateway, tmp_path: Path, plan: Any) -> None:
     config = run / "syslog-ng.conf"
     config.write_text(
         f"""@version: 3.38
-options {{ log-msg-size(262144); stats(freq(0)); }};
+options {{ log-msg-size(262144); stats-freq(0); }};
 source s_file {{
   file("{rec.path}" flags(no-parse) follow-freq(0.2) log-msg-size(262144));
 }};
@@ -420,7 +424,7 @@ log {{ source(s_file); rewrite(r_token); destination(d_gateway); }};
         "syslog-ng",
     )
     try:
-        wait_for_counts(gateway, rec.good, len(MALFORMED))
+        wait_for_counts(gateway, rec.good, len(MALFORMED), shipper=ng)
     except AssertionError as exc:
         pytest.fail(f"{exc}\n{ng.output()}")
     finally:
@@ -474,7 +478,7 @@ input(type="imfile" File="{rec.path}" Tag="sigstream" ruleset="forward"
         "rsyslog",
     )
     try:
-        wait_for_counts(gateway, rec.good, len(MALFORMED))
+        wait_for_counts(gateway, rec.good, len(MALFORMED), shipper=rs)
     except AssertionError as exc:
         pytest.fail(f"{exc}\n{rs.output()}")
     finally:
