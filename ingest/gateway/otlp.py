@@ -141,6 +141,11 @@ def decode_request(body: bytes, media: str) -> ExportLogsServiceRequest:
         raise BatchError(400, "bad_request", f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(tree, dict):
         raise BatchError(400, "bad_request", "an OTLP JSON request is an object")
+    if tree and not ({"resourceLogs", "resource_logs"} & tree.keys()):
+        # Unknown fields are ignored by the JSON mapping, so a shipper sending its own
+        # JSON (not OTLP) would get a 200 for nothing stored: refuse it instead.
+        keys = ", ".join(sorted(tree)[:8])
+        raise BatchError(400, "bad_request", f"no resourceLogs in the request (keys: {keys})")
     _hex_ids_to_base64(tree)
     try:
         json_format.ParseDict(tree, request, ignore_unknown_fields=True, max_recursion_depth=64)

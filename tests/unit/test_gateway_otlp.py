@@ -148,6 +148,7 @@ def test_json_mapping_with_hex_ids_and_enum_ints() -> None:
         (b"{not json", otlp.JSON),
         (b"[1]", otlp.JSON),
         (b'{"resourceLogs": 5}', otlp.JSON),
+        (b'{"message": "a line", "timestamp": "2024-01-01T00:00:00Z"}', otlp.JSON),
         (b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "zz"}]}]}]}', otlp.JSON),
     ],
 )
