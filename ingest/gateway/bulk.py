@@ -237,6 +237,27 @@ def error_body(status: int, reason: str, message: str) -> dict[str, Any]:
     return {"error": {"root_cause": [cause], **cause}, "status": status}
 
 
+def refusal_body(
+    status: int, reason: str, message: str, ops: Sequence[BulkOp] = ()
+) -> dict[str, Any]:
+    """A whole bulk request refused (nothing written): the HTTP status says so to the
+    shippers that read only it (syslog-ng, Beats, Logstash, the Python client, Fluent Bit
+    retry the batch), and, when the operations are known, every item carries the same
+    status for those that read only the items (rsyslog's ``retryfailures`` resubmits each
+    429/503 item; without items it files the whole batch as failed and never retries)."""
+    doc = error_body(status, reason, message)
+    if ops:
+        kind = doc["error"]["type"]
+        error = {"type": kind, "reason": message, "sigstream_reason": reason}
+        doc["took"] = 0
+        doc["errors"] = True
+        doc["items"] = [
+            {op.action: {"_index": op.index, "_id": op.doc_id, "status": status, "error": error}}
+            for op in ops
+        ]
+    return doc
+
+
 def handshake(version: str = ES_VERSION) -> dict[str, Any]:
     """``GET /``: what clients read before sending (the version and the flavour)."""
     return {

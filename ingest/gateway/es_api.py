@@ -97,6 +97,7 @@ def add_routes(
             ops = bulk.parse_bulk(held.pop(), encoding, limits, index, counter)
             return ops, bulk.to_batch(ops, identity, limits, now, sent)
 
+        ops: list[bulk.BulkOp] = []
         try:
             async with pipeline.turn(state, cred):
                 try:
@@ -109,7 +110,8 @@ def add_routes(
             headers = {}
             if exc.retry_after is not None:
                 headers["Retry-After"] = retry_after_header(exc.retry_after)
-            return es_error(exc.status, exc.reason, exc.message, **headers)
+            doc = bulk.refusal_body(exc.status, exc.reason, exc.message, ops)
+            return es_json(doc, exc.status, **headers)
         outcomes = {o.index: o for o in result.outcomes()}
         took = int((time.monotonic() - started) * 1000)
         return es_json(bulk.answer(ops, outcomes, took))

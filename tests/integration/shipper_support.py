@@ -25,7 +25,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from common.settings import get_settings
 from ingest.adapters import layouts
+from ingest.gateway.app import GatewayOptions
 from ingest.gateway.credentials import CredentialStore
+from ingest.gateway.parse import Limits
 from ingest.gateway.server import GatewayServer, TlsFiles, free_port, kafka_app
 from ingest.gateway.tls import generate_self_signed
 from ingest.producer import describe_reject
@@ -118,10 +120,19 @@ class Gateway:
         return int(self.server.url.rsplit(":", 1)[1].rstrip("/"))
 
 
+#: A tight event rate (parametrize ``gateway`` indirectly with it): batches of 500 at
+#: 1,000 events/s, so a shipper sending faster is answered 429 + Retry-After and must
+#: retry to deliver everything.
+TIGHT = GatewayOptions(limits=Limits(max_events=500), events_per_second=1_000.0, burst_events=500.0)
+
+
 @pytest.fixture
-def gateway(services: Any, tmp_path: Path, unique: str) -> Iterator[Gateway]:
+def gateway(
+    services: Any, tmp_path: Path, unique: str, request: pytest.FixtureRequest
+) -> Iterator[Gateway]:
     """A TLS gateway on real Kafka and a relay credential (a collector forwarding many
-    hosts: each record's host becomes its sensor)."""
+    hosts: each record's host becomes its sensor). Options: ``request.param``."""
+    options = getattr(request, "param", None)
     s = get_settings()
     tls = TlsFiles(tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem")
     generate_self_signed(tls.cert, tls.key, ["127.0.0.1"])
@@ -129,7 +140,7 @@ def gateway(services: Any, tmp_path: Path, unique: str) -> Iterator[Gateway]:
     _, token = store.enroll(TENANT, "otrf-collector", relay=True)
     events, dlq = f"test.{unique}.ship.events", f"test.{unique}.ship.dlq"
     server = GatewayServer(
-        lambda: kafka_app(store.path, s.kafka_bootstrap, events, dlq),
+        lambda: kafka_app(store.path, s.kafka_bootstrap, events, dlq, options),
         "127.0.0.1",
         free_port(),
         tls,
@@ -176,9 +187,10 @@ def end_offsets(topic: str) -> int:
         consumer.close()
 
 
-def wait_for(gw: Gateway, events: int, dlq: int, timeout_s: float = 180.0) -> tuple[int, int]:
+def wait_for(gw: Gateway, events: int, dlq: int, timeout_s: float | None = None) -> tuple[int, int]:
     """Wait until the topics hold ``events`` and ``dlq`` records (or the time is up), then
     a little longer to catch any extra record; returns the counts seen."""
+    timeout_s = timeout_s or float(os.environ.get("SIGSTREAM_SHIP_WAIT_S", "120"))
     deadline = time.monotonic() + timeout_s
     seen = (0, 0)
     while time.monotonic() < deadline:
