@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from ingest.client import SENT_TIME_HEADER
 from ingest.gateway import pipeline
+from ingest.gateway.auth import token_from_header
 from ingest.gateway.credentials import Credential, CredentialStore
 from ingest.gateway.limits import retry_after_header
 from ingest.gateway.parse import BatchError, ParsedBatch, parse_batch
@@ -47,12 +48,10 @@ def _problem(status: int, reason: str, message: str, **headers: str) -> JSONResp
 
 
 def authenticate(state: GatewayState, request: Request) -> Credential | None:
-    """The live credential of the request's ``Authorization`` header, or None."""
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return state.store.verify(token)
+    """The live credential of the request's ``Authorization`` header (Bearer, ApiKey or
+    Basic: see ``auth``), or None."""
+    token = token_from_header(request.headers.get("authorization"))
+    return None if token is None else state.store.verify(token)
 
 
 def unauthorized() -> JSONResponse:
@@ -206,6 +205,10 @@ def create_app(
         from ingest.gateway.otlp_http import ingest_logs
 
         return await ingest_logs(state, request)
+
+    from ingest.gateway import es_api  # imports this module: registered at app creation
+
+    es_api.add_routes(app, state, authenticate, _read_body)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -48,7 +48,7 @@ from tests.integration.test_gateway_kafka import read_topic
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
-RSYSLOG_ROOT = Path(os.environ.get("SIGSTREAM_RSYSLOG_ROOT", "/opt/sigstream-rsyslog"))
+RSYSLOG_ROOT = Path(os.environ.get("SIGSTREAM_RSYSLOG_ROOT", "/opt/rsyslog-private"))
 #: The malformed lines added to each recording, with the reason the gateway must give.
 MALFORMED = [
     (b"this line is plain text, not JSON", "not_json"),
@@ -433,7 +433,7 @@ log {{ source(s_file); rewrite(r_token); destination(d_gateway); }};
 
 
 def rsyslogd() -> Path | None:
-    for candidate in (RSYSLOG_ROOT / "usr" / "sbin" / "rsyslogd", Path("/usr/sbin/rsyslogd")):
+    for candidate in (RSYSLOG_ROOT / "usr" / "sbin" / "rsyslogd",):
         if candidate.is_file():
             return candidate
     return None
@@ -442,6 +442,9 @@ def rsyslogd() -> Path | None:
 def test_rsyslog_tls(gateway: Gateway, tmp_path: Path, plan: Any) -> None:
     binary = rsyslogd()
     need("rsyslog", binary is not None, f"rsyslog + rsyslog-gnutls, unpacked in {RSYSLOG_ROOT}")
+    assert binary is not None
+    gtls = binary.parent.parent / "lib" / "x86_64-linux-gnu" / "rsyslog" / "lmnsd_gtls.so"
+    need("rsyslog-gnutls", gtls.is_file(), f"unpack rsyslog-gnutls into {RSYSLOG_ROOT}")
     assert binary is not None
     modules = binary.parent.parent / "lib" / "x86_64-linux-gnu" / "rsyslog"
     rec = recording(tmp_path, "defense_evasion", "host", "cmd_mshta_javascript_getobject_sct.zip")
