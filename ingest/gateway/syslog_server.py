@@ -174,6 +174,15 @@ class SyslogListener:
         self.active = 0
         self._server: asyncio.Server | None = None
 
+    @property
+    def batch_limit(self) -> int:
+        """``batch_max``, but never more than a batch the credential's burst can take."""
+        gw = self.state.options
+        limit = min(self.options.batch_max, gw.limits.max_events)
+        if gw.events_per_second > 0:
+            limit = min(limit, int(gw.burst_events))
+        return max(1, limit)
+
     async def start(self) -> None:
         opts = self.options
         ctx = ssl_context(opts.cert, opts.key) if opts.cert and opts.key else None
@@ -249,7 +258,7 @@ class SyslogListener:
                     if not pending:
                         first_at = now
                     pending.append(frame)
-                    if len(pending) >= opts.batch_max:
+                    if len(pending) >= self.batch_limit:
                         await self._flush(pending, bound)
                         pending = []
                 partial_since = (partial_since or now) if framer.buffered else None
