@@ -285,3 +285,12 @@ def test_v1_events_takes_the_shippers_credentials_too(es: Es) -> None:
         resp = es.http.post("/v1/events", content=data, headers={"Authorization": auth})
         assert resp.status_code == 200, resp.text
     assert len(es.sink.events) == 1
+
+
+def test_a_refused_batch_lists_every_item_with_the_refusal() -> None:
+    ops = [bulk.BulkOp(1, "create", "i", source=b"{}"), bulk.BulkOp(2, "index", "i", source=b"{}")]
+    doc = bulk.refusal_body(429, "rate_limited", "over 10 events/s", ops)
+    assert doc["status"] == 429 and doc["error"]["type"] == "es_rejected_execution_exception"
+    assert doc["errors"] is True
+    assert [next(iter(i.values()))["status"] for i in doc["items"]] == [429, 429]
+    assert "items" not in bulk.refusal_body(429, "rate_limited", "byte debt")
