@@ -16,6 +16,7 @@ exists, so clients do not try to install it, a PUT is acknowledged). Every answe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse
 
 from ingest.client import SENT_TIME_HEADER
 from ingest.gateway import bulk, pipeline
+from ingest.gateway.app import sent_time_header
 from ingest.gateway.auth import CHALLENGES
 from ingest.gateway.limits import retry_after_header
 from ingest.gateway.parse import BatchError
@@ -87,8 +89,6 @@ def add_routes(
         encoding = request.headers.get("content-encoding")
         identity = cred.identity()
         now = datetime.now(UTC)
-        from ingest.gateway.app import sent_time_header
-
         sent = sent_time_header(request.headers.get(SENT_TIME_HEADER))
         held = [body]  # popped by the decoding, so the raw body is freed before delivery
         del body
@@ -185,7 +185,5 @@ def _settings_body(prefix: str, name: str) -> dict[str, Any]:
 
 def _as_es(response: JSONResponse) -> JSONResponse:
     """A /v1/events-style refusal (``{"reason", "message"}``) in Elasticsearch's shape."""
-    import json
-
     doc = json.loads(bytes(response.body))
     return es_error(response.status_code, doc.get("reason", "error"), doc.get("message", ""))

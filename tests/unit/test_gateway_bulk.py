@@ -285,3 +285,58 @@ def test_v1_events_takes_the_shippers_credentials_too(es: Es) -> None:
         resp = es.http.post("/v1/events", content=data, headers={"Authorization": auth})
         assert resp.status_code == 200, resp.text
     assert len(es.sink.events) == 1
+
+
+def test_a_refused_batch_lists_every_item_with_the_refusal() -> None:
+    ops = [bulk.BulkOp(1, "create", "i", source=b"{}"), bulk.BulkOp(2, "index", "i", source=b"{}")]
+    doc = bulk.refusal_body(429, "rate_limited", "over 10 events/s", ops)
+    assert doc["status"] == 429 and doc["error"]["type"] == "es_rejected_execution_exception"
+    assert doc["errors"] is True
+    assert [next(iter(i.values()))["status"] for i in doc["items"]] == [429, 429]
+    assert "items" not in bulk.refusal_body(429, "rate_limited", "byte debt")
+
+
+def test_bulk_authenticates_before_any_body_byte_is_read(tmp_path: Path) -> None:
+    """Drive the ASGI app directly: a bad credential is a 401 without ``receive`` ever
+    being called; a good one with a body declared over the cap is a 413, still unread."""
+    import asyncio
+
+    store = CredentialStore(tmp_path / "creds.json")
+    _, token = store.enroll("acme", "ws01")
+    app = create_app(store, MemorySink())
+
+    async def call(auth: bytes) -> tuple[int, int]:
+        reads = 0
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": body({"create": {}}, event(1))}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/_bulk",
+            "raw_path": b"/_bulk",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"authorization", auth), (b"content-length", b"1073741824")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+        return sent[0]["status"], reads
+
+    assert asyncio.run(call(b"Basic " + b64("u:sst_0000000000000000_" + "x" * 43).encode())) == (
+        401,
+        0,
+    )
+    assert asyncio.run(call(b"")) == (401, 0)
+    assert asyncio.run(call(f"ApiKey {token}".encode())) == (413, 0)
