@@ -32,6 +32,7 @@ def kafka_app(
     dlq_topic: str,
     options: GatewayOptions | None = None,
     client_config: Mapping[str, Any] | None = None,
+    syslog: Any = None,
 ) -> FastAPI:
     """The gateway app writing to Kafka, its de-duplication window seeded from the topic.
 
@@ -49,7 +50,7 @@ def kafka_app(
             bootstrap, events_topic, opts.restore_per_partition, client_config=client_config
         )
 
-    return create_app(store, sink, opts, seed_ids=seed)
+    return create_app(store, sink, opts, seed_ids=seed, syslog=syslog)
 
 
 def uvicorn_config(

@@ -133,6 +133,10 @@ def serve(
     body_timeout: Annotated[
         float, typer.Option(help="Seconds for a request's body to arrive.")
     ] = 60.0,
+    syslog_port: Annotated[
+        int | None,
+        typer.Option(help="Also take syslog over TCP+TLS (RFC 5425) on this port."),
+    ] = None,
     credentials: Credentials = None,
 ) -> None:
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
@@ -158,6 +162,15 @@ def serve(
             f"[yellow]no credentials yet in {creds}: enroll with "
             "'sigstream gateway enroll --tenant T --sensor S'[/yellow]"
         )
+    syslog = None
+    if syslog_port is not None:
+        from ingest.gateway.syslog_server import SyslogOptions
+
+        if tls is None:
+            err.print("[red]--syslog-port needs TLS (not with --insecure-http)[/red]")
+            raise typer.Exit(2)
+        syslog = SyslogOptions(syslog_port, host, tls.cert, tls.key, max_connections)
+        err.print(f"syslog over TLS on {host}:{syslog_port}")
     app_ = kafka_app(
         creds,
         s.kafka_bootstrap,
@@ -170,6 +183,7 @@ def serve(
             body_timeout_s=body_timeout,
         ),
         client_config=confluent_kafka_config(s),
+        syslog=syslog,
     )
     scheme = "https" if tls else "http"
     err.print(f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}")
