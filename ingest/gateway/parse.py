@@ -29,6 +29,7 @@ model), which is what bounds a batch's memory by its decoded size (see docs/gate
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -36,13 +37,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import zstandard
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from ingest.producer import encode_event
-from schemas.events import SCHEMA_VERSION, Envelope, parse_event
+from schemas.events import EVENT_ADAPTER, EVENT_MODELS, SCHEMA_VERSION, Envelope, parse_event
 
 #: Decoded bytes produced per decompression step (the granularity of the size cap).
 CHUNK = 64 * 1024
@@ -329,19 +331,53 @@ def _lone_surrogate(value: Any) -> str | None:
 
 def _out_of_range(model: BaseModel) -> str | None:
     """The first integer field outside int64 or non-finite float field (the schema's Spark,
-    Arrow and Elasticsearch types are long/double), else None."""
-    for name, value in model:
-        if isinstance(value, bool):
+    Arrow and Elasticsearch types are long/double), else None. Only the numeric fields
+    (``NUMBER_FIELDS``, derived from the schema) are looked at."""
+    for name in NUMBER_FIELDS.get(type(model), ()):
+        value = getattr(model, name)
+        if value is None or isinstance(value, bool):
             continue
         if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
             return f"{name}: {str(value)[:30]} is outside int64"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{name}: {value} is not a finite number"
-        if isinstance(value, BaseModel):
-            inner = _out_of_range(value)
-            if inner:
-                return f"{name}.{inner}"
     return None
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field annotation admits an int or a float (``Literal`` tags excluded)."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) is Literal:
+        return False
+    return any(_numeric(arg) for arg in get_args(annotation))
+
+
+def _nested_numbers(model: type[BaseModel]) -> bool:
+    for info in model.model_fields.values():
+        if _numeric(info.annotation):
+            return True
+        for arg in (info.annotation, *get_args(info.annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and _nested_numbers(arg):
+                return True
+    return False
+
+
+def _number_fields() -> dict[type[BaseModel], tuple[str, ...]]:
+    """Per event model, the names of its int/float fields, read from the schema (never
+    re-declared). A nested model with numbers would need a deeper walk: refused here."""
+    out: dict[type[BaseModel], tuple[str, ...]] = {}
+    for model in EVENT_MODELS:
+        out[model] = tuple(n for n, f in model.model_fields.items() if _numeric(f.annotation))
+        for info in model.model_fields.values():
+            nested = (info.annotation, *get_args(info.annotation))
+            for arg in nested:
+                if isinstance(arg, type) and issubclass(arg, BaseModel) and _nested_numbers(arg):
+                    raise TypeError(f"{model.__name__}: nested numeric fields need a deeper check")
+    return out
+
+
+NUMBER_FIELDS = _number_fields()
 
 
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:
@@ -359,12 +395,104 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
     return "schema_invalid", f"{where}: {message}" if where not in message else message
 
 
+def _claims(
+    obj: dict[str, Any], identity: Identity, now: datetime, sent: datetime | None
+) -> tuple[str, str] | None:
+    """Check the schema version and the tenant/sensor the event claims against the
+    credential, and fill in what the gateway adds (tenant, sensor, received and sent time).
+    Mutates ``obj``; returns ``(reason, message)`` when the event is refused."""
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return "schema_version", f"schema_version {version!r} is not {SCHEMA_VERSION}"
+    claimed = obj.get("tenant_id")
+    if claimed is not None and claimed != identity.tenant_id:
+        return "tenant_mismatch", "event names a tenant other than the credential's"
+    obj["tenant_id"] = identity.tenant_id
+    sensor = obj.get("sensor_id")
+    if sensor is None:
+        obj["sensor_id"] = identity.sensor_id
+    elif sensor != identity.sensor_id and not identity.relay:
+        return "sensor_mismatch", f"sensor_id {str(sensor)[:64]!r} is not the credential's"
+    obj.setdefault("received_time", _iso(now))
+    if sent is not None:  # the client's clock when it sent the batch (an event's own wins)
+        obj.setdefault("sent_time", _iso(sent))
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _iso(moment: datetime) -> str:
+    """ISO text of the batch's clock readings (one per batch, not one per event)."""
+    return moment.isoformat()
+
+
+def _plain_numbers(obj: dict[str, Any]) -> bool:
+    """No number in the object or in its directly nested objects that the reference path
+    treats specially (outside int64, or not finite). A valid event is at most two levels
+    deep (``logsource``, ``extra``), so deeper values only matter for events that fail
+    validation anyway (and those go through the reference path)."""
+    for value in obj.values():
+        kind = type(value)
+        if kind is dict:
+            for inner in value.values():
+                k = type(inner)
+                if (k is int and not INT64_MIN <= inner <= INT64_MAX) or (
+                    k is float and not math.isfinite(inner)
+                ):
+                    return False
+        elif (kind is int and not INT64_MIN <= value <= INT64_MAX) or (
+            kind is float and not math.isfinite(value)
+        ):
+            return False
+    return True
+
+
+def fast_validate(
+    raw: bytes, identity: Identity, now: datetime, sent: datetime | None = None
+) -> Envelope | None:
+    """The common case at C speed: pydantic-core's JSON parser (from bytes) and the schema's
+    validator, or None whenever anything is off, so that ``validate_line``'s reference path
+    decides the outcome and its reason. An event accepted here is exactly the event the
+    reference path accepts (tests/unit/test_gateway_fast_path.py checks it differentially):
+    the parser refuses NaN/Infinity, lone surrogates and invalid UTF-8 like the reference,
+    integers it would convert differently (outside int64) and infinite floats fall back,
+    and the tenant/sensor/time rules are the same code (``_claims``)."""
+    if _SURROGATE_ESCAPE.search(raw):
+        return None
+    try:
+        obj = from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        return None
+    if type(obj) is not dict or not _plain_numbers(obj):
+        return None
+    if _claims(obj, identity, now, sent) is not None:
+        return None
+    try:
+        event = EVENT_ADAPTER.validate_python(obj)
+    except (ValidationError, TypeError, ValueError, RecursionError):
+        return None
+    if _out_of_range(event) is not None:
+        return None
+    return event
+
+
 def validate_line(
     raw: bytes, identity: Identity, limits: Limits, now: datetime, sent: datetime | None = None
 ) -> Envelope | tuple[str, str]:
     """One NDJSON line -> the validated event, or ``(reason, message)``. Never raises."""
     if len(raw) > limits.max_event_bytes:
         return "event_too_large", f"event of {len(raw)} bytes over {limits.max_event_bytes}"
+    event = fast_validate(raw, identity, now, sent)
+    if event is not None:
+        return event
+    return reference_validate(raw, identity, limits, now, sent)
+
+
+def reference_validate(
+    raw: bytes, identity: Identity, limits: Limits, now: datetime, sent: datetime | None = None
+) -> Envelope | tuple[str, str]:
+    """The reference path (Python's json with strict number hooks, then the checks in
+    order, then pydantic): slower, and the one that names every reason. ``validate_line``
+    takes it for every line ``fast_validate`` does not accept."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -387,21 +515,9 @@ def validate_line(
         bad = _lone_surrogate(obj)
         if bad is not None:
             return "invalid_unicode", f"lone UTF-16 surrogate in string {bad[:40]!r}"
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        return "schema_version", f"schema_version {version!r} is not {SCHEMA_VERSION}"
-    claimed = obj.get("tenant_id")
-    if claimed is not None and claimed != identity.tenant_id:
-        return "tenant_mismatch", "event names a tenant other than the credential's"
-    obj["tenant_id"] = identity.tenant_id
-    sensor = obj.get("sensor_id")
-    if sensor is None:
-        obj["sensor_id"] = identity.sensor_id
-    elif sensor != identity.sensor_id and not identity.relay:
-        return "sensor_mismatch", f"sensor_id {str(sensor)[:64]!r} is not the credential's"
-    obj.setdefault("received_time", now.isoformat())
-    if sent is not None:  # the client's clock when it sent the batch (an event's own wins)
-        obj.setdefault("sent_time", sent.isoformat())
+    problem = _claims(obj, identity, now, sent)
+    if problem is not None:
+        return problem
     try:
         event = parse_event(obj)
     except ValidationError as exc:
