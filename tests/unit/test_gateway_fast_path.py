@@ -14,10 +14,13 @@ from hypothesis import strategies as st
 
 from ingest.gateway.parse import (
     NUMBER_FIELDS,
+    BatchError,
     Identity,
     Limits,
     fast_validate,
+    parse_line,
     reference_validate,
+    scan_lines,
     validate_line,
 )
 from ingest.producer import encode_event
@@ -49,11 +52,20 @@ def same_outcome(raw: bytes, identity: Identity = ME, sent: datetime | None = No
         assert not isinstance(reference, tuple), (raw[:200], reference)
         assert encode_event(fast) == encode_event(reference)
     final = validate_line(raw, identity, LIMITS, NOW, sent)
+    line = parse_line(raw, identity, LIMITS, NOW, sent)
     if isinstance(reference, tuple):
         assert final == reference
+        assert line == reference
     else:
         assert not isinstance(final, tuple)
         assert encode_event(final) == encode_event(reference)
+        assert not isinstance(line, tuple)  # the bytes Kafka gets are encode_event's
+        assert line.value == encode_event(reference)
+        assert (line.tenant_id, line.sensor_id, line.event_id) == (
+            reference.tenant_id,
+            reference.sensor_id,
+            reference.event_id,
+        )
 
 
 def test_an_ordinary_event_takes_the_fast_path_with_the_fill_ins() -> None:
@@ -93,6 +105,9 @@ def test_an_ordinary_event_takes_the_fast_path_with_the_fill_ins() -> None:
         {"CommandLine": 1.5e300},
         {"extra": {"a": 1e3, "b": 18446744073709551616, "c": -0.0}},
         {"extra": {"deep": {"x": 1}}},
+        {"extra": {"h": "x,1e123", "n": 1e300, "m": -1.5e-300}},
+        {"CommandLine": 10**64, "ParentImage": 10**65},
+        {"Hashes": "MD5=1e123,SHA256=" + "9" * 70},
         {"logsource": {"product": "windows", "category": 5}},
         {"host": ""},
         {"Image": "\x00 nul and \u2028 separators"},
@@ -161,3 +176,43 @@ def test_spliced_bytes_have_the_reference_outcome(drop: list[str], junk: bytes) 
     cut = len(raw) // 2
     same_outcome(raw[:cut] + junk + raw[cut:])
     same_outcome(raw.replace(b": ", b":" + junk[:3], 1))
+
+
+def reference_lines(body: bytes, limits: Limits) -> list[tuple[int, bytes, int, bool]] | str:
+    """What ``scan_lines`` must yield, computed the obvious way (or the 413 reason)."""
+    parts = body.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    if len(parts) > limits.max_events:
+        return "too_many_events"
+    keep = limits.max_event_bytes + 1
+    return [(i + 1, p[:keep], len(p), not p.strip()) for i, p in enumerate(parts)]
+
+
+@pytest.mark.fuzz
+@given(
+    st.lists(
+        st.sampled_from([b"\n", b" ", b"\r", b"x", b"ab\ncd", b"\n\n", b"y" * 9]), max_size=60
+    ),
+    st.integers(1, 12),
+    st.integers(1, 20),
+    st.integers(1, 30),
+)
+def test_scan_lines_matches_a_plain_split(
+    parts: list[bytes], chunk: int, max_events: int, max_event_bytes: int
+) -> None:
+    """However the decoded body is cut into chunks: the same lines, heads, lengths, blank
+    flags and the same 413 at line ``max_events + 1``."""
+    body = b"".join(parts)
+    limits = Limits(max_events=max_events, max_event_bytes=max_event_bytes)
+    chunks = iter([body[i : i + chunk] for i in range(0, len(body), chunk)])
+    counter = [0]
+    try:
+        got: list[tuple[int, bytes, int, bool]] | str = [
+            (ln.number, ln.head, ln.length, ln.blank) for ln in scan_lines(chunks, limits, counter)
+        ]
+    except BatchError as exc:
+        got = exc.reason
+    assert got == reference_lines(body, limits)
+    if not isinstance(got, str):
+        assert counter[0] == len(body)
