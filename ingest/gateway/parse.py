@@ -466,7 +466,7 @@ def fast_validate(
     in text fields become the same digits on both paths; in integer fields
     ``_out_of_range`` sends them to the reference."""
     shape = raw.translate(_DIGITS)
-    if _LONG_RUN in shape or _SURROGATE_ESCAPE.search(raw):
+    if _LONG_RUN in shape or (b"\\u" in raw and _SURROGATE_ESCAPE.search(raw)):
         return None
     try:
         obj = from_json(raw, allow_inf_nan=False)
@@ -560,7 +560,13 @@ def _accepted(
     now: datetime,
     sent: datetime | None,
 ) -> Accepted | tuple[str, str]:
-    result = validate_line(raw, identity, limits, now, sent)
+    result: Envelope | tuple[str, str] | None = None
+    if len(raw) <= limits.max_event_bytes:  # validate_line, without its call layers
+        result = fast_validate(raw, identity, now, sent)
+        if result is None:
+            result = reference_validate(raw, identity, limits, now, sent)
+    else:
+        result = validate_line(raw, identity, limits, now, sent)
     if isinstance(result, tuple):
         return result
     try:

@@ -135,6 +135,9 @@ def serve(
     body_timeout: Annotated[
         float, typer.Option(help="Seconds for a request's body to arrive.")
     ] = 60.0,
+    parallel_batches: Annotated[
+        int, typer.Option(help="Batches one process decodes or delivers at once.")
+    ] = 4,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -193,6 +196,7 @@ def serve(
             burst_events=burst,
             bytes_per_second=byte_rate,
             body_timeout_s=body_timeout,
+            parallel_batches=parallel_batches,
         ),
         client_config=confluent_kafka_config(s),
     )
