@@ -15,6 +15,8 @@ The parent restarts a worker that dies and stops them all on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import logging
 import multiprocessing
 import os
@@ -164,7 +166,22 @@ class ServeSpec:
     log_level: str = "info"
 
 
+#: asyncio's TLS read buffer per connection (``SSLProtocol.max_size``, 256 KiB by default,
+#: allocated and zero-filled for every connection): it was ~280 KiB of RSS per idle
+#: keep-alive connection (bench/gateway.py). TLS records are at most 16 KiB, so 64 KiB
+#: still reads several per call.
+TLS_READ_BUFFER = 64 * 1024
+
+
+def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Shrink asyncio's per-connection TLS read buffer in this process (a gateway process
+    serves nothing else)."""
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > size:
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
 def _server(spec: ServeSpec) -> uvicorn.Server:
+    small_tls_buffers()
     app = kafka_app(
         spec.credentials,
         spec.bootstrap,
