@@ -364,3 +364,20 @@ def test_every_otrf_record_gets_a_layout_and_its_old_record(name: str) -> None:
         assert event.event_id == normalize(obj, line, tenant_id="t", sensor_id=None).event_id
         assert event.EventID == record.event_code
     assert sum(seen.values()) > 100 and set(seen) <= {"nxlog", "winlogbeat_legacy"}
+
+
+def test_replay_reads_ndjson_of_any_layout_per_line(tmp_path: Path) -> None:
+    from ingest.sources import iter_items
+
+    schema = normalize(fixture("nxlog_system_7045"), b"", tenant_id="default", sensor_id="s9")
+    lines = [json.dumps(json.loads(p.read_text())) for p in sorted(FIXTURES.glob("*.json"))]
+    lines += [schema.model_dump_json(), '{"hello": "world"}', "{truncated", "[1]"]
+    path = tmp_path / "mixed.ndjson"
+    path.write_text("\n".join(lines) + "\n\n")
+    items = list(iter_items([path], tenant_id="acme"))
+    events = [i.event for i in items if i.event is not None]
+    assert len(events) == len(lines) - 3
+    assert {e.tenant_id for e in events[:-1]} == {"acme"} and events[-1].sensor_id == "s9"
+    reasons = [i.reason or "" for i in items if i.event is None]
+    assert reasons[0].startswith("unknown layout: no Windows channel/event id (keys: hello)")
+    assert "schema validation failed" in reasons[1] and "schema validation failed" in reasons[2]
