@@ -102,7 +102,7 @@ class _Slot:
     the gateway's time at 18k events/s. A batch knows its records are all acknowledged
     when ``flush()`` of *its own* producer returns 0, which is why each batch in flight
     has a producer to itself (``KafkaSink`` keeps a small pool, one per concurrent batch),
-    and a failure is matched to its record by topic, key and headers."""
+    and a failure is matched to its record by its value (an unmatched one fails the batch)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.fatal = False
@@ -119,15 +119,6 @@ class _Slot:
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self.failures.append((error, message))
-
-
-def _header(message: Message, name: str) -> str:
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for k, v in pairs:
-        if k == name and isinstance(v, bytes):
-            return v.decode(errors="replace")
-    return ""
 
 
 class KafkaSink:
@@ -269,24 +260,26 @@ class KafkaSink:
     def _match(
         self, records: Sequence[Accepted], failures: list[tuple[KafkaError, Message]]
     ) -> list[tuple[int, str]]:
-        """Record-level failures of this batch's events, as (record index, why). A DLQ
-        record refused by the broker itself (not possible under ``max_event_bytes``) is
-        logged: it cannot be written anywhere else."""
+        """Record-level failures of this batch's events, as (record index, why), matched by
+        the record's value (a delivery report carries the value; headers may be absent). A
+        failure that matches none of them raises ``SinkUnavailable``: never answer 200 for
+        a record Kafka did not take. A DLQ record refused by the broker itself (not
+        possible under ``max_event_bytes``) is logged: it cannot be written anywhere else."""
         if not failures:
             return []
-        where: dict[tuple[str, str], list[int]] = {}
+        where: dict[bytes, list[int]] = {}
         for i, ev in enumerate(records):
-            where.setdefault((ev.sensor_id, ev.event_id), []).append(i)
+            where.setdefault(ev.value, []).append(i)
         out: list[tuple[int, str]] = []
         for error, message in failures:
             if message.topic() != self.events_topic:
                 log.error("the DLQ refused a record: %s", error.str())
                 continue
-            key = message.key()
-            sensor = key.decode(errors="replace") if isinstance(key, bytes) else ""
-            found = where.get((sensor, _header(message, EVENT_ID_HEADER)))
-            if found:
-                out.append((found.pop(0), f"Kafka refused the event: {error.str()}"))
+            value = message.value()
+            found = where.get(value) if isinstance(value, bytes) else None
+            if not found:
+                raise SinkUnavailable(f"an unmatched record failed: {error.str()}")
+            out.append((found.pop(0), f"Kafka refused the event: {error.str()}"))
         return out
 
     def _produce_reject(
