@@ -393,6 +393,8 @@ def _number_fields() -> dict[type[BaseModel], tuple[str, ...]]:
 
 
 NUMBER_FIELDS = _number_fields()
+#: The schema's own validator (``EVENT_ADAPTER``), called without TypeAdapter's Python wrapper.
+_VALIDATE = EVENT_ADAPTER.validator.validate_python
 
 
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:
@@ -479,7 +481,7 @@ def fast_validate(
     if _claims(obj, identity, now, sent) is not None:
         return None
     try:
-        event = EVENT_ADAPTER.validate_python(obj)
+        event = _VALIDATE(obj)
     except (ValidationError, TypeError, ValueError, RecursionError):
         return None
     if _out_of_range(event) is not None:
