@@ -77,6 +77,8 @@ class SyslogOptions:
     batch_wait_s: float = 0.25
     #: Longest wait before re-trying a batch refused as a whole (429/503).
     max_retry_wait_s: float = 30.0
+    #: SO_REUSEPORT, so that several gateway worker processes share the port.
+    reuse_port: bool = False
 
 
 def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -193,6 +195,9 @@ class SyslogListener:
             ssl=ctx,
             ssl_handshake_timeout=opts.handshake_timeout_s if ctx else None,
             limit=64 * 1024,
+            # Every gateway worker process listens on the port (``serve --workers``); the
+            # kernel spreads new connections over them, as for the HTTPS socket.
+            reuse_port=self.options.reuse_port,
         )
         log.info("syslog listener on %s:%d (%s)", opts.host, opts.port, "TLS" if ctx else "TCP")
 
