@@ -354,7 +354,7 @@ def test_opentelemetry_collector(gateway: Gateway, tmp_path: Path, plan: Any) ->
     if binary is None:
         pytest.skip(
             "no OpenTelemetry Collector binary at SIGSTREAM_OTELCOL (build one with the "
-            "builder: docs/shippers-otlp-syslog.md; ~6 min, so CI uses the SDK test instead)"
+            "builder: docs/shippers.md; ~6 min, so CI uses the SDK test instead)"
         )
     rec = recording(tmp_path, "credential_access", "host", "cmd_sam_copy_esentutl.zip")
     config = tmp_path / "otelcol.yaml"
