@@ -10,9 +10,9 @@ means the stream is lost: ``FramingError``, the connection is closed.
 Headers: RFC 5424 (``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG``) strictly, field
 lengths and characters as the RFC says; else RFC 3164 (``<PRI>Mmm dd hh:mm:ss HOST
 TAG: MSG``). A message that is neither is ``syslog_invalid``. The MSG (a leading UTF-8
-BOM dropped) must be a JSON object: it then goes through the same layouts normalization
-as the HTTP endpoints; plain text is ``not_json`` (Linux/syslog event types come with
-issue 20).
+BOM dropped) that is a JSON object goes through the same layouts normalization as the
+HTTP endpoints; a plain-text MSG is a Linux log entry (``linux_log``,
+``ingest.adapters.linux_syslog``).
 
 The gateway's credential travels in RFC 5424 structured data:
 ``[sigstream@32473 token="sst_..."]`` (``token_of``).
@@ -152,6 +152,7 @@ class Message:
     app_name: str | None
     structured_data: dict[str, dict[str, str]]
     msg: bytes
+    procid: str | None = None  # RFC 5424 PROCID, or RFC 3164's TAG[pid]
 
 
 class SyslogError(ValueError):
@@ -253,7 +254,7 @@ def parse_5424(data: bytes) -> Message:
         raise SyslogError("RFC 5424 TIMESTAMP invalid")
     hostname, pos = _field(data, pos, _HEADER_LIMITS[0], "HOSTNAME")
     app_name, pos = _field(data, pos, _HEADER_LIMITS[1], "APP-NAME")
-    _procid, pos = _field(data, pos, _HEADER_LIMITS[2], "PROCID")
+    procid, pos = _field(data, pos, _HEADER_LIMITS[2], "PROCID")
     _msgid, pos = _field(data, pos, _HEADER_LIMITS[3], "MSGID")
     if pos > len(data):
         raise SyslogError("RFC 5424 STRUCTURED-DATA missing")
@@ -265,7 +266,7 @@ def parse_5424(data: bytes) -> Message:
     msg = data[pos:]
     if msg.startswith(_BOM):
         msg = msg[len(_BOM) :]
-    return Message(5424, facility, severity, timestamp, hostname, app_name, sd, msg)
+    return Message(5424, facility, severity, timestamp, hostname, app_name, sd, msg, procid)
 
 
 def parse_3164(data: bytes) -> Message:
@@ -279,13 +280,22 @@ def parse_3164(data: bytes) -> Message:
         raise SyslogError("RFC 3164 HOSTNAME missing")
     pos = host.end() + 1
     tag = _TAG.match(data, pos)
-    app_name = None
+    app_name = procid = None
     if tag:
         app_name = tag.group(1).decode("ascii")
+        procid = tag.group(2)[1:-1].decode("ascii") if tag.group(2) else None
         pos = tag.end()
     timestamp = ts_match.group().decode().strip()
     return Message(
-        3164, facility, severity, timestamp, host.group().decode(), app_name, {}, data[pos:]
+        3164,
+        facility,
+        severity,
+        timestamp,
+        host.group().decode(),
+        app_name,
+        {},
+        data[pos:],
+        procid,
     )
 
 

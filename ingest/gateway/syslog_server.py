@@ -17,6 +17,11 @@ nothing can be attributed to a tenant, and an unauthenticated peer must not fill
 Tenant and sensor rules are those of ``/v1/events`` (a relay credential may send for any
 host of its tenant; a sensor credential only for itself).
 
+**What a message becomes.** A MSG holding a JSON object is a record of one of the shipper
+layouts (or a schema event); a plain-text MSG is a Linux log entry, a ``linux_log`` event
+whose service comes from the program or facility (``ingest.adapters.linux_syslog``), so
+SigmaHQ's sshd/sudo/cron/auth/syslog rules see it.
+
 **Bounds.** ``max_connections`` open at once (more are closed at accept), the TLS
 handshake within ``handshake_timeout_s``, no byte for ``idle_timeout_s`` closes the
 connection, a message begun must complete within ``frame_timeout_s`` (slow senders), a
@@ -38,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import ssl
 import time
@@ -47,6 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest.adapters import linux_syslog
 from ingest.gateway import otlp, pipeline, syslog
 from ingest.gateway.credentials import Credential, CredentialFileError
 from ingest.gateway.parse import (
@@ -120,6 +127,10 @@ def message_item(
     if judged.problem is not None or judged.message is None:
         return judged.problem or ("syslog_invalid", "no header")
     msg = judged.message.msg.strip()
+    if not msg:
+        return "empty_message", "the syslog message has no MSG"
+    if not msg.startswith((b"{", b"[")):  # a plain-text log entry, not a JSON record
+        return text_entry_item(judged.message, identity, limits, now)
     try:
         obj = loads(msg.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -134,6 +145,29 @@ def message_item(
         return "too_deep", f"nesting deeper than {limits.max_depth}"
     otlp.fill_host(obj, judged.message.hostname)
     return pipeline.document_item(msg, obj, identity, limits, now)
+
+
+def text_entry_item(
+    message: syslog.Message, identity: Identity, limits: Limits, now: datetime
+) -> Accepted | tuple[str, str]:
+    """A plain-text MSG -> a ``linux_log`` event through the schema path (its tenant and
+    sensor rules). Undecodable bytes are replaced, visibly, rather than refusing the line."""
+    text = message.msg.strip().decode("utf-8", "replace")
+    host = (message.hostname or "").strip() or None
+    payload = linux_syslog.entry_payload(
+        text,
+        hostname=host,
+        program=message.app_name,
+        procid=message.procid,
+        facility=message.facility,
+        timestamp=message.timestamp,
+        rfc=message.rfc,
+        now=now,
+        sensor_id=host.lower() if identity.relay and host else None,
+        fallback_host=None if identity.relay else identity.sensor_id,
+    )
+    raw = json.dumps(payload, ensure_ascii=False).encode()
+    return pipeline.document_item(raw, payload, identity, limits, now)
 
 
 def build_batch(

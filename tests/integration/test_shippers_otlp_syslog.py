@@ -53,7 +53,8 @@ HERE = Path(__file__).resolve().parent
 RSYSLOG_ROOT = Path(os.environ.get("SIGSTREAM_RSYSLOG_ROOT", "/opt/rsyslog-private"))
 #: The malformed lines added to each recording, with the reason the gateway must give.
 MALFORMED = [
-    (b"this line is plain text, not JSON", "not_json"),
+    # Plain text is a Linux log entry on syslog (a linux_log event); broken JSON is refused.
+    (b"{this line is not JSON", "not_json"),
     (b"[1, 2, 3]", "not_an_object"),
     (b'{"foo": "bar", "baz": 1}', "unknown_layout"),
     (b'{"Channel": "Security", "EventID": "abc", "Hostname": "h1"}', "adapter_invalid"),
@@ -459,6 +460,95 @@ def test_syslog_ng_held_back_by_the_rate_limit(
     run_syslog_ng(slow_gateway, tmp_path, plan, "syslog-ng, 200 events/s")
     health = httpx.get(f"{slow_gateway.server.url}/healthz", verify=str(slow_gateway.ca)).json()
     assert health["totals"].get("syslog_rate_limited", 0) > 0, health  # it was held back
+
+
+AUTH_LOG = [
+    # (line as a Linux host writes /var/log/auth.log, the Sigma service it must get)
+    (
+        "Jan  2 10:00:01 web-01 sudo[4242]: alice : TTY=pts/0 ; PWD=/home/alice ; "
+        "USER=#-1 ; COMMAND=/usr/bin/id",
+        "sudo",
+    ),
+    (
+        "Jan  2 10:00:02 web-01 sshd[515]: Accepted publickey for alice from 10.0.0.5 "
+        "port 50000 ssh2",
+        "sshd",
+    ),
+    ("Jan  2 10:00:03 db-02 CRON[77]: (root) CMD (run-parts /etc/cron.hourly)", "cron"),
+]
+
+
+def test_syslog_ng_forwards_a_linux_auth_log_as_linux_log_events(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """A Linux host's plain-text log through syslog-ng (RFC 3164 lines parsed by syslog-ng,
+    sent as RFC 5424 over TLS): one linux_log event per line with its host, program and
+    Sigma service, and SigmaHQ's own sudo rule (CVE-2019-14287) fires on the sudo line."""
+    from detections.compiler.plan import load_plan
+    from detections.engine.apply import match_events
+
+    binary = shutil.which("syslog-ng")
+    need("syslog-ng", binary is not None, "apt-get install syslog-ng-core")
+    rule = shared_path(
+        "sigma",
+        "rules-emerging-threats",
+        "2019",
+        "Exploits",
+        "CVE-2019-14287",
+        "lnx_sudo_exploit_cve_2019_14287.yml",
+    )
+    run = tmp_path / "syslog-ng"
+    run.mkdir()
+    log_file = tmp_path / "auth.log"
+    log_file.write_text("".join(line + "\n" for line, _ in AUTH_LOG))
+    config = run / "syslog-ng.conf"
+    config.write_text(
+        f"""@version: 3.38
+options {{ keep-hostname(yes); stats-freq(0); }};
+source s_file {{ file("{log_file}" follow-freq(0.2) default-facility(authpriv)); }};
+rewrite r_token {{ set("{gateway.token}" value(".SDATA.sigstream@32473.token")); }};
+destination d_gateway {{
+  syslog("127.0.0.1" port({gateway.syslog_port}) transport(tls)
+    tls(ca-file("{gateway.ca}") peer-verify(required-trusted)));
+}};
+log {{ source(s_file); rewrite(r_token); destination(d_gateway); }};
+"""
+    )
+    ng = start(
+        [
+            binary or "syslog-ng",
+            "--foreground",
+            "--no-caps",
+            "--stderr",
+            f"--cfgfile={config}",
+            f"--persist-file={run / 'persist'}",
+            f"--pidfile={run / 'pid'}",
+            f"--control={run / 'ctl'}",
+        ],
+        tmp_path,
+        "syslog-ng",
+    )
+    try:
+        wait_for_counts(gateway, len(AUTH_LOG), 0, timeout_s=60, shipper=ng)
+    except AssertionError as exc:
+        pytest.fail(f"{exc}\n{ng.output()}")
+    finally:
+        ng.stop()
+    stored = sorted((json.loads(r.value) for r in read_topic(gateway.events_topic)),
+                    key=lambda e: e["event_time"])  # fmt: skip
+    assert read_topic(gateway.dlq_topic) == []
+    assert [e["event_type"] for e in stored] == ["linux_log"] * len(AUTH_LOG)
+    assert [e["logsource"]["service"] for e in stored] == [svc for _, svc in AUTH_LOG]
+    assert [(e["host"], e["sensor_id"]) for e in stored] == [
+        ("web-01", "web-01"),
+        ("web-01", "web-01"),
+        ("db-02", "db-02"),
+    ]
+    assert stored[0]["extra"]["USER"] == "#-1" and stored[0]["program"] == "sudo"
+    for event, (line, _) in zip(stored, AUTH_LOG, strict=True):
+        assert line.endswith(event["message"]) and event["pid"] in line
+    plan = load_plan([rule])
+    assert [position for position, _ in match_events(plan, stored)] == [0]
 
 
 def rsyslogd() -> Path | None:

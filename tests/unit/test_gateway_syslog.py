@@ -193,15 +193,19 @@ def test_messages_events_and_rejects_with_reasons(listener: Listener) -> None:
     listener.send(
         octet(rfc5424(event(1), listener.token)),
         rfc5424(event(2), None) + b"\n",  # bound to the connection's credential
-        rfc5424("plain text", None) + b"\n",
+        rfc5424("plain text", None) + b"\n",  # a Linux log entry: a linux_log event
+        rfc5424("[1, 2]", None) + b"\n",
         b"<13>garbage\n",
         rfc5424(event(3, tenant_id="globex"), None) + b"\n",
         octet(rfc5424("x" * 300_000, None)),
     )
-    wait_for(lambda: len(listener.sink.events) + len(listener.sink.rejects) == 6, state=listener)
-    assert [e.event_id for e in listener.sink.events] == ["ws01-000001", "ws01-000002"]
+    wait_for(lambda: len(listener.sink.events) + len(listener.sink.rejects) == 7, state=listener)
+    assert [e.event_id for e in listener.sink.events][:2] == ["ws01-000001", "ws01-000002"]
+    text = listener.sink.events[2]
+    assert text.event_type == "linux_log" and text.message == "plain text"  # type: ignore[attr-defined]
+    assert (text.host, text.sensor_id, text.tenant_id) == ("ws01", "ws01", "acme")
     assert [r.reason for _, r in listener.sink.rejects] == [
-        "not_json",
+        "not_an_object",
         "syslog_invalid",
         "tenant_mismatch",
         "message_too_large",
