@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.adapters import AdapterError, evtx_files, otrf, sigma_regression, to_event
+from ingest.adapters.eslogger import is_eslogger
+from ingest.adapters.eslogger import to_event as eslogger_event
 from ingest.adapters.layouts import detect_layout, to_windows_record
 from schemas.events import Envelope, parse_event
 
@@ -74,6 +76,12 @@ def _ndjson_lines(path: Path, tenant_id: str) -> Iterator[Item]:
             try:
                 if not isinstance(obj, dict) or detect_layout(obj) == "sigstream":
                     yield Item(origin, raw, event=parse_event(raw))
+                elif is_eslogger(obj):  # macOS: the shipper's host key names the host
+                    yield Item(
+                        origin,
+                        raw,
+                        event=eslogger_event(obj, raw, tenant_id=tenant_id, sensor_id=None),
+                    )
                 else:
                     record = to_windows_record(obj)
                     event = to_event(record, origin=origin, tenant_id=tenant_id)

@@ -17,6 +17,8 @@ Layouts (``LAYOUTS``):
   level beside NXLog's own header keys (dropped: ``NXLOG_HEADER``).
 * ``evtx_json``: a record rendered as ``Event.System`` + ``Event.EventData`` or
   ``Event.UserData`` (the ``evtx`` package, evtx_dump, SigmaHQ's regression ``.json``).
+* ``eslogger``: not Windows: macOS Endpoint Security events as ``eslogger`` prints them
+  (an integer ``event_type``); ``normalize`` hands them to ``ingest.adapters.eslogger``.
 
 Anything else is an ``UnknownLayout`` whose message names a sample of the keys seen.
 """
@@ -28,11 +30,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ingest.adapters import eslogger
 from ingest.adapters.windows import AdapterError, WindowsRecord, parse_time, stable_event_id
 from ingest.adapters.windows import to_event as _to_event
 from schemas.events import Envelope
 
-LAYOUTS = ("sigstream", "ecs", "winlogbeat_legacy", "nxlog", "evtx_json")
+LAYOUTS = ("sigstream", "ecs", "winlogbeat_legacy", "nxlog", "evtx_json", "eslogger")
 FOREIGN_LAYOUTS = LAYOUTS[1:]
 
 #: Keys NXLog (and the logstash relay the OTRF recordings went through) adds around the
@@ -205,6 +208,8 @@ def detect_layout(obj: Mapping[str, Any]) -> str:
     """Which layout one record is in; raises UnknownLayout with the reason."""
     if not isinstance(obj, Mapping):
         raise UnknownLayout(f"unknown layout: record is not a JSON object ({type(obj).__name__})")
+    if eslogger.is_eslogger(obj):  # before "sigstream": its event_type is an integer
+        return "eslogger"
     if "event_type" in obj:
         return "sigstream"
     event = obj.get("Event")
@@ -340,6 +345,8 @@ def to_windows_record(obj: Mapping[str, Any], layout: str | None = None) -> Wind
     """One record of a foreign layout (detected when ``layout`` is None) -> WindowsRecord;
     raises AdapterError (UnknownLayout when no layout fits), never anything else."""
     chosen = _check_layout(obj, layout)
+    if chosen not in _READERS:
+        raise AdapterError(f"{chosen} records are not Windows events: use normalize")
     try:
         return _READERS[chosen](obj)
     except AdapterError:
@@ -396,6 +403,15 @@ def normalize(
     """One foreign-layout record -> a validated schema event with a stable event id
     (``sensor_id`` None: the host name lowered). Raises AdapterError / UnknownLayout."""
     chosen = _check_layout(obj, layout)
+    if chosen == "eslogger":
+        return eslogger.to_event(
+            obj,
+            raw,
+            tenant_id=tenant_id,
+            sensor_id=sensor_id,
+            received_time=received_time,
+            sent_time=sent_time,
+        )
     record = to_windows_record(obj, chosen)
     origin = record_origin(chosen, obj, raw, record)
     try:

@@ -228,7 +228,8 @@ def fill_host(obj: dict[str, Any], host: str | None) -> None:
     -> ``computer_name``; NXLog (``Channel``) -> ``Hostname``; EVTX JSON (``Event``)
     -> ``Event.System.Computer``; a schema event is left alone (its sensor comes from the
     credential); anything else -> ``host.name``."""
-    if not host or any(_has(obj, key) for key in HOST_KEYS) or "event_type" in obj:
+    schema_event = "event_type" in obj and not isinstance(obj["event_type"], int)  # eslogger's is
+    if not host or any(_has(obj, key) for key in HOST_KEYS) or schema_event:
         return
     if "log_name" in obj:
         obj["computer_name"] = host

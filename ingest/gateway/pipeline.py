@@ -203,7 +203,10 @@ def document_item(
     only). Schema events (``event_type`` present, or ``obj`` None) go through
     ``parse_line`` with all its rules; other layouts through ``layouts.normalize``.
     Never raises."""
-    if obj is None or "event_type" in obj or "schema_version" in obj:
+    from ingest.adapters.eslogger import is_eslogger  # its event_type is an integer
+
+    schema = obj is None or "event_type" in obj or "schema_version" in obj
+    if schema and (obj is None or not is_eslogger(obj)):
         return parse_line(raw, identity, limits, now, sent)
     if len(raw) > limits.max_event_bytes:
         return "event_too_large", f"event of {len(raw)} bytes over {limits.max_event_bytes}"
