@@ -319,3 +319,15 @@ def test_sigmahq_macos_rules_fire_on_the_attack_fixtures() -> None:
 def test_sigmahq_macos_rules_stay_quiet_on_the_benign_fixtures() -> None:
     fired = fired_rules(list(SCENARIOS["benign"]))
     assert fired == {t: set() for t in SCENARIOS["benign"]}
+
+
+def test_a_bulk_body_of_eslogger_lines_as_vector_sends_it() -> None:
+    from ingest.gateway import bulk
+
+    docs = lines("attack") + lines("refused")
+    body = b"".join(b'{"create":{"_index":"macos-eslogger"}}\n' + raw + b"\n" for raw in docs)
+    ops = bulk.parse_bulk(body, None, Limits())
+    batch = bulk.to_batch(ops, Identity("acme", "relay-01", relay=True), Limits(), NOW)
+    assert len(batch.events) == len(SCENARIOS["attack"])
+    assert {e.sensor_id for e in batch.events} == {"mbp-alice"}
+    assert [r.reason for r in batch.rejects] == ["unsupported_event"] * len(SCENARIOS["refused"])
