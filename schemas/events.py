@@ -389,6 +389,15 @@ class Heartbeat(Envelope):
     events_sent: int | None = Field(default=None, ge=0)
     events_dropped: int | None = Field(default=None, ge=0)
     events_spooled: int | None = Field(default=None, ge=0)
+    # Tamper evidence (``sigstream sensor``, docs/sensor.md): sha256 of the sensor's own code
+    # and of its configuration, each event source's status ("ok", "unavailable: <why>",
+    # "degraded: <why>"), what each source could not keep (``events_dropped`` is the sum of
+    # these and the client's drops), and on the last heartbeat of a clean stop, why it stopped.
+    sensor_sha256: Text = None
+    config_sha256: Text = None
+    sources: dict[str, str] | None = None
+    dropped_by_source: dict[str, int] | None = None
+    stop_reason: Text = None
 
 
 EVENT_MODELS: tuple[type[Envelope], ...] = (

@@ -1,0 +1,192 @@
+"""Process executions: the kernel's process-events connector says *which* pid exec'd, procfs
+says what it ran and who its parent is.
+
+The reader thread does nothing but read the socket, read procfs for the new process (it
+must, before a short-lived process is gone) and hand the event to ``emit``, which never
+blocks (a full buffer counts the event as dropped). The parent is taken from the sensor's
+own memory of earlier execs (``ParentCache``) when procfs no longer has it, so a parent
+that exited first is still named.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ingest.sensor import procconn, procfs
+from ingest.sensor.mapping import process_creation
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], bool]
+
+
+class ParentCache:
+    """The last exec'd image of each live pid (bounded LRU), and fork parents: what names a
+    parent that exited before its child was read."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self.info: OrderedDict[int, procfs.ProcessInfo] = OrderedDict()
+        self.forked_by: OrderedDict[int, int] = OrderedDict()
+
+    def _bound(self, d: OrderedDict[int, Any]) -> None:
+        while len(d) > self.size:
+            d.popitem(last=False)
+
+    def exec(self, info: procfs.ProcessInfo) -> None:
+        self.info[info.pid] = info
+        self.info.move_to_end(info.pid)
+        self._bound(self.info)
+
+    def fork(self, child: int, parent: int) -> None:
+        self.forked_by[child] = parent
+        self._bound(self.forked_by)
+        # A forked child runs its parent's image until it execs.
+        # (A reused pid's old entry is replaced or forgotten here.)
+        if parent in self.info:
+            self.info[child] = self.info[parent]
+            self.info.move_to_end(child)
+            self._bound(self.info)
+        else:
+            self.info.pop(child, None)
+
+    def exit(self, pid: int) -> None:
+        # Kept for children still being read; pid reuse replaces the entry at next exec.
+        self.forked_by.pop(pid, None)
+
+    def parent_pid(self, pid: int) -> int | None:
+        return self.forked_by.get(pid)
+
+
+class ExecCollector:
+    """``process`` source: connector + procfs, one reader thread."""
+
+    name = "process"
+
+    def __init__(
+        self, sensor_id: str, host: str, proc: Path = Path("/proc"), nice: int = -10
+    ) -> None:
+        self.nice = nice
+        self.priority_note: str | None = None
+        self.sensor_id = sensor_id
+        self.host = host
+        self.proc = proc
+        self.boot = procfs.boot_id(proc)
+        self.cache = ParentCache()
+        self.own_pid = os.getpid()
+        self._conn: procconn.ProcConnector | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.error: str | None = None
+        self.incomplete = 0
+        self.seen = 0
+
+    @property
+    def kernel_overruns(self) -> int:
+        """Times the kernel dropped events for us (socket buffer full: ``ENOBUFS``)."""
+        return self._conn.lost_overruns if self._conn else 0
+
+    def status(self) -> str:
+        if self.error:
+            return f"unavailable: {self.error}"
+        if self._stop.is_set():
+            return "stopped"
+        if self._thread is None or not self._thread.is_alive():
+            return "unavailable: not running"
+        reasons = [self.priority_note] if self.priority_note else []
+        if self.kernel_overruns:
+            reasons.append(f"kernel dropped events {self.kernel_overruns} times (ENOBUFS)")
+        return f"degraded: {'; '.join(reasons)}" if reasons else "ok"
+
+    def start(self, emit: Emit) -> None:
+        try:
+            self._conn = procconn.ProcConnector()
+        except PermissionError:
+            self.error = f"process-events connector needs CAP_NET_ADMIN (uid {os.getuid()})"
+            return
+        except OSError as exc:
+            self.error = f"process-events connector: {exc.strerror or exc}"
+            return
+        self._thread = threading.Thread(target=self._run, args=(emit,), name="sensor-exec")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, emit: Emit) -> None:
+        assert self._conn is not None
+        self.priority_note = raise_priority(self.nice)
+        while not self._stop.is_set():
+            try:
+                events = self._conn.read(0.5)
+            except OSError as exc:
+                self.error = f"connector read failed: {exc}"
+                log.error("process source stopped: %s", exc)
+                return
+            for ev in events:
+                self.handle(ev, emit)
+
+    def handle(self, ev: procconn.ProcEvent, emit: Emit) -> None:
+        if ev.kind == "fork" and ev.parent_tgid is not None and ev.pid == ev.tgid:
+            self.cache.fork(ev.tgid, ev.parent_tgid)
+        elif ev.kind == "exit" and ev.pid == ev.tgid:
+            self.cache.exit(ev.tgid)
+        elif ev.kind == "exec" and ev.tgid != self.own_pid:
+            at_ns = time.time_ns()
+            info = procfs.snapshot(ev.tgid, self.proc, self.boot)
+            ppid = info.parent_pid or self.cache.parent_pid(ev.tgid)
+            if ppid is not None and info.parent_pid is None:
+                info = _with_parent(info, ppid)
+            parent = self._parent(ppid)
+            self.cache.exec(info)
+            self.seen += 1
+            if not info.complete:
+                self.incomplete += 1
+            emit(process_creation(self.sensor_id, self.host, at_ns, info, parent))
+
+    def _parent(self, ppid: int | None) -> procfs.ProcessInfo | None:
+        if ppid is None or ppid <= 0:
+            return None
+        cached = self.cache.info.get(ppid)
+        if cached is not None and cached.pid == ppid:
+            return cached  # its exec (or a fork of it) seen: no procfs read needed
+        live = procfs.snapshot(ppid, self.proc, self.boot)
+        if live.start_ticks is None and cached is not None:
+            return cached
+        return live
+
+    def reconfigure(self, _config: Any) -> None:
+        """Nothing of this source is configurable at run time."""
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def raise_priority(nice: int) -> str | None:
+    """Give the calling thread (only it: Linux nice values are per thread) a higher
+    scheduling priority, so it reads procfs before a short-lived process is gone. Measured
+    on a loaded 2-core host: ~60 % of ``base64 -d`` runs named at nice 0, ~98 % at -15.
+    Returns why it could not (CAP_SYS_NICE missing), else None."""
+    if nice >= 0:
+        return None
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:
+        log.warning("exec reader keeps normal priority (%s): short-lived processes", exc)
+        return f"normal priority ({exc.strerror}): more short-lived processes unnamed"
+    return None
+
+
+def _with_parent(info: procfs.ProcessInfo, ppid: int) -> procfs.ProcessInfo:
+    return replace(info, parent_pid=ppid)
