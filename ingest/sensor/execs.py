@@ -11,6 +11,7 @@ that exited first is still named.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -83,6 +84,9 @@ class ExecCollector:
         self.cache = ParentCache()
         self.own_pid = os.getpid()
         self._conn: procconn.ProcConnector | None = None
+        self._overruns = 0
+        self._pipe: Any = None
+        self._reader: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.error: str | None = None
@@ -92,7 +96,7 @@ class ExecCollector:
     @property
     def kernel_overruns(self) -> int:
         """Times the kernel dropped events for us (socket buffer full: ``ENOBUFS``)."""
-        return self._conn.lost_overruns if self._conn else 0
+        return self._overruns
 
     def status(self) -> str:
         if self.error:
@@ -115,31 +119,49 @@ class ExecCollector:
         except OSError as exc:
             self.error = f"process-events connector: {exc.strerror or exc}"
             return
+        # The reader is a process of its own (forked now, before the sensor starts other
+        # threads): no other thread can hold its GIL when an exec arrives.
+        ctx = multiprocessing.get_context("fork")
+        self._pipe, child_end = ctx.Pipe(duplex=False)
+        self._reader = ctx.Process(
+            target=_reader_main,
+            args=(self._conn, child_end, self.nice, self.proc, self.boot),
+            name="sigstream-sensor-exec-reader",
+            daemon=True,
+        )
+        self._reader.start()
+        child_end.close()
         self._thread = threading.Thread(target=self._run, args=(emit,), name="sensor-exec")
         self._thread.daemon = True
         self._thread.start()
 
     def _run(self, emit: Emit) -> None:
-        assert self._conn is not None
-        self.priority_note = raise_priority(self.nice)
         while not self._stop.is_set():
             try:
-                events = self._conn.read(0.5)
-            except OSError as exc:
-                self.error = f"connector read failed: {exc}"
-                log.error("process source stopped: %s", exc)
+                if not self._pipe.poll(0.5):
+                    continue
+                batch, overruns, note = self._pipe.recv()
+            except (EOFError, OSError) as exc:
+                if not self._stop.is_set():
+                    self.error = f"exec reader process ended: {exc or 'EOF'}"
+                    log.error("process source stopped: %s", self.error)
                 return
-            for ev in events:
-                self.handle(ev, emit)
+            self._overruns, self.priority_note = overruns, note
+            for ev, info in batch:
+                self.handle(ev, emit, info)
 
-    def handle(self, ev: procconn.ProcEvent, emit: Emit) -> None:
+    def handle(
+        self, ev: procconn.ProcEvent, emit: Emit, info: procfs.ProcessInfo | None = None
+    ) -> None:
+        """One kernel event; ``info`` is the exec'd process as the reader read it (None:
+        read it now)."""
         if ev.kind == "fork" and ev.parent_tgid is not None and ev.pid == ev.tgid:
             self.cache.fork(ev.tgid, ev.parent_tgid)
         elif ev.kind == "exit" and ev.pid == ev.tgid:
             self.cache.exit(ev.tgid)
         elif ev.kind == "exec" and ev.tgid != self.own_pid:
             at_ns = time.time_ns()
-            info = procfs.snapshot(ev.tgid, self.proc, self.boot)
+            info = info or procfs.snapshot(ev.tgid, self.proc, self.boot)
             ppid = info.parent_pid or self.cache.parent_pid(ev.tgid)
             if ppid is not None and info.parent_pid is None:
                 info = _with_parent(info, ppid)
@@ -161,11 +183,20 @@ class ExecCollector:
             return cached
         return live
 
+    def known(self, pid: int) -> procfs.ProcessInfo | None:
+        """The process ``pid`` as its last exec showed it (for sources whose process may be
+        gone by the time they look: the writer of a file, the owner of a socket)."""
+        info = self.cache.info.get(pid)
+        return info if info is not None and info.pid == pid else None
+
     def reconfigure(self, _config: Any) -> None:
         """Nothing of this source is configurable at run time."""
 
     def stop(self) -> None:
         self._stop.set()
+        if self._reader is not None:
+            self._reader.terminate()
+            self._reader.join(timeout=2)
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._conn is not None:
@@ -173,8 +204,31 @@ class ExecCollector:
             self._conn = None
 
 
+def _reader_main(conn: procconn.ProcConnector, out: Any, nice: int, proc: Path, boot: str) -> None:
+    """The exec reader process: read the connector, read procfs for each exec at once,
+    pass both on. Ends with its parent (the pipe breaks) or on SIGTERM."""
+    note = raise_priority(nice)
+    parent = os.getppid()
+    while os.getppid() == parent:
+        try:
+            events = conn.read(0.5)
+        except OSError:
+            return
+        if not events:
+            continue
+        batch = [
+            (ev, procfs.snapshot(ev.tgid, proc, boot) if ev.kind == "exec" else None)
+            for ev in events
+            if ev.kind != "uid"
+        ]
+        try:
+            out.send((batch, conn.lost_overruns, note))
+        except (BrokenPipeError, OSError):
+            return
+
+
 def raise_priority(nice: int) -> str | None:
-    """Give the calling thread (only it: Linux nice values are per thread) a higher
+    """Give the calling thread (Linux nice values are per thread) a higher
     scheduling priority, so it reads procfs before a short-lived process is gone. Measured
     on a loaded 2-core host: ~60 % of ``base64 -d`` runs named at nice 0, ~98 % at -15.
     Returns why it could not (CAP_SYS_NICE missing), else None."""

@@ -83,8 +83,20 @@ def watch_targets(paths: Sequence[str], recursive: bool, max_marks: int) -> tupl
     return out, left_out
 
 
-def under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+def resolve(
+    pid: int | None,
+    proc: Path,
+    boot: str,
+    lookup: Callable[[int], procfs.ProcessInfo | None] | None,
+) -> procfs.ProcessInfo | None:
+    """The process ``pid`` from procfs, or as the exec source last saw it when procfs no
+    longer has it (a writer that exited right after closing its file)."""
+    if pid is None or pid <= 0:
+        return None
+    live = procfs.snapshot(pid, proc, boot)
+    if live.image is None and lookup is not None:
+        return lookup(pid) or live
+    return live
 
 
 class _Libc:
@@ -115,7 +127,9 @@ class FileCollector:
         recursive: bool = False,
         max_marks: int = 256,
         proc: Path = Path("/proc"),
+        lookup: Callable[[int], procfs.ProcessInfo | None] | None = None,
     ) -> None:
+        self.lookup = lookup  # the exec source's memory, for a writer already gone
         self.sensor_id, self.host, self.proc = sensor_id, host, proc
         self.paths, self.recursive, self.max_marks = list(paths), recursive, max_marks
         self.boot = procfs.boot_id(proc)
@@ -223,7 +237,7 @@ class FileCollector:
                 os.close(raw.fd)
         if path is None or raw.pid == self.own_pid or not (raw.mask & FAN_CLOSE_WRITE):
             return
-        process = procfs.snapshot(raw.pid, self.proc, self.boot) if raw.pid > 0 else None
+        process = resolve(raw.pid, self.proc, self.boot, self.lookup)
         obs = FileObservation(path, raw.pid, time.time_ns(), process)
         emit(file_event(self.sensor_id, self.host, obs))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.sensor import procfs
+from ingest.sensor.files import resolve
 from ingest.sensor.mapping import ConnectionObservation, network_connection
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,14 @@ class NetworkCollector:
     name = "network"
 
     def __init__(
-        self, sensor_id: str, host: str, interval_s: float = 1.0, proc: Path = Path("/proc")
+        self,
+        sensor_id: str,
+        host: str,
+        interval_s: float = 1.0,
+        proc: Path = Path("/proc"),
+        lookup: Callable[[int], procfs.ProcessInfo | None] | None = None,
     ) -> None:
+        self.lookup = lookup
         self.sensor_id, self.host, self.proc = sensor_id, host, proc
         self.interval_s = interval_s
         self.boot = procfs.boot_id(proc)
@@ -175,7 +182,7 @@ class NetworkCollector:
             pid = owners.get(s.inode)
             if pid == self.own_pid:
                 continue
-            process = procfs.snapshot(pid, self.proc, self.boot) if pid else None
+            process = resolve(pid, self.proc, self.boot, self.lookup)
             obs = ConnectionObservation(
                 "tcp",
                 s.local_ip,

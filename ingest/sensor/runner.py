@@ -115,14 +115,22 @@ class Sensor:
             wanted["process"] = ExecCollector(cfg.sensor_id, cfg.host, nice=src.process.nice)
         else:
             self.disabled["process"] = "disabled in the configuration"
+        lookup = wanted["process"].known if "process" in wanted else None
         if src.file.enabled:
             wanted["file"] = FileCollector(
-                cfg.sensor_id, cfg.host, src.file.paths, src.file.recursive, src.file.max_marks
+                cfg.sensor_id,
+                cfg.host,
+                src.file.paths,
+                src.file.recursive,
+                src.file.max_marks,
+                lookup=lookup,
             )
         else:
             self.disabled["file"] = "disabled in the configuration"
         if src.network.enabled:
-            wanted["network"] = NetworkCollector(cfg.sensor_id, cfg.host, src.network.interval_s)
+            wanted["network"] = NetworkCollector(
+                cfg.sensor_id, cfg.host, src.network.interval_s, lookup=lookup
+            )
         else:
             self.disabled["network"] = "disabled in the configuration"
         for name, collector in wanted.items():
