@@ -50,8 +50,9 @@ class GatewayConfig(_Strict):
 
 class ProcessSource(_Strict):
     enabled: bool = True
-    # The exec reader thread's nice value (needs CAP_SYS_NICE; 0 keeps the default): it
-    # must read procfs before a short-lived process is gone.
+    # The exec reader must read procfs before a short-lived process is gone: SCHED_FIFO
+    # (lowest real-time priority) when ``realtime``, else this nice value (CAP_SYS_NICE).
+    realtime: bool = True
     nice: int = Field(default=-10, ge=-20, le=19)
 
 

@@ -112,7 +112,9 @@ class Sensor:
         src = cfg.sources
         wanted: dict[str, Any] = {}
         if src.process.enabled:
-            wanted["process"] = ExecCollector(cfg.sensor_id, cfg.host, nice=src.process.nice)
+            wanted["process"] = ExecCollector(
+                cfg.sensor_id, cfg.host, nice=src.process.nice, realtime=src.process.realtime
+            )
         else:
             self.disabled["process"] = "disabled in the configuration"
         lookup = wanted["process"].known if "process" in wanted else None
