@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -202,6 +203,9 @@ class ExecCollector:
         if self._reader is not None:
             self._reader.terminate()
             self._reader.join(timeout=2)
+            if self._reader.is_alive():
+                self._reader.kill()
+                self._reader.join(timeout=2)
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._conn is not None:
@@ -214,6 +218,11 @@ def _reader_main(
 ) -> None:
     """The exec reader process: read the connector, read procfs for each exec at once,
     pass both on. Ends with its parent (the pipe breaks) or on SIGTERM."""
+    # Forked from the sensor: its signal handlers are the sensor's. This process ends on
+    # SIGTERM (``stop``) and leaves SIGINT and SIGHUP to the sensor.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     note = raise_priority(nice, realtime)
     parent = os.getppid()
     while os.getppid() == parent:
