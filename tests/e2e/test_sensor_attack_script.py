@@ -27,6 +27,9 @@ from elasticsearch import Elasticsearch
 
 from common.settings import get_settings
 from detections.compiler.plan import load_plan
+from detections.health.finding_docs import HEALTH_RULES
+from detections.health.query import start as start_health
+from detections.health.state import HealthConfig
 from detections.stream.job import start
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.server import GatewayServer, TlsFiles, free_port, kafka_app
@@ -195,6 +198,28 @@ def _findings(es: Elasticsearch, index: str, sensor: str) -> dict[str, float]:
     return {b["key"]: time.time() for b in resp["aggregations"]["rules"]["buckets"]}
 
 
+def _health(es: Elasticsearch, index: str, sensor: str) -> dict[str, dict[str, Any]]:
+    """The sensor's health findings: kind -> the finding's details."""
+    kinds = {r.id: kind for kind, r in HEALTH_RULES.items()}
+    es.indices.refresh(index=index)
+    resp = es.search(
+        index=index,
+        size=100,
+        query={
+            "bool": {
+                "filter": [
+                    {"term": {"sigstream.sensor_id": sensor}},
+                    {"terms": {"rule.id": list(kinds)}},
+                ]
+            }
+        },
+    )
+    return {
+        kinds[h["_source"]["rule"]["id"]]: h["_source"]["sigstream"]["event"]
+        for h in resp["hits"]["hits"]
+    }
+
+
 def test_attack_script_fires_upstream_sigmahq_linux_rules(
     services: Any, spark: Any, tmp_path: Path, unique: str, payload_server: str
 ) -> None:
@@ -222,7 +247,9 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
     sensor_id = f"e2e-{unique}"
     _, token = store.enroll("acme", sensor_id)
     (tmp_path / "sensor.token").write_text(token)
-    cfg = job_config(tmp_path, unique, available_now=False, trigger_seconds=0.5)
+    cfg = job_config(
+        tmp_path, unique, available_now=False, trigger_seconds=0.5, health_trigger_seconds=2.0
+    )
     gateway = GatewayServer(
         lambda: kafka_app(store.path, s.kafka_bootstrap, cfg.events_topic, cfg.dlq_topic),
         "127.0.0.1",
@@ -232,7 +259,9 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
     config = tmp_path / "sensor.yml"
     batches: list[int] = []
     query = None
+    health = None
     sensor = None
+    tamper: dict[str, dict[str, Any]] = {}
     es = Elasticsearch(list(s.es_hosts), request_timeout=30)
     try:
         gateway.start()
@@ -245,6 +274,13 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
             f"sources: {{file: {{paths: [/tmp, /etc/cron.d]}}, network: {{enabled: false}}}}\n"
         )
         query = start(spark, plan, cfg, on_batch=lambda st: batches.append(st.events))
+        health = start_health(
+            spark,
+            cfg,
+            HealthConfig(default_interval_s=60, silence_multiplier=3, gap_grace_s=5),
+            f"test-{unique}-sensors",
+            checkpoint=tmp_path / "health-ckpt",
+        )
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         sensor = subprocess.Popen(
             [*CLI, "sensor", "run", "--config", str(config)],
@@ -285,10 +321,26 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
         poller.join(timeout=DEADLINE_S)
         done.set()
         poller.join(timeout=10)
+
+        # Tamper evidence: a configuration change (reloaded on SIGHUP) changes the
+        # heartbeat's config hash; a clean stop is named as such once the sensor is silent.
+        config.write_text(
+            config.read_text().replace("heartbeat_interval_s: 5", "heartbeat_interval_s: 4")
+        )
+        sensor.send_signal(signal.SIGHUP)
+        time.sleep(6)  # the next heartbeat carries the new hash
+        sensor.send_signal(signal.SIGTERM)
+        sensor.wait(timeout=30)
+        deadline = time.monotonic() + 90  # silent after 3 x 4 s, judged on a 2 s trigger
+        while time.monotonic() < deadline and not {"tampered", "stopped"} <= set(tamper):
+            tamper = _health(es, cfg.findings_index, sensor_id)
+            time.sleep(1)
     finally:
         if sensor is not None and sensor.poll() is None:
             sensor.send_signal(signal.SIGTERM)
             sensor.wait(timeout=30)
+        if health is not None:
+            health.stop()
         if query is not None:
             query.stop()
         gateway.stop()
@@ -310,3 +362,7 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
     SUMMARY_LINES.extend(table.splitlines())
     not_fired = [r for r in rows if "MISSED" in r]
     assert not not_fired, "\n".join(not_fired) + "\n" + (tmp_path / "sensor.log").read_text()
+    print("sensor health:", {k: v.get("cause") or v.get("changed") for k, v in tamper.items()})
+    assert tamper["tampered"]["changed"] == "configuration"
+    assert tamper["stopped"]["cause"] == "stopped cleanly (SIGTERM)"
+    assert "silent" not in tamper and "source_lost" not in tamper
