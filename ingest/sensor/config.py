@@ -68,10 +68,18 @@ class NetworkSource(_Strict):
     interval_s: float = Field(default=1.0, ge=0.1, le=60)
 
 
+class AuditdSource(_Strict):
+    """Optional: follow auditd's log when auditd runs (reported unavailable otherwise)."""
+
+    enabled: bool = False
+    path: str = "/var/log/audit/audit.log"
+
+
 class Sources(_Strict):
     process: ProcessSource = Field(default_factory=ProcessSource)
     file: FileSource = Field(default_factory=FileSource)
     network: NetworkSource = Field(default_factory=NetworkSource)
+    auditd: AuditdSource = Field(default_factory=AuditdSource)
 
 
 class SensorConfig(_Strict):

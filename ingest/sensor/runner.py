@@ -24,6 +24,7 @@ from typing import Any
 
 from ingest.agent import SensorAgent
 from ingest.client import GatewayClient
+from ingest.sensor.auditd import AuditdCollector
 from ingest.sensor.config import ConfigError, load_config
 from ingest.sensor.execs import ExecCollector
 from ingest.sensor.files import FileCollector
@@ -135,6 +136,8 @@ class Sensor:
             )
         else:
             self.disabled["network"] = "disabled in the configuration"
+        if src.auditd.enabled:
+            wanted["auditd"] = AuditdCollector(cfg.sensor_id, cfg.host, Path(src.auditd.path))
         for name, collector in wanted.items():
             self.buffers[name] = SourceBuffer(cfg.queue_size)
             self.collectors[name] = collector

@@ -12,7 +12,8 @@ from rich.console import Console
 
 app = typer.Typer(
     help="A user-mode Linux sensor: process executions (netlink connector + /proc), file "
-    "writes (fanotify), outbound TCP connections (/proc/net), shipped through the gateway. "
+    "writes (fanotify), outbound TCP connections (/proc/net), optionally auditd records, "
+    "shipped through the gateway. "
     "See docs/sensor.md.",
     no_args_is_help=True,
 )
@@ -43,6 +44,7 @@ sources:
     recursive: false
     max_marks: 256
   network: {enabled: true, interval_s: 1.0}
+  auditd: {enabled: false}        # true when auditd runs: follows /var/log/audit/audit.log
 """
 
 
