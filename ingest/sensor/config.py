@@ -95,7 +95,11 @@ class SensorConfig(_Strict):
     def restart_needed(self, new: SensorConfig) -> list[str]:
         """Settings that differ in ``new`` and only take effect on a restart."""
         fixed = ("sensor_id", "host", "gateway", "spool_dir", "batch_events")
-        return [n for n in fixed if getattr(self, n) != getattr(new, n)]
+        out = [n for n in fixed if getattr(self, n) != getattr(new, n)]
+        for name in Sources.model_fields:  # a source is started or not at start
+            if getattr(self.sources, name).enabled != getattr(new.sources, name).enabled:
+                out.append(f"sources.{name}.enabled")
+        return out
 
 
 class ConfigError(ValueError):

@@ -156,7 +156,16 @@ class Sensor:
         fixed = self.config.restart_needed(new)
         if fixed:
             log.warning("reload: %s change only on restart; kept as running", ", ".join(fixed))
-            new = new.model_copy(update={n: getattr(self.config, n) for n in fixed})
+            keep = {n: getattr(self.config, n) for n in fixed if "." not in n}
+            sources = new.sources.model_copy(
+                update={
+                    n: getattr(new.sources, n).model_copy(
+                        update={"enabled": getattr(self.config.sources, n).enabled}
+                    )
+                    for n in type(new.sources).model_fields
+                }
+            )
+            new = new.model_copy(update={**keep, "sources": sources})
         if "file" in self.collectors:
             f = new.sources.file
             self.collectors["file"].reconfigure(f.paths, f.recursive, f.max_marks)

@@ -335,6 +335,21 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
         while time.monotonic() < deadline and not {"tampered", "stopped"} <= set(tamper):
             tamper = _health(es, cfg.findings_index, sensor_id)
             time.sleep(1)
+        assert "silent" not in tamper, tamper  # a clean stop is not "killed or cut off"
+        # Started again, then killed (SIGKILL: no last heartbeat): silent, "killed".
+        sensor = subprocess.Popen(
+            [*CLI, "sensor", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "sensor-2.log", "wb"),  # noqa: SIM115
+        )
+        time.sleep(8)  # heard again (a heartbeat at start)
+        sensor.kill()
+        sensor.wait(timeout=30)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "silent" not in tamper:
+            tamper = _health(es, cfg.findings_index, sensor_id)
+            time.sleep(1)
     finally:
         if sensor is not None and sensor.poll() is None:
             sensor.send_signal(signal.SIGTERM)
@@ -365,4 +380,5 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
     print("sensor health:", {k: v.get("cause") or v.get("changed") for k, v in tamper.items()})
     assert tamper["tampered"]["changed"] == "configuration"
     assert tamper["stopped"]["cause"] == "stopped cleanly (SIGTERM)"
-    assert "silent" not in tamper and "source_lost" not in tamper
+    assert tamper["silent"]["cause"] == "went silent without stopping: killed or cut off"
+    assert "source_lost" not in tamper

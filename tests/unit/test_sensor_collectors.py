@@ -246,6 +246,8 @@ def test_config_defaults_and_clear_errors() -> None:
     with pytest.raises(ConfigError, match="YAML"):
         parse_config(b"a: [\n")
     assert SensorConfig(sensor_id="a").restart_needed(SensorConfig(sensor_id="b")) == ["sensor_id"]
+    off = parse_config(b"sensor_id: a\nsources: {network: {enabled: false}}\n")
+    assert SensorConfig(sensor_id="a").restart_needed(off) == ["sources.network.enabled"]
 
 
 def _write(path: Path, text: str) -> Path:
@@ -264,9 +266,10 @@ def test_reload_applies_paths_and_intervals_and_keeps_the_old_config_when_bad(
     assert sensor.config.queue_size == 50 and sensor.config_sha256 != first
     _write(conf, "sensor_id: a\nheartbeat_interval_s: -1\n")
     assert not sensor.reload() and sensor.config.heartbeat_interval_s == 5
-    _write(conf, "sensor_id: other\nheartbeat_interval_s: 7\n")
+    _write(conf, "sensor_id: other\nheartbeat_interval_s: 7\nsources: {file: {enabled: false}}\n")
     assert sensor.reload()
     assert sensor.config.sensor_id == "a" and sensor.config.heartbeat_interval_s == 7
+    assert sensor.config.sources.file.enabled  # started or not at start only
 
 
 def test_heartbeat_carries_hashes_sources_drops_and_stop_reason(tmp_path: Path) -> None:
