@@ -200,6 +200,10 @@ def sensor_status(
         events_sent=state.events_sent,
         events_dropped=state.events_dropped,
         events_spooled=state.events_spooled,
+        sensor_sha256=state.sensor_sha256,
+        config_sha256=state.config_sha256,
+        sources=state.sources or None,
+        stop_reason=state.stop_reason,
     )
 
 

@@ -113,6 +113,16 @@ def test_source_never_ok_or_only_degraded_is_no_finding() -> None:
     assert observe(s, [hb(1, T0 + 10, sources=degraded)], T0 + 10, CFG) == []
 
 
+def test_the_sensors_index_shows_hashes_sources_and_a_clean_stop() -> None:
+    from detections.health.finding_docs import sensor_status
+
+    s = SensorState()
+    observe(s, [hb(0, T0, stop_reason="SIGTERM", sources={"process": "stopped"})], T0, CFG)
+    status = sensor_status("acme", "web-01", s, T0, CFG)
+    assert (status.stop_reason, status.sources) == ("SIGTERM", {"process": "stopped"})
+    assert status.sensor_sha256 == "a" * 64 and status.config_sha256 == "c" * 64
+
+
 def test_findings_of_the_new_kinds_use_their_own_rules() -> None:
     s = SensorState()
     observe(s, [hb(0, T0)], T0, CFG)
