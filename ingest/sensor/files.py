@@ -114,6 +114,19 @@ class _Libc:
         ]
 
 
+def available() -> str | None:
+    """None when this host lets us use fanotify, else why not."""
+    try:
+        libc = _Libc()
+    except (OSError, AttributeError) as exc:
+        return f"no fanotify in this libc: {exc}"
+    fd = libc.init(FAN_CLOEXEC | FAN_CLASS_NOTIF, os.O_RDONLY | os.O_LARGEFILE)
+    if fd < 0:
+        return f"fanotify_init: {os.strerror(ctypes.get_errno())} (needs CAP_SYS_ADMIN)"
+    os.close(fd)
+    return None
+
+
 class FileCollector:
     """``file`` source: one fanotify group, marks on the configured paths."""
 

@@ -57,7 +57,7 @@ def example_config() -> None:
 @app.command()
 def check(config: ConfigPath = DEFAULT_CONFIG) -> None:
     """Validate the configuration and say which sources this host allows."""
-    from ingest.sensor import procconn
+    from ingest.sensor import auditd, files, procconn
     from ingest.sensor.config import ConfigError, load_config
 
     try:
@@ -66,7 +66,17 @@ def check(config: ConfigPath = DEFAULT_CONFIG) -> None:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     print(f"config ok: sensor {cfg.sensor_id}, sha256 {digest}")
-    print(f"process: {procconn.available() or 'ok'}")
+    src = cfg.sources
+    net = Path("/proc/net/tcp")
+    checks = {
+        "process": (src.process.enabled, procconn.available),
+        "file": (src.file.enabled, files.available),
+        "network": (src.network.enabled, lambda: None if net.exists() else f"no {net}"),
+        "auditd": (src.auditd.enabled, lambda: auditd.available(Path(src.auditd.path))),
+    }
+    for name, (enabled, probe) in checks.items():
+        status = (probe() or "ok") if enabled else "disabled in the configuration"
+        print(f"{name}: {status}")
 
 
 @app.command()

@@ -352,3 +352,24 @@ def test_exec_reader_process_names_a_short_lived_command_and_its_parent() -> Non
     (event,) = [e for e in got if marker in (e.get("CommandLine") or "")]
     assert event["Image"] == os.path.realpath("/bin/sh")
     assert event["ParentImage"] == os.path.realpath(sys.executable)
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def test_cli_example_config_is_valid_and_check_names_the_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sigstream.cli import app
+
+    runner = CliRunner()
+    example = runner.invoke(app, ["sensor", "example-config"])
+    assert example.exit_code == 0
+    cfg = parse_config(example.stdout.encode())
+    assert cfg.sensor_id == "web-01" and cfg.sources.file.max_marks == 256
+    bad = _write(tmp_path / "bad.yml", "sources: {file: {max_marks: 0}}\n")
+    result = runner.invoke(app, ["sensor", "check", "--config", str(bad)])
+    assert result.exit_code == 2 and "max_marks" in result.output
+    good = _write(tmp_path / "good.yml", "sources: {auditd: {enabled: false}}\n")
+    result = runner.invoke(app, ["sensor", "check", "--config", str(good)])
+    assert result.exit_code == 0 and "auditd: disabled in the configuration" in result.stdout
