@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-throughput bench-idle bench-quick bench-findings bench-fleet bench-correlation drills clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-throughput bench-idle bench-normalize bench-quick bench-findings bench-fleet bench-correlation drills clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -53,6 +53,10 @@ bench-findings: bench-install  ## triage list/filter/free-text/show latency over
 BENCH_FLEET_ARGS ?=
 bench-fleet: bench-install  ## sensor health: 10,000 simulated sensors -> events/s, state size, findings by kind
 	$(PYTHON) -m bench.fleet $(BENCH_FLEET_ARGS)
+
+BENCH_NORMALIZE_ARGS ?=
+bench-normalize:  ## raw shipper records -> schema events, records/s per layout in one Python worker
+	$(PYTHON) -m bench.normalize $(BENCH_NORMALIZE_ARGS)
 
 BENCH_THROUGHPUT_ARGS ?=
 bench-throughput: bench-install  ## `sigstream detect --once` on one OTRF backlog: detection only vs the default job, and vs rsigma's daemon

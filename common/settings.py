@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     # keyed by tenant and sensor (detections/health/summary.py has the format).
     summaries_topic: str = "sigstream.sensor-summaries"
     topic_partitions: int = 2
+    # Raw topics (docs/normalize.md): shippers writing to Kafka directly use
+    # ``telemetry.raw.<format>`` (format: auto, ecs, winlogbeat_legacy, nxlog, evtx_json or
+    # sigstream); the normalizing stage reads every topic matching this Java regex. A
+    # record's tenant is its ``sigstream.tenant`` header, else this default (never a field
+    # of the payload). Records over the size bound go to the DLQ with the reason.
+    raw_topic_pattern: str = r"telemetry\.raw\..+"
+    raw_default_tenant: str = Field("default", min_length=1, max_length=128)
+    raw_max_record_bytes: int = Field(1024 * 1024, gt=0)
 
     es_hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     findings_index: str = "sigstream-findings"

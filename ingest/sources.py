@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.adapters import AdapterError, evtx_files, otrf, sigma_regression, to_event
+from ingest.adapters.layouts import detect_layout, to_windows_record
 from schemas.events import Envelope, parse_event
 
 
@@ -27,7 +28,7 @@ def _format_of(path: Path) -> str:
     if path.name.endswith((".zip", ".tar.gz", ".tgz")):
         return "otrf"
     if path.suffix in (".jsonl", ".ndjson"):
-        return "schema"
+        return "ndjson"
     if path.suffix.lower() == ".evtx":
         return "evtx"
     if path.suffix == ".json":
@@ -56,16 +57,31 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def _schema_lines(path: Path) -> Iterator[Item]:
+def _ndjson_lines(path: Path, tenant_id: str) -> Iterator[Item]:
+    """One record per line, its layout detected per line: schema events are validated as
+    they are; the shippers' layouts (``layouts.LAYOUTS``) go through their adapter; a
+    line of no known layout is a reject naming the keys it has."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             origin = f"{path.name}#{number}"
+            raw = line.rstrip(b"\n")
             try:
-                yield Item(origin, line.rstrip(b"\n"), event=parse_event(line))
+                obj = json.loads(raw)
+            except ValueError:
+                obj = None  # the schema path words the reason (invalid JSON at ...)
+            try:
+                if not isinstance(obj, dict) or detect_layout(obj) == "sigstream":
+                    yield Item(origin, raw, event=parse_event(raw))
+                else:
+                    record = to_windows_record(obj)
+                    event = to_event(record, origin=origin, tenant_id=tenant_id)
+                    yield Item(origin, raw, event=event)
             except ValidationError as exc:
-                yield Item(origin, line.rstrip(b"\n"), reason=_reason(exc))
+                yield Item(origin, raw, reason=_reason(exc))
+            except AdapterError as exc:
+                yield Item(origin, raw, reason=str(exc))
 
 
 def _reason(exc: ValidationError) -> str:
@@ -77,8 +93,8 @@ def _reason(exc: ValidationError) -> str:
 def read_items(path: Path, *, tenant_id: str = "default") -> Iterator[Item]:
     """Every record of one file as an Item, with per-sensor sequence numbers."""
     fmt = _format_of(path)
-    if fmt == "schema":
-        yield from _schema_lines(path)
+    if fmt == "ndjson":
+        yield from _ndjson_lines(path, tenant_id)
         return
     readers = {"otrf": otrf.read_file, "evtx": evtx_files.read_file}
     reader = readers.get(fmt, sigma_regression.read_file)

@@ -275,6 +275,15 @@ def detect(
             "detections/correlation/rules) as a second streaming query (docs/correlations.md).",
         ),
     ] = True,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="Also run the normalizing stage: shippers' records on the raw topics "
+            "(SIGSTREAM_RAW_TOPIC_PATTERN, telemetry.raw.<format>) -> events topic + DLQ. "
+            "See docs/normalize.md.",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -346,7 +355,10 @@ def detect(
         if loading is not None:
             cfg, more = loading.result()
             companions += more
-    totals = run(spark, plan, cfg, companions=companions)
+    from detections.normalize.stage import NormalizeStage
+
+    upstream = [NormalizeStage.of(s)] if normalize else []
+    totals = run(spark, plan, cfg, companions=companions, upstream=upstream)
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(

@@ -293,19 +293,26 @@ def with_rules(plan: DetectionPlan, extra: Sequence[CompiledRule]) -> DetectionP
 KAFKA_SOURCE_DEFAULTS = {"kafka.fetch.max.wait.ms": "10"}
 
 
-def kafka_source(spark: SparkSession, cfg: JobConfig, topic: str | None = None) -> DataStreamReader:
-    """A topic (default: the events topic) as a stream, as every query of the job reads
-    it (the settings' security options and any ``kafka.*`` override in
-    ``cfg.kafka_options`` win). Only the detect query reads the events topic; the
-    stateful stages read the derived topics it publishes."""
+def kafka_source(
+    spark: SparkSession, cfg: JobConfig, topic: str | None = None, *, pattern: str | None = None
+) -> DataStreamReader:
+    """A topic (default: the events topic), or the topics matching ``pattern`` (a Java
+    regex), as a stream, as every query of the job reads it (the settings' security
+    options and any ``kafka.*`` override in ``cfg.kafka_options`` win). Only the detect
+    query reads the events topic; the stateful stages read the derived topics it
+    publishes, the normalizing stage the raw topics that feed it."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
         .options(**KAFKA_SOURCE_DEFAULTS)
         .options(**cfg.kafka_options)
-        .option("subscribe", topic or cfg.events_topic)
-        .option("startingOffsets", cfg.starting_offsets)
-        .option("failOnDataLoss", "false")
+    )
+    if pattern:
+        reader = reader.option("subscribePattern", pattern)
+    else:
+        reader = reader.option("subscribe", topic or cfg.events_topic)
+    reader = reader.option("startingOffsets", cfg.starting_offsets).option(
+        "failOnDataLoss", "false"
     )
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
@@ -632,6 +639,7 @@ def run(
     cfg: JobConfig,
     on_batch: Callable[[BatchStats], None] | None = None,
     companions: Sequence[Companion] = (),
+    upstream: Sequence[Companion] = (),
 ) -> JobTotals:
     """Run until stopped (or, with ``available_now``, until everything in Kafka is processed).
 
@@ -641,10 +649,25 @@ def run(
     runs, and once it is done each is drained (everything published processed) and
     stopped: their start and first batches overlap the detection pass instead of
     following it.
+
+    ``upstream`` stages write the events topic (the normalizing stage): they start before
+    the detect query and run beside it; with ``available_now`` each reads what its topics
+    hold and ends before the detect query starts (which takes the events topic's end
+    offsets when it starts, so it must see everything they wrote).
     """
     totals = JobTotals()
-    queries = [DetectionPass(plan, totals, on_batch).start(spark, cfg)]
+    queries: list[StreamingQuery] = []
     try:
+        for stage in upstream:
+            query = as_stage(stage).start(spark, cfg)
+            if query is not None and cfg.available_now:
+                query.awaitTermination()  # raises when the stage failed
+                spark.streams.resetTerminated()
+                read = sum(p["numInputRows"] for p in query.recentProgress)
+                log.info("%s: %d records read before the detection pass", query.name, read)
+            elif query is not None:
+                queries.append(query)
+        queries.insert(0, DetectionPass(plan, totals, on_batch).start(spark, cfg))
         staged = dataclasses.replace(cfg, drained_by_job=cfg.available_now)
         queries += [q for c in companions if (q := as_stage(c).start(spark, staged)) is not None]
         if cfg.available_now:

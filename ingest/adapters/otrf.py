@@ -2,7 +2,8 @@
 
 Two layouts occur: nxlog's flat records (``Channel``, ``EventID``, ``Hostname`` and the
 event data at top level) and winlogbeat 6 records (``log_name``, ``event_id``,
-``computer_name``, ``event_data``).
+``computer_name``, ``event_data``); ``layouts`` detects them (and the other shippers'
+layouts) per record.
 """
 
 from __future__ import annotations
@@ -14,60 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ingest.adapters.windows import AdapterError, WindowsRecord, parse_time
-
-#: nxlog / logstash bookkeeping keys that are not part of the Windows event itself.
-_NXLOG_HEADER = {
-    "Channel",
-    "EventID",
-    "Hostname",
-    "SourceName",
-    "TimeCreated",
-    "@timestamp",
-    "Message",
-    "EventTime",
-    "EventReceivedTime",
-    "host",
-    "port",
-    "@version",
-    "tags",
-}
+from ingest.adapters.layouts import to_windows_record
+from ingest.adapters.windows import AdapterError, WindowsRecord
 
 
 def record_from_line(obj: Any) -> WindowsRecord:
-    """One OTRF JSON object -> WindowsRecord."""
-    if not isinstance(obj, dict):
-        raise AdapterError("record is not a JSON object")
-    if "log_name" in obj and "event_id" in obj:  # winlogbeat 6
-        data = obj.get("event_data") or {}
-        if not isinstance(data, dict):
-            raise AdapterError("event_data is not an object")
-        return WindowsRecord(
-            channel=str(obj["log_name"]),
-            event_code=_code(obj["event_id"]),
-            computer=str(obj.get("computer_name") or "unknown"),
-            time=parse_time(obj.get("@timestamp")),
-            provider=obj.get("source_name"),
-            data=data,
-        )
-    if "Channel" in obj and "EventID" in obj:  # nxlog flat
-        data = {k: v for k, v in obj.items() if k not in _NXLOG_HEADER}
-        return WindowsRecord(
-            channel=str(obj["Channel"]),
-            event_code=_code(obj["EventID"]),
-            computer=str(obj.get("Hostname") or "unknown"),
-            time=parse_time(obj.get("TimeCreated") or obj.get("@timestamp")),
-            provider=obj.get("SourceName"),
-            data=data,
-        )
-    raise AdapterError("unknown OTRF layout: no Channel/EventID nor log_name/event_id")
-
-
-def _code(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise AdapterError(f"invalid EventID {value!r}") from exc
+    """One OTRF JSON object -> WindowsRecord (the layout detected per record)."""
+    return to_windows_record(obj)
 
 
 def _members(path: Path) -> Iterator[tuple[str, bytes]]:

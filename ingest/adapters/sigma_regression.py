@@ -1,5 +1,6 @@
 """SigmaHQ regression events: the Windows event rendered as ``Event.System`` +
-``Event.EventData`` JSON (one or more concatenated JSON documents per file)."""
+``Event.EventData`` (or ``Event.UserData``) JSON (one or more concatenated JSON documents
+per file)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ingest.adapters.windows import AdapterError, WindowsRecord, parse_time
+from ingest.adapters.layouts import to_windows_record
+from ingest.adapters.windows import AdapterError, WindowsRecord
 
 
 def iter_json_documents(text: str) -> Iterator[Any]:
@@ -24,39 +26,13 @@ def iter_json_documents(text: str) -> Iterator[Any]:
         yield document
 
 
-def _attr(node: Any, name: str) -> Any:
-    attributes = node.get("#attributes") if isinstance(node, dict) else None
-    return attributes.get(name) if isinstance(attributes, dict) else None
-
-
 def record_from_document(document: Any) -> WindowsRecord:
-    """One ``{"Event": {"System": ..., "EventData": ...}}`` document -> WindowsRecord."""
-    try:
-        event = document["Event"]
-        system = event["System"]
-    except (KeyError, TypeError) as exc:
-        raise AdapterError("not a Windows event document: missing Event.System") from exc
-    if not isinstance(event, dict) or not isinstance(system, dict):
-        raise AdapterError("not a Windows event document: Event.System is not an object")
-    event_code: Any = system.get("EventID")
-    if isinstance(event_code, dict):  # <EventID Qualifiers="..">4624</EventID>
-        event_code = event_code.get("#text")
-    data = event.get("EventData") or event.get("UserData") or {}
-    if not isinstance(data, dict):
-        raise AdapterError("Event.EventData is not an object")
-    data = {k: v for k, v in data.items() if not k.startswith("#")}
-    try:
-        code = int(event_code)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise AdapterError(f"invalid EventID {event_code!r}") from exc
-    return WindowsRecord(
-        channel=str(system.get("Channel") or ""),
-        event_code=code,
-        computer=str(system.get("Computer") or "unknown"),
-        time=parse_time(_attr(system.get("TimeCreated"), "SystemTime")),
-        provider=_attr(system.get("Provider"), "Name"),
-        data=data,
-    )
+    """One ``{"Event": {"System": ..., "EventData"/"UserData": ...}}`` document ->
+    WindowsRecord; ``UserData``'s one template element is flattened into the data."""
+    event = document.get("Event") if isinstance(document, dict) else None
+    if not isinstance(event, dict) or "System" not in event:
+        raise AdapterError("not a Windows event document: missing Event.System")
+    return to_windows_record(document, "evtx_json")
 
 
 def read_file(path: Path) -> Iterator[tuple[str, WindowsRecord | AdapterError, bytes]]:

@@ -66,7 +66,10 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1e0c1e-3a0b-4b7e-9f4e-5b1c2d3e4f50")
 
 
 class AdapterError(ValueError):
-    """A record that cannot become a schema event; the message is the DLQ reason."""
+    """A record that cannot become a schema event; the message is the DLQ reason and
+    ``reason`` its short code (a DLQ reason header, a gateway reject code)."""
+
+    reason: str = "adapter_invalid"
 
 
 @dataclass(frozen=True)

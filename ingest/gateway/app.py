@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ingest.client import SENT_TIME_HEADER
+from ingest.gateway import pipeline
+from ingest.gateway.auth import token_from_header
 from ingest.gateway.credentials import Credential, CredentialStore
-from ingest.gateway.dedupe import RecentIds
-from ingest.gateway.limits import ByteBudget, RateLimiter, retry_after_header
-from ingest.gateway.parse import BatchError, Limits, ParsedBatch, parse_batch
-from ingest.gateway.sink import Sink, SinkUnavailable
+from ingest.gateway.limits import retry_after_header
+from ingest.gateway.parse import BatchError, ParsedBatch, parse_batch
+from ingest.gateway.pipeline import GatewayOptions, GatewayState
+from ingest.gateway.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -44,49 +43,23 @@ log = logging.getLogger(__name__)
 MAX_LISTED_REJECTS = 100
 
 
-@dataclass(frozen=True)
-class GatewayOptions:
-    limits: Limits = field(default_factory=Limits)
-    events_per_second: float = 20_000.0  # per credential; 0 disables the limit
-    burst_events: float = 40_000.0
-    #: Decoded bytes per second per credential (0 disables); every decoded byte is charged,
-    #: blank lines too, and a credential in debt is refused before its next body is decoded.
-    bytes_per_second: float = 32 * 1024 * 1024
-    burst_bytes: float = 128 * 1024 * 1024
-    #: Batches decoded or delivered at once (each holds up to one decoded body in memory).
-    parallel_batches: int = 4
-    #: Seconds for a whole request body to arrive once its headers are in (408 after).
-    body_timeout_s: float = 60.0
-    kafka_retry_after_s: float = 5.0
-    dedupe_capacity: int = 1_000_000
-    #: Seed the de-duplication window from the last N records of each events partition.
-    restore_per_partition: int = 200_000
-
-
-@dataclass
-class GatewayState:
-    store: CredentialStore
-    sink: Sink
-    options: GatewayOptions
-    recent: RecentIds
-    limiter: RateLimiter
-    byte_limiter: ByteBudget
-    executor: ThreadPoolExecutor
-    slots: asyncio.Semaphore
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    totals: Counter[str] = field(default_factory=Counter)
-
-
 def _problem(status: int, reason: str, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"reason": reason, "message": message}, status_code=status, headers=headers)
 
 
-def _authenticate(state: GatewayState, request: Request) -> Credential | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return state.store.verify(token)
+def authenticate(state: GatewayState, request: Request) -> Credential | None:
+    """The live credential of the request's ``Authorization`` header (Bearer, ApiKey or
+    Basic: see ``auth``), or None."""
+    token = token_from_header(request.headers.get("authorization"))
+    return None if token is None else state.store.verify(token)
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"reason": "unauthorized", "message": "missing, unknown or revoked credential"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes | JSONResponse:
@@ -131,13 +104,9 @@ def _answer(
 
 
 async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
-    cred = _authenticate(state, request)
+    cred = authenticate(state, request)
     if cred is None:
-        return JSONResponse(
-            {"reason": "unauthorized", "message": "missing, unknown or revoked credential"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return unauthorized()
     limits = state.options.limits
     # Authenticated above, before a single body byte was read.
     body = await _read_body(request, limits.max_body_bytes, state.options.body_timeout_s)
@@ -145,76 +114,32 @@ async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
         return body
     batch_id = request.headers.get("x-sigstream-batch", "")[:64] or uuid.uuid4().hex
     encoding = request.headers.get("content-encoding")
-    loop = asyncio.get_running_loop()
-    lock = state.locks.setdefault(cred.key_id, asyncio.Lock())
-    async with lock, state.slots:
-        debt = state.byte_limiter.debt(cred.key_id, time.monotonic())
-        if debt > 0:  # refused before decoding anything: decoding is what costs
-            state.totals["rate_limited"] += 1
-            return _problem(
-                429,
-                "rate_limited",
-                f"over {state.options.bytes_per_second:g} decoded bytes/s",
-                **{"Retry-After": retry_after_header(debt)},
-            )
-        now = datetime.now(UTC)
-        sent = sent_time_header(request.headers.get(SENT_TIME_HEADER))
-        try:
-            parsed = await loop.run_in_executor(
-                state.executor, _parse_and_charge, state, cred, body, now, encoding, sent
-            )
-        except BatchError as exc:
-            state.totals[f"batch_{exc.reason}"] += 1
-            return _problem(exc.status, exc.reason, str(exc))
-        del body
-        wait = state.limiter.check(cred.key_id, parsed.lines, time.monotonic())
-        if wait == float("inf"):
-            return _problem(413, "batch_over_burst", "batch larger than the sensor's burst")
-        if wait > 0:
-            state.totals["rate_limited"] += 1
-            return _problem(
-                429,
-                "rate_limited",
-                f"over {state.options.events_per_second:g} events/s",
-                **{"Retry-After": retry_after_header(wait)},
-            )
-        seen: set[tuple[str, str, str]] = set()
-        fresh = []
-        for event in parsed.events:
-            key = event.dedupe_key  # (tenant, sensor, event id): one sensor's ids only
-            if key in state.recent or key in seen:
-                continue
-            seen.add(key)
-            fresh.append(event)
-        duplicates = len(parsed.events) - len(fresh)
-        try:
-            delivery = await loop.run_in_executor(
-                state.executor,
-                state.sink.deliver,
-                fresh,
-                parsed.rejects,
-                cred.identity(),
-                batch_id,
-            )
-        except SinkUnavailable as exc:
-            log.warning("batch %s of %s not delivered: %s", batch_id, cred.sensor_id, exc)
-            state.totals["kafka_unavailable"] += 1
-            return _problem(
-                503,
-                "kafka_unavailable",
-                "events not stored; re-send the batch",
-                **{"Retry-After": retry_after_header(state.options.kafka_retry_after_s)},
-            )
-        refused = delivery.refused if delivery is not None else []
-        if refused:  # Kafka refused these events one by one: they are rejects (in the DLQ)
-            lines = {r.line for r in refused}
-            fresh = [e for e in fresh if e.line not in lines]
-            parsed.rejects = sorted([*parsed.rejects, *refused], key=lambda r: r.line)
-        state.recent.add_all(e.dedupe_key for e in fresh)
-    state.totals["accepted"] += len(fresh)
-    state.totals["duplicates"] += duplicates
-    state.totals["rejected"] += len(parsed.rejects)
-    return JSONResponse(_answer(batch_id, cred, parsed, len(fresh), duplicates))
+    identity = cred.identity()
+    now = datetime.now(UTC)
+    sent = sent_time_header(request.headers.get(SENT_TIME_HEADER))
+    held = [body]  # popped by the parse, so the raw body is freed before delivery
+    del body
+    try:
+        async with pipeline.turn(state, cred):
+            try:
+                parsed = await pipeline.decode(
+                    state,
+                    cred,
+                    lambda counter: parse_batch(
+                        held.pop(), identity, limits, now, encoding, counter, sent
+                    ),
+                )
+            except BatchError as exc:
+                state.totals[f"batch_{exc.reason}"] += 1
+                return _problem(exc.status, exc.reason, str(exc))
+            result = await pipeline.deliver(state, cred, parsed, batch_id)
+    except pipeline.Refusal as exc:
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = retry_after_header(exc.retry_after)
+        return _problem(exc.status, exc.reason, exc.message, **headers)
+    parsed.rejects = result.rejects
+    return JSONResponse(_answer(batch_id, cred, parsed, len(result.fresh), len(result.duplicates)))
 
 
 def sent_time_header(value: str | None) -> datetime | None:
@@ -231,51 +156,19 @@ def sent_time_header(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _parse_and_charge(
-    state: GatewayState,
-    cred: Credential,
-    body: bytes,
-    now: datetime,
-    encoding: str | None,
-    sent: datetime | None = None,
-) -> ParsedBatch:
-    """Parse on a worker thread; charge every decoded byte to the credential, also when
-    the body turns out to be unusable (a bomb that hits the cap costs the cap)."""
-    counter = [0]
-    try:
-        return parse_batch(
-            body, cred.identity(), state.options.limits, now, encoding, counter, sent
-        )
-    finally:
-        state.byte_limiter.charge(cred.key_id, counter[0], time.monotonic())
-
-
 def create_app(
     store: CredentialStore,
     sink: Sink,
     options: GatewayOptions | None = None,
     *,
     seed_ids: Any = None,
+    syslog: Any = None,
 ) -> FastAPI:
     """The ASGI app. ``seed_ids``: a callable returning the (tenant, sensor, event id)
-    triples already in Kafka, run once at start-up (None: start with an empty window)."""
+    triples already in Kafka, run once at start-up (None: start with an empty window).
+    ``syslog``: ``syslog_server.SyslogOptions`` to run the syslog TLS listener beside."""
     opts = options or GatewayOptions()
-    if opts.events_per_second > 0 and opts.burst_events < opts.limits.max_events:
-        raise ValueError("burst_events must be at least limits.max_events")
-    if opts.bytes_per_second > 0 and opts.burst_bytes < opts.limits.max_decoded_bytes:
-        raise ValueError("burst_bytes must be at least limits.max_decoded_bytes")
-    state = GatewayState(
-        store=store,
-        sink=sink,
-        options=opts,
-        recent=RecentIds(opts.dedupe_capacity),
-        limiter=RateLimiter(opts.events_per_second, opts.burst_events),
-        byte_limiter=ByteBudget(opts.bytes_per_second, opts.burst_bytes),
-        executor=ThreadPoolExecutor(
-            max_workers=max(4, opts.parallel_batches), thread_name_prefix="gateway"
-        ),
-        slots=asyncio.Semaphore(max(1, opts.parallel_batches)),
-    )
+    state = pipeline.new_state(store, sink, opts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -286,7 +179,15 @@ def create_app(
                 log.info("de-duplication window seeded with %d event ids", len(ids))
             except Exception as exc:  # Kafka down at start: serve anyway, window empty
                 log.warning("could not seed the de-duplication window: %r", exc)
+        listener = None
+        if syslog is not None:  # the syslog TLS listener, on this event loop and state
+            from ingest.gateway.syslog_server import SyslogListener
+
+            listener = SyslogListener(state, syslog)
+            await listener.start()
         yield
+        if listener is not None:
+            await listener.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
         sink.close()
 
@@ -297,6 +198,17 @@ def create_app(
     async def events(request: Request) -> JSONResponse:
         """Ingest one NDJSON batch (Content-Encoding: identity, gzip or zstd)."""
         return await ingest_batch(state, request)
+
+    @app.post("/v1/logs")
+    async def otlp_logs(request: Request) -> Response:
+        """OTLP/HTTP logs (protobuf or JSON; gzip or zstd): see ``otlp_http``."""
+        from ingest.gateway.otlp_http import ingest_logs
+
+        return await ingest_logs(state, request)
+
+    from ingest.gateway import es_api  # imports this module: registered at app creation
+
+    es_api.add_routes(app, state, authenticate, _read_body)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

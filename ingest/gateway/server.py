@@ -1,15 +1,31 @@
 """Run the gateway: build it from settings, serve it with uvicorn (TLS unless told not to).
 
-``GatewayServer`` runs uvicorn on a thread and is what tests and the benchmark use to get a
-real server on a free port; ``sigstream gateway serve`` runs the same thing in the
-foreground.
+``GatewayServer`` runs uvicorn on a thread and is what tests use to get a real server on a
+free port; ``sigstream gateway serve`` runs ``serve`` in the foreground: one process, or
+``workers`` processes sharing one listening socket (``serve_workers``).
+
+Why processes: one gateway process is one core of Python (the GIL), however many threads
+it has. The parent binds the socket once and starts the workers with it (spawned, not
+forked: librdkafka's threads do not survive a fork); every worker accepts on the same
+socket, so the kernel hands each new connection to a worker that is waiting in
+``accept`` — an idle worker, not a busy one. Each worker is a whole gateway of its own
+(producers, de-duplication window, rate limits, credential reload; see docs/gateway.md).
+The parent restarts a worker that dies and stops them all on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
+import logging
+import multiprocessing
+import os
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +38,17 @@ from ingest.gateway.app import GatewayOptions, create_app
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.sink import KafkaSink, recent_ids
 
-__all__ = ["ConnectionLimits", "GatewayServer", "TlsFiles", "free_port", "kafka_app"]
+__all__ = [
+    "ConnectionLimits",
+    "GatewayServer",
+    "ServeSpec",
+    "TlsFiles",
+    "free_port",
+    "kafka_app",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
 
 
 def kafka_app(
@@ -32,6 +58,7 @@ def kafka_app(
     dlq_topic: str,
     options: GatewayOptions | None = None,
     client_config: Mapping[str, Any] | None = None,
+    syslog: Any = None,
 ) -> FastAPI:
     """The gateway app writing to Kafka, its de-duplication window seeded from the topic.
 
@@ -49,7 +76,7 @@ def kafka_app(
             bootstrap, events_topic, opts.restore_per_partition, client_config=client_config
         )
 
-    return create_app(store, sink, opts, seed_ids=seed)
+    return create_app(store, sink, opts, seed_ids=seed, syslog=syslog)
 
 
 def uvicorn_config(
@@ -121,3 +148,114 @@ class GatewayServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """Everything a gateway process needs to build itself (picklable: workers are spawned)."""
+
+    host: str
+    port: int
+    tls: TlsFiles | None
+    limits: ConnectionLimits
+    credentials: Path
+    bootstrap: str
+    events_topic: str
+    dlq_topic: str
+    options: GatewayOptions
+    client_config: Mapping[str, Any]
+    log_level: str = "info"
+    #: ``syslog_server.SyslogOptions`` (every worker listens, with SO_REUSEPORT), or None.
+    syslog: Any = None
+
+
+#: asyncio's TLS read buffer per connection (``SSLProtocol.max_size``, 256 KiB by default,
+#: allocated and zero-filled for every connection): it was ~280 KiB of RSS per idle
+#: keep-alive connection (bench/gateway.py). TLS records are at most 16 KiB, so 64 KiB
+#: still reads several per call.
+TLS_READ_BUFFER = 64 * 1024
+
+
+def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Shrink asyncio's per-connection TLS read buffer in this process (a gateway process
+    serves nothing else)."""
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > size:
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
+def _server(spec: ServeSpec) -> uvicorn.Server:
+    small_tls_buffers()
+    app = kafka_app(
+        spec.credentials,
+        spec.bootstrap,
+        spec.events_topic,
+        spec.dlq_topic,
+        spec.options,
+        client_config=spec.client_config,
+        syslog=spec.syslog,
+    )
+    return uvicorn.Server(
+        uvicorn_config(app, spec.host, spec.port, spec.tls, spec.log_level, spec.limits)
+    )
+
+
+def _worker(spec: ServeSpec, sock: socket.socket) -> None:
+    """One worker process: a whole gateway accepting on the shared socket."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _server(spec).run(sockets=[sock])
+
+
+def bind(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket the workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(spec: ServeSpec, workers: int = 1) -> None:
+    """Serve in the foreground: in this process (``workers`` 1) or in ``workers`` spawned
+    processes sharing one socket, restarted when they die, stopped on SIGTERM/SIGINT."""
+    if workers <= 1:
+        _server(spec).run()
+        return
+    sock = bind(spec.host, spec.port, spec.limits.max_connections * workers)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_worker, args=(spec, sock), name="gateway-worker")
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    procs = [start() for _ in range(workers)]
+    log.info(
+        "gateway: %d worker processes on one socket (pids %s)", workers, [p.pid for p in procs]
+    )
+    try:
+        while not stopping.is_set():
+            for i, proc in enumerate(procs):
+                if not proc.is_alive() and not stopping.is_set():
+                    log.warning(
+                        "gateway worker %s exited (%s); restarting it", proc.pid, proc.exitcode
+                    )
+                    procs[i] = start()
+            stopping.wait(0.5)
+    finally:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)  # uvicorn's graceful stop in the worker
+        for proc in procs:
+            proc.join(timeout=15)
+            if proc.is_alive():
+                proc.kill()
+        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

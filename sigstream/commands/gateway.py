@@ -126,20 +126,37 @@ def serve(
     byte_rate: Annotated[
         float, typer.Option(help="Decoded bytes/s per credential (0: no limit).")
     ] = 32 * 1024 * 1024,
-    max_connections: Annotated[int, typer.Option(help="Open connections at once.")] = 256,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections at once, per worker process.")
+    ] = 256,
     header_timeout: Annotated[
         float, typer.Option(help="Seconds for a request's headers to arrive.")
     ] = 10.0,
     body_timeout: Annotated[
         float, typer.Option(help="Seconds for a request's body to arrive.")
     ] = 60.0,
+    syslog_port: Annotated[
+        int | None,
+        typer.Option(help="Also take syslog over TCP+TLS (RFC 5425) on this port."),
+    ] = None,
+    parallel_batches: Annotated[
+        int, typer.Option(help="Batches one process decodes or delivers at once.")
+    ] = 4,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Gateway processes sharing the port (default: the number of cores). Each "
+            "has its own de-duplication window, rate limits and connection cap."
+        ),
+    ] = None,
     credentials: Credentials = None,
 ) -> None:
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
-    import uvicorn
+    import os
 
     from ingest.gateway.app import GatewayOptions
-    from ingest.gateway.server import ConnectionLimits, TlsFiles, kafka_app, uvicorn_config
+    from ingest.gateway.server import ConnectionLimits, ServeSpec, TlsFiles
+    from ingest.gateway.server import serve as run_gateway
     from ingest.gateway.tls import ensure_cert
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -158,27 +175,54 @@ def serve(
             f"[yellow]no credentials yet in {creds}: enroll with "
             "'sigstream gateway enroll --tenant T --sensor S'[/yellow]"
         )
-    app_ = kafka_app(
-        creds,
-        s.kafka_bootstrap,
-        topic or s.events_topic,
-        dlq_topic or s.dlq_topic,
-        GatewayOptions(
-            events_per_second=rate,
-            burst_events=burst,
-            bytes_per_second=byte_rate,
-            body_timeout_s=body_timeout,
-        ),
-        client_config=confluent_kafka_config(s),
-    )
+    syslog = None
+    if syslog_port is not None:
+        from ingest.gateway.syslog_server import SyslogOptions
+
+        if tls is None:
+            err.print("[red]--syslog-port needs TLS (not with --insecure-http)[/red]")
+            raise typer.Exit(2)
+        syslog = SyslogOptions(
+            syslog_port, host, tls.cert, tls.key, max_connections, reuse_port=True
+        )
+        err.print(f"syslog over TLS on {host}:{syslog_port}")
     scheme = "https" if tls else "http"
-    err.print(f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}")
+    procs = workers if workers is not None else (os.cpu_count() or 1)
+    err.print(
+        f"gateway on {scheme}://{host}:{port}/v1/events -> Kafka {s.kafka_bootstrap}"
+        f" ({procs} process{'es' if procs > 1 else ''})"
+    )
     limits = ConnectionLimits(
         max_connections=max_connections,
         header_timeout_s=header_timeout,
         body_timeout_s=body_timeout + 15,  # the app answers 408 first; this is the hard stop
     )
-    uvicorn.Server(uvicorn_config(app_, host, port, tls, log_level="info", limits=limits)).run()
+    spec = ServeSpec(
+        host=host,
+        port=port,
+        tls=tls,
+        limits=limits,
+        credentials=creds,
+        bootstrap=s.kafka_bootstrap,
+        events_topic=topic or s.events_topic,
+        dlq_topic=dlq_topic or s.dlq_topic,
+        options=GatewayOptions(
+            events_per_second=rate,
+            burst_events=burst,
+            bytes_per_second=byte_rate,
+            body_timeout_s=body_timeout,
+            parallel_batches=parallel_batches,
+        ),
+        client_config=confluent_kafka_config(s),
+        syslog=syslog,
+    )
+    if procs <= 1:  # a bad credential file refuses the start here, before serving
+        run_gateway(spec)
+        return
+    from ingest.gateway.credentials import CredentialStore
+
+    CredentialStore(creds).load()  # refuse the start in the parent, not in every worker
+    run_gateway(spec, procs)
 
 
 def replay_via_gateway(

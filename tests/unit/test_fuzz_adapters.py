@@ -3,6 +3,7 @@ an AdapterError with a reason - never another exception."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ingest.adapters import AdapterError, to_event
+from ingest.adapters.layouts import LAYOUTS, detect_layout, normalize
 from ingest.adapters.otrf import record_from_line
 from ingest.adapters.sigma_regression import record_from_document
 from ingest.adapters.windows import parse_time
@@ -93,3 +95,96 @@ def test_sigma_regression_documents(
         }
     }
     adapt(record_from_document, doc)
+
+
+# -- the shippers' layouts (ingest.adapters.layouts) ---------------------------------------
+
+
+def normalize_any(obj: Any) -> None:
+    try:
+        layout = detect_layout(obj)
+    except AdapterError as exc:
+        assert exc.reason == "unknown_layout" and str(exc)
+        return
+    assert layout in LAYOUTS
+    try:
+        event = normalize(obj, json.dumps(obj, default=str).encode(), tenant_id="t", sensor_id=None)
+    except AdapterError as exc:
+        assert str(exc) and exc.reason
+        return
+    assert isinstance(event, Envelope) and event.event_id and layout != "sigstream"
+
+
+@given(json_values)
+@example({"winlog": None})
+@example({"winlog.channel": "S", "winlog": {"channel": 1}, "event.code": True})
+@example({"Event": {"System": {}, "UserData": {"a": {"#attributes": 1, "b": [1]}}}})
+def test_layouts_any_json(obj: Any) -> None:
+    normalize_any(obj)
+
+
+ecs_keys = st.sampled_from(
+    [
+        "winlog.channel",
+        "winlog.event_id",
+        "event.code",
+        "winlog.computer_name",
+        "host.name",
+        "winlog.provider_name",
+        "winlog.record_id",
+        "@timestamp",
+        "winlog.event_data.Image",
+        "winlog.user_data.xml_name",
+        "winlog.user_data",
+        "winlog.event_data",
+        "winlog",
+        "winlog.event_data.CommandLine",
+    ]
+)
+ecs_values = st.one_of(json_values, channels, times, codes)
+
+
+def _nest(flat: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Nest the first ``depth`` dotted parts of every key (0: all flat)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        head, rest = parts[:depth], ".".join(parts[depth:])
+        node = out
+        for part in head[: len(parts) - 1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[rest or head[-1]] = value
+    return out
+
+
+@given(st.dictionaries(ecs_keys, ecs_values, max_size=10), st.integers(0, 3))
+def test_ecs_records_nested_or_dotted(flat: dict[str, Any], depth: int) -> None:
+    normalize_any(_nest(flat, depth))
+
+
+@given(
+    st.dictionaries(st.text(max_size=12), json_values, max_size=6),
+    st.sampled_from(["nxlog", "winlogbeat_legacy", "evtx_json"]),
+    channels,
+    codes,
+    times,
+)
+def test_layouts_structured(
+    fields: dict[str, Any], layout: str, channel: str, code: Any, when: Any
+) -> None:
+    if layout == "nxlog":
+        obj: Any = {**fields, "Channel": channel, "EventID": code, "EventTime": when}
+    elif layout == "winlogbeat_legacy":
+        obj = {"log_name": channel, "event_id": code, "@timestamp": when, "user_data": fields}
+    else:
+        system = {
+            "Channel": channel,
+            "EventID": code,
+            "TimeCreated": {"#attributes": {"SystemTime": when}},
+        }
+        obj = {"Event": {"System": system, "UserData": {"Template": fields}}}
+    normalize_any(obj)
