@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 SCHEMA_VERSION = 1
 
 Text = str | None
+#: A counter inside a map (Spark/Arrow/Elasticsearch long): bounded here, where the
+#: gateway's range check of top-level numbers does not reach.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class Logsource(BaseModel):
@@ -396,7 +399,7 @@ class Heartbeat(Envelope):
     sensor_sha256: Text = None
     config_sha256: Text = None
     sources: dict[str, str] | None = None
-    dropped_by_source: dict[str, int] | None = None
+    dropped_by_source: dict[str, Count] | None = None
     stop_reason: Text = None
 
 
