@@ -188,16 +188,23 @@ def payload_server(tmp_path: Path) -> Iterator[str]:
     server.shutdown()
 
 
-def _findings(es: Elasticsearch, index: str, sensor: str) -> dict[str, float]:
-    """rule id -> when first seen here (epoch), for the sensor's findings."""
+def _findings(es: Elasticsearch, index: str, sensor: str, cwd: str, unique: str) -> set[str]:
+    """Rule ids with a finding on one of the script's own events: processes run in the
+    script's directory (``CurrentDirectory``), files named with the run's ``unique``. The
+    sensor sees the whole host; another process matching a rule does not count."""
     es.indices.refresh(index=index)
     resp = es.search(
         index=index,
-        size=0,
+        size=5000,
         query={"term": {"sigstream.sensor_id": sensor}},
-        aggs={"rules": {"terms": {"field": "rule.id", "size": 500}}},
+        source=["rule.id", "sigstream.event.CurrentDirectory", "sigstream.event.TargetFilename"],
     )
-    return {b["key"]: time.time() for b in resp["aggregations"]["rules"]["buckets"]}
+    out = set()
+    for hit in resp["hits"]["hits"]:
+        event = hit["_source"].get("sigstream", {}).get("event", {})
+        if event.get("CurrentDirectory") == cwd or unique in event.get("TargetFilename", ""):
+            out.add(hit["_source"]["rule"]["id"])
+    return out
 
 
 def _health(es: Elasticsearch, index: str, sensor: str) -> dict[str, dict[str, Any]]:
@@ -304,8 +311,9 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
 
         def poll() -> None:  # findings as they appear, for the latency of each
             while not done.is_set() and not wanted <= set(seen):
-                for rule, at in _findings(es, cfg.findings_index, sensor_id).items():
-                    seen.setdefault(rule, at)
+                now = time.time()
+                for rule in _findings(es, cfg.findings_index, sensor_id, str(tmp_path), unique):
+                    seen.setdefault(rule, now)
                 done.wait(0.25)
 
         poller = threading.Thread(target=poll, daemon=True)
