@@ -363,20 +363,25 @@ def test_attack_script_fires_upstream_sigmahq_linux_rules(
             tamper = _health(es, cfg.findings_index, sensor_id)
             time.sleep(1)
     finally:
+        # The host's files first: whatever else fails, no cron entry or shadow copy stays.
+        cron.unlink(missing_ok=True)
+        if made_cron_dir:
+            cron_dir.rmdir()
+        for leftover in Path("/tmp").glob(f"sigstream-e2e-{unique}-*"):
+            leftover.unlink(missing_ok=True)
         if sensor is not None and sensor.poll() is None:
             sensor.send_signal(signal.SIGTERM)
-            sensor.wait(timeout=30)
+            try:
+                sensor.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sensor.kill()
+                sensor.wait(timeout=30)
         if health is not None:
             health.stop()
         if query is not None:
             query.stop()
         gateway.stop()
         es.close()
-        cron.unlink(missing_ok=True)
-        if made_cron_dir:
-            cron_dir.rmdir()
-        for leftover in Path("/tmp").glob(f"sigstream-e2e-{unique}-*"):
-            leftover.unlink(missing_ok=True)
 
     rows = []
     for step in script:
