@@ -86,8 +86,10 @@ class SensorAgent:
         agent_version: str = AGENT_VERSION,
         reset_seq: bool = False,
         clock: Callable[[], float] = time.time,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
+        self.status = status  # extra heartbeat fields (sources, hashes, per-source drops)
         self.sensor_id = sensor_id
         self.host = host
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -122,10 +124,13 @@ class SensorAgent:
             self.submitted += len(numbered)
         return len(numbered)
 
-    def heartbeat(self) -> Heartbeat:
-        """Spool one heartbeat now (it takes a sequence number like any record)."""
+    def heartbeat(self, stop_reason: str | None = None) -> Heartbeat:
+        """Spool one heartbeat now (it takes a sequence number like any record);
+        ``stop_reason`` marks the last one of a clean stop."""
         s = self.client.stats
         delivered = s.accepted + s.duplicates + s.rejected + s.dropped
+        extra = dict(self.status()) if self.status else {}
+        lost_at_source = sum((extra.get("dropped_by_source") or {}).values())
         hb = Heartbeat(
             sensor_id=self.sensor_id,
             host=self.host,
@@ -134,8 +139,10 @@ class SensorAgent:
             expected_interval_s=max(1, round(self.heartbeat_interval_s)),
             agent_version=self.agent_version,
             events_sent=s.accepted,
-            events_dropped=s.dropped,
+            events_dropped=s.dropped + lost_at_source,
             events_spooled=max(0, self.submitted - delivered),
+            stop_reason=stop_reason,
+            **extra,
         )
         self.submit([hb])
         return hb

@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 SCHEMA_VERSION = 1
 
 Text = str | None
+#: A counter inside a map (Spark/Arrow/Elasticsearch long): bounded here, where the
+#: gateway's range check of top-level numbers does not reach.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class Logsource(BaseModel):
@@ -389,6 +392,15 @@ class Heartbeat(Envelope):
     events_sent: int | None = Field(default=None, ge=0)
     events_dropped: int | None = Field(default=None, ge=0)
     events_spooled: int | None = Field(default=None, ge=0)
+    # Tamper evidence (``sigstream sensor``, docs/sensor.md): sha256 of the sensor's own code
+    # and of its configuration, each event source's status ("ok", "unavailable: <why>",
+    # "degraded: <why>"), what each source could not keep (``events_dropped`` is the sum of
+    # these and the client's drops), and on the last heartbeat of a clean stop, why it stopped.
+    sensor_sha256: Text = None
+    config_sha256: Text = None
+    sources: dict[str, str] | None = None
+    dropped_by_source: dict[str, Count] | None = None
+    stop_reason: Text = None
 
 
 EVENT_MODELS: tuple[type[Envelope], ...] = (

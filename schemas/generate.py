@@ -29,8 +29,11 @@ KEYWORD_IGNORE_ABOVE = 8191
 
 
 def _strip_optional(annotation: Any) -> Any:
-    """``X | None`` -> ``X``; everything else unchanged."""
+    """``X | None`` -> ``X``, ``Annotated[X, constraints]`` -> ``X`` (bounds are the
+    validator's business, the storage type is X's); everything else unchanged."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _strip_optional(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:

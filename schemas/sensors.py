@@ -42,3 +42,9 @@ class SensorStatus(BaseModel):
     events_sent: int | None = None
     events_dropped: int | None = None
     events_spooled: int | None = None
+    # Tamper evidence from its latest heartbeat (docs/sensor.md): own code and config
+    # hashes, each event source's status, and why it stopped when it stopped cleanly.
+    sensor_sha256: str | None = None
+    config_sha256: str | None = None
+    sources: dict[str, str] | None = None
+    stop_reason: str | None = None

@@ -86,6 +86,7 @@ app.add_typer(
     commands.infra.app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch."
 )
 app.add_typer(commands.gateway.app, name="gateway")
+app.add_typer(commands.sensor.app, name="sensor")
 app.add_typer(commands.sensors.app)
 app.add_typer(commands.fleet.app)
 

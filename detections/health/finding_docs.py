@@ -67,6 +67,36 @@ HEALTH_RULES: dict[str, RuleInfo] = {
         "reinstalled or its state was wiped.",
         status="stable",
     ),
+    "stopped": RuleInfo(
+        id="9645ceb1-44cd-5e40-9cca-9c85688d1e57",
+        name="Sensor stopped",
+        level="medium",
+        tags=_TAGS,
+        description="A sensor said it was stopping (SIGTERM, systemd stop) and has sent "
+        "nothing since: stopped cleanly, by an administrator or an intruder with the rights "
+        "to stop services.",
+        status="stable",
+    ),
+    "tampered": RuleInfo(
+        id="e324f1c6-da62-51ae-b952-883caed901da",
+        name="Sensor code or configuration changed",
+        level="high",
+        tags=_TAGS,
+        description="The sha256 of a sensor's own code or of its configuration in its "
+        "heartbeat differs from the previous heartbeat's: an upgrade or a configuration "
+        "change, or the sensor being tampered with.",
+        status="stable",
+    ),
+    "source_lost": RuleInfo(
+        id="d5209d88-766f-55c9-927d-9d6a8f685bfc",
+        name="Sensor event source lost",
+        level="high",
+        tags=_TAGS,
+        description="An event source of a sensor (process executions, file writes, network "
+        "connections) that was working became unavailable: the sensor no longer sees that "
+        "activity.",
+        status="stable",
+    ),
     "skew": RuleInfo(
         id="940268fc-9777-5d3f-849e-a387803ee539",
         name="Sensor clock skew",
@@ -170,6 +200,10 @@ def sensor_status(
         events_sent=state.events_sent,
         events_dropped=state.events_dropped,
         events_spooled=state.events_spooled,
+        sensor_sha256=state.sensor_sha256,
+        config_sha256=state.config_sha256,
+        sources=state.sources or None,
+        stop_reason=state.stop_reason,
     )
 
 

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from detections.health.summary import Summary
 
-Kind = Literal["gap", "reset", "skew", "silent", "recovered"]
+Kind = Literal["gap", "reset", "skew", "silent", "stopped", "tampered", "source_lost", "recovered"]
 Health = Literal["healthy", "degraded", "silent"]
 
 
@@ -74,6 +74,10 @@ class Record:
     events_dropped: int | None = None
     events_spooled: int | None = None
     sent_time: float | None = None  # the sensor's clock when it sent the record
+    sensor_sha256: str | None = None
+    config_sha256: str | None = None
+    sources: dict[str, str] | None = None
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,13 @@ class SensorState:
     events_sent: int | None = None
     events_dropped: int | None = None
     events_spooled: int | None = None
+    # Tamper evidence (heartbeats of ``sigstream sensor``): the last hashes and source
+    # statuses heard, and the reason of a clean stop until the sensor is heard again.
+    sensor_sha256: str | None = None
+    config_sha256: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    stop_reason: str | None = None
+    tamper_episodes: int = 0
     # Digests of the last summaries taken (at-least-once delivery: a repeat is ignored).
     recent: list[str] = field(default_factory=list)
     redelivered: int = 0  # summaries ignored as repeats
@@ -322,6 +333,42 @@ def _skew(
     return out
 
 
+def _tamper(state: SensorState, hb: dict[str, Any], now: float) -> list[Observation]:
+    """One heartbeat's tamper evidence, in arrival order: the sensor's code or
+    configuration hash differs from the previous heartbeat's; a source that was ``ok``
+    is now unavailable; a clean stop is remembered (and forgotten when heard again) so a
+    following silence names its cause."""
+    out: list[Observation] = []
+    for what, name in (("sensor code", "sensor_sha256"), ("configuration", "config_sha256")):
+        new, old = hb.get(name), getattr(state, name)
+        if new and old and new != old:
+            state.tamper_episodes += 1
+            out.append(
+                Observation(
+                    "tampered",
+                    now,
+                    f"{name}:{old[:16]}:{new[:16]}",
+                    {"changed": what, "previous_sha256": old, "sha256": new},
+                )
+            )
+        if new:
+            setattr(state, name, new)
+    for source, status in sorted((hb.get("sources") or {}).items()):
+        was = state.sources.get(source)
+        if was == "ok" and status.startswith("unavailable"):
+            out.append(
+                Observation(
+                    "source_lost",
+                    now,
+                    f"{source}:{hb.get('event_id')}",
+                    {"source": source, "was": was, "status": status},
+                )
+            )
+        state.sources[source] = status
+    state.stop_reason = hb.get("stop_reason")
+    return out
+
+
 #: How many summary digests a sensor remembers to recognise a redelivered summary.
 RECENT_SUMMARIES = 64
 
@@ -371,6 +418,7 @@ def observe_summary(
         state.last_event_id, state.last_event_time = summary.last[0], summary.last[1]
     state.heartbeats += summary.heartbeats
     for hb in summary.hb:
+        out += _tamper(state, hb, now)
         state.interval_s = hb.get("expected_interval_s") or state.interval_s
         state.agent_version = hb.get("agent_version") or state.agent_version
         for name in ("events_sent", "events_dropped", "events_spooled"):
@@ -442,6 +490,10 @@ def summarize_records(
                     "events_sent": r.events_sent,
                     "events_dropped": r.events_dropped,
                     "events_spooled": r.events_spooled,
+                    "sensor_sha256": r.sensor_sha256,
+                    "config_sha256": r.config_sha256,
+                    "sources": r.sources,
+                    "stop_reason": r.stop_reason,
                 }
             )
     if clock:
@@ -481,6 +533,13 @@ def records_batch(records: list[Record], tenant: str = "default", sensor: str = 
             "events_sent": pa.array([r.events_sent for r in records], pa.int64()),
             "events_dropped": pa.array([r.events_dropped for r in records], pa.int64()),
             "events_spooled": pa.array([r.events_spooled for r in records], pa.int64()),
+            "sensor_sha256": pa.array([r.sensor_sha256 for r in records], pa.string()),
+            "config_sha256": pa.array([r.config_sha256 for r in records], pa.string()),
+            "sources": pa.array(
+                [None if r.sources is None else list(r.sources.items()) for r in records],
+                pa.map_(pa.string(), pa.string()),
+            ),
+            "stop_reason": pa.array([r.stop_reason for r in records], pa.string()),
         }
     )
 
@@ -507,12 +566,19 @@ def expire(state: SensorState, now: float, cfg: HealthConfig) -> list[Observatio
     if state.silent_since is None and deadline is not None and now >= deadline:
         state.silent_since = state.last_seen
         state.silences += 1
+        stopped = state.stop_reason is not None
+        cause = (
+            f"stopped cleanly ({state.stop_reason})"
+            if stopped
+            else "went silent without stopping: killed or cut off"
+        )
         out.append(
             Observation(
-                "silent",
+                "stopped" if stopped else "silent",
                 now,
                 f"{state.last_event_id}",
                 {
+                    "cause": cause,
                     "last_seen": state.last_seen,
                     "expected_interval_s": interval(state, cfg),
                     "silent_s": round(now - (state.last_seen or now), 3),

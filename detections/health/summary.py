@@ -34,9 +34,12 @@ Summary format, version 1 (the contract between the two; compact JSON, one objec
                                     # sent_time, else a heartbeat's event_time; d_nearest
                                     # is the d closest to zero
      "hb": [[seq, event_id, event_time, sent_time, received, expected_interval_s,
-             agent_version, events_sent, events_dropped, events_spooled], ...]}
+             agent_version, events_sent, events_dropped, events_spooled,
+             sensor_sha256, config_sha256, sources, stop_reason], ...]}
                                     # the heartbeats, arrival order: the last max_heartbeats
-                                    # of them (n[2] counts all)
+                                    # of them (n[2] counts all); the last four (tamper
+                                    # evidence, docs/sensor.md) are absent in older
+                                    # summaries and read as null
 
 A summary is a deterministic function of the records it covers, so the replay of a
 micro-batch (at-least-once delivery after a crash) produces byte-identical summaries; the
@@ -75,6 +78,10 @@ SUMMARY_FIELDS = (
     "events_sent",
     "events_dropped",
     "events_spooled",
+    "sensor_sha256",
+    "config_sha256",
+    "sources",
+    "stop_reason",
 )
 #: Kafka columns it uses when present: origin (for ordering and de-duplication) and the
 #: record timestamp (the receive time of events written without the gateway).
@@ -92,7 +99,30 @@ _HB_FIELDS = (
     "events_sent",
     "events_dropped",
     "events_spooled",
+    "sensor_sha256",
+    "config_sha256",
+    "sources",
+    "stop_reason",
 )
+#: Heartbeat entries of older summaries end after ``events_spooled``: the rest reads None.
+_HB_V1_FIELDS = 10
+
+
+def _hb_entry(values: list[Any]) -> dict[str, Any]:
+    if len(values) < _HB_V1_FIELDS or len(values) > len(_HB_FIELDS):
+        raise SummaryError(f"a heartbeat entry has {len(values)} fields")
+    padded = [*values, *[None] * (len(_HB_FIELDS) - len(values))]
+    entry = dict(zip(_HB_FIELDS, padded, strict=True))
+    if entry["sources"] is not None and not isinstance(entry["sources"], dict):
+        raise SummaryError("heartbeat sources must be an object")
+    return entry
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    """A map column's Python value (Arrow gives a list of pairs) as a dict."""
+    if value is None or isinstance(value, dict):
+        return value
+    return dict(value)
 
 
 def sensor_key(tenant: str, sensor: str) -> bytes:
@@ -224,7 +254,7 @@ def decode(raw: bytes | str) -> Summary:
             clock=None
             if clock is None
             else (_int(clock[0]), _num(clock[1]), _num(clock[2]), _num(clock[3])),
-            hb=[dict(zip(_HB_FIELDS, h, strict=True)) for h in obj.get("hb") or []],
+            hb=[_hb_entry(list(h)) for h in obj.get("hb") or []],
         )
     except SummaryError:
         raise
@@ -527,6 +557,10 @@ class SensorSummaries:
                         "events_sent": hb_lists["events_sent"][i],
                         "events_dropped": hb_lists["events_dropped"][i],
                         "events_spooled": hb_lists["events_spooled"][i],
+                        "sensor_sha256": hb_lists["sensor_sha256"][i],
+                        "config_sha256": hb_lists["config_sha256"][i],
+                        "sources": _as_dict(hb_lists["sources"][i]),
+                        "stop_reason": hb_lists["stop_reason"][i],
                     }
                 )
             if len(sm.hb) > self.max_heartbeats:

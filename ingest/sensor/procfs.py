@@ -90,10 +90,15 @@ def user_name(uid: int) -> str:
 
 def _read(path: Path, limit: int = 1 << 16) -> bytes | None:
     try:
-        with path.open("rb") as handle:
-            return handle.read(limit)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _link(path: Path) -> str | None:
@@ -106,11 +111,12 @@ def _link(path: Path) -> str | None:
 def snapshot(pid: int, proc: Path = Path("/proc"), boot: str | None = None) -> ProcessInfo:
     """Everything procfs still tells about ``pid`` (fields None where it did not)."""
     base = proc / str(pid)
+    # What rules need most first: a short-lived process may be gone by the next read.
+    image = _link(base / "exe")
+    cmdline = _read(base / "cmdline", MAX_COMMAND_LINE)
     stat_raw = _read(base / "stat")
     stat = parse_stat(stat_raw.decode("utf-8", "replace")) if stat_raw else None
     status = _read(base / "status")
-    cmdline = _read(base / "cmdline", MAX_COMMAND_LINE)
-    image = _link(base / "exe")
     if image and image.endswith(" (deleted)"):
         image = image[: -len(" (deleted)")]
     uid = parse_uid(status.decode("utf-8", "replace")) if status else None

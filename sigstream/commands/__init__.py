@@ -3,6 +3,15 @@
 (and nothing else does). Commands resolve the settings; the libraries they call take
 settings and client options as arguments."""
 
-from sigstream.commands import correlations, fleet, gateway, infra, rules, sensors, triage
+from sigstream.commands import (
+    correlations,
+    fleet,
+    gateway,
+    infra,
+    rules,
+    sensor,
+    sensors,
+    triage,
+)
 
-__all__ = ["correlations", "fleet", "gateway", "infra", "rules", "sensors", "triage"]
+__all__ = ["correlations", "fleet", "gateway", "infra", "rules", "sensor", "sensors", "triage"]

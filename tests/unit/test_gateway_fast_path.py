@@ -151,6 +151,7 @@ def test_number_fields_come_from_the_schema() -> None:
         "events_sent",
         "events_dropped",
         "events_spooled",
+        "dropped_by_source",  # a map of counts (sigstream sensor), bounded by the schema
     )
     assert set(NUMBER_FIELDS) == set(EVENT_MODELS)
 

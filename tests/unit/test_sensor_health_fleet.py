@@ -79,8 +79,11 @@ def test_health_findings_have_their_own_rules_and_stable_ids() -> None:
         "Sensor sequence gap",
         "Sensor sequence reset",
         "Sensor clock skew",
+        "Sensor stopped",
+        "Sensor code or configuration changed",
+        "Sensor event source lost",
     }
-    assert len({r.id for r in HEALTH_RULES.values()}) == 4
+    assert len({r.id for r in HEALTH_RULES.values()}) == 7
     status = sensor_status("acme", "ws01", SensorState(host="WS01"), T0, HealthConfig())
     assert status.state == "healthy" and status.expected_interval_s == 60
 
