@@ -224,8 +224,12 @@ def _reader_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     note = raise_priority(nice, realtime)
+    guard = RealtimeGuard(active=realtime and note is None)
     parent = os.getppid()
     while os.getppid() == parent:
+        guarded = guard.check(time.monotonic(), time.thread_time())
+        if guarded is not None:
+            note = guarded
         try:
             events = conn.read(0.5)
         except OSError:
@@ -241,6 +245,69 @@ def _reader_main(
             out.send((batch, conn.lost_overruns, note))
         except (BrokenPipeError, OSError):
             return
+
+
+class RealtimeGuard:
+    """Keeps the real-time exec reader from ever starving the host: an exec storm (a build
+    forking thousands of compilers a second) would keep a SCHED_FIFO reader runnable most
+    of the time, ahead of every normal process on its core. Over ``budget`` of a core in a
+    ``window_s`` window, the reader drops to normal scheduling for ``cooldown_s`` (short
+    commands may then go unnamed, counted as incomplete), then goes back to SCHED_FIFO.
+    ``check`` returns the note for the heartbeat when the state changes, else None."""
+
+    def __init__(
+        self,
+        active: bool,
+        budget: float = 0.30,
+        window_s: float = 1.0,
+        cooldown_s: float = 10.0,
+        apply: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.active, self.budget, self.window_s, self.cooldown_s = (
+            active,
+            budget,
+            window_s,
+            cooldown_s,
+        )
+        self.apply = apply or _set_realtime
+        self.realtime = active
+        self.demotions = 0
+        self._start: tuple[float, float] | None = None
+        self._until = 0.0
+
+    def check(self, now: float, cpu: float) -> str | None:
+        if not self.active:
+            return None
+        if not self.realtime:
+            if now < self._until:
+                return None
+            self.apply(True)
+            self.realtime, self._start = True, (now, cpu)
+            return ""  # back to the real-time reader: no note
+        if self._start is None or now - self._start[0] < self.window_s:
+            if self._start is None:
+                self._start = (now, cpu)
+            return None
+        used = (cpu - self._start[1]) / max(now - self._start[0], 1e-9)
+        self._start = (now, cpu)
+        if used <= self.budget:
+            return None
+        self.apply(False)
+        self.realtime, self._until = False, now + self.cooldown_s
+        self.demotions += 1
+        return (
+            f"exec storm: the real-time reader used {used:.0%} of a core (budget "
+            f"{self.budget:.0%}); normal priority for {self.cooldown_s:g} s, short-lived "
+            f"processes may go unnamed ({self.demotions} times so far)"
+        )
+
+
+def _set_realtime(on: bool) -> None:
+    policy, priority = (os.SCHED_FIFO, 1) if on else (os.SCHED_OTHER, 0)
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(priority))
+    except OSError as exc:
+        log.warning("exec reader: cannot change scheduling (%s)", exc)
 
 
 def raise_priority(nice: int, realtime: bool = True) -> str | None:

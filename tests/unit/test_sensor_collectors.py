@@ -373,3 +373,20 @@ def test_cli_example_config_is_valid_and_check_names_the_error(tmp_path: Path) -
     good = _write(tmp_path / "good.yml", "sources: {auditd: {enabled: false}}\n")
     result = runner.invoke(app, ["sensor", "check", "--config", str(good)])
     assert result.exit_code == 0 and "auditd: disabled in the configuration" in result.stdout
+
+
+def test_an_exec_storm_demotes_the_real_time_reader_for_a_while() -> None:
+    """The SCHED_FIFO reader must never starve the host: over its CPU budget it runs at
+    normal priority for the cool-down (said in the source's status), then goes back."""
+    from ingest.sensor.execs import RealtimeGuard
+
+    calls: list[bool] = []
+    guard = RealtimeGuard(True, budget=0.3, window_s=1.0, cooldown_s=10.0, apply=calls.append)
+    assert guard.check(0.0, 0.0) is None
+    assert guard.check(1.0, 0.2) is None  # 20 % of a core: within budget
+    note = guard.check(2.0, 0.9)  # 70 % of a core in the last second
+    assert note and "exec storm" in note and calls == [False] and not guard.realtime
+    assert guard.check(5.0, 1.0) is None and calls == [False]  # still cooling down
+    assert guard.check(12.5, 1.1) == "" and calls == [False, True] and guard.realtime
+    assert RealtimeGuard(False, apply=calls.append).check(99.0, 99.0) is None
+    assert calls == [False, True]  # an inactive guard (no SCHED_FIFO) never changes anything
