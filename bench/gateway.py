@@ -441,10 +441,11 @@ def scale_rows(
     sensors: int,
     kinds: list[str],
     loader: str = "wrk",
+    serve_args: tuple[str, ...] = (),
 ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     rows: list[list[Any]] = []
     results: list[dict[str, Any]] = []
-    gw = start_gateway(workdir, True, f"scale{workers}", workers=workers)
+    gw = start_gateway(workdir, True, f"scale{workers}", workers=workers, extra=serve_args)
     try:
         pids = gateway_pids(gw)
         progress(f"gateway pids {pids}, RSS {rss_kb(pids) // 1024} MiB at rest")
@@ -676,6 +677,9 @@ def main(argv: list[str] | None = None) -> None:
         help="scale rows' load generator: wrk (C, its own process; apt install wrk) or "
         "httpx threads in this process",
     )
+    parser.add_argument(
+        "--parallel-batches", type=int, default=0, help="scale rows: batches per process"
+    )
     parser.add_argument("--connections", type=int, default=200, help="idle connections")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     args = parser.parse_args(argv)
@@ -751,6 +755,7 @@ def main(argv: list[str] | None = None) -> None:
             args.sensors,
             [k for k in args.kinds.split(",") if k],
             args.loader,
+            ("--parallel-batches", str(args.parallel_batches)) if args.parallel_batches else (),
         )
         memory: list[list[Any]] = []
         memory_result: dict[str, Any] = {}
