@@ -31,6 +31,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import socket
 import ssl
 import statistics
@@ -323,6 +324,58 @@ def run_load(gw: Gateway, load: Load) -> tuple[float, int]:
     return seconds, sum(acked)
 
 
+WRK_SCRIPT = Path(__file__).with_name("gateway_load.lua")
+
+
+def run_load_wrk(
+    gw: Gateway, load: Load, workdir: Path, per_body: int, client: list[int], finished: Any
+) -> tuple[float, int, Any]:
+    """The same traffic sent by ``wrk`` (C, one thread and one keep-alive HTTPS connection
+    per sensor, ``bench/gateway_load.lua``): seconds, events acknowledged (200 answers
+    with every event accepted, counted by the script) and wrk's pid (its CPU is the load
+    generator's). The clock starts when the first thread has its bodies loaded and stops
+    when the last one has its last answer (files the script writes, polled every 2 ms)."""
+    root = Path(tempfile.mkdtemp(prefix="wrk-", dir=workdir))
+    for i, (token, bodies) in enumerate(load.senders):
+        d = root / str(i)
+        d.mkdir()
+        (d / "token").write_text(token)
+        (d / "count").write_text(str(len(bodies)))
+        for n, body in enumerate(bodies, 1):
+            (d / f"{n:06d}.gz").write_bytes(body)
+    n = len(load.senders)
+    cmd = [
+        "wrk", f"-t{n}", f"-c{n}", "-d3600s", "--timeout", "120s", "-s", str(WRK_SCRIPT),
+        gw.url, "--", str(root), load.path, str(per_body),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client.append(proc.pid)
+    ready = [root / str(i) / "ready" for i in range(n)]
+    done = [root / str(i) / "done" for i in range(n)]
+    deadline = time.monotonic() + 600
+    while not any(p.exists() for p in ready):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    started = time.perf_counter()
+    while not all(p.exists() for p in done):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    seconds = time.perf_counter() - started
+    measured = finished()  # wrk's CPU is readable until it exits
+    proc.send_signal(2)  # wrk sleeps for -d; SIGINT ends it and runs done()
+    out, err = proc.communicate(timeout=60)
+    line = next((x for x in out.splitlines() if x.startswith("WRKRESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out[-1000:]} {err[-1000:]}")
+    res = json.loads(line.split(" ", 1)[1])
+    if res["failed"] or res["errors"]:
+        raise RuntimeError(f"wrk: {res}")
+    shutil.rmtree(root, ignore_errors=True)
+    return seconds, int(res["acked"]), measured
+
+
 def cpu_ticks(pid: int) -> int:
     """User + system clock ticks of a process so far (all its threads)."""
     try:
@@ -338,22 +391,26 @@ def busy_ticks() -> int:
     return sum(values) - values[3] - values[4]
 
 
-def cpu_split(gw: Gateway) -> Any:
-    """Start measuring; call the result to get cores used per role since then."""
+def cpu_split(gw: Gateway, client: list[int] | None = None) -> Any:
+    """Start measuring; call the result to get cores used per role since then. ``client``:
+    the load generator's pids (default this process); a pid appended later (``wrk``,
+    started after this call) counts from its start."""
     kafka_pid = get_settings().run_dir / "kafka" / "kafka.pid"
     try:
         kafka = int(kafka_pid.read_text().strip())
     except (OSError, ValueError):
         kafka = -1
-    roles = {"gateway": gateway_pids(gw), "client": [os.getpid()], "kafka": [kafka]}
-    before = {r: sum(cpu_ticks(p) for p in ps) for r, ps in roles.items()}
+    clients = client if client is not None else [os.getpid()]
+    roles = {"gateway": gateway_pids(gw), "client": clients, "kafka": [kafka]}
+    before = {p: cpu_ticks(p) for ps in roles.values() for p in ps}
     busy0, t0 = busy_ticks(), time.perf_counter()
     hz = os.sysconf("SC_CLK_TCK")
 
     def done() -> dict[str, float]:
         secs = time.perf_counter() - t0
         used = {
-            r: (sum(cpu_ticks(p) for p in ps) - before[r]) / hz / secs for r, ps in roles.items()
+            r: sum(cpu_ticks(p) - before.get(p, 0) for p in ps) / hz / secs
+            for r, ps in roles.items()
         }
         used["other"] = max(0.0, (busy_ticks() - busy0) / hz / secs - sum(used.values()))
         return {k: round(v, 2) for k, v in used.items()}
@@ -377,11 +434,18 @@ def load_conditions() -> str:
 
 
 def scale_rows(
-    workdir: Path, workers: int, rounds: int, events: int, sensors: int, kinds: list[str]
+    workdir: Path,
+    workers: int,
+    rounds: int,
+    events: int,
+    sensors: int,
+    kinds: list[str],
+    loader: str = "wrk",
+    serve_args: tuple[str, ...] = (),
 ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     rows: list[list[Any]] = []
     results: list[dict[str, Any]] = []
-    gw = start_gateway(workdir, True, f"scale{workers}", workers=workers)
+    gw = start_gateway(workdir, True, f"scale{workers}", workers=workers, extra=serve_args)
     try:
         pids = gateway_pids(gw)
         progress(f"gateway pids {pids}, RSS {rss_kb(pids) // 1024} MiB at rest")
@@ -393,9 +457,16 @@ def scale_rows(
                 load = build_load(gw, kind, sensors, per_sensor, 1000)
                 before = topic_count(gw.events_topic)
                 cond = load_conditions()
-                measure = cpu_split(gw)
-                seconds, acked = run_load(gw, load)
-                cores = measure()
+                if loader == "wrk":
+                    client = [os.getpid()]
+                    measure = cpu_split(gw, client)
+                    seconds, acked, cores = run_load_wrk(
+                        gw, load, workdir, 1000, client, measure
+                    )
+                else:
+                    measure = cpu_split(gw)
+                    seconds, acked = run_load(gw, load)
+                    cores = measure()
                 landed = topic_count(gw.events_topic) - before
                 assert acked == load.events, f"{acked} acknowledged, {load.events} sent"
                 assert landed == acked, f"{landed} events in Kafka, {acked} acknowledged"
@@ -413,6 +484,7 @@ def scale_rows(
                         "seconds": seconds,
                         "conditions": cond,
                         "cores": cores,
+                        "loader": loader,
                     }
                 )
             # Gateway CPU per event (all its processes and threads) is steadier than
@@ -598,6 +670,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--kinds", default="events,bulk,bulk-ecs", help="scale rows: events, bulk, bulk-ecs"
     )
+    parser.add_argument(
+        "--loader",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="scale rows' load generator: wrk (C, its own process; apt install wrk) or "
+        "httpx threads in this process",
+    )
+    parser.add_argument(
+        "--parallel-batches", type=int, default=0, help="scale rows: batches per process"
+    )
     parser.add_argument("--connections", type=int, default=200, help="idle connections")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     args = parser.parse_args(argv)
@@ -672,6 +754,8 @@ def main(argv: list[str] | None = None) -> None:
             10_000 if args.quick else args.scale_events,
             args.sensors,
             [k for k in args.kinds.split(",") if k],
+            args.loader,
+            ("--parallel-batches", str(args.parallel_batches)) if args.parallel_batches else (),
         )
         memory: list[list[Any]] = []
         memory_result: dict[str, Any] = {}
@@ -683,9 +767,14 @@ def main(argv: list[str] | None = None) -> None:
             ["transport", "sensors", "batch", "encoding", "events", "seconds", "events/s"], rows
         )
     print()
+    how = (
+        "wrk, its own process, one thread + connection per sensor"
+        if args.loader == "wrk"
+        else "httpx, one thread per sensor in the bench process"
+    )
     print(
         f"HTTPS, {args.workers} gateway processes on one port, 1,000-event gzip batches; "
-        "load generator (httpx, one thread per sensor) on the same cores:"
+        f"load generator ({how}) on the same cores:"
     )
     print_table(
         [

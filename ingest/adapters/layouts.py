@@ -102,8 +102,8 @@ class UnknownLayout(AdapterError):
 def _walk(node: Any, parts: list[str]) -> Any:
     """The value at ``parts`` where any level may be nested or written as a dotted key."""
     current = node
-    for part in parts:  # plain nesting, the common case
-        if not isinstance(current, Mapping) or part not in current:
+    for part in parts:  # plain nesting, the common case (``type`` first: ABC checks cost)
+        if not (type(current) is dict or isinstance(current, Mapping)) or part not in current:
             break
         current = current[part]
     else:
@@ -134,9 +134,11 @@ def _section(obj: Mapping[str, Any], dotted: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cut in range(len(parts)):
         node = _walk(obj, parts[:cut])
-        if not isinstance(node, Mapping):
+        if not (type(node) is dict or isinstance(node, Mapping)):
             continue
         prefix = ".".join(parts[cut:]) + "."
+        if type(node) is dict and _no_key_has(node, prefix):
+            continue
         for key, value in node.items():
             if isinstance(key, str) and key.startswith(prefix) and len(key) > len(prefix):
                 out[key[len(prefix) :]] = value
@@ -146,6 +148,15 @@ def _section(obj: Mapping[str, Any], dotted: str) -> dict[str, Any]:
             raise AdapterError(f"{dotted} is not an object")
         out.update(nested)
     return out
+
+
+def _no_key_has(node: dict[Any, Any], text: str) -> bool:
+    """Whether no key of ``node`` contains ``text`` (one C-speed test for the common case
+    of keys without dots; False, so the caller looks key by key, when a key is no str)."""
+    try:
+        return text not in "\x00".join(node)
+    except TypeError:
+        return False
 
 
 def _has_prefix(obj: Mapping[str, Any], name: str) -> bool:

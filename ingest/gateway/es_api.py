@@ -114,7 +114,8 @@ def add_routes(
             return es_json(doc, exc.status, **headers)
         outcomes = {o.index: o for o in result.outcomes()}
         took = int((time.monotonic() - started) * 1000)
-        return es_json(bulk.answer(ops, outcomes, took))
+        answer = bulk.answer_bytes(ops, outcomes, took)  # es_json(bulk.answer(...))'s bytes
+        return Response(answer, media_type="application/json", headers=dict(PRODUCT))
 
     @app.api_route("/_bulk", methods=["POST", "PUT"])
     async def bulk_any(request: Request) -> Response:

@@ -196,8 +196,10 @@ def document_item(
     limits: Limits,
     now: datetime,
     sent: datetime | None = None,
+    number: int = 0,
 ) -> Accepted | tuple[str, str]:
-    """One source document -> the event encoded for Kafka, or ``(reason, message)``.
+    """One source document (item ``number``) -> the event encoded for Kafka, or
+    ``(reason, message)``.
 
     ``obj`` is the parsed document when the caller already has it (None: schema path
     only). Schema events (``event_type`` present, or ``obj`` None) go through
@@ -207,7 +209,7 @@ def document_item(
 
     schema = obj is None or "event_type" in obj or "schema_version" in obj
     if schema and (obj is None or not is_eslogger(obj)):
-        return parse_line(raw, identity, limits, now, sent)
+        return _numbered(parse_line(raw, identity, limits, now, sent), number)
     if len(raw) > limits.max_event_bytes:
         return "event_too_large", f"event of {len(raw)} bytes over {limits.max_event_bytes}"
     from ingest.adapters import layouts  # the foreign layouts' adapters
@@ -233,7 +235,13 @@ def document_item(
         value = encode_event(event)
     except Exception as exc:  # whatever fails here is this document's fault
         return "unencodable", f"cannot encode the event: {exc}"[:300]
-    return Accepted(0, value, event.tenant_id, event.sensor_id, event.event_id)
+    return Accepted(number, value, event.tenant_id, event.sensor_id, event.event_id)
+
+
+def _numbered(result: Accepted | tuple[str, str], number: int) -> Accepted | tuple[str, str]:
+    if isinstance(result, tuple) or result.line == number:
+        return result
+    return Accepted(number, result.value, result.tenant_id, result.sensor_id, result.event_id)
 
 
 async def deliver(
