@@ -50,9 +50,19 @@ def sort_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
+def sources_cell(sources: dict[str, str] | None) -> str:
+    """The event sources' status from the sensor's latest heartbeat: ``3 ok`` when all
+    are fine, else the ones that are not (``files: degraded: queue full``) first."""
+    if not sources:
+        return ""
+    bad = [f"{name}: {status}" for name, status in sorted(sources.items()) if status != "ok"]
+    ok = len(sources) - len(bad)
+    return "; ".join(bad + ([f"{ok} ok"] if ok else []))
+
+
 def table_row(doc: dict[str, Any], now: datetime) -> list[str]:
     """One table row: tenant, sensor, host, last seen, events, rate, gaps, resets, skew,
-    state."""
+    sources, state."""
     skew = doc.get("skew_s")
     gaps = f"{doc.get('gaps', 0)} ({doc.get('missing', 0)} missing)" if doc.get("gaps") else "0"
     return [
@@ -65,6 +75,7 @@ def table_row(doc: dict[str, Any], now: datetime) -> list[str]:
         gaps,
         str(doc.get("resets", 0)),
         "" if skew is None else f"{skew:+.0f}s",
+        sources_cell(doc.get("sources")),
         doc.get("state", "?"),
     ]
 
@@ -104,8 +115,9 @@ def sensors_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Sensors with last seen, event rate, sequence gaps, resets, clock skew and health
-    state (healthy / degraded / silent), as the `detect` job's sensor-health query saw them."""
+    """Sensors with last seen, event rate, sequence gaps, resets, clock skew, event
+    sources' status (`sigstream sensor`'s heartbeats) and health state (healthy / degraded /
+    silent), as the `detect` job's sensor-health query saw them."""
     from elasticsearch import NotFoundError
 
     from detections.sinks.elasticsearch import connect
@@ -135,7 +147,7 @@ def sensors_cmd(
         title=f"Sensors: {total:,}" + (f" (showing {len(docs)})" if total > len(docs) else "")
     )
     columns = ("tenant", "sensor", "host", "last seen", "events", "rate", "gaps", "resets")
-    for col in (*columns, "skew", "state"):
+    for col in (*columns, "skew", "sources", "state"):
         table.add_column(col, justify="right" if col in ("events", "rate", "resets") else "left")
     for doc in docs:
         row = table_row(doc, now)

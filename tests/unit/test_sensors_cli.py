@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sigstream.commands.sensors import _age, sensors_query, sort_rows, table_row
+from sigstream.commands.sensors import _age, sensors_query, sort_rows, sources_cell, table_row
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -43,8 +43,18 @@ def test_age_and_row() -> None:
         "2 (7 missing)",
         "1",
         "-320s",
+        "",
         "degraded",
     ]
+
+
+def test_sources_cell_puts_the_sources_that_are_not_ok_first() -> None:
+    assert sources_cell(None) == ""
+    assert sources_cell({"execs": "ok", "files": "ok", "network": "ok"}) == "3 ok"
+    assert (
+        sources_cell({"execs": "ok", "files": "degraded: fanotify unavailable", "auditd": "lost"})
+        == "auditd: lost; files: degraded: fanotify unavailable; 1 ok"
+    )
 
 
 def test_worst_state_first() -> None:
