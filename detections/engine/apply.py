@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from detections.compiler import ir
+from detections.compiler import explain, ir
 from detections.compiler.logsources import field_source
 from detections.compiler.plan import DetectionPlan
 from detections.compiler.to_arrow import KEYWORD_SEPARATOR
@@ -40,9 +40,24 @@ def rule_specs(plan: DetectionPlan, skip: Collection[int] = ()) -> list[RuleSpec
     return [(p.index, p.route, p.rule.ir) for p in plan.rules if p.index not in skip]
 
 
-def compile_matcher(plan: DetectionPlan, skip: Collection[int] = ()) -> Matcher:
-    """The plan's rules compiled for the engine; ``matcher.errors`` lists rules it refused."""
-    return Matcher(rule_specs(plan, skip))
+def rule_explanations(
+    plan: DetectionPlan, skip: Collection[int] = ()
+) -> dict[int, explain.Explanation]:
+    """Rule index -> the selections that explain its matches (``CompiledRule.explanation``)."""
+    return {
+        p.index: p.rule.explanation
+        for p in plan.rules
+        if p.index not in skip and p.rule.explanation
+    }
+
+
+def compile_matcher(
+    plan: DetectionPlan, skip: Collection[int] = (), explained: bool = False
+) -> Matcher:
+    """The plan's rules compiled for the engine; ``matcher.errors`` lists rules it refused.
+    ``explained``: its matches say why they matched (``MatchResult.details``)."""
+    explanations = rule_explanations(plan, skip) if explained else None
+    return Matcher(rule_specs(plan, skip), explanations)
 
 
 def match_events(
@@ -57,6 +72,21 @@ def match_events(
     if result.errors:
         raise RuleEvaluationError(describe_errors(rule_ids(plan), result.errors))
     return result.pairs()
+
+
+def explain_events(
+    plan: DetectionPlan, events: Sequence[dict[str, Any]], matcher: Matcher | None = None
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Like :func:`match_events`, with why each matched: (event position, rule index,
+    match details as a finding's ``sigstream.match`` holds them)."""
+    matcher = matcher or compile_matcher(plan, explained=True)
+    rows = [parse_event(event).model_dump() for event in events]
+    table = pa.Table.from_pylist(rows, schema=arrow_event_schema())
+    result = matcher.match(table)
+    if result.errors:
+        raise RuleEvaluationError(describe_errors(rule_ids(plan), result.errors))
+    details = result.details or [{"selections": [], "keywords": []}] * len(result.rows)
+    return [(row, rule, d) for (row, rule), d in zip(result.pairs(), details, strict=True)]
 
 
 def engine_inputs(
