@@ -26,7 +26,7 @@ from sigma.conditions import (
     ConditionSelector,
     SigmaCondition,
 )
-from sigma.modifiers import reverse_modifier_mapping
+from sigma.modifiers import SigmaRegularExpressionModifier, reverse_modifier_mapping
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaDetections
 from sigma.types import SigmaBool, SigmaNull, SigmaString, SigmaType
 
@@ -114,7 +114,8 @@ def _items(detection: SigmaDetection, field_ir: FieldIR) -> Iterator[ExplainItem
             node = ir.or_(*nodes) if nodes else ir.Pred(item.field, ir.NULL, None)
             if item.negated:
                 node = ir.not_(node)
-            yield ExplainItem(item.field, modifier, pattern_text(written), node)
+            regex = SigmaRegularExpressionModifier in item.modifiers
+            yield ExplainItem(item.field, modifier, pattern_text(written, regex), node)
 
 
 def _per_written_value(
@@ -139,14 +140,15 @@ def _per_written_value(
     yield from split
 
 
-def pattern_text(value: SigmaType | None) -> str | None:
-    """A Sigma value as written in the rule (``null`` -> None)."""
+def pattern_text(value: SigmaType | None, regex: bool = False) -> str | None:
+    """A Sigma value as written in the rule (``null`` -> None); ``regex``: the value of a
+    ``|re`` item, whose ``?`` and ``*`` are regex syntax, not escaped wildcards."""
     if value is None or isinstance(value, SigmaNull):
         return None
     if isinstance(value, SigmaBool):
         return "true" if value.boolean else "false"
     if isinstance(value, SigmaString):
-        return value.to_plain()
+        return value.to_plain(regex=regex)
     try:
         plain = value.to_plain()
     except Exception:
@@ -163,8 +165,12 @@ def to_dicts(explained: Explanation) -> list[dict[str, Any]]:
             "name": s.name,
             "node": s.node.to_dict(),
             "items": [
-                {"field": i.field, "modifier": i.modifier, "pattern": i.pattern,
-                 "node": i.node.to_dict()}
+                {
+                    "field": i.field,
+                    "modifier": i.modifier,
+                    "pattern": i.pattern,
+                    "node": i.node.to_dict(),
+                }
                 for i in s.items
             ],
         }
@@ -180,8 +186,9 @@ def from_dicts(docs: Any) -> Explanation:
             str(doc["name"]),
             ir.node_from_dict(doc["node"]),
             tuple(
-                ExplainItem(i["field"], str(i["modifier"]), i["pattern"],
-                            ir.node_from_dict(i["node"]))
+                ExplainItem(
+                    i["field"], str(i["modifier"]), i["pattern"], ir.node_from_dict(i["node"])
+                )
                 for i in doc["items"]
             ),
         )
