@@ -9,6 +9,7 @@ of the tens of seconds a Catalyst expression per rule cost with thousands of rul
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -125,14 +126,17 @@ def detect(
     plan: DetectionPlan,
     skip: Collection[int] = (),
     columns: Sequence[str] | None = None,
+    explain: bool = False,
 ) -> DataFrame:
     """Rows of ``events`` that match, one per (rule_index, event): ``rule_index`` and the
-    event ``columns`` (default: all of them).
+    event ``columns`` (default: all of them); with ``explain``, a ``match`` column too: why
+    it matched, as JSON (what a finding's ``sigstream.match`` holds).
 
     Rules the engine cannot compile are left out (``compile_matcher(plan).errors`` says
     which); a rule that fails at run time fails the query with its id and error.
     """
-    spec = MatcherSpec.of(rule_specs(plan, skip))
+    explanations = rule_explanations(plan, skip) if explain else None
+    spec = MatcherSpec.of(rule_specs(plan, skip), explanations)
     output = list(events.columns) if columns is None else list(columns)
     names, computed = engine_inputs(plan, events.columns)
     shipped = [*names, *[c for c in output if c not in names]]
@@ -140,6 +144,7 @@ def detect(
         [
             T.StructField("rule_index", T.IntegerType(), False),
             *[events.schema[name] for name in output],
+            *([T.StructField("match", T.StringType(), True)] if explain else []),
         ]
     )
     ids = rule_ids(plan)  # the closure ships this, not the plan
@@ -147,11 +152,15 @@ def detect(
     def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matcher = spec.matcher()
         for batch in batches:
-            result = matcher.match(batch)
+            result = matcher.match(batch, explain=explain)
             if result.errors:
                 raise RuleEvaluationError(describe_errors(ids, result.errors))
             if result.rows.size:
-                yield matched_rows(batch.select(output), result.rows, result.rules)
+                found = matched_rows(batch.select(output), result.rows, result.rules)
+                if explain:
+                    whys = [json.dumps(d) for d in result.details or ()]
+                    found = found.append_column("match", pa.array(whys, pa.string()))
+                yield found
 
     return events.select(*shipped, *computed.values()).mapInArrow(match_partition, schema)
 
