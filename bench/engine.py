@@ -136,7 +136,7 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
 
     def timed_run(events: DataFrame) -> tuple[float, float, Counter[str]]:
         cpu0, t0 = _cpu_seconds(jvm_pid), time.monotonic()
-        rows = detect(events, plan).groupBy("rule_index").count().collect()
+        rows = detect(events, plan, explain=args.explain).groupBy("rule_index").count().collect()
         seconds, cpu = time.monotonic() - t0, _cpu_seconds(jvm_pid) - cpu0
         counts = Counter({str(plan.rules[r["rule_index"]].rule.id): int(r["count"]) for r in rows})
         return seconds, cpu, counts
@@ -190,6 +190,7 @@ def run_rule_set(args: argparse.Namespace) -> dict[str, Any]:
         "jvm_peak_kb": proc_status_kb(jvm_pid, "VmHWM"),
         "python_peak_mb": python_peak_mb(),
         "partitions": partitions,
+        "explain": bool(args.explain),
     }
     spark.stop()
     return result
@@ -255,7 +256,7 @@ def run_child(args: argparse.Namespace, size: str, folder: Path, parquet: Path) 
         args.driver_memory,
         "--partitions",
         str(args.partitions or 0),
-    ] + (["--full"] if args.full else [])
+    ] + (["--full"] if args.full else []) + (["--explain"] if args.explain else [])
     subprocess.run(cmd, check=True)
     data: dict[str, Any] = json.loads(out.read_text())
     return data
@@ -327,6 +328,12 @@ def main(argv: list[str] | None = None) -> None:
         help="partitions of the cached events (default: one per core, as the job's batches)",
     )
     parser.add_argument("--no-rsigma", action="store_true", help="skip the rsigma comparison")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also compute why each match matched (a finding's sigstream.match, as JSON), "
+        "as the detect job does: measures its cost",
+    )
     # internal: one rule set in a child process
     parser.add_argument("--one-set", help=argparse.SUPPRESS)
     parser.add_argument("--label", help=argparse.SUPPRESS)

@@ -30,6 +30,7 @@ class RuleInfo(_Model):
     description: str | None = None
     status: str | None = None
     references: list[str] = Field(default_factory=list)
+    falsepositives: list[str] = Field(default_factory=list)
 
 
 class Technique(_Model):
@@ -137,6 +138,30 @@ class CorrelationInfo(_Model):
     base_events: list[str] = Field(default_factory=list)
 
 
+class MatchedField(_Model):
+    """One value of a selection that held: the rule's field, modifier chain ("contains|all",
+    "re", "" for equals) and value as written, and the event's value (cut to 1 KiB;
+    None for a ``null`` check)."""
+
+    field: str
+    modifier: str = ""
+    pattern: str | None = None
+    value: str | None = None
+
+
+class MatchedSelection(_Model):
+    name: str
+    fields: list[MatchedField] = Field(default_factory=list)
+
+
+class MatchInfo(_Model):
+    """Why a Sigma finding matched, as the engine that matched computed it: the
+    selections the condition references positively that held, and the keywords found."""
+
+    selections: list[MatchedSelection] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+
+
 class SigstreamInfo(_Model):
     tenant_id: str
     sensor_id: str
@@ -145,6 +170,7 @@ class SigstreamInfo(_Model):
     # Ids of the suppression rules that silenced this match (kept and counted, not lost).
     suppressed_by: list[str] = Field(default_factory=list)
     correlation: CorrelationInfo | None = None
+    match: MatchInfo | None = None  # why it matched (Sigma findings)
     # The matching event exactly as the schema parsed it; stored, not indexed.
     event: dict[str, Any] = Field(default_factory=dict)
 

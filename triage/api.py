@@ -90,11 +90,29 @@ class FindingList(BaseModel):
     timed_out: bool = False
 
 
+class BaseFinding(BaseModel):
+    """A base finding of a correlation finding: its rule title, host, time and why it
+    matched (``found`` false: not stored, e.g. a ``generate: false`` rule, or not visible)."""
+
+    id: str
+    found: bool
+    rule_id: str | None = None
+    rule: str | None = None
+    level: str | None = None
+    host: str | None = None
+    time: str | None = None
+    event_id: str | None = None
+    match: dict[str, Any] | None = None
+    correlation: bool = False
+
+
 class FindingDetail(BaseModel):
     finding: dict[str, Any]
     matches: dict[str, Any]
     related_events: list[dict[str, Any]]
     ancestry: list[dict[str, Any]]
+    #: Correlation findings: their base findings (first ``store.MAX_BASE_FINDINGS``).
+    base_findings: list[BaseFinding] = Field(default_factory=list)
 
 
 class TriageState(BaseModel):
@@ -249,7 +267,9 @@ def create_app(
         who: Reader,
         window_minutes: Annotated[int, Query(ge=0, le=1440)] = 10,
     ) -> dict[str, Any]:
-        """A finding with its matching events, related host events and process ancestry."""
+        """A finding with its matching events, related host events and process ancestry.
+        Why it matched is in ``finding.sigstream.match``; a correlation finding's base
+        findings, each with its match, in ``base_findings``."""
         f = _get(who, finding_id)
         total, items = store.finding_matches(client, index, who, f)
         related = store.related_events(
@@ -260,6 +280,7 @@ def create_app(
             "matches": {"total": total, "items": items},
             "related_events": related,
             "ancestry": store.process_ancestry(client, events_index, f),
+            "base_findings": store.base_findings(client, index, who, f),
         }
 
     def _get(who: Caller, finding_id: str) -> dict[str, Any]:

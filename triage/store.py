@@ -199,6 +199,66 @@ def finding_matches(
     return int(resp["hits"]["total"]["value"]), [h["_source"] for h in resp["hits"]["hits"]]
 
 
+#: Base findings a correlation finding's detail resolves (a count correlation may hold
+#: thousands; the rest are counted, not fetched).
+MAX_BASE_FINDINGS = 100
+
+
+def base_findings(
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    finding: dict[str, Any],
+    size: int = MAX_BASE_FINDINGS,
+) -> list[dict[str, Any]]:
+    """The base findings of a correlation finding (``sigstream.correlation.base_findings``),
+    in its order, each with its rule, host, time and why it matched. One that is not stored
+    (a base rule with ``generate: false`` writes no finding) or that the caller may not see
+    is listed with ``found: false``. Empty for any other finding."""
+    correlation = (finding.get("sigstream") or {}).get("correlation") or {}
+    ids = list(dict.fromkeys(correlation.get("base_findings") or []))[:size]
+    if not ids:
+        return []
+    resp = es.search(
+        index=index,
+        query={"bool": {"filter": [{"ids": {"values": ids}}, *tenant_filter(caller)]}},
+        size=len(ids),
+        source_includes=[
+            "@timestamp",
+            "rule.id",
+            "rule.name",
+            "rule.level",
+            "host.name",
+            "event.id",
+            "sigstream.match",
+            "sigstream.correlation.type",
+        ],
+    )
+    found = {h["_id"]: h["_source"] for h in resp["hits"]["hits"]}
+    out: list[dict[str, Any]] = []
+    for fid in ids:
+        src = found.get(fid)
+        if src is None:
+            out.append({"id": fid, "found": False})
+            continue
+        rule, sig = src.get("rule") or {}, src.get("sigstream") or {}
+        out.append(
+            {
+                "id": fid,
+                "found": True,
+                "rule_id": rule.get("id"),
+                "rule": rule.get("name"),
+                "level": rule.get("level"),
+                "host": (src.get("host") or {}).get("name"),
+                "time": src.get("@timestamp"),
+                "event_id": (src.get("event") or {}).get("id"),
+                "match": sig.get("match"),
+                "correlation": bool(sig.get("correlation")),  # a chained correlation's
+            }
+        )
+    return out
+
+
 def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 

@@ -45,6 +45,7 @@ class PlannedRule:
             description=r.description,
             status=r.status,
             references=list(getattr(r, "references", ()) or ()),
+            falsepositives=list(getattr(r, "falsepositives", ()) or ()),
         )
 
 

@@ -57,7 +57,7 @@ from sigma.types import (
 )
 
 from common.safe_yaml import ContentError, load_yaml_documents, read_content
-from detections.compiler import ir
+from detections.compiler import explain, ir
 from detections.compiler.regex import UNSUPPORTED_REGEX, regex_refusal
 
 # The Sigma specification names ``utf16le`` as the canonical spelling of ``wide``; pySigma
@@ -117,6 +117,10 @@ class CompiledRule:
     path: str | None = None
     filters: tuple[str, ...] = ()  # ids (or titles) of the meta filters applied to it
     warnings: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
+    # The selections that can explain a match (detections.compiler.explain); not hashed
+    # into the plan version: the IR alone decides what matches.
+    explanation: explain.Explanation = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the deployable artefact)."""
@@ -139,6 +143,8 @@ class CompiledRule:
             "path": self.path,
             "filters": list(self.filters),
             "warnings": list(self.warnings),
+            "falsepositives": list(self.falsepositives),
+            "explanation": explain.to_dicts(self.explanation),
         }
 
     @classmethod
@@ -159,6 +165,8 @@ class CompiledRule:
             path=doc.get("path"),
             filters=tuple(doc.get("filters", ())),
             warnings=tuple(doc.get("warnings", ())),
+            falsepositives=tuple(doc.get("falsepositives", ())),
+            explanation=explain.from_dicts(doc.get("explanation", [])),
         )
 
 
@@ -585,6 +593,10 @@ def compile_rule(
     if fatal:
         raise _wrap(rule, fatal[0])
     logsource = rule.logsource
+    detection = detection_to_ir(rule.detection, config, rule)
+    explained, problem = rule_explanation(rule.detection, config, rule)
+    if problem:
+        warnings.append(problem)
     return CompiledRule(
         id=_rule_id(rule),
         title=rule.title,
@@ -595,11 +607,32 @@ def compile_rule(
         tags=tuple(str(tag) for tag in rule.tags),
         references=tuple(rule.references),
         logsource=LogSource(logsource.category, logsource.product, logsource.service),
-        ir=detection_to_ir(rule.detection, config, rule),
+        ir=detection,
         path=str(rule.source.path) if rule.source is not None else None,
         filters=tuple(filters),
         warnings=tuple(warnings),
+        falsepositives=tuple(str(fp) for fp in (rule.falsepositives or ()) if fp is not None),
+        explanation=explained,
     )
+
+
+def rule_explanation(
+    detections: SigmaDetections, config: CompilerConfig = DEFAULT_CONFIG, rule: Any = None
+) -> tuple[explain.Explanation, str | None]:
+    """The rule's explanation (detections.compiler.explain), built with this compiler's
+    value mapping so its predicates are the IR's. A rule whose explanation cannot be
+    built still runs: its findings say no more than before, and a warning says why."""
+    values = _Values(rule if rule is not None else detections, config)
+
+    def field_ir(name: str | None, value: SigmaType) -> ir.Node:
+        return values.field(name, value) if name is not None else values.keyword(value)
+
+    try:
+        return explain.explanation(
+            detections, field_ir, lambda node: _condition_to_ir(node, values)
+        ), None
+    except Exception as exc:
+        return (), f"no match explanation: {type(exc).__name__}: {exc}"
 
 
 # --- loading files and applying meta filters ------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detections.compiler import ir
+from detections.compiler import explain, ir
 from detections.compiler.regex import EngineRegex, compile_glob, compile_regex
 
 __all__ = [
@@ -282,6 +282,25 @@ def _re2_literal(text: str) -> str:
     return "".join(out)
 
 
+@dataclass(frozen=True, slots=True)
+class ExplainValue:
+    """One value of a selection as written (``explain.ExplainItem``), as a tree over the
+    route's slots; ``key`` is where the event's value of ``field`` is read (cased)."""
+
+    field: str | None
+    modifier: str
+    pattern: str | None
+    node: ExecNode
+    key: FieldKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainSelection:
+    name: str
+    node: ExecNode
+    values: tuple[ExplainValue, ...]
+
+
 @dataclass
 class Program:
     """The rules of one route, ready to run over that route's rows."""
@@ -290,6 +309,8 @@ class Program:
     literals: list[LiteralIndex]
     rules: dict[int, ExecNode]  # rule index -> tree
     errors: dict[int, str]  # rule index -> why it could not be compiled
+    # rule index -> its selections over the same slots (detections.engine.why)
+    explain: dict[int, tuple[ExplainSelection, ...]] = field(default_factory=dict)
 
 
 def run(node: ExecNode, rows: Rows, memo: dict[int, Result], slots: list[Slot]) -> Result:
@@ -372,15 +393,40 @@ class ProgramBuilder:
         self._literal_by_key: dict[object, int] = {}
         self._rules: dict[int, ExecNode] = {}
         self._errors: dict[int, str] = {}
+        self._explain: dict[int, tuple[ExplainSelection, ...]] = {}
 
-    def add_rule(self, index: int, node: ir.Node) -> None:
+    def add_rule(self, index: int, node: ir.Node, explained: explain.Explanation = ()) -> None:
         try:
             self._rules[index] = self._build(node)
         except Exception as exc:  # one bad rule never stops the others
             self._errors[index] = f"cannot compile for the engine: {type(exc).__name__}: {exc}"
+            return
+        if explained:
+            # The same builder: a selection's predicates get the slots the rule's tree
+            # uses, so explaining a match reads results the match already computed.
+            try:
+                self._explain[index] = tuple(
+                    ExplainSelection(
+                        s.name,
+                        self._build(s.node),
+                        tuple(
+                            ExplainValue(
+                                i.field,
+                                i.modifier,
+                                i.pattern,
+                                self._build(i.node),
+                                (self._source(i.field), i.field, True) if i.field else None,
+                            )
+                            for i in s.items
+                        ),
+                    )
+                    for s in explained
+                )
+            except Exception:  # the rule still runs; its findings just say less
+                self._explain.pop(index, None)
 
     def program(self) -> Program:
-        return Program(self._slots, self._literals, self._rules, self._errors)
+        return Program(self._slots, self._literals, self._rules, self._errors, self._explain)
 
     # tree
 

@@ -292,6 +292,8 @@ def compile_correlation(
         description=rule.description,
         author=rule.author,
         path=str(rule.source.path) if rule.source is not None else None,
+        references=tuple(str(r) for r in (rule.references or ())),
+        falsepositives=tuple(str(f) for f in (rule.falsepositives or ()) if f is not None),
         rule_fields=tuple(aliases),
         upstream=chained,
     )

@@ -68,6 +68,8 @@ def rule_info(spec: CorrelationSpec) -> RuleInfo:
         tags=list(spec.tags),
         author=spec.author,
         description=spec.description,
+        references=list(spec.references),
+        falsepositives=list(spec.falsepositives),
     )
 
 

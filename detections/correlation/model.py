@@ -88,6 +88,8 @@ class CorrelationSpec:
     # Chained correlations: the ids in ``rules`` that are other correlations (their
     # firings are this correlation's matches, see detections/correlation/chain.py).
     upstream: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
 
     @property
     def timespan_ms(self) -> int:

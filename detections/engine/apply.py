@@ -9,6 +9,7 @@ of the tens of seconds a Catalyst expression per rule cost with thousands of rul
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from detections.compiler import ir
+from detections.compiler import explain, ir
 from detections.compiler.logsources import field_source
 from detections.compiler.plan import DetectionPlan
 from detections.compiler.to_arrow import KEYWORD_SEPARATOR
@@ -40,9 +41,24 @@ def rule_specs(plan: DetectionPlan, skip: Collection[int] = ()) -> list[RuleSpec
     return [(p.index, p.route, p.rule.ir) for p in plan.rules if p.index not in skip]
 
 
-def compile_matcher(plan: DetectionPlan, skip: Collection[int] = ()) -> Matcher:
-    """The plan's rules compiled for the engine; ``matcher.errors`` lists rules it refused."""
-    return Matcher(rule_specs(plan, skip))
+def rule_explanations(
+    plan: DetectionPlan, skip: Collection[int] = ()
+) -> dict[int, explain.Explanation]:
+    """Rule index -> the selections that explain its matches (``CompiledRule.explanation``)."""
+    return {
+        p.index: p.rule.explanation
+        for p in plan.rules
+        if p.index not in skip and p.rule.explanation
+    }
+
+
+def compile_matcher(
+    plan: DetectionPlan, skip: Collection[int] = (), explained: bool = False
+) -> Matcher:
+    """The plan's rules compiled for the engine; ``matcher.errors`` lists rules it refused.
+    ``explained``: its matches say why they matched (``MatchResult.details``)."""
+    explanations = rule_explanations(plan, skip) if explained else None
+    return Matcher(rule_specs(plan, skip), explanations)
 
 
 def match_events(
@@ -57,6 +73,21 @@ def match_events(
     if result.errors:
         raise RuleEvaluationError(describe_errors(rule_ids(plan), result.errors))
     return result.pairs()
+
+
+def explain_events(
+    plan: DetectionPlan, events: Sequence[dict[str, Any]], matcher: Matcher | None = None
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Like :func:`match_events`, with why each matched: (event position, rule index,
+    match details as a finding's ``sigstream.match`` holds them)."""
+    matcher = matcher or compile_matcher(plan, explained=True)
+    rows = [parse_event(event).model_dump() for event in events]
+    table = pa.Table.from_pylist(rows, schema=arrow_event_schema())
+    result = matcher.match(table)
+    if result.errors:
+        raise RuleEvaluationError(describe_errors(rule_ids(plan), result.errors))
+    details = result.details or [{"selections": [], "keywords": []}] * len(result.rows)
+    return [(row, rule, d) for (row, rule), d in zip(result.pairs(), details, strict=True)]
 
 
 def engine_inputs(
@@ -95,14 +126,17 @@ def detect(
     plan: DetectionPlan,
     skip: Collection[int] = (),
     columns: Sequence[str] | None = None,
+    explain: bool = False,
 ) -> DataFrame:
     """Rows of ``events`` that match, one per (rule_index, event): ``rule_index`` and the
-    event ``columns`` (default: all of them).
+    event ``columns`` (default: all of them); with ``explain``, a ``match`` column too: why
+    it matched, as JSON (what a finding's ``sigstream.match`` holds).
 
     Rules the engine cannot compile are left out (``compile_matcher(plan).errors`` says
     which); a rule that fails at run time fails the query with its id and error.
     """
-    spec = MatcherSpec.of(rule_specs(plan, skip))
+    explanations = rule_explanations(plan, skip) if explain else None
+    spec = MatcherSpec.of(rule_specs(plan, skip), explanations)
     output = list(events.columns) if columns is None else list(columns)
     names, computed = engine_inputs(plan, events.columns)
     shipped = [*names, *[c for c in output if c not in names]]
@@ -110,6 +144,7 @@ def detect(
         [
             T.StructField("rule_index", T.IntegerType(), False),
             *[events.schema[name] for name in output],
+            *([T.StructField("match", T.StringType(), True)] if explain else []),
         ]
     )
     ids = rule_ids(plan)  # the closure ships this, not the plan
@@ -117,11 +152,15 @@ def detect(
     def match_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         matcher = spec.matcher()
         for batch in batches:
-            result = matcher.match(batch)
+            result = matcher.match(batch, explain=explain)
             if result.errors:
                 raise RuleEvaluationError(describe_errors(ids, result.errors))
             if result.rows.size:
-                yield matched_rows(batch.select(output), result.rows, result.rules)
+                found = matched_rows(batch.select(output), result.rows, result.rules)
+                if explain:
+                    whys = [json.dumps(d) for d in result.details or ()]
+                    found = found.append_column("match", pa.array(whys, pa.string()))
+                yield found
 
     return events.select(*shipped, *computed.values()).mapInArrow(match_partition, schema)
 

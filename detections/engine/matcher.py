@@ -21,16 +21,17 @@ import hashlib
 import pickle
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detections.compiler import ir
+from detections.compiler import explain, ir
 from detections.compiler.logsources import Route, field_source
 from detections.compiler.to_arrow import (
     KEYWORD_SEPARATOR,
@@ -39,6 +40,7 @@ from detections.compiler.to_arrow import (
     ProgramBuilder,
     run,
 )
+from detections.engine.why import explain_rows
 from schemas.events import MODEL_BY_TYPE, Envelope
 from schemas.generate import event_columns
 
@@ -58,6 +60,10 @@ class MatchResult:
     seconds: dict[int, float] = field(default_factory=dict)
     evaluated: dict[int, int] = field(default_factory=dict)
     shared_seconds: float = 0.0  # work the rules of a route share, charged to none
+    # Per match (parallel to rows/rules): why it matched (detections.engine.why), when
+    # the matcher has explanations and was asked for them; else None.
+    details: list[dict[str, Any]] | None = None
+    explain_seconds: float = 0.0  # of which spent explaining matches
 
     def pairs(self) -> list[tuple[int, int]]:
         return list(zip(self.rows.tolist(), self.rules.tolist(), strict=True))
@@ -66,16 +72,24 @@ class MatchResult:
 class Matcher:
     """Compiled rules, grouped by route. Build once, match many batches."""
 
-    def __init__(self, rules: Iterable[RuleSpec]) -> None:
+    def __init__(
+        self,
+        rules: Iterable[RuleSpec],
+        explanations: Mapping[int, explain.Explanation] | None = None,
+    ) -> None:
+        """``explanations`` (rule index -> its selections, ``CompiledRule.explanation``)
+        make ``match`` say why each match matched (``MatchResult.details``)."""
         by_route: dict[Route, list[tuple[int, ir.Node]]] = {}
         for index, route, node in rules:
             by_route.setdefault(route, []).append((index, node))
         self.programs: dict[Route, Program] = {}
         self.errors: dict[int, str] = {}  # rules that could not be compiled
+        self.explains = bool(explanations)
+        explanations = explanations or {}
         for route, members in by_route.items():
             builder = ProgramBuilder(lambda name, r=route: field_source(r, name))
             for index, node in members:
-                builder.add_rule(index, node)
+                builder.add_rule(index, node, explanations.get(index, ()))
             program = builder.program()
             self.programs[route] = program
             self.errors.update(program.errors)
@@ -84,15 +98,19 @@ class Matcher:
     def rule_count(self) -> int:
         return sum(len(p.rules) for p in self.programs.values())
 
-    def match(self, batch: pa.RecordBatch | pa.Table, skip: Collection[int] = ()) -> MatchResult:
-        """Every (row, rule) match of ``batch``; rules in ``skip`` are not evaluated."""
+    def match(
+        self, batch: pa.RecordBatch | pa.Table, skip: Collection[int] = (), explain: bool = True
+    ) -> MatchResult:
+        """Every (row, rule) match of ``batch``; rules in ``skip`` are not evaluated. With
+        ``explain`` (and explanations given), ``details`` says why each matched."""
         view = _BatchView(batch)
         found_rows: list[np.ndarray] = []
         found_rules: list[np.ndarray] = []
+        details: list[dict[str, Any]] | None = [] if explain and self.explains else None
         errors: dict[int, str] = {}
         seconds: dict[int, float] = {}
         evaluated: dict[int, int] = {}
-        shared = 0.0
+        shared = explaining = 0.0
         for route, program in self.programs.items():
             rows = np.flatnonzero(view.route_mask(route))
             if not rows.size:
@@ -116,14 +134,50 @@ class Matcher:
                     hit = rows[result]
                     found_rows.append(hit)
                     found_rules.append(np.full(hit.size, index, dtype=np.int32))
+                    if details is not None:
+                        started = time.perf_counter()
+                        details += _explain(program, index, route_rows, memo, result)
+                        explaining += time.perf_counter() - started
             shared += route_rows.shared_s
         if not found_rows:
             empty = np.zeros(0, dtype=np.int64)
-            return MatchResult(empty, empty.astype(np.int32), errors, seconds, evaluated, shared)
+            return MatchResult(
+                empty, empty.astype(np.int32), errors, seconds, evaluated, shared, details
+            )
         all_rows = np.concatenate(found_rows).astype(np.int64)
         all_rules = np.concatenate(found_rules)
         order = np.lexsort((all_rules, all_rows))
-        return MatchResult(all_rows[order], all_rules[order], errors, seconds, evaluated, shared)
+        if details is not None:
+            details = [details[i] for i in order.tolist()]
+        return MatchResult(
+            all_rows[order],
+            all_rules[order],
+            errors,
+            seconds,
+            evaluated,
+            shared,
+            details,
+            explaining,
+        )
+
+
+def _explain(
+    program: Program,
+    index: int,
+    rows: _RouteRows,
+    memo: dict[int, np.ndarray | None],
+    result: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Why rule ``index`` matched each of its matched rows (``result``). A failure here
+    never costs the match: the finding is written with empty details."""
+    at = np.flatnonzero(result)
+    selections = program.explain.get(index)
+    if selections:
+        try:
+            return explain_rows(selections, rows, memo, program.slots, at)
+        except Exception:
+            pass
+    return [{"selections": [], "keywords": []} for _ in range(at.size)]
 
 
 # --- shipping the engine to Spark's Python workers -------------------------------------------
@@ -138,15 +192,23 @@ class MatcherSpec:
     payload: bytes
 
     @classmethod
-    def of(cls, rules: Iterable[RuleSpec]) -> MatcherSpec:
-        data = pickle.dumps(list(rules), protocol=pickle.HIGHEST_PROTOCOL)
+    def of(
+        cls,
+        rules: Iterable[RuleSpec],
+        explanations: Mapping[int, explain.Explanation] | None = None,
+    ) -> MatcherSpec:
+        content = (list(rules), dict(explanations or {}))
+        data = pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
         return cls(hashlib.sha256(data).hexdigest()[:16], zlib.compress(data, 6))
 
     def matcher(self) -> Matcher:
         return _compiled(self)
 
-    def rules(self) -> list[RuleSpec]:
+    def content(self) -> tuple[list[RuleSpec], dict[int, explain.Explanation]]:
         return pickle.loads(zlib.decompress(self.payload))
+
+    def rules(self) -> list[RuleSpec]:
+        return self.content()[0]
 
 
 _CACHE: dict[str, Matcher] = {}
@@ -157,7 +219,7 @@ def _compiled(spec: MatcherSpec) -> Matcher:
     if matcher is None:
         gc.unfreeze()  # the replaced bundle's objects become collectable again
         _CACHE.clear()  # one plan at a time per worker: a new bundle replaces the old one
-        matcher = _CACHE[spec.digest] = Matcher(spec.rules())
+        matcher = _CACHE[spec.digest] = Matcher(*spec.content())
         freeze_long_lived()
     return matcher
 

@@ -13,6 +13,7 @@ from schemas.findings import (
     FindingState,
     GroupInfo,
     HostInfo,
+    MatchInfo,
     ParentProcess,
     ProcessInfo,
     RuleInfo,
@@ -57,9 +58,11 @@ def build_finding(
     event: dict[str, Any],
     ingested: datetime | None = None,
     grouping: GroupingConfig | None = None,
+    match: dict[str, Any] | None = None,
 ) -> Finding:
     """The finding for ``rule`` matching ``event`` (a schema event as a plain dict), with
-    the group it belongs to (``grouping``, from the job; the default window when not given)."""
+    the group it belongs to (``grouping``, from the job; the default window when not given)
+    and why it matched (``match``: the engine's details, ``detections.engine.why``)."""
     event = {k: v for k, v in event.items() if v is not None and v != {}}
     event_id = str(event["event_id"])
     when = _time(event["event_time"])
@@ -95,6 +98,7 @@ def build_finding(
                 last_seen=when,
             ),
             event=event,
+            match=MatchInfo.model_validate(match) if match is not None else None,
         ),
     )
 

@@ -40,7 +40,12 @@ from detections.content.deploy.demotion import (
 from detections.content.deploy.modes import RuleMode
 from detections.content.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.correlation.feed import CorrelationFeed, PlannedFeed
-from detections.engine.apply import compile_matcher, engine_inputs, rule_specs
+from detections.engine.apply import (
+    compile_matcher,
+    engine_inputs,
+    rule_explanations,
+    rule_specs,
+)
 from detections.engine.matcher import MatcherSpec, freeze_long_lived
 from detections.health.summary import SUMMARY_FIELDS
 from detections.sinks.grouping import GroupingConfig
@@ -242,7 +247,7 @@ class RunningContent:
                 log.warning("correlation base rule %s is not in the running rules", rule)
         return cls(
             plan=plan,
-            spec=MatcherSpec.of(rule_specs(plan)),
+            spec=MatcherSpec.of(rule_specs(plan), rule_explanations(plan)),
             rule_infos={i: info.model_dump() for i, info in plan.rule_infos().items()},
             quarantined=dict(compile_matcher(plan).errors),
             deployed=deployed,

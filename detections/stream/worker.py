@@ -202,7 +202,13 @@ def partition_processor(
                         feed, events, result.rows, result.rules, fed
                     )
                 documents = finding_documents(
-                    events, result.rows, result.rules, rule_infos, destinations, ingested
+                    events,
+                    result.rows,
+                    result.rules,
+                    rule_infos,
+                    destinations,
+                    ingested,
+                    result.details,
                 )
                 for name, n in destinations.tally(documents, result.rules).items():
                     counts[name] += n
@@ -283,14 +289,16 @@ def finding_documents(
     rule_infos: dict[int, dict[str, Any]],
     destinations: Destinations,
     ingested: datetime,
+    details: list[dict[str, Any]] | None = None,
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Index -> (id, body) of the findings of the (row, rule) matches. A finding carries
     the event as its sensor sent it (the record's JSON), so nothing the rule did not read
-    is lost."""
+    is lost, and why it matched (``details``, parallel to ``rows``, from the engine)."""
     infos: dict[int, RuleInfo] = {}
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     values = events.column(VALUE_COLUMN).take(pa.array(rows)).to_pylist()
-    for value, rule in zip(values, rules.tolist(), strict=True):
+    whys = details if details is not None else [None] * len(values)
+    for value, rule, why in zip(values, rules.tolist(), whys, strict=True):
         event = json.loads(value)
         index = destinations.index_for(rule, event)
         if index is None:
@@ -298,6 +306,6 @@ def finding_documents(
         info = infos.get(rule)
         if info is None:
             info = infos[rule] = RuleInfo.model_validate(rule_infos[rule])
-        finding = build_finding(info, event, ingested, destinations.grouping)
+        finding = build_finding(info, event, ingested, destinations.grouping, why)
         out.setdefault(index, []).append(finding_document(finding))
     return out

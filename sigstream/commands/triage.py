@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.settings import get_settings
@@ -185,12 +186,14 @@ def show_cmd(
     events_index = get_settings().events_index
     related = store.related_events(es, events_index, caller, f, timedelta(minutes=window))
     ancestry = store.process_ancestry(es, events_index, f)
+    bases = store.base_findings(es, _index(), caller, f)
     if as_json:
         out = {
             "finding": f,
             "matches": {"total": total, "items": matches},
             "related_events": related,
             "ancestry": ancestry,
+            "base_findings": bases,
         }
         console.print_json(json.dumps(out, default=str))
         return
@@ -213,7 +216,8 @@ def show_cmd(
         ),
     ]
     for k, v in facts:
-        console.print(f"[bold]{k:>18}[/]  {v}")
+        console.print(f"[bold]{k:>18}[/]  {escape(str(v))}")
+    print_why(f, bases)
     t = Table(title=f"Matches ({total:,}; first {len(matches)})")
     for col in ("time", "event id", "process"):
         t.add_column(col)
@@ -251,6 +255,48 @@ def show_cmd(
                 f"  {_short(h['at'])} {h['actor']} {h['action']} "
                 f"{h.get('field') or ''}: {h.get('old')} -> {h.get('new')}"
             )
+
+
+def print_why(f: dict[str, Any], bases: list[dict[str, Any]]) -> None:
+    """The finding's "Why it matched" and "About the rule" sections (triage.explain)."""
+    from triage.explain import attack_links, why_lines
+
+    lines = why_lines((f.get("sigstream") or {}).get("match"))
+    if lines:
+        console.print("[bold]Why it matched[/]")
+        for line in lines:
+            console.print(f"  {escape(line)}", soft_wrap=True)
+    correlation = (f.get("sigstream") or {}).get("correlation")
+    if correlation:
+        ids = correlation.get("base_findings") or []
+        console.print(
+            f"[bold]Why it matched[/]  {correlation.get('type')} "
+            f"{escape(str(correlation.get('condition')))}: {len(ids):,} base finding(s)"
+            + (f", first {len(bases)}" if len(bases) < len(ids) else "")
+        )
+        for b in bases:
+            if not b.get("found"):
+                console.print(f"  {b['id'][:12]}  (not stored or not visible)")
+                continue
+            console.print(
+                f"  {b['id'][:12]}  {_short(b.get('time'))}  {escape(str(b.get('host')))}  "
+                f"{escape(str(b.get('rule')))}"
+            )
+            for line in why_lines(b.get("match")):
+                console.print(f"      {escape(line)}", soft_wrap=True)
+    rule = f.get("rule") or {}
+    about: list[tuple[str, list[str]]] = [
+        ("description", [rule["description"]] if rule.get("description") else []),
+        ("false positives", rule.get("falsepositives") or []),
+        ("references", rule.get("references") or []),
+        ("ATT&CK", [f"{t}  {url}" for t, url in attack_links(f)]),
+    ]
+    if any(values for _, values in about):
+        console.print("[bold]About the rule[/]")
+    for name, values in about:
+        for i, value in enumerate(values):
+            label = name if i == 0 else ""
+            console.print(f"[bold]{label:>18}[/]  {escape(value.strip())}", soft_wrap=True)
 
 
 def _act(

@@ -236,3 +236,18 @@ def test_a_correlation_over_a_rule_the_engine_refuses_is_quarantined_others_run(
     (rejection,) = content.rejections
     assert rejection.reason == "base_rule_quarantined" and C in rejection.message
     assert [str(p.rule.id) for p in content.plan.rules] == [A]
+
+
+def test_references_and_false_positives_reach_the_correlation_finding() -> None:
+    from detections.correlation.finding_docs import rule_info
+
+    text = correlation(
+        "  type: event_count\n  rules: [base_a]\n  group-by: [host]\n"
+        "  timespan: 5m\n  condition: {gte: 3}\n"
+    ).replace(
+        "level: high\n",
+        "level: high\nreferences: [https://example.org/a]\nfalsepositives: [Patch days]\n",
+    )
+    spec = one(text)
+    info = rule_info(spec)
+    assert (info.references, info.falsepositives) == (["https://example.org/a"], ["Patch days"])
