@@ -26,7 +26,10 @@ def _parse(value: str | None) -> datetime | None:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    """A time without a zone is UTC (as Elasticsearch would read it)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def mount(
