@@ -212,7 +212,7 @@ function render(data) {
           h("td", {}, h("div", { class: "mono wrap clip" }, m.process?.command_line || m.process?.executable || "")),
           h("td", {}, h("button", { type: "button", class: "link", onclick: () => showRaw(i < 0 ? 0 : i) }, "raw event")));
       })))),
-    section("d-ancestry-panel", "Process ancestry",
+    kindOf(f) ? null : section("d-ancestry-panel", "Process ancestry",
       data.ancestry.length ? h("ol", { id: "d-ancestry" }, ...data.ancestry.map((e) => h("li", { class: "mono wrap clip" }, `${e.Image || "?"} ${e.CommandLine || ""}`)))
         : h("ol", { id: "d-ancestry" }, h("li", { class: "empty" }, "Unknown (needs the events index: detect --index-events)."))),
     section("d-related-panel", "Related events on this host",
