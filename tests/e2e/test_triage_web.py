@@ -427,7 +427,7 @@ def test_analyst_walk(server: Any, browser: Any, capsys: pytest.CaptureFixture[s
     state = stored["sigstream"]["finding"]
     assert (state["status"], state["resolution"]) == ("closed", "false_positive")
     assert {h["actor"] for h in state["history"]} == {"peter"}
-    assert [h["action"] for h in state["history"]][0] == "ack"
+    assert state["history"][0]["action"] == "ack"
     assert "close" in [h["action"] for h in state["history"]]
 
     # 11. Sensor health: worst first, with what is wrong with each sensor.

@@ -190,5 +190,5 @@ def test_base_findings_are_bounded_ordered_and_missing_ones_listed() -> None:
     ]
     out = dashboard.shape_base(["m0", "m1", "gone"], hits)
     assert [i["finding_id"] for i in out["items"]] == ["g0", "g1"]
-    assert out["items"][0]["match"] == {"keywords": []}
+    assert out["items"][0]["match"] == {"keywords": ["x"]}
     assert out["missing"] == ["gone"] and out["total"] == 3

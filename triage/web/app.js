@@ -42,7 +42,7 @@ async function route() {
   if (!document.body.dataset.role) { showSection(null); return; }
   const { view, id, params } = current();
   const titles = { overview: "Overview", findings: "Findings", finding: "Finding", sensors: "Sensors" };
-  document.title = `${titles[view]} · Sigstream`;
+  document.title = `${titles[view]} · Sigstream findings`;
   // A finding is shown once it is loaded (never the previous one's facts meanwhile).
   if (view !== "finding") showSection(view);
   const carry = rangeParams(view === "finding" ? new URLSearchParams() : params);
