@@ -37,6 +37,7 @@ KEYS = KeyStore(
     {
         "web-key": {"tenant": "acme", "role": "analyst", "user": "webby"},
         "page-key": {"tenant": "initech", "role": "analyst", "user": "peter"},
+        "empty-key": {"tenant": "nobody-yet", "role": "read-only", "user": "newbie"},
     }
 )
 SCREENS = Path(__file__).resolve().parents[1] / ".artifacts" / "screens"
@@ -346,6 +347,23 @@ def test_analyst_walk(server: Any, browser: Any, capsys: pytest.CaptureFixture[s
     assert _hash(browser) == "#/findings?range=24h"
     wait.until(ec.text_to_be_present_in_element((By.ID, "list-status"), "13 findings"))
 
+    # Acknowledge from the list: the selected row, after a confirmation.
+    blur()
+    keys("k", "k", "k", "k", "k")  # up to the first row, the newest: "source lost"
+    row = browser.find_element(By.CSS_SELECTOR, "#findings tbody tr.selected")
+    row_id = row.get_attribute("data-id")
+    assert row.get_attribute("data-index") == "0" and "Sensor event source lost" in row.text
+    keys("a")
+    wait.until(lambda b: b.find_element(By.ID, "confirm").get_attribute("open") is not None)
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "list-status"), "ack: done"))
+    wait.until(
+        lambda b: (
+            "acknowledged"
+            in b.find_element(By.CSS_SELECTOR, f'#findings tbody tr[data-id="{row_id}"]').text
+        )
+    )
+
     # 6. "/" searches, "?" shows the shortcuts.
     blur()
     keys("/")
@@ -446,4 +464,40 @@ def test_analyst_walk(server: Any, browser: Any, capsys: pytest.CaptureFixture[s
     assert "sources lost: file" in fleet and "clock behind -3605s" in fleet
     assert "open finding: code or configuration changed" in fleet  # DC01 is "healthy"
     _full_shot(browser, shots, "07-sensors.png")
+    assert _csp_problems(browser) == []
+
+    # 12. A narrow window: the finding with the long command line still fits.
+    browser.set_window_size(820, 1000)
+    browser.get(url + f"/#/finding/{page.xss_id}")
+    browser.refresh()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "d-title"), "Script Host Running Markup"))
+    _fits(browser)
+    _full_shot(browser, shots, "08-finding-narrow.png")
+    browser.set_window_size(1400, 1000)
+
+
+def test_empty_states(server: Any, browser: Any) -> None:
+    """A tenant with nothing yet: every view says so instead of showing a blank."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    wait = WebDriverWait(browser, 20)
+    shots = _shots(Path("."))
+    browser.get(url + "/")
+    assert "Enter an API key" in browser.find_element(By.ID, "no-key").text
+    browser.find_element(By.ID, "api-key").send_keys("empty-key")
+    browser.find_element(By.ID, "save-key").click()
+    nothing = "No findings in this time range"
+    wait.until(ec.text_to_be_present_in_element((By.ID, "o-chart"), nothing))
+    assert "0\nfindings" in browser.find_element(By.ID, "o-cards").text
+    assert browser.find_element(By.ID, "o-tops").text.count("none in this range") == 4
+    _full_shot(browser, shots, "09-empty-overview.png")
+    browser.find_element(By.ID, "nav-findings").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "findings"), "No findings match"))
+    browser.find_element(By.ID, "nav-sensors").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "sensors"), "No sensors reported yet"))
+    assert "No open sensor-health findings" in browser.find_element(By.ID, "s-health").text
+    _full_shot(browser, shots, "10-empty-sensors.png")
     assert _csp_problems(browser) == []

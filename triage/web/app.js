@@ -90,9 +90,9 @@ async function triage(action) {
       await api(`/api/findings/${encodeURIComponent(id)}/${action}`, {
         method: "POST", body: action === "close" ? JSON.stringify(ok) : undefined,
       });
-      say($("#list-status"), `${action}: done`);
       await showList(list.params);
       select(list.selected);
+      say($("#list-status"), `${$("#list-status").textContent} · ${action}: done`);
     } catch (e) {
       say($("#list-status"), `${action}: ${e.message}`, true);
     }

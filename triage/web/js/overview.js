@@ -60,14 +60,16 @@ export async function showOverview(params) {
   );
   const chart = $("#o-chart");
   if (!data.total) {
-    fill(chart, h("p", { class: "empty" }, "No findings in this time range. Choose a longer range above."));
+    fill(chart, h("p", { class: "empty" }, range
+      ? "No findings in this time range. Choose a longer range above."
+      : "No findings in this time range: none have been written for your tenant yet."));
   } else {
     fill(chart, stackedBars(data.series, data.interval, "Findings over time by level"));
   }
   fill($("#o-legend"), ...LEVELS.map((lv) =>
     h("a", { href: link({ level: lv }), class: "legend-item" }, h("span", { class: `swatch seg-${lv}`, "aria-hidden": "true" }),
       `${lv} `, h("span", { class: "legend-count" }, (data.levels[lv] || 0).toLocaleString()))));
-  $("#o-span").textContent = data.since
+  $("#o-span").textContent = data.since && data.total
     ? `${short(data.since)} – ${short(data.until)} UTC, one bar per ${data.interval}` : "";
   const tops = $("#o-tops");
   fill(tops,
