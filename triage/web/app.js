@@ -61,13 +61,24 @@ function back() {
 
 // --- confirmation and help dialogs --------------------------------------------------
 
+let answer = null; // resolves the open confirmation
+
+/** The dialog's answer. A dialog's "close" event is queued, so the one of a dialog closed
+ * just before it was shown again can arrive while it is open: that one is ignored. */
+function onConfirmClosed() {
+  const dlg = $("#confirm");
+  if (dlg.open || !answer) return;
+  const resolve = answer;
+  answer = null;
+  resolve(dlg.returnValue === "ok" ? { resolution: $("#confirm-resolution").value } : null);
+}
+
 function confirmDialog(message, withResolution) {
   const dlg = $("#confirm");
   $("#confirm-text").textContent = message;
   $("#confirm-resolution-row").hidden = !withResolution;
   return new Promise((resolve) => {
-    dlg.addEventListener("close", () => resolve(dlg.returnValue === "ok"
-      ? { resolution: $("#confirm-resolution").value } : null), { once: true });
+    answer = resolve;
     dlg.returnValue = "";
     dlg.showModal();
     (withResolution ? $("#confirm-resolution") : $("#confirm-ok")).focus();
@@ -170,6 +181,7 @@ function init() {
     $("#note-text").value = "";
   });
   $("#help-btn").addEventListener("click", () => $("#help").showModal());
+  $("#confirm").addEventListener("close", onConfirmClosed);
   $("#findings tbody").addEventListener("click", () => { nav.fromList = true; });
   $("#findings tbody").addEventListener("focusin", (ev) => {
     const tr = ev.target.closest("tr[data-id]");
