@@ -342,6 +342,13 @@ def test_analyst_walk(server: Any, browser: Any, capsys: pytest.CaptureFixture[s
     wait.until(ec.visibility_of_element_located((By.ID, "detail")))
     wait.until(lambda b: b.find_element(By.ID, "detail").get_attribute("data-id") == wanted)
     assert _hash(browser) == f"#/finding/{wanted}"
+    # j on a finding opens the next one of the list, in place (Esc still goes back).
+    blur()
+    keys("j")
+    after = rows[4].get_attribute("data-id")
+    wait.until(lambda b: b.find_element(By.ID, "detail").get_attribute("data-id") == after)
+    assert _hash(browser) == f"#/finding/{after}"
+    blur()
     keys(Keys.ESCAPE)
     wait.until(ec.visibility_of_element_located((By.ID, "list-pane")))
     assert _hash(browser) == "#/findings?range=24h"
