@@ -7,6 +7,7 @@ The index is deleted at the end unless ``--keep``; ``--reuse`` times an index ke
 
     python -m bench.findings_query                # 1,000,000 findings
     python -m bench.findings_query --findings 100000 --rounds 20
+    python -m bench.findings_query --only overview  # the triage page's overview queries
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from detections.sinks.elasticsearch import (
     groups_index,
 )
 from schemas.findings import LEVEL_SEVERITY, attack_from_tags, group_id
-from triage import store
+from triage import dashboard, store
 from triage.auth import Caller
 
 TENANTS = [f"tenant-{i}" for i in range(5)]
@@ -199,7 +200,29 @@ def scenarios(rnd: random.Random, es: Elasticsearch, index: str) -> dict[str, Ca
             lambda: {"text": f"{rnd.choice(WORDS)} {rnd.choice(WORDS)}", "levels": ["high"]}
         ),
         "show (by id)": lambda: _show(es, index, rnd.choice(sample)),
+        # The triage page's overview (triage/views.py): aggregations only, bounded bars.
+        "overview 24h": lambda: _overview(es, target, caller(), timedelta(days=1), day()),
+        "overview 7d": lambda: _overview(es, target, caller(), timedelta(days=7), day()),
+        "overview all (30 days)": lambda: _overview(es, target, caller(), None, NOW),
+        "sensor-health findings": lambda: es.search(
+            index=target, **dashboard.health_findings_query(caller())
+        ),
     }
+
+
+def _overview(
+    es: Elasticsearch, target: str, who: Caller, span: timedelta | None, end: datetime
+) -> Any:
+    """What ``GET /api/overview`` asks: for an open range, first the span, then the
+    histogram and the top lists."""
+    if span is None:
+        aggs = es.search(index=target, **dashboard.span_query(who, None, None))["aggregations"]
+        start = datetime.fromisoformat(aggs["first"]["value_as_string"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(aggs["last"]["value_as_string"].replace("Z", "+00:00"))
+    else:
+        start = end - span
+    interval = dashboard.interval_for(start, end)
+    return es.search(index=target, **dashboard.overview_query(who, start, end, interval))
 
 
 def _show(es: Elasticsearch, index: str, fid: str) -> Any:
@@ -222,10 +245,14 @@ class TookRecorder:
         return resp
 
 
-def measure(es: Elasticsearch, index: str, rounds: int, warmup: int) -> list[list[Any]]:
+def measure(
+    es: Elasticsearch, index: str, rounds: int, warmup: int, only: str = ""
+) -> list[list[Any]]:
     rnd = random.Random(11)
     rows = []
     for name, query in scenarios(rnd, es, index).items():
+        if only and only not in name:
+            continue
         for _ in range(warmup):
             query()
         recorder = TookRecorder(es)
@@ -257,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--index", default=None, help="index name (default: a fresh bench-... one)")
     p.add_argument("--keep", action="store_true", help="keep the index afterwards")
     p.add_argument("--reuse", action="store_true", help="time an existing index, load nothing")
+    p.add_argument("--only", default="", help="only scenarios whose name contains this")
     args = p.parse_args(argv)
     settings = Settings()
     index = args.index or f"bench-findings-{int(time.time())}"
@@ -281,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 "rounds": f"{args.rounds} per scenario after {args.warmup} warm-up",
             },
         )
-        rows = measure(es, index, args.rounds, args.warmup)
+        rows = measure(es, index, args.rounds, args.warmup, args.only)
         print_table(["query", "p50 ms", "p95 ms", "ES took p50 ms", "ES took p95 ms"], rows)
         save_result("findings_query", {"findings": count, "rows": rows, "load_s": load_s})
     finally:

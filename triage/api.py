@@ -343,6 +343,21 @@ def create_app(
         )
         return store.add_suppression(client, index, who, sup).model_dump(mode="json")
 
+    # --- page views (issue 21, triage page): overview, sensor health, a correlation's
+    # base findings. Routes and bodies live in triage/views.py and triage/dashboard.py;
+    # this block only mounts them. -------------------------------------------------------
+    from triage import views
+
+    views.mount(
+        app,
+        client,
+        index=index,
+        sensors_index=settings.sensors_index,
+        timeout_s=settings.api_search_timeout_s,
+        reader=caller,
+    )
+    # --- end of page views ------------------------------------------------------------
+
     @app.get("/", include_in_schema=False)
     def page(_: Request) -> FileResponse:
         return FileResponse(WEB / "index.html")

@@ -135,6 +135,8 @@ class Seeded:
     events_index: str
     acme_id: str  # the acme finding (5 grouped matches)
     globex_id: str
+    #: The web page's second data set when a test added it (``triage_page_seed``).
+    page: Any = None
 
 
 def seed(hosts: list[str], index: str, events_index: str) -> Seeded:
