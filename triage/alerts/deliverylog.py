@@ -86,6 +86,10 @@ class DeliveryLog:
         for index, mappings in ((self.index, LOG_MAPPINGS), (self.dead_index, DEAD_MAPPINGS)):
             if not self.es.indices.exists(index=index):
                 self.es.options(ignore_status=400).indices.create(index=index, mappings=mappings)
+        # Searches of a just-created index fail until its shard has started.
+        self.es.cluster.health(
+            index=f"{self.index},{self.dead_index}", wait_for_status="yellow", timeout="30s"
+        )
 
     def claim(self, entries: list[dict[str, Any]]) -> list[bool]:
         """Create each entry (its ``id`` is the document id); True where this call created

@@ -214,6 +214,7 @@ class Worker(threading.Thread):
                     item.attempts += 1
                     if sender is not None:
                         sender.close()  # a broken connection: start afresh next time
+                        sender = None
                     if item.attempts >= self.cfg.max_attempts:
                         self._fail(item, f"{type(exc).__name__}: {exc}")
                     else:
