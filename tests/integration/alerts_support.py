@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import get_settings
+from sigstream import __version__
 from detections.sinks.elasticsearch import connect, ensure_findings_index, write_documents
 from triage.alerts.destinations import SenderContext
 from triage.alerts.destinations.http import verify
@@ -138,6 +139,7 @@ def make_runner(cfg: AlertConfig, routes: Path, environ: dict[str, str] | None =
         timeout_s=5.0,
         kafka_config={"bootstrap.servers": get_settings().kafka_bootstrap},
         environ={"HOOK_SECRET": SECRET, **(environ or {})},
+        product_version=__version__,
     )
     es = connect(get_settings().es_hosts)
     runner = Runner(cfg, es, watcher, ctx, datetime(1970, 1, 1, tzinfo=UTC))

@@ -281,3 +281,47 @@ def test_killed_process_rerun_delivers_each_once(
         repeats = sum(v - 1 for v in ids.values())
         assert repeats <= 4, ids  # at most one in flight per destination worker
         assert len({r.json()["finding_id"] for r in rx.on("/signed/acme")}) == 40
+
+
+def test_throttle_sends_one_then_a_digest_with_the_count(
+    services: Any, unique: str, tmp_path: Path
+) -> None:
+    cfg = alert_config(unique)
+    with http_receiver() as rx:
+        path = tmp_path / "routes.yml"
+        path.write_text(
+            f"""
+destinations:
+  hook: {{type: webhook, url: "{rx.url}/signed/h", secret_env: HOOK_SECRET, tenants: [acme]}}
+routes:
+  - name: throttled
+    destinations: [hook]
+    throttle: {{window: 3s, per: [rule, host], max: 1}}
+silences:
+  - {{id: maint, match: {{hosts: [WS-9]}}, until: "2999-01-01T00:00:00Z", reason: rebuild}}
+"""
+        )
+        same = [finding_doc(tenant="acme", event_id=f"t{i}", host="WS-1") for i in range(5)]
+        other = [finding_doc(tenant="acme", event_id="o", host="WS-2")]
+        silenced = [finding_doc(tenant="acme", event_id="s", host="WS-9")]
+        write_findings(unique, same + other + silenced)
+        runner = make_runner(cfg, path)
+        runner.open()
+        wait_until(
+            lambda: runner.step() >= 0 and len(rx.on("/signed/h")) >= 3, timeout=30, what="digest"
+        )
+        runner.close()
+    bodies = [r.json() for r in rx.on("/signed/h")]
+    assert sorted((b["type"], b["host"], b["digest_count"] or 0) for b in bodies) == [
+        ("digest", "WS-1", 4),
+        ("finding", "WS-1", 0),
+        ("finding", "WS-2", 0),
+    ]
+    assert bodies[-1]["type"] == "digest"  # at the window's end, after the first two
+    assert bodies[-1]["headline"] == "4 more: Suspicious PowerShell on WS-1"
+    with connect(get_settings().es_hosts) as es:
+        es.indices.refresh(index=cfg.log_index)
+        (row,) = status_rows(es, cfg.log_index, cfg.dead_index)
+        silence = es.search(index=cfg.log_index, query={"term": {"status": "silenced"}})
+    assert (row["sent"], row["throttled"], row["silenced"]) == (3, 4, 1)
+    assert silence["hits"]["hits"][0]["_source"]["reason"] == "maint: rebuild"

@@ -147,7 +147,7 @@ def test_bad_files_say_file_line_and_reason(tmp_path: Path) -> None:
         assert str(exc.value).startswith(f"{path}:{line}: "), (str(exc.value), line)
     bomb = tmp_path / "bomb.yml"
     bomb.write_text("a: &a [x]\n" + "".join(f"b{i}: &b{i} [*a, *a]\n" for i in range(80)))
-    with pytest.raises(RoutesError, match="aliases|nodes"):
+    with pytest.raises(RoutesError, match=r"aliases|nodes"):
         load_routes(bomb)
 
 
@@ -164,3 +164,26 @@ def test_warns_when_a_route_names_a_destination_that_refuses_its_tenants() -> No
     warnings = routes().warnings()
     assert any("'high-everywhere'" in w and "'acme-hook'" in w for w in warnings)
     assert not any("soc-siem" in w for w in warnings)
+
+
+def test_routes_file_is_hot_reloaded_and_a_bad_version_keeps_the_old(tmp_path: Path) -> None:
+    import os
+
+    from triage.alerts.runner import RoutesWatcher
+
+    path = tmp_path / "routes.yml"
+    path.write_text(ROUTES)
+    watcher = RoutesWatcher(path)
+    assert watcher.poll() and watcher.routes is not None and watcher.error is None
+    first = watcher.routes
+    assert not watcher.poll()  # unchanged: not re-read
+    path.write_text(ROUTES.replace("window: 15m", "window: never"))
+    os.utime(path, ns=(1, 1))
+    assert not watcher.poll()
+    assert watcher.routes is first  # the old routes stay in force
+    assert watcher.error is not None and watcher.error.startswith(f"{path}:13: ")
+    path.write_text(ROUTES.replace("window: 15m", "window: 5m"))
+    assert watcher.poll()
+    assert watcher.routes is not first and watcher.error is None
+    assert watcher.routes.routes[1].throttle is not None
+    assert watcher.routes.routes[1].throttle.window == 300
