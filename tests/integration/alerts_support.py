@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import get_settings
-from sigstream import __version__
 from detections.sinks.elasticsearch import connect, ensure_findings_index, write_documents
+from sigstream import __version__
 from triage.alerts.destinations import SenderContext
 from triage.alerts.destinations.http import verify
 from triage.alerts.runner import AlertConfig, RoutesWatcher, Runner

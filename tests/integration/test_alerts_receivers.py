@@ -42,9 +42,9 @@ def need(tool: str, found: bool, hint: str) -> None:
 
 def test_email_over_starttls_with_auth(services: Any, unique: str, tmp_path: Path) -> None:
     aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
     import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     cert, key = tmp_path / "smtp.pem", tmp_path / "smtp.key"
     generate_self_signed(cert, key, ["127.0.0.1", "localhost"])
