@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-ingest bench-throughput bench-idle bench-normalize bench-quick bench-findings bench-fleet bench-correlation drills clean
+.PHONY: install demo test test-fast lint bench bench-install bench-engine bench-latency bench-alerts bench-ingest bench-throughput bench-idle bench-normalize bench-quick bench-findings bench-fleet bench-correlation drills clean
 
 install:  ## install Sigstream and its dev tools (fast when already installed)
 	$(PIP) install -q -e '.[dev]'
@@ -39,6 +39,8 @@ bench-engine: bench-install  ## engine events/s for 100 / 1,000 / all rules, vs 
 
 bench-latency: bench-install  ## Kafka send -> finding searchable in ES: p50/p95/p99
 	$(PYTHON) -m bench.latency $(BENCH_LATENCY_ARGS)
+bench-alerts: bench-install  ## finding written -> webhook delivered: p50/p95/p99
+	$(PYTHON) -m bench.alert_delivery
 
 bench-ingest: bench-install  ## ingest client -> Kafka events/s: EventProducer (confluent-kafka) vs kafka-python
 	$(PYTHON) -m bench.ingest $(BENCH_INGEST_ARGS)

@@ -142,6 +142,28 @@ class Settings(BaseSettings):
     # Values of Sigma `|expand` placeholders (%domain_controllers% ...): a YAML mapping.
     placeholders_file: Path | None = None
 
+    # Alert routing and delivery (docs/alerts.md): the routes file (hot-reloaded), the
+    # delivery log, dead letters and the follower's cursor (one index each), how often
+    # `sigstream alerts run` looks for new findings, how far back it re-reads (findings are
+    # written a little after their `event.ingested`), tries per delivery before the dead
+    # letter, backoff, per-destination queue bound and send timeout, and the triage page's
+    # base URL for deep links (`<base>/#/finding/<id>`).
+    alert_routes: Path | None = None
+    alerts_log_index: str = "sigstream-alerts-log"
+    alerts_dead_index: str = "sigstream-alerts-dead"
+    alerts_state_index: str = "sigstream-alerts-state"
+    alerts_poll_s: float = Field(1.0, gt=0)
+    alerts_overlap_s: float = Field(120.0, ge=0)
+    alerts_max_attempts: int = Field(5, ge=1, le=100)
+    alerts_backoff_s: float = Field(1.0, gt=0)
+    alerts_backoff_max_s: float = Field(60.0, gt=0)
+    alerts_queue_size: int = Field(1000, ge=1)
+    alerts_send_timeout_s: float = Field(10.0, gt=0)
+    triage_base_url: str = "http://127.0.0.1:8000"
+    # The reserved tenant of canary events (synthetic true positives proving rules fire end
+    # to end): their findings are never routed to anyone.
+    canary_tenant: str = "_canary"
+
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
     # Rules workflow (docs/rules-workflow.md): events archive for backtests, deployment store,

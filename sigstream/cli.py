@@ -89,6 +89,7 @@ app.add_typer(commands.gateway.app, name="gateway")
 app.add_typer(commands.sensor.app, name="sensor")
 app.add_typer(commands.sensors.app)
 app.add_typer(commands.fleet.app)
+app.add_typer(commands.alerts.app)
 
 # Wide enough for the tables when output goes to a file or CI log (rich assumes 80 there).
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
