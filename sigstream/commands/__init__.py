@@ -4,6 +4,7 @@
 settings and client options as arguments."""
 
 from sigstream.commands import (
+    canary,
     correlations,
     fleet,
     gateway,
@@ -14,4 +15,14 @@ from sigstream.commands import (
     triage,
 )
 
-__all__ = ["correlations", "fleet", "gateway", "infra", "rules", "sensor", "sensors", "triage"]
+__all__ = [
+    "canary",
+    "correlations",
+    "fleet",
+    "gateway",
+    "infra",
+    "rules",
+    "sensor",
+    "sensors",
+    "triage",
+]
