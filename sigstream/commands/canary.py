@@ -130,7 +130,7 @@ def make_runner(
     from detections.content.canary.build import CanaryIdentity
     from detections.content.canary.runner import CanaryConfig, CanaryRunner
     from detections.content.canary.store import health_index
-    from detections.content.canary.templates import load_templates
+    from detections.content.canary.templates import load_templates, select_firing
     from detections.sinks.elasticsearch import connect
 
     err.print("reading the deployment …")
@@ -140,7 +140,7 @@ def make_runner(
         f"{len(deployed.plan.rules):,} rules deployed; reading their tests from "
         f"{', '.join(map(str, paths))} …"
     )
-    templates = load_templates(paths, wanted or list(deployed.views))
+    templates = select_firing(load_templates(paths, wanted or list(deployed.views)), deployed.plan)
     for error in templates.errors[:5]:
         err.print(f"[yellow]test not usable: {escape(error)}[/yellow]", highlight=False)
     with_tests = sum(1 for r in deployed.views if templates.by_rule.get(r))
@@ -312,40 +312,19 @@ def gate(
     *,
     tests: list[Path] | None = None,
     timeout_s: float | None = None,
-    wait_generation: int | None = None,
 ) -> dict[str, Any] | None:
     """Prove ``rule_ids`` with one canary round now (None when no canary gateway is
-    configured). ``wait_generation``: first wait (up to 120 s) until the job runs that
-    deployment generation, so the canaries meet the new content, not the old."""
+    configured). The job reads the deployment store before every micro-batch, so
+    canaries sent after a deployment or a mode change meet the new content."""
     target = gateway_target(settings)
     if target is None or not rule_ids:
         return None if target is None else {}
-    if wait_generation is not None:
-        _wait_for_job(settings, wait_generation)
     runner = make_runner(settings, tests=tests, target=target, wanted=rule_ids, timeout_s=timeout_s)
     err.print(
         f"canary round for {len(rule_ids)} rule(s); waiting up to "
         f"{runner.cfg.timeout_s:g} s for their findings …"
     )
     return dict(runner.prove(rule_ids, timeout_s))
-
-
-def _wait_for_job(settings: Settings, generation: int, limit_s: float = 120.0) -> None:
-    import time
-
-    from detections.content.deploy.store import DeploymentStore
-
-    store = DeploymentStore(settings.deploy_dir)
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        running = (store.state().get("job") or {}).get("generation")
-        if isinstance(running, int) and running >= generation:
-            return
-        time.sleep(1.0)
-    err.print(
-        f"[yellow]the job has not loaded generation {generation} within {limit_s:g} s; "
-        "canaries may meet the previous content[/yellow]"
-    )
 
 
 def print_gate(results: dict[str, Any]) -> None:

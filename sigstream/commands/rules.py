@@ -542,20 +542,18 @@ def deploy_cmd(
         return
     changed = changed_rule_ids(read_bundle(bundle).files, previous.files if previous else None)
     what = f"{len(changed)} new or changed rule(s)"
-    if not _canary_gate(s, store, changed, what, entry["generation"]):
+    if not _canary_gate(s, store, changed, what):
         raise typer.Exit(1)
 
 
-def _canary_gate(
-    s: Settings, store: Path | None, rule_ids: list[str], what: str, generation: int | None
-) -> bool:
+def _canary_gate(s: Settings, store: Path | None, rule_ids: list[str], what: str) -> bool:
     """Run the canary gate; False when a rule did not prove (None configured: True)."""
     from sigstream.commands import canary as canaries
 
     if not rule_ids:
         return True
     settings = s.model_copy(update={"deploy_dir": store}) if store else s
-    results = canaries.gate(settings, rule_ids, wait_generation=generation)
+    results = canaries.gate(settings, rule_ids)
     if results is None:
         err.print(
             f"[yellow]no canary round for {what}: no canary gateway configured "
@@ -602,7 +600,7 @@ def _promotion_gate(
     round; a rule that does not fire is not promoted unless ``--force``."""
     if before.mode not in ("canary", "shadow") or after.mode != "active":
         return
-    if _canary_gate(get_settings(), store, [rule_id], f"rule {rule_id}", None):
+    if _canary_gate(get_settings(), store, [rule_id], f"rule {rule_id}"):
         return
     if force:
         err.print("[yellow]--force: promoting anyway[/yellow]")

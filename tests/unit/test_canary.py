@@ -23,7 +23,13 @@ from detections.content.canary.evaluate import (
     required_fields,
 )
 from detections.content.canary.finding_docs import NOT_FIRING_RULE_ID, not_firing_finding
-from detections.content.canary.templates import CanaryTemplate, from_regression, load_templates
+from detections.content.canary.templates import (
+    CanaryTemplate,
+    TemplateSet,
+    from_regression,
+    load_templates,
+    select_firing,
+)
 from detections.content.defaults import OWN_RULES
 from detections.engine.apply import match_events
 from schemas.events import parse_event
@@ -42,7 +48,7 @@ T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def own() -> tuple[object, dict[str, list[CanaryTemplate]]]:
     plan = load_plan([OWN_RULES])
-    templates = load_templates([OWN_RULES])
+    templates = select_firing(load_templates([OWN_RULES]), plan)
     assert not templates.errors, templates.errors
     return plan, templates.by_rule
 
@@ -81,6 +87,17 @@ def test_a_round_is_restamped_for_the_canary_tenant_with_fresh_ids_and_current_t
     for rule_id in by_rule:
         positions = [n for n, e in enumerate(first) if e.rule_id == rule_id]
         assert any((n, index[rule_id]) in hits for n in positions), rule_id
+
+
+def test_test_events_the_rule_matches_are_chosen_first(own: tuple) -> None:
+    plan, by_rule = own
+    good = by_rule[TAMPERING][0]
+    benign = CanaryTemplate(TAMPERING, "benign", {**good.event, "CommandLine": "notepad.exe"})
+    chosen = select_firing(TemplateSet({TAMPERING: [benign, benign, benign, good]}), plan)
+    assert chosen.by_rule[TAMPERING] == [good] and not chosen.errors
+    stuck = select_firing(TemplateSet({TAMPERING: [benign]}), plan)
+    assert stuck.by_rule[TAMPERING] == [benign]  # kept: its canary will fail with a cause
+    assert "none of its 1 test events matches it" in stuck.errors[0]
 
 
 def test_round_names_sort_by_time() -> None:

@@ -8,6 +8,7 @@ canary" with the gateway's reason.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ BATCH = 500
 class GatewayTarget:
     url: str
     token: str
-    verify: bool | str = True
+    verify: bool | str = True  # a CA file (PEM) for a private gateway certificate
     timeout_s: float = 30.0
 
 
@@ -46,7 +47,12 @@ def inject(target: GatewayTarget, events: Sequence[CanaryEvent]) -> Injection:
         "Authorization": f"Bearer {target.token}",
         "Content-Type": "application/x-ndjson",
     }
-    with httpx.Client(verify=target.verify, timeout=target.timeout_s) as http:
+    verify: bool | ssl.SSLContext = (
+        target.verify
+        if isinstance(target.verify, bool)
+        else (ssl.create_default_context(cafile=target.verify))
+    )
+    with httpx.Client(verify=verify, timeout=target.timeout_s) as http:
         for start in range(0, len(events), BATCH):
             chunk = events[start : start + BATCH]
             body = "\n".join(json.dumps(e.event, separators=(",", ":")) for e in chunk) + "\n"

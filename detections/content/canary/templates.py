@@ -13,16 +13,21 @@ Unreadable test files are reported, never fatal: one bad file costs its own rule
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.safe_yaml import ContentError, expect_mapping, load_yaml_file
+from detections.compiler.plan import DetectionPlan
 
 #: At most this many canary events per rule and round: a rule with a whole captured
-#: session as its tests should not flood the pipeline every few minutes.
+#: session as its tests should not flood the pipeline every few minutes. Of up to
+#: ``MAX_CANDIDATES`` test events, those the rule matches locally are chosen
+#: (``select_firing``): a regression file often starts with the benign events around
+#: the malicious one.
 MAX_PER_RULE = 3
+MAX_CANDIDATES = 32
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class TemplateSet:
 
     def add(self, template: CanaryTemplate) -> None:
         found = self.by_rule.setdefault(template.rule_id, [])
-        if len(found) < MAX_PER_RULE:
+        if len(found) < MAX_CANDIDATES:
             found.append(template)
 
     def merge(self, other: TemplateSet) -> None:
@@ -122,4 +127,32 @@ def load_templates(paths: Sequence[Path], wanted: Iterable[str] | None = None) -
         else:
             rule_paths.append(path)
     out.merge(from_rule_tests(rule_paths, wanted_list))
+    return out
+
+
+def select_firing(
+    templates: TemplateSet,
+    plan: DetectionPlan,
+    matcher: Callable[[DetectionPlan, Sequence[dict[str, Any]]], list[tuple[int, int]]]
+    | None = None,
+    limit: int = MAX_PER_RULE,
+) -> TemplateSet:
+    """Per planned rule, up to ``limit`` of its test events that it matches in-process
+    (the engine's matcher over the whole plan, as the job runs it); a rule none of whose
+    tests match keeps its first one, so its canary fails visibly with a cause."""
+    from detections.engine.apply import match_events
+
+    match = matcher or match_events
+    index = {str(p.rule.id): p.index for p in plan.rules}
+    flat = [t for rid, ts in templates.by_rule.items() if rid in index for t in ts]
+    hits = set(match(plan, [t.event for t in flat])) if flat else set()
+    out = TemplateSet(errors=list(templates.errors))
+    for position, t in enumerate(flat):
+        chosen = out.by_rule.setdefault(t.rule_id, [])
+        if (position, index[t.rule_id]) in hits and len(chosen) < limit:
+            chosen.append(t)
+    for rid, ts in templates.by_rule.items():
+        if rid in index and not out.by_rule.get(rid):
+            out.by_rule[rid] = ts[:1]
+            out.errors.append(f"rule {rid}: none of its {len(ts)} test events matches it")
     return out
