@@ -143,8 +143,10 @@ def make_runner(
     templates = select_firing(load_templates(paths, wanted or list(deployed.views)), deployed.plan)
     for error in templates.errors[:5]:
         err.print(f"[yellow]test not usable: {escape(error)}[/yellow]", highlight=False)
-    with_tests = sum(1 for r in deployed.views if templates.by_rule.get(r))
-    err.print(f"{with_tests:,} of {len(deployed.views):,} deployed rules have canaries")
+    asked = [r for r in (wanted or deployed.views) if r in deployed.views]
+    with_tests = sum(1 for r in asked if templates.by_rule.get(r))
+    which = "rules asked" if wanted else "deployed rules"
+    err.print(f"{with_tests:,} of {len(asked):,} {which} have canaries")
     cfg = CanaryConfig(
         identity=CanaryIdentity(
             settings.canary_tenant, settings.canary_sensor, settings.canary_host

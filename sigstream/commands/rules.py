@@ -551,6 +551,7 @@ def _canary_gate(s: Settings, store: Path | None, rule_ids: list[str], what: str
     from sigstream.commands import canary as canaries
 
     if not rule_ids:
+        err.print(f"no canary round: {what}")
         return True
     settings = s.model_copy(update={"deploy_dir": store}) if store else s
     results = canaries.gate(settings, rule_ids)

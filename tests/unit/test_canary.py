@@ -270,9 +270,9 @@ def test_changed_rules_of_a_deployment() -> None:
         {"path": "placeholders.yml", "role": "placeholders", "sha256": "p"},
     ]
     new = [
-        {"path": "rules/a.yml", "role": "rule", "sha256": "1", "content": "id: a\n"},
+        {"path": "moved/a.yml", "role": "rule", "sha256": "1", "content": "id: a\n"},
         {"path": "rules/b.yml", "role": "rule", "sha256": "3", "content": "id: b\n"},
-        {"path": "rules/c.yml", "role": "rule", "sha256": "4", "content": "id: c\n"},
+        {"path": "rules/moved/c.yml", "role": "rule", "sha256": "4", "content": "id: c\n"},
         {"path": "placeholders.yml", "role": "placeholders", "sha256": "p"},
     ]
     assert changed_rule_ids(new, old) == ["b", "c"]

@@ -20,18 +20,23 @@ def changed_rule_ids(
     new_files: Sequence[Mapping[str, Any]], old_files: Sequence[Mapping[str, Any]] | None
 ) -> list[str]:
     """Rule ids of ``new_files`` (a bundle manifest's ``files``) that ``old_files`` did not
-    have with the same content (all of them when nothing was deployed before)."""
-    old = {f["path"]: f["sha256"] for f in old_files or []}
-    everything = (
-        old_files is None
-        or any(f["role"] != "rule" and old.get(f["path"]) != f["sha256"] for f in new_files)
-        or any(
-            f["role"] != "rule" and f["path"] not in {n["path"] for n in new_files}
-            for f in old_files or []
-        )
-    )
-    out: list[str] = []
-    for f in new_files:
-        if f["role"] == "rule" and (everything or old.get(f["path"]) != f["sha256"]):
-            out.extend(rule_ids_in(str(f.get("content", ""))))
-    return list(dict.fromkeys(out))
+    hold in a file of the same content (compared by rule id, so a moved folder changes
+    nothing); all of them when nothing was deployed before or a filter or the
+    placeholders changed."""
+
+    def by_rule(files: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        return {
+            rid: str(f["sha256"])
+            for f in files
+            if f["role"] == "rule"
+            for rid in rule_ids_in(str(f.get("content", "")))
+        }
+
+    def others(files: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+        return {(str(f["role"]), str(f["sha256"])) for f in files if f["role"] != "rule"}
+
+    new = by_rule(new_files)
+    if old_files is None or others(new_files) != others(old_files):
+        return list(new)
+    old = by_rule(old_files)
+    return [rid for rid, sha in new.items() if old.get(rid) != sha]
