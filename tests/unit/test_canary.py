@@ -320,3 +320,64 @@ def test_triage_leaves_the_canary_tenant_out_unless_asked() -> None:
     ]
     assert summary_query() == {"bool": {"must_not": [{"prefix": {"sigstream.tenant_id": "_"}}]}}
     assert summary_query(include_reserved=True) == {"match_all": {}}
+
+
+# --- the promotion gate (CLI) -------------------------------------------------------------
+
+
+def test_promotion_out_of_canary_mode_requires_the_canary_to_fire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rules mode RULE active` from canary runs a canary round first and refuses when the
+    rule does not fire (unless --force); without a canary gateway it says so and goes on.
+    The round itself (gateway, Kafka, job, Elasticsearch) is tests/integration's job."""
+    from typer.testing import CliRunner
+
+    from common.settings import get_settings
+    from detections.content.deploy.modes import RuleMode
+    from detections.content.deploy.store import DeploymentStore
+    from sigstream.cli import app
+    from sigstream.commands import canary as canaries
+
+    store_dir = tmp_path / "deploy"
+    store = DeploymentStore(store_dir)
+    store.set_mode(ENCODED_PS, RuleMode("canary", fraction=0.5))
+    asked: list[list[str]] = []
+    verdict: dict[str, RuleHealth] = {}
+
+    def gate(settings: Settings, rule_ids: list[str], **_: object) -> dict[str, RuleHealth]:
+        asked.append(rule_ids)
+        return verdict
+
+    def mode(*extra: str) -> tuple[int, str]:
+        get_settings.cache_clear()
+        result = CliRunner().invoke(
+            app, ["rules", "mode", ENCODED_PS, "active", "--store", str(store_dir), *extra]
+        )
+        return result.exit_code, result.output
+
+    dead = RuleHealth(
+        rule_id=ENCODED_PS, title="t", state="not_firing", cause="field missing: x", updated=T0
+    )
+    monkeypatch.setattr(canaries, "gate", gate)
+    verdict[ENCODED_PS] = dead
+    code, out = mode()
+    assert code == 1 and "its canary did not fire" in out and "field missing: x" in out
+    assert asked == [[ENCODED_PS]] and store.overrides()[ENCODED_PS].mode == "canary"
+    code, _ = mode("--force")
+    assert code == 0 and store.overrides()[ENCODED_PS].mode == "active"
+
+    store.set_mode(ENCODED_PS, RuleMode("canary", fraction=0.5))
+    verdict[ENCODED_PS] = dead.model_copy(update={"state": "ok", "cause": None, "latency_s": 1.0})
+    code, out = mode()
+    assert code == 0 and "proven" in out and store.overrides()[ENCODED_PS].mode == "active"
+
+    # active -> shadow is no promotion: no canary round
+    asked.clear()
+    get_settings.cache_clear()
+    CliRunner().invoke(app, ["rules", "mode", ENCODED_PS, "shadow", "--store", str(store_dir)])
+    assert asked == []
+
+    monkeypatch.setattr(canaries, "gate", lambda *a, **k: None)  # no gateway configured
+    code, out = mode()
+    assert code == 0 and "no canary round" in out
