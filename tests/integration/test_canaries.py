@@ -135,6 +135,7 @@ def test_canaries_prove_real_rules_and_name_why_one_is_not_firing(
     store.deploy(bundle, None)
     rule_ids = [str(p.rule.id) for p in plan.rules]
 
+    status_file = tmp_path / "status.json"
     cfg = job_config(
         tmp_path,
         suffix=unique,
@@ -145,13 +146,13 @@ def test_canaries_prove_real_rules_and_name_why_one_is_not_firing(
         deploy_dir=deploy_dir,
         trusted_keys=trusted,
         shadow_index=f"test-{unique}-findings-shadow",
-        status_file=tmp_path / "status.json",
+        status_file=status_file,
     )
     query = start(spark, load_plan([PROJECT_ROOT / "detections" / "rules"]), cfg, JobTotals())
     es = connect(cfg.es_hosts)
 
     def deployed() -> Any:
-        status = read_status(cfg.status_file) if cfg.status_file.exists() else None
+        status = read_status(status_file) if status_file.exists() else None
         return deployment_from_store(deploy_dir, trusted, status)
 
     templates = select_firing(all_templates, deployed().plan)

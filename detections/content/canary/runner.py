@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +242,7 @@ class CanaryRunner:
                 now,
                 self.cfg.timeout_s,
                 round_fired=round_fired,
-                diagnose=lambda rid=rid, doc=doc: self._diagnose(deployed, rid, doc),
+                diagnose=partial(self._diagnose, deployed, rid),
             )
             changed.append(verdict.health)
             if verdict.round_name:
@@ -269,7 +270,7 @@ class CanaryRunner:
                 )
         return report
 
-    def _diagnose(self, deployed: Deployment, rule_id: str, doc: RuleHealth) -> str | None:
+    def _diagnose(self, deployed: Deployment, rule_id: str) -> str | None:
         """Run the rule's canaries through the rule here: route empty, field missing."""
         events = [self._canary_body(t) for t in self._tests(rule_id)]
         try:

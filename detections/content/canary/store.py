@@ -56,7 +56,7 @@ def write_health(es: Elasticsearch, index: str, docs: Iterable[RuleHealth]) -> i
         for d in docs
     )
     ok, errors = helpers.bulk(es, actions, raise_on_error=False)
-    if errors:
+    if isinstance(errors, list) and errors:
         raise RuntimeError(f"{len(errors)} rule-health documents refused; first: {errors[0]}")
     # An explicit refresh of this small index, not ``refresh=wait_for``: that waits for the
     # next scheduled refresh (up to 1 s), which would add itself to every measured latency.
@@ -90,7 +90,7 @@ def find_sightings(
                             ]
                         }
                     },
-                    source=["event.id", "event.ingested"],
+                    source_includes=["event.id", "event.ingested"],
                 )
             except NotFoundError:
                 break
