@@ -59,14 +59,25 @@ def main() -> None:
     failed: list[str] = []
     rules: set[str] = set()
 
-    def collect(evaluated: Any, _: Any) -> None:
-        for h in evaluated.proven:
+    ours: set[str] = set()  # rounds this run injected (an earlier process's are not counted)
+
+    def collect(evaluated: Any, injected: Any) -> None:
+        if injected is not None and injected.round_name:
+            ours.add(injected.round_name)
+        for v in evaluated.verdicts:
+            if v.round_name not in ours or v.not_firing:
+                continue
+            h = v.health
             rules.add(h.rule_id)
             if h.latency_s is not None:
                 visible.append(h.latency_s)
             if h.job_latency_s is not None:
                 matched.append(h.job_latency_s)
-        failed.extend(f"{h.title}: {h.cause}" for h in evaluated.not_firing)
+        failed.extend(
+            f"{v.health.title}: {v.health.cause}"
+            for v in evaluated.verdicts
+            if v.not_firing and v.round_name in ours
+        )
 
     load_before = os.getloadavg()
     started = time.monotonic()
