@@ -133,6 +133,11 @@ def deployment_from_paths(
 # --- the runner ------------------------------------------------------------------------
 
 
+def _differs(old: RuleHealth, new: RuleHealth) -> bool:
+    """Whether anything but the ``updated`` stamp changed."""
+    return old.model_dump(exclude={"updated"}) != new.model_dump(exclude={"updated"})
+
+
 @dataclass(frozen=True)
 class CanaryConfig:
     identity: CanaryIdentity
@@ -244,10 +249,12 @@ class CanaryRunner:
                 round_fired=round_fired,
                 diagnose=partial(self._diagnose, deployed, rid),
             )
-            changed.append(verdict.health)
+            if rid not in docs or _differs(docs[rid], verdict.health):
+                changed.append(verdict.health)  # a poll that changes nothing writes nothing
             if verdict.round_name:
                 report.verdicts.append(verdict)
-        write_health(self.es, self.cfg.health_index, changed)
+        if changed:
+            write_health(self.es, self.cfg.health_index, changed)
         failed = [
             not_firing_finding(
                 v.health.rule_id,
