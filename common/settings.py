@@ -10,10 +10,15 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Tenant ids starting with this are reserved for Sigstream itself (the canary tenant): no
+#: customer tenant can be enrolled with one (the gateway's name rule wants a letter or digit
+#: first), and every all-tenants triage view leaves them out unless an operator asks.
+RESERVED_TENANT_PREFIX = "_"
 
 
 class Settings(BaseSettings):
@@ -160,9 +165,7 @@ class Settings(BaseSettings):
     alerts_queue_size: int = Field(1000, ge=1)
     alerts_send_timeout_s: float = Field(10.0, gt=0)
     triage_base_url: str = "http://127.0.0.1:8000"
-    # The reserved tenant of canary events (synthetic true positives proving rules fire end
-    # to end): their findings are never routed to anyone.
-    canary_tenant: str = "_canary"
+    # (Findings of the reserved canary tenant, ``canary_tenant`` below, are never routed.)
 
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
@@ -186,6 +189,36 @@ class Settings(BaseSettings):
     health_skew_threshold_s: float = 300.0
     health_gap_grace_s: float = 30.0
     sensors_index: str = "sigstream-sensors"
+
+    # Canaries (docs/canaries.md): events built from each deployed rule's true-positive
+    # tests, sent through the gateway under a reserved tenant and sensor, prove the rule
+    # still fires end to end. Rounds every ``canary_interval_s``; a rule whose canary made
+    # no finding within ``canary_timeout_s`` is "not firing" and raises a finding under
+    # ``operator_tenant`` (the tenant of Sigstream's own findings about its deployment,
+    # the same the demotion findings use). Gateway URL, token (a credential enrolled with
+    # ``sigstream canary enroll``) and CA of the gateway's certificate.
+    canary_tenant: str = "_canary"
+    canary_sensor: str = "_canary-sensor"
+    canary_host: str = "sigstream-canary"
+    canary_interval_s: float = Field(300.0, gt=0)
+    canary_timeout_s: float = Field(300.0, gt=0)
+    canary_gateway_url: str | None = None
+    canary_token: SecretStr | None = None
+    canary_gateway_ca: Path | None = None
+    # Where rules' true-positive tests are looked up by rule id (rule folders with
+    # ``*.tests.json`` beside the rules, SigmaHQ regression folders); None: the project's
+    # own rules and ``<shared_data>/sigma-regression``.
+    canary_tests: list[Path] | None = None
+    operator_tenant: str = "sigstream"
+
+    @field_validator("canary_tenant")
+    @classmethod
+    def _reserved(cls, value: str) -> str:
+        if not value.startswith(RESERVED_TENANT_PREFIX) or len(value) < 2:
+            raise ValueError(
+                f"the canary tenant must start with {RESERVED_TENANT_PREFIX!r} (reserved)"
+            )
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -78,6 +78,7 @@ schema_app = typer.Typer(
 # as `rules`, are merged into one).
 rules_app.add_typer(commands.rules.app)
 rules_app.add_typer(commands.correlations.app)
+rules_app.command("health")(commands.canary.health_cmd)
 findings_app.add_typer(commands.triage.app)
 app.add_typer(rules_app, name="rules")
 app.add_typer(findings_app, name="findings")
@@ -86,6 +87,7 @@ app.add_typer(
     commands.infra.app, name="infra", help="Start, stop and inspect Kafka and Elasticsearch."
 )
 app.add_typer(commands.gateway.app, name="gateway")
+app.add_typer(commands.canary.app, name="canary")
 app.add_typer(commands.sensor.app, name="sensor")
 app.add_typer(commands.sensors.app)
 app.add_typer(commands.fleet.app)
@@ -419,11 +421,15 @@ def rules_check(
 def findings_summary(
     top: Annotated[int, typer.Option(help="Rows to show.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    include_canary: Annotated[
+        bool,
+        typer.Option("--include-canary", help="Count canary findings too (docs/canaries.md)."),
+    ] = False,
 ) -> None:
-    """Findings in Elasticsearch grouped by rule, level and host."""
+    """Findings in Elasticsearch grouped by rule, level and host (canaries left out)."""
     from triage.queries import summary_rows
 
-    rows, total = summary_rows(get_settings(), top)
+    rows, total = summary_rows(get_settings(), top, include_reserved=include_canary)
     if as_json:
         console.print_json(json.dumps({"total": total, "groups": rows}))
         return

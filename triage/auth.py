@@ -27,11 +27,14 @@ ROLES: tuple[str, ...] = ("analyst", "read-only")
 @dataclass(frozen=True)
 class Caller:
     """The identity every query is scoped by. ``tenant=None`` (all tenants) is only for
-    the operator's CLI on the backend, never for API callers."""
+    the operator's CLI on the backend, never for API callers; even then the reserved
+    tenants (``_canary``: canary traffic, docs/canaries.md) stay out unless
+    ``include_reserved`` (an operator asking explicitly) or named as ``tenant``."""
 
     user: str
     role: Role
     tenant: str | None
+    include_reserved: bool = False
 
     @property
     def can_write(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from common.client_options import elasticsearch_kwargs
-from common.settings import Settings
+from common.settings import RESERVED_TENANT_PREFIX, Settings
 
 #: Sigma levels, most severe first (for sorting what an analyst sees).
 LEVEL_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4}
@@ -31,8 +31,18 @@ def summary_aggregation(top: int) -> dict[str, Any]:
     }
 
 
-def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]], int]:
-    """(rows of rule/level/host/count, most severe first, at most ``top``; total findings)."""
+def summary_query(include_reserved: bool = False) -> dict[str, Any]:
+    """Every finding, but those of the reserved tenants (canaries) unless asked."""
+    if include_reserved:
+        return {"match_all": {}}
+    return {"bool": {"must_not": [{"prefix": {"sigstream.tenant_id": RESERVED_TENANT_PREFIX}}]}}
+
+
+def summary_rows(
+    settings: Settings, top: int = 30, include_reserved: bool = False
+) -> tuple[list[dict[str, Any]], int]:
+    """(rows of rule/level/host/count, most severe first, at most ``top``; total findings),
+    canary findings left out unless ``include_reserved``."""
     es = Elasticsearch(
         list(settings.es_hosts), request_timeout=30, **elasticsearch_kwargs(settings)
     )
@@ -42,6 +52,7 @@ def summary_rows(settings: Settings, top: int = 30) -> tuple[list[dict[str, Any]
             index=settings.findings_index,
             size=0,
             track_total_hits=True,
+            query=summary_query(include_reserved),
             aggs=summary_aggregation(top),
         )
     finally:

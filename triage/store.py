@@ -14,6 +14,7 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
+from common.settings import RESERVED_TENANT_PREFIX
 from detections.sinks.indices import groups_index, suppressions_index
 from detections.sinks.suppression import Suppression
 from triage import workflow
@@ -61,8 +62,17 @@ class ListFilters:
 
 
 def tenant_filter(caller: Caller) -> list[dict[str, Any]]:
-    """The clause every query carries: only the caller's tenant."""
-    return [] if caller.tenant is None else [{"term": {"sigstream.tenant_id": caller.tenant}}]
+    """The clause every query carries: only the caller's tenant; for an all-tenants
+    caller every tenant but the reserved ones (canary findings are never a customer's)."""
+    return _tenant_clause(caller, "sigstream.tenant_id")
+
+
+def _tenant_clause(caller: Caller, fld: str) -> list[dict[str, Any]]:
+    if caller.tenant is not None:
+        return [{"term": {fld: caller.tenant}}]
+    if caller.include_reserved:
+        return []
+    return [{"bool": {"must_not": [{"prefix": {fld: RESERVED_TENANT_PREFIX}}]}}]
 
 
 def _ci_term(fld: str, value: str) -> dict[str, Any]:
@@ -434,4 +444,4 @@ def list_suppressions(es: Elasticsearch, index: str, caller: Caller) -> list[dic
 
 def tenant_filter_plain(caller: Caller) -> list[dict[str, Any]]:
     """Tenant clause for indices whose tenant field is top level (suppressions)."""
-    return [] if caller.tenant is None else [{"term": {"tenant_id": caller.tenant}}]
+    return _tenant_clause(caller, "tenant_id")

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_RE = re.compile(r"^sst_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+#: Reserved names (the canary tenant and sensor, ``_canary``): only ``reserved=True``.
+RESERVED_NAME_RE = re.compile(r"^_[A-Za-z0-9][A-Za-z0-9._:-]{0,126}$")
 
 
 class CredentialError(ValueError):
@@ -184,11 +186,17 @@ class CredentialStore:
             raise
         self._stamp = None
 
-    def enroll(self, tenant_id: str, sensor_id: str, *, relay: bool = False) -> tuple[str, str]:
-        """Issue a new credential; returns ``(key id, token)``. The token is shown once."""
+    def enroll(
+        self, tenant_id: str, sensor_id: str, *, relay: bool = False, reserved: bool = False
+    ) -> tuple[str, str]:
+        """Issue a new credential; returns ``(key id, token)``. The token is shown once.
+        ``reserved``: the names may (and the tenant must) start with ``_``, the namespace
+        of Sigstream's own tenants (canaries), which customers' sensors can never get."""
         for label, value in (("tenant", tenant_id), ("sensor", sensor_id)):
-            if not NAME_RE.match(value):
+            if not (NAME_RE.match(value) or (reserved and RESERVED_NAME_RE.match(value))):
                 raise CredentialError(f"invalid {label} id {value!r} (letters, digits, ._:-)")
+        if reserved and not tenant_id.startswith("_"):
+            raise CredentialError(f"a reserved tenant starts with '_', not {tenant_id!r}")
         self._load(strict=True)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)

@@ -5,6 +5,7 @@ settings and client options as arguments."""
 
 from sigstream.commands import (
     alerts,
+    canary,
     correlations,
     fleet,
     gateway,
@@ -17,6 +18,7 @@ from sigstream.commands import (
 
 __all__ = [
     "alerts",
+    "canary",
     "correlations",
     "fleet",
     "gateway",

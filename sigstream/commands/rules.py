@@ -501,6 +501,16 @@ def bundle_cmd(
     )
 
 
+CanaryGate = Annotated[
+    bool,
+    typer.Option(
+        "--canary/--no-canary",
+        help="Prove the rules with a canary round first (when a canary gateway is "
+        "configured, docs/canaries.md).",
+    ),
+]
+
+
 def deploy_cmd(
     bundle: Annotated[Path, typer.Argument(help="A signed bundle file (sigstream rules bundle).")],
     store: StoreOpt = None,
@@ -508,17 +518,55 @@ def deploy_cmd(
         Path | None,
         typer.Option(help="Trusted public key file or folder (default: settings trusted_keys)."),
     ] = None,
+    canary: CanaryGate = True,
 ) -> None:
-    """Verify a bundle and make it current; the running job picks it up next batch."""
-    from detections.content.deploy.bundle import BundleError
+    """Verify a bundle and make it current; the running job picks it up next batch.
+
+    Then, when a canary gateway is configured, the new and changed rules are proven with a
+    canary round through the gateway and the running job (exit 1 if one does not fire:
+    the bundle stays deployed, in the modes it was bundled with; do not promote it)."""
+    from detections.content.canary.changes import changed_rule_ids
+    from detections.content.deploy.bundle import BundleError, read_bundle
     from detections.content.deploy.signing import SignatureError
 
     s = get_settings()
+    deployment = _store(store)
+    state = deployment.state()
+    previous = deployment.current_bundle() if state["current"] else None
     try:
-        entry = _store(store).deploy(bundle, _trusted(s, trusted))
+        entry = deployment.deploy(bundle, _trusted(s, trusted))
     except (BundleError, SignatureError) as exc:
         raise _fail(f"refused: {exc}", 1) from exc
     console.print(f"deployed {entry['version']} as generation {entry['generation']}")
+    if not canary:
+        return
+    changed = changed_rule_ids(read_bundle(bundle).files, previous.files if previous else None)
+    what = f"{len(changed)} new or changed rule(s)"
+    if not _canary_gate(s, store, changed, what):
+        raise typer.Exit(1)
+
+
+def _canary_gate(s: Settings, store: Path | None, rule_ids: list[str], what: str) -> bool:
+    """Run the canary gate; False when a rule did not prove (None configured: True)."""
+    from sigstream.commands import canary as canaries
+
+    if not rule_ids:
+        err.print(f"no canary round: {what}")
+        return True
+    settings = s.model_copy(update={"deploy_dir": store}) if store else s
+    results = canaries.gate(settings, rule_ids)
+    if results is None:
+        err.print(
+            f"[yellow]no canary round for {what}: no canary gateway configured "
+            "(SIGSTREAM_CANARY_GATEWAY_URL, SIGSTREAM_CANARY_TOKEN; docs/canaries.md)[/yellow]"
+        )
+        return True
+    canaries.print_gate(results)
+    bad = canaries.failed(results)
+    if bad:
+        err.print(f"[red]{len(bad)} of {len(results)} rule(s) did not prove they fire[/red]")
+        return False
+    return True
 
 
 def rollback_cmd(store: StoreOpt = None) -> None:
@@ -532,6 +580,35 @@ def rollback_cmd(store: StoreOpt = None) -> None:
     console.print(f"rolled back to {entry['version']} (generation {entry['generation']})")
 
 
+Force = Annotated[
+    bool, typer.Option("--force", help="Promote even if the rule's canary does not fire.")
+]
+
+
+def _effective_mode(store: Path | None, rule_id: str) -> RuleMode:
+    from detections.content.deploy.watcher import ACTIVE
+
+    deployment = _store(store)
+    bundle = deployment.current_bundle()
+    defaults = bundle.default_modes if bundle else {}
+    return deployment.overrides().get(rule_id) or defaults.get(rule_id) or ACTIVE
+
+
+def _promotion_gate(
+    store: Path | None, rule_id: str, before: RuleMode, after: RuleMode, force: bool
+) -> None:
+    """Promoting a rule out of canary (or shadow) to active first proves it with a canary
+    round; a rule that does not fire is not promoted unless ``--force``."""
+    if before.mode not in ("canary", "shadow") or after.mode != "active":
+        return
+    if _canary_gate(get_settings(), store, [rule_id], f"rule {rule_id}"):
+        return
+    if force:
+        err.print("[yellow]--force: promoting anyway[/yellow]")
+        return
+    raise _fail(f"rule {rule_id} stays {before.describe()}: its canary did not fire", 1)
+
+
 def mode_cmd(
     rule_id: Annotated[str, typer.Argument(help="Rule id.")],
     mode: Annotated[
@@ -539,13 +616,18 @@ def mode_cmd(
     ],
     reason: Annotated[str | None, typer.Option(help="Why (shown in status).")] = None,
     store: StoreOpt = None,
+    force: Force = False,
 ) -> None:
-    """Set one rule's deployment mode (overrides the bundle's)."""
+    """Set one rule's deployment mode (overrides the bundle's).
+
+    Promoting a rule from canary or shadow to active first runs a canary round for it
+    (when a canary gateway is configured) and refuses if it does not fire."""
     try:
         parsed = parse_mode(mode)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     with_reason = RuleMode(parsed.mode, parsed.fraction, parsed.canary_by, reason)
+    _promotion_gate(store, rule_id, _effective_mode(store, rule_id), with_reason, force)
     entry = _store(store).set_mode(rule_id, with_reason)
     console.print(f"rule {rule_id}: {entry['detail']} (generation {entry['generation']})")
 
@@ -560,10 +642,20 @@ def disable_cmd(
 
 
 def enable_cmd(
-    rule_id: Annotated[str, typer.Argument(help="Rule id.")], store: StoreOpt = None
+    rule_id: Annotated[str, typer.Argument(help="Rule id.")],
+    store: StoreOpt = None,
+    force: Force = False,
 ) -> None:
-    """Remove a rule's override (kill switch, demotion, mode): back to the bundle's."""
-    entry = _store(store).clear_mode(rule_id)
+    """Remove a rule's override (kill switch, demotion, mode): back to the bundle's.
+
+    When that promotes it from canary or shadow to active, a canary round runs first."""
+    from detections.content.deploy.watcher import ACTIVE
+
+    deployment = _store(store)
+    bundle = deployment.current_bundle()
+    after = (bundle.default_modes if bundle else {}).get(rule_id) or ACTIVE
+    _promotion_gate(store, rule_id, _effective_mode(store, rule_id), after, force)
+    entry = deployment.clear_mode(rule_id)
     console.print(f"rule {rule_id}: override cleared (generation {entry['generation']})")
 
 

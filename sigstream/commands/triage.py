@@ -30,7 +30,12 @@ err = Console(stderr=True)
 
 Tenant = Annotated[
     str | None,
-    typer.Option("--tenant", envvar="SIGSTREAM_TENANT", help="Only this tenant (default: all)."),
+    typer.Option(
+        "--tenant",
+        envvar="SIGSTREAM_TENANT",
+        help="Only this tenant (default: all but the reserved canary tenant; name "
+        "--tenant _canary to see canary findings).",
+    ),
 ]
 User = Annotated[
     str | None, typer.Option("--as", help="Analyst name for the audit trail (default: $USER).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from detections.content.canary.finding_docs import NOT_FIRING_RULE_ID
 from detections.content.deploy.demotion import DEMOTION_RULE_ID
 from detections.health.finding_docs import HEALTH_RULES
 
@@ -31,6 +32,7 @@ KIND_TABLE: list[tuple[str, Callable[[Doc], bool]]] = [
     ("correlation", _is_correlation),
     ("sensor_health", lambda doc: _rule_id(doc) in _HEALTH_IDS),
     ("rule_demotion", lambda doc: _rule_id(doc) == DEMOTION_RULE_ID),
+    ("rule_health", lambda doc: _rule_id(doc) == NOT_FIRING_RULE_ID),
 ]
 DEFAULT_KIND = "sigma"
 #: Every kind a route may name (the table's, the default, and kinds others will add).

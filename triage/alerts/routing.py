@@ -15,6 +15,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
+from common.settings import RESERVED_TENANT_PREFIX
 from triage.alerts.config import LEVEL_RANK, Match, RoutesFile, Silence
 from triage.alerts.kinds import finding_kind
 
@@ -92,7 +93,9 @@ class Step:
 
 
 def plan(routes: RoutesFile, f: Facts, now: datetime, canary_tenant: str) -> list[Step]:
-    if f.tenant == canary_tenant:
+    """The (route, destination) steps for one finding. Reserved tenants (the canary's, any
+    ``_``-prefixed one) are Sigstream's own and never reach a customer's destination."""
+    if f.tenant == canary_tenant or f.tenant.startswith(RESERVED_TENANT_PREFIX):
         return []
     steps: list[Step] = []
     for route in routes.routes:
