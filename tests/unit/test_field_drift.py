@@ -61,14 +61,15 @@ def renamed(n: int) -> list[dict[str, Any]]:
 
 
 def test_observes_typed_columns_extra_keys_types_sensors_and_versions() -> None:
-    rows = normal(4) + [
+    rows = [
+        *normal(4),
         {
             "event_type": "heartbeat",
             "tenant_id": "acme",
             "sensor_id": "ws1",
             "logsource": {"product": "sigstream", "category": None, "service": "heartbeat"},
             "agent_version": "sensor/2.0",
-        }
+        },
     ]
     records = {o.route: o for o in _observe(rows).observations()}
     pc = records[ROUTE]
