@@ -466,7 +466,7 @@ def make_batch_handler(
         log.info(
             "batch %d: %d events, %d rejected to DLQ, %d rule matches -> %d findings (%d new,"
             " %d known) in %.1fs (prepare %.2fs, run %.2fs; tasks: %.1fs matching, %.1fs"
-            " writing findings)",
+            " writing findings, %.2fs observing fields)",
             batch_id,
             stats.events,
             stats.rejected,
@@ -479,6 +479,7 @@ def make_batch_handler(
             stats.run_seconds,
             stats.match_seconds,
             stats.write_seconds,
+            stats.observe_seconds,
         )
         if on_batch:
             on_batch(stats)
