@@ -17,6 +17,7 @@ A record that is not an observation goes to the DLQ with its reason, on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +134,23 @@ def fold_batch(
     return gone, auto, len(states)
 
 
+def with_quarantine(rules: Sequence[RuleFields], status_file: Path | None) -> list[RuleFields]:
+    """The rules, those the detection pass quarantined (its status file) not active: a
+    quarantined rule does not run, so a field only it reads going away breaks nothing."""
+    if status_file is None or not status_file.exists():
+        return list(rules)
+    from common.safe_yaml import ContentError
+    from detections.stream.status import read_status
+
+    try:
+        status = read_status(status_file)
+    except (ContentError, OSError) as exc:
+        log.warning("field drift: cannot read the job status %s: %s", status_file, exc)
+        return list(rules)
+    quarantined = {str(q.get("rule_id")) for q in status.get("quarantined") or []}
+    return [dataclasses.replace(r, active=False) if r.rule_id in quarantined else r for r in rules]
+
+
 def store_route(route: tuple[str | None, str | None, str | None]) -> str:
     from detections.drift.state import route_name
 
@@ -209,6 +227,7 @@ def start(
     def handle(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         stats = DriftBatch(batch_id)
+        active = with_quarantine(rules, cfg.status_file)
         observations: list[Observation] = []
         rejected = []
         for row in batch.collect():
@@ -227,7 +246,7 @@ def start(
             try:
                 now = time.time()
                 gone, stats.baselines, stats.routes = fold_batch(
-                    es, index, observations, rules, drift, now, baseline_after_s
+                    es, index, observations, active, drift, now, baseline_after_s
                 )
                 documents = [
                     finding_document(drift_finding(d, users, now, cfg.grouping))

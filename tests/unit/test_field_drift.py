@@ -86,6 +86,24 @@ def test_observes_typed_columns_extra_keys_types_sensors_and_versions() -> None:
     assert again.fields == pc.fields and again.route == ROUTE
 
 
+def test_types_are_read_on_a_sample_per_route_and_scaled() -> None:
+    linux = {"product": "linux", "category": "process_creation", "service": None}
+    rows = []
+    for i in range(40):  # interleaved routes: each gets its own sample
+        rows.append(_event(i, ProcessId=str(i) if i < 30 else f"p{i}"))
+        rows.append({**_event(i, ProcessId=f"x{i}"), "logsource": linux})
+    obs = FieldObservations(sample=10)
+    obs.add(pa.Table.from_pylist(rows, schema=arrow_event_schema()).to_batches()[0])
+    found = {o.route[0]: o.fields["ProcessId"] for o in obs.observations()}
+    assert found == {"windows": [40, 40, 0], "linux": [40, 0, 0]}  # first 10: scaled
+    exact = FieldObservations(sample=64)
+    exact.add(pa.Table.from_pylist(rows, schema=arrow_event_schema()).to_batches()[0])
+    assert {o.route[0]: o.fields["ProcessId"] for o in exact.observations()} == {
+        "windows": [40, 30, 0],
+        "linux": [40, 0, 0],
+    }
+
+
 def test_bad_records_are_refused_with_a_reason() -> None:
     for raw in (b"nope", b'{"v": 2}', b'{"v":1,"tenant":"a","route":[1,2,3],"n":1}'):
         with pytest.raises(ObservationError):
