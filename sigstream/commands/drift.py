@@ -113,7 +113,7 @@ def drift_cmd(
         raise typer.Exit(1)
 
 
-def _titles(rules: list[Any], limit: int = 4) -> str:
+def _titles(rules: list[Any], limit: int = 2) -> str:
     names = [escape(r.title) for r in rules[:limit]]
     more = f" (+{len(rules) - limit})" if len(rules) > limit else ""
     return ", ".join(names) + more
