@@ -200,3 +200,28 @@ def test_the_finding_is_deterministic_per_route_field_and_baseline() -> None:
     assert first.sigstream.event["rules"] == [{"id": "a", "title": "rule a"}]
     other = drifts(_state_after(normal(200), renamed(100)), {**baseline, "baseline_id": "b2"}, CFG)
     assert drift_finding(other[0], users, 2000.0).sigstream.finding.id != first.sigstream.finding.id
+
+
+def test_rules_the_pass_quarantined_are_not_active(tmp_path: Any) -> None:
+    from detections.drift.stage import with_quarantine
+
+    rules = [_rule("a", {"CommandLine"}), _rule("b", {"CommandLine"})]
+    assert with_quarantine(rules, None) == rules
+    status = tmp_path / "status.json"
+    status.write_text('{"quarantined": [{"rule_id": "b", "title": "t", "reason": "r"}]}')
+    assert [r.active for r in with_quarantine(rules, status)] == [True, False]
+    assert [
+        r.rule_id for r in rules_using(with_quarantine(rules, status), ROUTE, "CommandLine", True)
+    ] == ["a"]
+    status.write_text("not json")  # unreadable: every rule stays active, with a warning
+    assert [r.active for r in with_quarantine(rules, status)] == [True, True]
+
+
+def test_cli_filters_by_route_and_rule() -> None:
+    from detections.drift.report import matches_filters
+
+    rules = [_rule("abc", {"CommandLine"})]
+    assert matches_filters("windows/process_creation/sysmon", rules, "process_creation", None)
+    assert not matches_filters("windows/image_load/sysmon", rules, "process_creation", None)
+    assert matches_filters("x", rules, None, "ABC") and matches_filters("x", rules, None, "rule a")
+    assert not matches_filters("x", rules, None, "other")
