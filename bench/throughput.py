@@ -5,7 +5,9 @@ that same backlog and each from fresh checkpoints, fresh derived topics and a fr
 findings index, the real CLI runs as a subprocess (``sigstream detect --once``, all
 default rules) in each mode:
 
-* ``detect``: detection only (``--no-correlations --no-sensor-health``);
+* ``detect``: detection only (``--no-correlations --no-sensor-health --no-field-drift``);
+* ``drift``: detection + field drift (``--no-correlations --no-sensor-health``): what
+  observing fields in the detection pass and the drift stage cost (docs/field-drift.md);
 * ``default``: the default job (correlations and sensor health on);
 * ``correlations`` / ``health``: one stateful stage on (optional, ``--modes``), to see
   what each one costs.
@@ -63,19 +65,27 @@ from common.settings import PROJECT_ROOT, Settings, get_settings
 
 #: CLI flags per mode; every mode runs ``sigstream detect --once`` with the default rules.
 MODES: dict[str, list[str]] = {
-    "detect": ["--no-correlations", "--no-sensor-health"],
+    "detect": ["--no-correlations", "--no-sensor-health", "--no-field-drift"],
+    "drift": ["--no-correlations", "--no-sensor-health"],
     "default": [],
     "correlations": ["--no-sensor-health"],
     "health": ["--no-correlations"],
 }
 MODE_TITLES = {
-    "detect": "detection only (--no-correlations --no-sensor-health)",
-    "default": "default job (correlations + sensor health)",
+    "detect": "detection only (--no-correlations --no-sensor-health --no-field-drift)",
+    "drift": "detection + field drift (--no-correlations --no-sensor-health)",
+    "default": "default job (correlations + sensor health + field drift)",
     "correlations": "detection + correlations (--no-sensor-health)",
     "health": "detection + sensor health (--no-correlations)",
 }
 #: Settings naming indices the job writes: each run gets its own.
-INDEX_SETTINGS = ("findings_index", "sensors_index", "events_index", "shadow_findings_index")
+INDEX_SETTINGS = (
+    "findings_index",
+    "sensors_index",
+    "events_index",
+    "shadow_findings_index",
+    "drift_index",
+)
 
 #: One line of the detect job's log per micro-batch (``detections.stream.job.make_batch_handler``).
 #: It says "M rule matches -> F findings"; older logs said "M findings" for
@@ -85,7 +95,8 @@ BATCH_LINE = re.compile(
     r"rejected to DLQ, (?P<matches>\d+) (?:rule matches -> (?P<findings>\d+) )?findings "
     r"\((?P<created>\d+) new, (?P<known>\d+) "
     r"known\) in (?P<seconds>[\d.]+)s \(prepare (?P<prepare>[\d.]+)s, run (?P<run>[\d.]+)s; "
-    r"tasks: (?P<match>[\d.]+)s matching, (?P<write>[\d.]+)s writing findings\)"
+    r"tasks: (?P<match>[\d.]+)s matching, (?P<write>[\d.]+)s writing findings"
+    r"(?:, (?P<observe>[\d.]+)s observing fields)?\)"
 )
 
 
@@ -768,6 +779,7 @@ def report_runs(runs: list[ModeRun]) -> None:
                 _f(sum(x["run"] for x in b)),
                 _f(sum(x["match"] for x in b)),
                 _f(sum(x["write"] for x in b)),
+                _f(sum(x.get("observe", 0.0) for x in b)),
                 f"{sum(x['matches'] for x in b):,.0f}",
             ]
         )
@@ -781,6 +793,7 @@ def report_runs(runs: list[ModeRun]) -> None:
             "Spark job s",
             "rule engine s (tasks)",
             "findings write s (tasks)",
+            "observing fields s (tasks)",
             "findings",
         ],
         rows,

@@ -219,6 +219,19 @@ class Settings(BaseSettings):
                 f"the canary tenant must start with {RESERVED_TENANT_PREFIX!r} (reserved)"
             )
         return value
+    # Field drift (docs/field-drift.md): the detect job's field observations (keyed by
+    # tenant and route), the drift stage's state and baselines, and when a field counts as
+    # gone: the route had at least ``drift_min_events`` events since it was last seen and
+    # the baseline predicts ``drift_expected`` of them carried it. A type new since the
+    # baseline changed the field's type when it is ``drift_type_share`` of its values. A
+    # tenant without a baseline gets one automatically this many hours after its first
+    # observation (0: only ``sigstream rules drift --set-baseline``).
+    drift_topic: str = "sigstream.field-observations"
+    drift_index: str = "sigstream-field-drift"
+    drift_expected: float = Field(20.0, gt=0)
+    drift_min_events: int = Field(50, ge=1)
+    drift_type_share: float = Field(0.5, gt=0, le=1)
+    drift_baseline_after_h: float = Field(24.0, ge=0)
 
 
 @lru_cache(maxsize=1)

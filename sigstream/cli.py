@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -278,6 +278,15 @@ def detect(
             "detections/correlation/rules) as a second streaming query (docs/correlations.md).",
         ),
     ] = True,
+    field_drift: Annotated[
+        bool,
+        typer.Option(
+            "--field-drift/--no-field-drift",
+            help="Also observe which fields arrive per logsource and run the field-drift "
+            "stage (fields active rules read that stopped arriving; `sigstream rules drift`). "
+            "See docs/field-drift.md.",
+        ),
+    ] = True,
     normalize: Annotated[
         bool,
         typer.Option(
@@ -328,6 +337,7 @@ def detect(
         matches_topic=s.matches_topic,
         internal_partitions=s.topic_partitions,
         summaries_topic=s.summaries_topic if sensor_health else None,
+        observations_topic=s.drift_topic if field_drift else None,
         grouping=grouping,
         es_hosts=tuple(s.es_hosts),
         findings_index=s.findings_index,
@@ -344,10 +354,12 @@ def detect(
         state_partitions=s.state_partitions,
         status_file=status_path(s),
     )
+    from detections.drift.stage import FieldDriftStage
     from detections.health.stage import SensorHealthStage
     from sigstream.commands.correlations import with_correlations
 
-    companions = [SensorHealthStage.of(s)] if sensor_health else []
+    companions: list[Any] = [SensorHealthStage.of(s)] if sensor_health else []
+    companions += [FieldDriftStage.of(s, plan)] if field_drift else []
     with ThreadPoolExecutor(1, thread_name_prefix="correlation-content") as pool:
         # The correlation content (a scan of the rule folders, the base rules compiled)
         # loads while the Spark JVM starts.

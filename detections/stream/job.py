@@ -125,6 +125,9 @@ class JobConfig:
     # Internal topic of the per-sensor summaries sensor health reads (None: the job runs
     # without sensor health and summarizes nothing; `sigstream detect` sets it).
     summaries_topic: str | None = None
+    # Internal topic of the field observations field drift reads (None: the job observes
+    # no fields; `sigstream detect` sets it unless --no-field-drift). docs/field-drift.md
+    observations_topic: str | None = None
     # The stateful stages (correlations, sensor health): state partitions of a fresh
     # checkpoint (an existing checkpoint keeps its own; raise it with the cluster's cores),
     # and sensor health's trigger: silence is judged in minutes, and every trigger of a
@@ -160,6 +163,8 @@ class BatchStats:
     generation: int | None = None
     correlation_matches: int = 0  # records published to the correlation stage
     sensor_summaries: int = 0  # records published to sensor health
+    field_observations: int = 0  # records published to field drift
+    observe_seconds: float = 0.0  # summed over tasks: observing fields for drift
     # rule index -> [events evaluated, matches, seconds]
     rules: dict[int, list[float]] = field(default_factory=dict)
 
@@ -386,6 +391,8 @@ def make_batch_handler(
             names, computed = engine_inputs(running.plan, spark_event_schema().fieldNames())
             present = set(batch.columns)
             names += [c for c in (*SUMMARY_FIELDS, "timestamp") if c not in names and c in present]
+            if cfg.observations_topic is not None and "extra" not in names and "extra" in present:
+                names.append("extra")  # field drift counts every field's key, not only rules'
             running.query = BatchQuery(batch.sparkSession, names, computed)
         skip, destinations = running.skip, running.destinations(cfg)
         records = running.query.map_in_arrow(
@@ -400,6 +407,7 @@ def make_batch_handler(
                 cfg.es_patience_s,
                 cfg.rule_budget_s,
                 summarize=cfg.summaries_topic is not None,
+                observe=cfg.observations_topic is not None,
             ),
             STATS_SCHEMA,
         )
@@ -407,6 +415,7 @@ def make_batch_handler(
         refused: list[list[Any]] = []
         matches: list[tuple[bytes, bytes]] = []
         summaries: list[tuple[bytes, bytes]] = []
+        observations: list[tuple[bytes, bytes]] = []
         stats.prepare_seconds = time.monotonic() - started
         rows = records.collect()
         stats.run_seconds = time.monotonic() - started - stats.prepare_seconds
@@ -430,11 +439,15 @@ def make_batch_handler(
             refused += json.loads(row["rejects"])
             matches += [(k.encode(), v.encode()) for k, v in json.loads(row["correlation_matches"])]
             summaries += [(k.encode(), v.encode()) for k, v in json.loads(row["summaries"])]
+            observations += [(k.encode(), v.encode()) for k, v in json.loads(row["observations"])]
+            stats.observe_seconds += row["observe_s"]
         # The derived streams, published before the batch's offsets are committed.
         if matches:
             stats.correlation_matches = publisher.publish(cfg.matches_topic, matches)
         if summaries and cfg.summaries_topic is not None:
             stats.sensor_summaries = publisher.publish(cfg.summaries_topic, summaries)
+        if observations and cfg.observations_topic is not None:
+            stats.field_observations = publisher.publish(cfg.observations_topic, observations)
         checked = with_task_reasons(batch, refused)
         if stats.rejected:
             _write_dlq(rejected_records(checked), cfg)
@@ -458,7 +471,7 @@ def make_batch_handler(
         log.info(
             "batch %d: %d events, %d rejected to DLQ, %d rule matches -> %d findings (%d new,"
             " %d known) in %.1fs (prepare %.2fs, run %.2fs; tasks: %.1fs matching, %.1fs"
-            " writing findings)",
+            " writing findings, %.2fs observing fields)",
             batch_id,
             stats.events,
             stats.rejected,
@@ -471,6 +484,7 @@ def make_batch_handler(
             stats.run_seconds,
             stats.match_seconds,
             stats.write_seconds,
+            stats.observe_seconds,
         )
         if on_batch:
             on_batch(stats)
@@ -571,6 +585,7 @@ def start(
         deployed.plan if deployed else plan, deployed, cfg.correlation_feed, cfg.feed_rules
     )
     derived = [cfg.summaries_topic] if cfg.summaries_topic else []
+    derived += [cfg.observations_topic] if cfg.observations_topic else []
     derived += [cfg.matches_topic] if cfg.correlation_feed is not None else []
     if derived:  # also where the brokers do not create topics themselves
         DerivedPublisher(cfg.producer_config()).ensure_topics(derived, cfg.internal_partitions)

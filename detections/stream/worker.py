@@ -22,6 +22,7 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from detections.content.deploy.modes import RuleMode
+from detections.drift.observe import FieldObservations
 from detections.health.summary import SensorSummaries
 from detections.sinks.base import VALUE_COLUMN, SinkSpec, TaskOutput
 from detections.sinks.elasticsearch_sinks import EventsIndex, FindingsIndex
@@ -46,6 +47,7 @@ STATS_SCHEMA = T.StructType(
         T.StructField("duplicates", T.LongType(), False),
         T.StructField("match_s", T.DoubleType(), False),  # seconds in the rule engine
         T.StructField("write_s", T.DoubleType(), False),  # seconds writing findings
+        T.StructField("observe_s", T.DoubleType(), False),  # seconds observing fields (drift)
         T.StructField("errors", T.StringType(), False),  # JSON: rule index -> error
         # JSON: rule index -> [events evaluated, matches, seconds]
         T.StructField("rules", T.StringType(), False),
@@ -57,6 +59,8 @@ STATS_SCHEMA = T.StructType(
         T.StructField("correlation_matches", T.StringType(), False),
         # JSON: [[key, value]] of this task's per-sensor summaries (detections.health.summary)
         T.StructField("summaries", T.StringType(), False),
+        # JSON: [[key, value]] of this task's field observations (detections.drift.observe)
+        T.StructField("observations", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -129,6 +133,7 @@ def partition_processor(
     patience_s: float = 300.0,
     rule_budget_s: float | None = None,
     summarize: bool = True,
+    observe: bool = False,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
@@ -142,7 +147,9 @@ def partition_processor(
     driver quarantines it, and the task skips it in its remaining Arrow batches. The
     budget comes from the driver's settings; executors never read their own. With
     ``summarize``, the task also summarizes its events per sensor for sensor health
-    (``detections.health.summary``; the driver publishes the summaries)."""
+    (``detections.health.summary``; the driver publishes the summaries); with ``observe``,
+    it counts which fields arrive per logsource for field drift
+    (``detections.drift.observe``; the driver publishes those too)."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -170,6 +177,8 @@ def partition_processor(
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
         summaries = SensorSummaries()
+        fields = FieldObservations()
+        observe_s = 0.0
         sinks = [sink.open() for sink in destinations.sinks(es_hosts, es_options)]
         for batch in batches:
             valid, refused = checked_records(batch)
@@ -181,6 +190,10 @@ def partition_processor(
                 continue
             if summarize:
                 summaries.add(events)
+            if observe:
+                started = time.perf_counter()
+                fields.add(events)
+                observe_s += time.perf_counter() - started
             started = time.perf_counter()
             result = matcher.match(events, skipped | errors.keys())
             timing["match_s"] += time.perf_counter() - started
@@ -227,6 +240,8 @@ def partition_processor(
             "rejects": json.dumps(rejects),
             "correlation_matches": json.dumps(correlation_matches),
             "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
+            "observations": json.dumps([[k.decode(), v.decode()] for k, v in fields.records()]),
+            "observe_s": observe_s,
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 

@@ -23,6 +23,7 @@ from common.settings import Settings, get_settings
 from detections.content.defaults import OWN_RULES, SAMPLE_EVENTS
 from detections.content.deploy.modes import RuleMode, parse_mode
 from detections.content.workflow.coverage import TACTICS, CoveredRule, coverage, navigator_layer
+from sigstream.commands.drift import drift_cmd
 
 app = typer.Typer()
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -747,5 +748,6 @@ for _name, _command in (
     ("disable", disable_cmd),
     ("enable", enable_cmd),
     ("rollback", rollback_cmd),
+    ("drift", drift_cmd),
 ):
     app.command(_name)(_command)
