@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from detections.content.canary.finding_docs import NOT_FIRING_RULE_ID
 from detections.content.deploy.demotion import DEMOTION_RULE_ID
+from detections.drift.finding_docs import FIELD_DRIFT_RULE
 from detections.health.finding_docs import HEALTH_RULES
 from tests.alerts_support import finding_doc
 from triage.alerts.config import RoutesError, load_routes, parse_duration, parse_routes
@@ -98,6 +100,19 @@ def test_kinds_come_from_the_table() -> None:
     assert list(dict.fromkeys(s.route for s in steps)) == ["high-everywhere", "health"]
     _, demoted = finding_doc(rule_id=DEMOTION_RULE_ID)
     assert finding_kind(demoted) == "rule_demotion"
+    _, not_firing = finding_doc(rule_id=NOT_FIRING_RULE_ID)
+    assert finding_kind(not_firing) == "rule_health"
+    _, drift = finding_doc(rule_id=FIELD_DRIFT_RULE.id)
+    assert finding_kind(drift) == "field_drift"
+
+
+def test_reserved_tenants_are_never_routed() -> None:
+    _, doc = finding_doc(level="critical")
+    assert plan(routes(), facts(doc), NOW, "_c")
+    doc["sigstream"]["tenant_id"] = "_canary"
+    assert plan(routes(), facts(doc), NOW, "_c") == []
+    doc["sigstream"]["tenant_id"] = "_c"
+    assert plan(routes(), facts(doc), NOW, "_c") == []
 
 
 def test_silence_in_force_until_its_expiry() -> None:

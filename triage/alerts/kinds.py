@@ -1,8 +1,7 @@
 """What kind of finding a document is: the small table routes match ``kind`` against.
 
 A kind is decided by the first row whose test accepts the document; Sigma is the
-fallback. Other stages add rows (``rule_health``, ``field_drift``) by appending a
-``(kind, test)`` pair here, nothing else changes.
+fallback. A new stage's findings get a kind by appending a ``(kind, test)`` pair here.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from typing import Any
 
 from detections.content.canary.finding_docs import NOT_FIRING_RULE_ID
 from detections.content.deploy.demotion import DEMOTION_RULE_ID
+from detections.drift.finding_docs import FIELD_DRIFT_RULE
 from detections.health.finding_docs import HEALTH_RULES
 
 Doc = dict[str, Any]
@@ -33,12 +33,11 @@ KIND_TABLE: list[tuple[str, Callable[[Doc], bool]]] = [
     ("sensor_health", lambda doc: _rule_id(doc) in _HEALTH_IDS),
     ("rule_demotion", lambda doc: _rule_id(doc) == DEMOTION_RULE_ID),
     ("rule_health", lambda doc: _rule_id(doc) == NOT_FIRING_RULE_ID),
+    ("field_drift", lambda doc: _rule_id(doc) == FIELD_DRIFT_RULE.id),
 ]
 DEFAULT_KIND = "sigma"
-#: Every kind a route may name (the table's, the default, and kinds others will add).
-KNOWN_KINDS = frozenset(
-    [kind for kind, _ in KIND_TABLE] + [DEFAULT_KIND, "rule_health", "field_drift"]
-)
+#: Every kind a route may name.
+KNOWN_KINDS = frozenset([kind for kind, _ in KIND_TABLE] + [DEFAULT_KIND])
 
 
 def finding_kind(doc: Doc) -> str:
