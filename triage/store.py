@@ -489,7 +489,7 @@ def fp_rates(
         resp = es.search(index=groups_index(index), **fp_rate_query(caller, since, rule, top))
     except NotFoundError:
         return []
-    return fp_rate_rows(resp)
+    return fp_rate_rows(dict(resp))
 
 
 @dataclass
@@ -552,8 +552,8 @@ def verdict_events(
                 }
             },
             sort=[{"@timestamp": "asc"}, {"sigstream.finding.id": "asc"}],
-            source=["sigstream.event"],
-            **({"search_after": after} if after else {}),
+            source={"includes": ["sigstream.event"]},
+            search_after=after,
         )
         hits = resp["hits"]["hits"]
         events.extend(h["_source"]["sigstream"]["event"] for h in hits)
