@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from common.settings import Settings
 from detections.sinks.suppression import Suppression
+from schemas.findings import Resolution
 from triage import store
 from triage.auth import Caller, KeyStore
 from triage.guard import GuardLimits, RequestGuard
@@ -62,7 +63,7 @@ Writer = Annotated[Caller, Depends(writer)]
 
 
 class CloseBody(BaseModel):
-    resolution: Literal["true_positive", "benign", "false_positive"]
+    resolution: Resolution
 
 
 class AssignBody(BaseModel):
@@ -357,6 +358,7 @@ def create_app(
         reader=caller,
     )
     # --- end of page views ------------------------------------------------------------
+    _mount_verdicts(app, client, index)
 
     @app.get("/", include_in_schema=False)
     def page(_: Request) -> FileResponse:
@@ -366,6 +368,45 @@ def create_app(
     if docs:
         _mount_docs(app)
     return app
+
+
+# --- verdict feedback (issue 22): false-positive rates from closed findings -------------
+
+
+class RuleFpRate(BaseModel):
+    rule_id: str
+    rule: str
+    closed: int
+    true_positive: int
+    benign: int
+    false_positive: int
+    #: Matches (events) of the closed findings, per resolution.
+    matches: dict[str, int]
+    #: false_positive / closed (None when nothing is closed).
+    fp_rate: float | None
+    #: (false_positive + benign) / closed.
+    noise_rate: float | None
+    hosts: list[dict[str, Any]]
+
+
+class FpRates(BaseModel):
+    rules: list[RuleFpRate]
+
+
+def _mount_verdicts(app: FastAPI, client: Elasticsearch, index: str) -> None:
+    """``GET /api/rules/fp-rate``: per rule and per host, how the caller's tenant closed
+    its findings (the dispositions analysts record with ``/close``)."""
+
+    @app.get("/api/rules/fp-rate", response_model=FpRates, tags=["rules"])
+    def fp_rate(
+        who: Reader,
+        since: datetime | None = None,
+        rule: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
+        top: Annotated[int, Query(ge=1, le=store.MAX_FP_RATE_ROWS)] = 50,
+    ) -> dict[str, Any]:
+        """False-positive rate per rule and per host over the tenant's closed findings
+        (last seen since ``since``), highest rate first."""
+        return {"rules": store.fp_rates(client, index, who, since, rule or None, top)}
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -445,3 +445,191 @@ def list_suppressions(es: Elasticsearch, index: str, caller: Caller) -> list[dic
 def tenant_filter_plain(caller: Caller) -> list[dict[str, Any]]:
     """Tenant clause for indices whose tenant field is top level (suppressions)."""
     return _tenant_clause(caller, "tenant_id")
+
+
+# --- verdicts: false-positive rates and the events analysts judged (issue 22) -----------
+
+#: Rules and hosts an fp-rate answer lists at most.
+MAX_FP_RATE_ROWS = 500
+#: Matches read back per tuning request at most (the proposal is greedy over them).
+MAX_VERDICT_EVENTS = 20_000
+_VERDICT_GROUPS = 2_000
+
+
+def closed_filter(caller: Caller, since: datetime | None, rule: str | None) -> list[dict[str, Any]]:
+    """Closed findings of the caller's tenant, last seen since ``since``, of ``rule``
+    (id or exact title, case-insensitive)."""
+    filters = [*tenant_filter(caller), {"term": {"sigstream.finding.status": "closed"}}]
+    if since is not None:
+        filters.append({"range": {"sigstream.group.last_seen": {"gte": since.isoformat()}}})
+    if rule:
+        filters.append(
+            {
+                "bool": {
+                    "should": [_ci_term("rule.id", rule), _ci_term("rule.name", rule)],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    return filters
+
+
+def _by_resolution() -> dict[str, Any]:
+    return {
+        "terms": {"field": "sigstream.finding.resolution", "size": len(workflow.RESOLUTIONS)},
+        "aggs": {"matches": {"sum": {"field": "sigstream.group.count"}}},
+    }
+
+
+def fp_rate_query(
+    caller: Caller, since: datetime | None = None, rule: str | None = None, top: int = 50
+) -> dict[str, Any]:
+    """Closed findings per rule and per (rule, host), split by resolution: the body of one
+    search over the findings (group) documents."""
+    top = max(1, min(top, MAX_FP_RATE_ROWS))
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": closed_filter(caller, since, rule)}},
+        "aggs": {
+            "rules": {
+                "terms": {"field": "rule.id", "size": top},
+                "aggs": {
+                    "name": {"terms": {"field": "rule.name", "size": 1}},
+                    "resolution": _by_resolution(),
+                    "hosts": {
+                        "terms": {"field": "host.name", "size": top},
+                        "aggs": {"resolution": _by_resolution()},
+                    },
+                },
+            }
+        },
+    }
+
+
+def _rates(bucket: dict[str, Any]) -> dict[str, Any]:
+    """Counts per resolution (findings and their matches) and the rates over closed."""
+    counts = dict.fromkeys(workflow.RESOLUTIONS, 0)
+    matches = dict.fromkeys(workflow.RESOLUTIONS, 0)
+    for b in bucket["resolution"]["buckets"]:
+        if b["key"] in counts:
+            counts[b["key"]] = int(b["doc_count"])
+            matches[b["key"]] = int(b["matches"]["value"] or 0)
+    closed = sum(counts.values())
+    return {
+        "closed": closed,
+        **counts,
+        "matches": matches,
+        "fp_rate": round(counts["false_positive"] / closed, 4) if closed else None,
+        "noise_rate": (
+            round((counts["false_positive"] + counts["benign"]) / closed, 4) if closed else None
+        ),
+    }
+
+
+def fp_rate_rows(resp: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of an fp-rate answer, highest false-positive rate first (then most closed)."""
+    rows = []
+    for r in resp["aggregations"]["rules"]["buckets"]:
+        names = r["name"]["buckets"]
+        hosts = [{"host": h["key"], **_rates(h)} for h in r["hosts"]["buckets"]]
+        hosts.sort(key=lambda h: (-(h["fp_rate"] or 0), -h["closed"], h["host"]))
+        rows.append(
+            {
+                "rule_id": r["key"],
+                "rule": names[0]["key"] if names else r["key"],
+                **_rates(r),
+                "hosts": hosts,
+            }
+        )
+    rows.sort(key=lambda r: (-(r["fp_rate"] or 0), -r["closed"], r["rule"]))
+    return rows
+
+
+def fp_rates(
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    since: datetime | None = None,
+    rule: str | None = None,
+    top: int = 50,
+) -> list[dict[str, Any]]:
+    """False-positive rate per rule and per host over the caller's closed findings."""
+    try:
+        resp = es.search(index=groups_index(index), **fp_rate_query(caller, since, rule, top))
+    except NotFoundError:
+        return []
+    return fp_rate_rows(dict(resp))
+
+
+@dataclass
+class VerdictEvents:
+    """The matching events of closed findings with the asked resolutions."""
+
+    events: list[dict[str, Any]]
+    findings: int
+    truncated: bool
+
+
+def verdict_events(
+    es: Elasticsearch,
+    index: str,
+    caller: Caller,
+    rule_id: str,
+    resolutions: list[str],
+    since: datetime | None = None,
+    limit: int = MAX_VERDICT_EVENTS,
+) -> VerdictEvents:
+    """The events (``sigstream.event``) of every match of the caller's findings of
+    ``rule_id`` closed with one of ``resolutions``, oldest first, at most ``limit``."""
+    bad = [r for r in resolutions if r not in workflow.RESOLUTIONS]
+    if bad:
+        raise ValueError(f"unknown resolution {bad[0]!r}; one of {', '.join(workflow.RESOLUTIONS)}")
+    limit = max(1, min(limit, MAX_VERDICT_EVENTS))
+    filters = [
+        *closed_filter(caller, since, None),
+        {"term": {"rule.id": rule_id}},
+        {"terms": {"sigstream.finding.resolution": resolutions}},
+    ]
+    try:
+        groups = es.search(
+            index=groups_index(index),
+            size=_VERDICT_GROUPS,
+            source=False,
+            query={"bool": {"filter": filters}},
+            sort=[{"sigstream.group.last_seen": "desc"}],
+            track_total_hits=True,
+        )
+    except NotFoundError:
+        return VerdictEvents([], 0, False)
+    ids = [h["_id"] for h in groups["hits"]["hits"]]
+    truncated = int(groups["hits"]["total"]["value"]) > len(ids)
+    events: list[dict[str, Any]] = []
+    after: list[Any] | None = None
+    while ids and len(events) < limit:
+        size = min(1000, limit - len(events))
+        resp = es.search(
+            index=index,
+            size=size,
+            query={
+                "bool": {
+                    "filter": [
+                        {"terms": {"sigstream.group.id": ids}},
+                        {"term": {"rule.id": rule_id}},
+                        *tenant_filter(caller),
+                    ],
+                    "must_not": [{"exists": {"field": "sigstream.suppressed_by"}}],
+                }
+            },
+            sort=[{"@timestamp": "asc"}, {"sigstream.finding.id": "asc"}],
+            source={"includes": ["sigstream.event"]},
+            search_after=after,
+        )
+        hits = resp["hits"]["hits"]
+        events.extend(h["_source"]["sigstream"]["event"] for h in hits)
+        if len(hits) < size:
+            break
+        after = hits[-1]["sort"]
+    if len(events) >= limit:
+        truncated = True
+    return VerdictEvents(events[:limit], len(ids), truncated)

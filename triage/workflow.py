@@ -8,9 +8,12 @@ entry to the finding's history; notes are appended with author and time.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
-RESOLUTIONS = ("true_positive", "benign", "false_positive")
+from schemas.findings import Resolution
+
+#: The dispositions a closed finding records; false-positive rates and rule tuning read them.
+RESOLUTIONS: tuple[str, ...] = get_args(Resolution)
 ACTIONS = ("ack", "close", "reopen", "assign", "note")
 
 _ALLOWED = {

@@ -751,3 +751,9 @@ for _name, _command in (
     ("drift", drift_cmd),
 ):
     app.command(_name)(_command)
+
+# Verdict feedback (issue 22): false-positive rates and filters from analysts' verdicts.
+from sigstream.commands.rules_tune import fp_rate_cmd, tune_cmd  # noqa: E402
+
+app.command("fp-rate")(fp_rate_cmd)
+app.command("tune")(tune_cmd)
