@@ -83,7 +83,7 @@ class DetectMetrics:
             registry=r,
         )
         self.created = Counter(
-            "sigstream_detect_findings_created",
+            "sigstream_detect_findings_new",
             "Finding documents new to Elasticsearch (the rest were already there: replays).",
             registry=r,
         )
