@@ -37,6 +37,7 @@ __all__ = [
     "MetricsServer",
     "canary_registry",
     "forget_canary",
+    "include_shared",
     "multiprocess_registry",
     "serve_metrics",
     "set_canary",
@@ -224,6 +225,20 @@ DELIVERY_OLDEST_PENDING = Gauge(
 def canary_registry() -> CollectorRegistry:
     """The registry holding the canary and delivery gauges (serve it where they are set)."""
     return _SHARED
+
+
+class _SharedGauges:
+    """The canary and delivery gauges as a collector of another registry."""
+
+    def collect(self) -> Iterable[Any]:
+        return _SHARED.collect()
+
+
+def include_shared(registry: CollectorRegistry) -> CollectorRegistry:
+    """``registry`` also serving the canary and delivery gauges of this process (the detect
+    job's listener does: canaries run there when they run in the job)."""
+    registry.register(_SharedGauges())  # type: ignore[arg-type]
+    return registry
 
 
 def set_canary(

@@ -390,7 +390,7 @@ def detect(
 
 def _detect_metrics(s: Settings, port: int | None, spark: Any) -> tuple[Any, Any]:
     """The job's metrics and their listener, or (None, None) when metrics are off."""
-    from common.metrics import MetricsEndpoint, serve_metrics
+    from common.metrics import MetricsEndpoint, include_shared, serve_metrics
     from detections.stream.metrics import DetectMetrics
 
     endpoint = MetricsEndpoint.from_settings(s, "detect", port)
@@ -398,7 +398,7 @@ def _detect_metrics(s: Settings, port: int | None, spark: Any) -> tuple[Any, Any
         return None, None
     metrics = DetectMetrics(s.metrics_rule_series)
     metrics.watch(spark)
-    listener = serve_metrics(endpoint, metrics.registry)
+    listener = serve_metrics(endpoint, include_shared(metrics.registry))
     err.print(f"metrics on {listener.url}")
     return metrics, listener
 

@@ -381,3 +381,17 @@ def test_canary_and_delivery_gauges() -> None:
     common_metrics.forget_canary("rule-x")
     common_metrics.forget_canary("rule-x")  # twice: no error
     assert r.get_sample_value("sigstream_rule_canary_latency_seconds", labels) is None
+
+
+def test_shared_gauges_join_another_registry() -> None:
+    registry = common_metrics.include_shared(CollectorRegistry())
+    common_metrics.set_delivery_backlog("syslog-siem", 3)
+    assert value(registry, "sigstream_alert_delivery_backlog", route="syslog-siem") == 3
+    assert (
+        value(
+            registry,
+            "sigstream_alert_delivery_oldest_pending_timestamp_seconds",
+            route="syslog-siem",
+        )
+        == 0
+    )
