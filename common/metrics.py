@@ -185,7 +185,7 @@ def prepare_multiprocess_dir(folder: Path) -> Path:
 # (``sigstream alerts``), built in parallel, set the names the alerting rules
 # (infra/prometheus/sigstream-rules.yml) use. They live in their own registry: the process
 # that runs canaries or delivery serves it (``serve_metrics(endpoint, canary_registry())``,
-# or adds these metrics to its own registry with ``register_shared``).
+# or adds them to its own registry with ``include_shared``).
 
 _SHARED = CollectorRegistry(auto_describe=True)
 

@@ -193,9 +193,9 @@ def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
         asyncio.sslproto.SSLProtocol.max_size = size
 
 
-def _server(spec: ServeSpec) -> uvicorn.Server:
+def _app(spec: ServeSpec) -> FastAPI:
     small_tls_buffers()
-    app = kafka_app(
+    return kafka_app(
         spec.credentials,
         spec.bootstrap,
         spec.events_topic,
@@ -204,8 +204,13 @@ def _server(spec: ServeSpec) -> uvicorn.Server:
         client_config=spec.client_config,
         syslog=spec.syslog,
     )
+
+
+def _server(spec: ServeSpec, app: FastAPI | None = None) -> uvicorn.Server:
     return uvicorn.Server(
-        uvicorn_config(app, spec.host, spec.port, spec.tls, spec.log_level, spec.limits)
+        uvicorn_config(
+            app or _app(spec), spec.host, spec.port, spec.tls, spec.log_level, spec.limits
+        )
     )
 
 
@@ -230,10 +235,11 @@ def serve(spec: ServeSpec, workers: int = 1) -> None:
     """Serve in the foreground: in this process (``workers`` 1) or in ``workers`` spawned
     processes sharing one socket, restarted when they die, stopped on SIGTERM/SIGINT."""
     if workers <= 1:
-        server = _server(spec)
+        app = _app(spec)
+        server = _server(spec, app)
         metrics = None
         if spec.metrics is not None:
-            metrics = serve_metrics(spec.metrics, server.config.app.state.gateway.metrics.registry)
+            metrics = serve_metrics(spec.metrics, app.state.gateway.metrics.registry)
             log.info("gateway metrics on %s", metrics.url)
         try:
             server.run()
