@@ -144,6 +144,22 @@ class Settings(BaseSettings):
     api_max_q_wildcards: int = 4
     api_search_timeout_s: float = 10.0
 
+    # Prometheus metrics (docs/metrics.md): each process serves /metrics on a listener of
+    # its own (never behind the API key or a sensor credential), on metrics_host. Off by
+    # default: a new open port is the operator's choice, several stacks share a host here,
+    # and the listener is unauthenticated unless metrics_token is set (then a scrape sends
+    # "Authorization: Bearer <token>"). Ports: the gateway (one port for all its worker
+    # processes, prometheus_client's multiprocess mode), the triage API, the detect job's
+    # driver. 0 takes a free port (logged). Per-rule series: the top N rules by cost and by
+    # matches, and every rule with errors (bounded label cardinality).
+    metrics_enabled: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_gateway_port: int = Field(9461, ge=0, le=65535)
+    metrics_api_port: int = Field(9462, ge=0, le=65535)
+    metrics_detect_port: int = Field(9463, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
+    metrics_rule_series: int = Field(50, ge=0, le=10_000)
+
     # Values of Sigma `|expand` placeholders (%domain_controllers% ...): a YAML mapping.
     placeholders_file: Path | None = None
 

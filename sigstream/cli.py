@@ -296,6 +296,14 @@ def detect(
             "See docs/normalize.md.",
         ),
     ] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics of the job at "
+            "http://SIGSTREAM_METRICS_HOST:PORT/metrics (default: "
+            "SIGSTREAM_METRICS_DETECT_PORT when SIGSTREAM_METRICS_ENABLED; docs/metrics.md).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the streaming detection job: Kafka -> Spark (Sigma) -> findings in Elasticsearch.
@@ -373,7 +381,19 @@ def detect(
     from detections.normalize.stage import NormalizeStage
 
     upstream = [NormalizeStage.of(s)] if normalize else []
-    totals = run(spark, plan, cfg, companions=companions, upstream=upstream)
+    metrics, listener = _detect_metrics(s, metrics_port, spark)
+    try:
+        totals = run(
+            spark,
+            plan,
+            cfg,
+            on_batch=metrics.observe_batch if metrics else None,
+            companions=companions,
+            upstream=upstream,
+        )
+    finally:
+        if listener is not None:
+            listener.stop()
     for rule_id, reason in totals.quarantined.items():
         err.print(f"[red]quarantined at run time: rule {rule_id}: {reason}[/red]")
     console.print(
@@ -381,6 +401,21 @@ def detect(
         f"{totals.rejected:,} rejected to {s.dlq_topic}, {totals.outcome()}"
     )
     spark.stop()
+
+
+def _detect_metrics(s: Settings, port: int | None, spark: Any) -> tuple[Any, Any]:
+    """The job's metrics and their listener, or (None, None) when metrics are off."""
+    from common.metrics import MetricsEndpoint, include_shared, serve_metrics
+    from detections.stream.metrics import DetectMetrics
+
+    endpoint = MetricsEndpoint.from_settings(s, "detect", port)
+    if endpoint is None:
+        return None, None
+    metrics = DetectMetrics(s.metrics_rule_series)
+    metrics.watch(spark)
+    listener = serve_metrics(endpoint, include_shared(metrics.registry))
+    err.print(f"metrics on {listener.url}")
+    return metrics, listener
 
 
 # --- rules -----------------------------------------------------------------------------

@@ -367,6 +367,14 @@ def create_app(
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     if docs:
         _mount_docs(app)
+    # Outermost of all: every request is counted, also those the guard refuses. The
+    # metrics are served on their own listener (docs/metrics.md), never behind the key.
+    from triage.metrics import ApiMetrics, MetricsMiddleware
+
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(
+        MetricsMiddleware, metrics=app.state.metrics, routes=lambda: app.router.routes
+    )
     return app
 
 

@@ -167,6 +167,18 @@ class BatchStats:
     observe_seconds: float = 0.0  # summed over tasks: observing fields for drift
     # rule index -> [events evaluated, matches, seconds]
     rules: dict[int, list[float]] = field(default_factory=dict)
+    # For the metrics (detections/stream/metrics.py): the rule id of each index above and
+    # of each rule quarantined in this batch (id -> reason), the rules loaded and
+    # quarantined after it, dead letters by reason code, finding documents by
+    # "<active|shadow>:<level>", event-to-finding latency bucket counts (+Inf last, then
+    # the sum in seconds; common.metrics.LATENCY_BUCKETS).
+    rule_ids: dict[int, str] = field(default_factory=dict)
+    new_quarantines: dict[str, str] = field(default_factory=dict)
+    rules_loaded: int = 0
+    rules_quarantined: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+    levels: dict[str, int] = field(default_factory=dict)
+    latency: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -437,6 +449,7 @@ def make_batch_handler(
                 for i, value in enumerate(numbers):
                     total[i] += value
             refused += json.loads(row["rejects"])
+            add_tally(stats, row)
             matches += [(k.encode(), v.encode()) for k, v in json.loads(row["correlation_matches"])]
             summaries += [(k.encode(), v.encode()) for k, v in json.loads(row["summaries"])]
             observations += [(k.encode(), v.encode()) for k, v in json.loads(row["observations"])]
@@ -466,6 +479,10 @@ def make_batch_handler(
                 on_content(running)
         if watcher is not None and running.deployed is not None and cfg.demotion is not None:
             _demote(running, stats, cfg, watcher, totals)
+        rules = running.plan.rules
+        stats.rule_ids = {i: str(rules[i].rule.id) for i in (*stats.rules, *new_errors)}
+        stats.new_quarantines = {str(rules[i].rule.id): r for i, r in new_errors.items()}
+        stats.rules_loaded, stats.rules_quarantined = len(rules), len(running.quarantined)
         stats.seconds = time.monotonic() - started
         totals.add(stats)
         log.info(
@@ -490,6 +507,18 @@ def make_batch_handler(
             on_batch(stats)
 
     return handle
+
+
+def add_tally(stats: BatchStats, row: Any) -> None:
+    """Add one task's metrics columns (``worker.FindingTally``) to the batch's numbers."""
+    for name in ("dlq_reasons", "levels"):
+        into = getattr(stats, name)
+        for key, n in json.loads(row[name]).items():
+            into[key] = into.get(key, 0) + n
+    latency = json.loads(row["latency"])
+    if not stats.latency:
+        stats.latency = [0.0] * len(latency)
+    stats.latency = [a + b for a, b in zip(stats.latency, latency, strict=True)]
 
 
 def with_task_reasons(batch: DataFrame, refused: Sequence[Sequence[Any]]) -> DataFrame:

@@ -289,3 +289,34 @@ def rejected_records(parsed: DataFrame, stage: str = "detect") -> DataFrame:
     return parsed.where(F.col("reject_reason").isNotNull()).select(
         "key", "value", headers.alias("headers")
     )
+
+
+#: Reason prefixes (``record_problem`` and the JVM's ``reject_reason``) -> a reason code:
+#: the bounded label the job's metrics count dead letters by (the full text stays in the
+#: record's DLQ header). Order matters: MALFORMED starts like "malformed JSON".
+_REASON_CODES: tuple[tuple[str, str], ...] = (
+    (MALFORMED, "not_an_event_object"),
+    ("empty record", "empty_record"),
+    ("record of ", "too_large"),
+    ("invalid UTF-8", "invalid_utf8"),
+    ("malformed JSON", "malformed_json"),
+    ("integer of ", "number_out_of_range"),
+    ("number out of the range", "number_out_of_range"),
+    ("nesting deeper", "too_deep"),
+    ("lone UTF-16", "lone_surrogate"),
+    ("invalid event", "invalid_event"),
+    ("unsupported schema_version", "schema_version"),
+    ("missing or invalid required field", "missing_required_field"),
+    ("unknown event_type", "unknown_event_type"),
+    ("unreadable record", "unreadable"),
+)
+
+
+def reason_code(reason: str | None) -> str:
+    """The reason code of a dead letter's reason text (``other`` for anything unknown)."""
+    if not reason:
+        return "empty_record"
+    for prefix, code in _REASON_CODES:
+        if reason.startswith(prefix):
+            return code
+    return "other"

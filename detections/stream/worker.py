@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import types as T
 
+from common.metrics import LATENCY_BUCKETS
 from detections.content.deploy.modes import RuleMode
 from detections.drift.observe import FieldObservations
 from detections.health.summary import SensorSummaries
@@ -29,7 +31,7 @@ from detections.sinks.elasticsearch_sinks import EventsIndex, FindingsIndex
 from detections.sinks.finding_docs import build_finding, finding_document
 from detections.sinks.grouping import GroupingConfig
 from detections.sinks.outage import outlasting_outages
-from detections.stream.parse import MALFORMED, record_problem
+from detections.stream.parse import MALFORMED, reason_code, record_problem
 from schemas.findings import RuleInfo
 
 #: The row each task reports to the driver.
@@ -61,6 +63,13 @@ STATS_SCHEMA = T.StructType(
         T.StructField("summaries", T.StringType(), False),
         # JSON: [[key, value]] of this task's field observations (detections.drift.observe)
         T.StructField("observations", T.StringType(), False),
+        # Metrics (detections/stream/metrics.py), JSON: dead letters by reason code;
+        # finding documents by "<active|shadow>:<level>"; event-to-finding latency of the
+        # findings index's documents as counts per LATENCY_BUCKETS bucket (+Inf last),
+        # then their sum in seconds.
+        T.StructField("dlq_reasons", T.StringType(), False),
+        T.StructField("levels", T.StringType(), False),
+        T.StructField("latency", T.StringType(), False),
     ]
 )
 _ARROW_TYPES = {"bigint": pa.int64(), "double": pa.float64(), "string": pa.string()}
@@ -179,9 +188,10 @@ def partition_processor(
         summaries = SensorSummaries()
         fields = FieldObservations()
         observe_s = 0.0
+        tally = FindingTally()
         sinks = [sink.open() for sink in destinations.sinks(es_hosts, es_options)]
         for batch in batches:
-            valid, refused = checked_records(batch)
+            valid, refused = checked_records(batch, tally.dlq_reasons)
             rejects += refused
             events = batch.filter(pa.array(valid))
             counts["rejected"] += batch.num_rows - events.num_rows
@@ -222,6 +232,7 @@ def partition_processor(
                     destinations,
                     ingested,
                     result.details,
+                    tally,
                 )
                 for name, n in destinations.tally(documents, result.rules).items():
                     counts[name] += n
@@ -232,6 +243,7 @@ def partition_processor(
                 counts["created"] += flushed.created
                 counts["duplicates"] += flushed.duplicates
             timing["write_s"] += time.perf_counter() - started
+            tally.written(events)  # the findings are in: their event-to-finding latency
         row = {
             **counts,
             **timing,
@@ -242,6 +254,7 @@ def partition_processor(
             "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
             "observations": json.dumps([[k.decode(), v.decode()] for k, v in fields.records()]),
             "observe_s": observe_s,
+            **tally.columns(),
         }
         yield pa.RecordBatch.from_pylist([row], schema=_ARROW_STATS)
 
@@ -263,11 +276,14 @@ def feed_records(
     return out
 
 
-def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:
+def checked_records(
+    batch: pa.RecordBatch, codes: Counter[str] | None = None
+) -> tuple[np.ndarray, list[tuple[str, int, int, str]]]:
     """Which records of ``batch`` are valid events, and (topic, partition, offset, reason)
     of those this task refuses: the records the JVM's parse accepted but the event
     contract does not (``detections.stream.parse.record_problem``), and a precise reason for
-    those it found malformed. One bad record never fails the others."""
+    those it found malformed. One bad record never fails the others. ``codes`` counts the
+    invalid records by reason code (the job's metrics)."""
     reasons = batch.column(REASON_COLUMN).to_pylist()
     values = batch.column(VALUE_COLUMN).to_pylist()
     names = batch.schema.names
@@ -279,12 +295,17 @@ def checked_records(batch: pa.RecordBatch) -> tuple[np.ndarray, list[tuple[str, 
     refused: list[tuple[str, int, int, str]] = []
     for row, (reason, value) in enumerate(zip(reasons, values, strict=True)):
         if reason is not None and reason != MALFORMED:
+            if codes is not None:
+                codes[reason_code(reason)] += 1
             continue
         problem = record_problem(value)
         if problem is None and reason is None:
             valid[row] = True
-        elif problem is not None:
+            continue
+        if problem is not None:
             refused.append((origin[0][row], origin[1][row], origin[2][row], problem))
+        if codes is not None:
+            codes[reason_code(problem or reason)] += 1
     return valid, refused
 
 
@@ -305,15 +326,17 @@ def finding_documents(
     destinations: Destinations,
     ingested: datetime,
     details: list[dict[str, Any]] | None = None,
+    tally: FindingTally | None = None,
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Index -> (id, body) of the findings of the (row, rule) matches. A finding carries
     the event as its sensor sent it (the record's JSON), so nothing the rule did not read
-    is lost, and why it matched (``details``, parallel to ``rows``, from the engine)."""
+    is lost, and why it matched (``details``, parallel to ``rows``, from the engine).
+    ``tally`` counts the documents by destination and level (metrics)."""
     infos: dict[int, RuleInfo] = {}
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     values = events.column(VALUE_COLUMN).take(pa.array(rows)).to_pylist()
     whys = details if details is not None else [None] * len(values)
-    for value, rule, why in zip(values, rules.tolist(), whys, strict=True):
+    for value, rule, row, why in zip(values, rules.tolist(), rows.tolist(), whys, strict=True):
         event = json.loads(value)
         index = destinations.index_for(rule, event)
         if index is None:
@@ -323,4 +346,51 @@ def finding_documents(
             info = infos[rule] = RuleInfo.model_validate(rule_infos[rule])
         finding = build_finding(info, event, ingested, destinations.grouping, why)
         out.setdefault(index, []).append(finding_document(finding))
+        if tally is not None:
+            tally.document(index == destinations.active, info.level, int(row))
     return out
+
+
+class FindingTally:
+    """What one task tells the driver's metrics: dead letters by reason code, finding
+    documents by destination and level, and the event-to-finding latency of the findings
+    index's documents (write time minus the event's ``received_time``), as histogram
+    bucket counts so the driver adds tasks up exactly."""
+
+    def __init__(self) -> None:
+        self.dlq_reasons: Counter[str] = Counter()
+        self.levels: Counter[str] = Counter()
+        self.rows: list[int] = []  # rows of the current Arrow batch with a finding document
+        self.buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+        self.seconds = 0.0
+
+    def document(self, active: bool, level: str | None, row: int) -> None:
+        self.levels[f"{'active' if active else 'shadow'}:{(level or 'unknown').lower()}"] += 1
+        if active:
+            self.rows.append(row)
+
+    def written(self, events: pa.RecordBatch, now: datetime | None = None) -> None:
+        """The current batch's documents are written: observe their latencies."""
+        rows, self.rows = self.rows, []
+        if not rows or "received_time" not in events.schema.names:
+            return
+        column = events.column("received_time").take(pa.array(rows))
+        received = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        micros = received.to_numpy(zero_copy_only=False)
+        if received.null_count:
+            micros = micros[np.asarray(received.is_valid())]
+        at = (now or datetime.now(UTC)).timestamp() * 1e6
+        self.observe(np.maximum((at - micros.astype(np.float64)) / 1e6, 0.0))
+
+    def observe(self, latency: np.ndarray) -> None:
+        if latency.size:
+            index = np.searchsorted(np.asarray(LATENCY_BUCKETS), latency, side="left")
+            self.buckets += np.bincount(index, minlength=self.buckets.size)
+            self.seconds += float(latency.sum())
+
+    def columns(self) -> dict[str, str]:
+        return {
+            "dlq_reasons": json.dumps(dict(self.dlq_reasons)),
+            "levels": json.dumps(dict(self.levels)),
+            "latency": json.dumps([*self.buckets.tolist(), self.seconds]),
+        }

@@ -16,6 +16,7 @@ decoded or delivered at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections import Counter
@@ -51,7 +52,10 @@ def authenticate(state: GatewayState, request: Request) -> Credential | None:
     """The live credential of the request's ``Authorization`` header (Bearer, ApiKey or
     Basic: see ``auth``), or None."""
     token = token_from_header(request.headers.get("authorization"))
-    return None if token is None else state.store.verify(token)
+    cred = None if token is None else state.store.verify(token)
+    if cred is None:
+        state.metrics.refusal("unauthorized")
+    return cred
 
 
 def unauthorized() -> JSONResponse:
@@ -64,7 +68,17 @@ def unauthorized() -> JSONResponse:
 
 async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes | JSONResponse:
     """The body, or the answer refusing it: 413 as soon as it grows past ``cap`` (never
-    buffered beyond it), 408 when it does not arrive within ``timeout_s``."""
+    buffered beyond it), 408 when it does not arrive within ``timeout_s`` (counted in the
+    gateway's metrics)."""
+    body = await _receive_body(request, cap, timeout_s)
+    if isinstance(body, JSONResponse):
+        state = getattr(request.app.state, "gateway", None)
+        if state is not None:
+            state.metrics.refusal(json.loads(body.body)["reason"])
+    return body
+
+
+async def _receive_body(request: Request, cap: int, timeout_s: float) -> bytes | JSONResponse:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         return _problem(413, "body_too_large", f"body over {cap} bytes")
@@ -131,6 +145,7 @@ async def ingest_batch(state: GatewayState, request: Request) -> JSONResponse:
                 )
             except BatchError as exc:
                 state.totals[f"batch_{exc.reason}"] += 1
+                state.metrics.refusal(exc.reason)
                 return _problem(exc.status, exc.reason, str(exc))
             result = await pipeline.deliver(state, cred, parsed, batch_id)
     except pipeline.Refusal as exc:

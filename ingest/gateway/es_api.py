@@ -104,6 +104,7 @@ def add_routes(
                     ops, batch = await pipeline.decode(state, cred, decode)
                 except BatchError as exc:
                     state.totals[f"batch_{exc.reason}"] += 1
+                    state.metrics.refusal(exc.reason)
                     return es_error(exc.status, exc.reason, str(exc))
                 result = await pipeline.deliver(state, cred, batch, batch_id)
         except pipeline.Refusal as exc:

@@ -140,6 +140,7 @@ async def ingest_logs(state: GatewayState, request: Request) -> Response:
                 )
             except BatchError as exc:
                 state.totals[f"otlp_{exc.reason}"] += 1
+                state.metrics.refusal(exc.reason)
                 return _error(exc.status, str(exc), media)
             result = await pipeline.deliver(state, cred, parsed, batch_id)
     except pipeline.Refusal as exc:

@@ -37,6 +37,7 @@ from typing import Any, Literal, TypeVar
 from ingest.gateway.credentials import Credential, CredentialStore
 from ingest.gateway.dedupe import RecentIds
 from ingest.gateway.limits import ByteBudget, RateLimiter
+from ingest.gateway.metrics import GatewayMetrics
 from ingest.gateway.parse import Accepted, Identity, Limits, ParsedBatch, Reject, parse_line
 from ingest.gateway.sink import Sink, SinkUnavailable
 from ingest.producer import encode_event
@@ -80,6 +81,12 @@ class GatewayState:
     slots: asyncio.Semaphore
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     totals: Counter[str] = field(default_factory=Counter)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+
+    def refuse(self, reason: str) -> None:
+        """Count one whole request refused (the totals of /healthz and the metrics)."""
+        self.totals[reason] += 1
+        self.metrics.refusal(reason)
 
 
 class Refusal(Exception):
@@ -164,7 +171,7 @@ async def turn(state: GatewayState, cred: Credential) -> AsyncIterator[None]:
     async with lock, state.slots:
         debt = state.byte_limiter.debt(cred.key_id, time.monotonic())
         if debt > 0:  # refused before decoding anything: decoding is what costs
-            state.totals["rate_limited"] += 1
+            state.refuse("rate_limited")
             raise Refusal(
                 429,
                 "rate_limited",
@@ -254,9 +261,10 @@ async def deliver(
     opts = state.options
     wait = state.limiter.check(cred.key_id, batch.lines, time.monotonic())
     if wait == float("inf"):
+        state.metrics.refusal("batch_over_burst")
         raise Refusal(413, "batch_over_burst", "batch larger than the sensor's burst")
     if wait > 0:
-        state.totals["rate_limited"] += 1
+        state.refuse("rate_limited")
         raise Refusal(429, "rate_limited", f"over {opts.events_per_second:g} events/s", wait)
     seen: set[tuple[str, str, str]] = set()
     fresh: list[Accepted] = []
@@ -280,7 +288,7 @@ async def deliver(
         )
     except SinkUnavailable as exc:
         log.warning("batch %s of %s not delivered: %s", batch_id, cred.sensor_id, exc)
-        state.totals["kafka_unavailable"] += 1
+        state.refuse("kafka_unavailable")
         raise Refusal(
             503,
             "kafka_unavailable",
@@ -296,4 +304,5 @@ async def deliver(
     state.totals["accepted"] += len(fresh)
     state.totals["duplicates"] += len(duplicates)
     state.totals["rejected"] += len(rejects)
+    state.metrics.delivered(len(fresh), len(duplicates), (r.reason for r in rejects))
     return Result(fresh, duplicates, rejects, batch.lines)

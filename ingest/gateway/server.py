@@ -34,6 +34,12 @@ from fastapi import FastAPI
 
 from common import http_server
 from common.http_server import ConnectionLimits, TlsFiles, free_port
+from common.metrics import (
+    MetricsEndpoint,
+    multiprocess_registry,
+    prepare_multiprocess_dir,
+    serve_metrics,
+)
 from ingest.gateway.app import GatewayOptions, create_app
 from ingest.gateway.credentials import CredentialStore
 from ingest.gateway.sink import KafkaSink, recent_ids
@@ -167,6 +173,10 @@ class ServeSpec:
     log_level: str = "info"
     #: ``syslog_server.SyslogOptions`` (every worker listens, with SO_REUSEPORT), or None.
     syslog: Any = None
+    #: Where /metrics is served (None: no metrics listener). With several workers the
+    #: parent serves the sum of what they count in ``metrics_dir`` (multiprocess mode).
+    metrics: MetricsEndpoint | None = None
+    metrics_dir: Path | None = None
 
 
 #: asyncio's TLS read buffer per connection (``SSLProtocol.max_size``, 256 KiB by default,
@@ -183,9 +193,9 @@ def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
         asyncio.sslproto.SSLProtocol.max_size = size
 
 
-def _server(spec: ServeSpec) -> uvicorn.Server:
+def _app(spec: ServeSpec) -> FastAPI:
     small_tls_buffers()
-    app = kafka_app(
+    return kafka_app(
         spec.credentials,
         spec.bootstrap,
         spec.events_topic,
@@ -194,8 +204,13 @@ def _server(spec: ServeSpec) -> uvicorn.Server:
         client_config=spec.client_config,
         syslog=spec.syslog,
     )
+
+
+def _server(spec: ServeSpec, app: FastAPI | None = None) -> uvicorn.Server:
     return uvicorn.Server(
-        uvicorn_config(app, spec.host, spec.port, spec.tls, spec.log_level, spec.limits)
+        uvicorn_config(
+            app or _app(spec), spec.host, spec.port, spec.tls, spec.log_level, spec.limits
+        )
     )
 
 
@@ -220,8 +235,25 @@ def serve(spec: ServeSpec, workers: int = 1) -> None:
     """Serve in the foreground: in this process (``workers`` 1) or in ``workers`` spawned
     processes sharing one socket, restarted when they die, stopped on SIGTERM/SIGINT."""
     if workers <= 1:
-        _server(spec).run()
+        app = _app(spec)
+        server = _server(spec, app)
+        metrics = None
+        if spec.metrics is not None:
+            metrics = serve_metrics(spec.metrics, app.state.gateway.metrics.registry)
+            log.info("gateway metrics on %s", metrics.url)
+        try:
+            server.run()
+        finally:
+            if metrics is not None:
+                metrics.stop()
         return
+    metrics = None
+    if spec.metrics is not None:
+        # Before the first spawn: each worker's prometheus_client reads the folder from
+        # its environment when it is imported.
+        folder = prepare_multiprocess_dir(spec.metrics_dir or Path("gateway-metrics"))
+        metrics = serve_metrics(spec.metrics, multiprocess_registry(folder))
+        log.info("gateway metrics of %d workers on %s (%s)", workers, metrics.url, folder)
     sock = bind(spec.host, spec.port, spec.limits.max_connections * workers)
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
@@ -246,6 +278,10 @@ def serve(spec: ServeSpec, workers: int = 1) -> None:
                     log.warning(
                         "gateway worker %s exited (%s); restarting it", proc.pid, proc.exitcode
                     )
+                    if metrics is not None and proc.pid is not None:
+                        from prometheus_client import multiprocess
+
+                        multiprocess.mark_process_dead(proc.pid)  # its counters stay
                     procs[i] = start()
             stopping.wait(0.5)
     finally:
@@ -257,5 +293,7 @@ def serve(spec: ServeSpec, workers: int = 1) -> None:
             if proc.is_alive():
                 proc.kill()
         sock.close()
+        if metrics is not None:
+            metrics.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -246,6 +246,7 @@ class SyslogListener:
         totals = self.state.totals
         if self.active >= self.options.max_connections:
             totals["syslog_connections_refused"] += 1
+            self.state.metrics.refusal("syslog_connections_refused")
             writer.close()
             return
         self.active += 1
@@ -253,10 +254,13 @@ class SyslogListener:
         try:
             await self._serve(reader, peer)
         except Closing as exc:
-            totals["syslog_unauthorized" if isinstance(exc, Unauthorized) else "syslog_closed"] += 1
+            key = "syslog_unauthorized" if isinstance(exc, Unauthorized) else "syslog_closed"
+            totals[key] += 1
+            self.state.metrics.refusal(key)
             log.warning("syslog connection from %s closed: %s", peer, exc)
         except syslog.FramingError as exc:
             totals["syslog_framing_error"] += 1
+            self.state.metrics.refusal("syslog_framing_error")
             log.warning("syslog connection from %s closed: %s", peer, exc)
         except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("syslog connection from %s ended: %r", peer, exc)
@@ -372,6 +376,7 @@ class SyslogListener:
                     raise Closing(f"batch refused: {exc.reason}: {exc.message}") from exc
                 wait = min(max(exc.retry_after, 0.1), self.options.max_retry_wait_s)
                 state.totals[f"syslog_{exc.reason}"] += 1
+                state.metrics.refusal(f"syslog_{exc.reason}")
                 await asyncio.sleep(wait)
 
 

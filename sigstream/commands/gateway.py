@@ -150,10 +150,19 @@ def serve(
         ),
     ] = None,
     credentials: Credentials = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics at http://SIGSTREAM_METRICS_HOST:PORT/metrics, "
+            "one port for all workers (default: SIGSTREAM_METRICS_GATEWAY_PORT when "
+            "SIGSTREAM_METRICS_ENABLED; docs/metrics.md)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the gateway (HTTPS; a self-signed certificate is generated on first start)."""
     import os
 
+    from common.metrics import MetricsEndpoint
     from ingest.gateway.app import GatewayOptions
     from ingest.gateway.server import ConnectionLimits, ServeSpec, TlsFiles
     from ingest.gateway.server import serve as run_gateway
@@ -215,7 +224,11 @@ def serve(
         ),
         client_config=confluent_kafka_config(s),
         syslog=syslog,
+        metrics=MetricsEndpoint.from_settings(s, "gateway", metrics_port),
+        metrics_dir=s.run_dir / "metrics" / f"gateway-{port}",
     )
+    if spec.metrics is not None:
+        err.print(f"metrics on {spec.metrics.url}")
     if procs <= 1:  # a bad credential file refuses the start here, before serving
         run_gateway(spec)
         return

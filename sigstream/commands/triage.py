@@ -487,6 +487,14 @@ def serve_cmd(
     docs: Annotated[
         bool, typer.Option("--docs", help="Interactive API docs at /docs (served locally).")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics at http://SIGSTREAM_METRICS_HOST:PORT/metrics, "
+            "without the API key (default: SIGSTREAM_METRICS_API_PORT when "
+            "SIGSTREAM_METRICS_ENABLED; docs/metrics.md)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the triage HTTP API and web page (needs SIGSTREAM_API_KEYS_FILE).
 
@@ -520,7 +528,17 @@ def serve_cmd(
     app_ = create_app(settings, docs=docs)
     config = uvicorn_config(app_, host, port, limits_from_settings(settings), tls)
     err.print(f"triage API on {'https' if tls else 'http'}://{host}:{port}/")
-    uvicorn.Server(config).run()
+    from common.metrics import MetricsEndpoint, serve_metrics
+
+    endpoint = MetricsEndpoint.from_settings(settings, "api", metrics_port)
+    listener = serve_metrics(endpoint, app_.state.metrics.registry) if endpoint else None
+    if listener is not None:
+        err.print(f"metrics on {listener.url}")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 for _name, _command in (
