@@ -49,7 +49,7 @@ __all__ = [
 LATENCY_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
 #: Which process serves which port (``SIGSTREAM_METRICS_<COMPONENT>_PORT``).
-COMPONENTS = ("gateway", "api", "detect")
+COMPONENTS = ("gateway", "api", "detect", "canary", "alerts")
 
 
 class _MetricsSettings(Protocol):
@@ -70,7 +70,8 @@ class MetricsEndpoint:
     def from_settings(
         cls, settings: _MetricsSettings, component: str, port: int | None = None
     ) -> MetricsEndpoint | None:
-        """The endpoint of ``component`` (gateway, api, detect), None when metrics are off.
+        """The endpoint of ``component`` (gateway, api, detect, canary, alerts), None when
+        metrics are off.
         ``port`` overrides the setting (a command-line option)."""
         if component not in COMPONENTS:
             raise ValueError(f"unknown metrics component {component!r}")

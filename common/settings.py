@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     metrics_gateway_port: int = Field(9461, ge=0, le=65535)
     metrics_api_port: int = Field(9462, ge=0, le=65535)
     metrics_detect_port: int = Field(9463, ge=0, le=65535)
+    metrics_canary_port: int = Field(9464, ge=0, le=65535)  # `sigstream canary run`
+    metrics_alerts_port: int = Field(9465, ge=0, le=65535)  # `sigstream alerts run`
     metrics_token: SecretStr | None = None
     metrics_rule_series: int = Field(50, ge=0, le=10_000)
 
@@ -235,6 +237,7 @@ class Settings(BaseSettings):
                 f"the canary tenant must start with {RESERVED_TENANT_PREFIX!r} (reserved)"
             )
         return value
+
     # Field drift (docs/field-drift.md): the detect job's field observations (keyed by
     # tenant and route), the drift stage's state and baselines, and when a field counts as
     # gone: the route had at least ``drift_min_events`` events since it was last seen and

@@ -136,6 +136,14 @@ def run(
         bool, typer.Option(help="Resume from the saved cursor (--no-resume: use --from).")
     ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (SIGSTREAM_METRICS_ENABLED and "
+            "SIGSTREAM_METRICS_ALERTS_PORT, default 9465; docs/metrics.md).",
+        ),
+    ] = None,
 ) -> None:
     """Follow new findings and deliver them along the routes (beside the detection job).
 
@@ -184,7 +192,17 @@ def run(
         f"(log {cfg.log_index}, dead letters {cfg.dead_index})",
         highlight=False,
     )
-    runner.run(stop, once=once)
+    from common.metrics import MetricsEndpoint, canary_registry, serve_metrics
+
+    endpoint = MetricsEndpoint.from_settings(settings, "alerts", metrics_port)
+    listener = serve_metrics(endpoint, canary_registry()) if endpoint else None
+    if listener is not None:
+        err.print(f"alerts: metrics on {listener.url}", highlight=False)
+    try:
+        runner.run(stop, once=once)
+    finally:
+        if listener is not None:
+            listener.stop()
     err.print(
         f"alerts: stopped: {runner.counts['findings']} findings read, "
         f"{runner.counts['claimed']} deliveries claimed, {runner.counts['duplicates']} "

@@ -225,6 +225,14 @@ def run_cmd(
     ca: Annotated[Path | None, typer.Option(help="CA of the gateway's certificate.")] = None,
     tests: TestsOpt = None,
     rules: RulesOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (SIGSTREAM_METRICS_ENABLED and "
+            "SIGSTREAM_METRICS_CANARY_PORT, default 9464; docs/metrics.md).",
+        ),
+    ] = None,
 ) -> None:
     """The canary scheduler, beside the detection job: every interval inject a round of
     canaries (through the gateway, under the reserved canary tenant) and judge the rounds
@@ -246,24 +254,36 @@ def run_cmd(
         poll_s=poll,
     )
 
+    from common.metrics import MetricsEndpoint, canary_registry, serve_metrics
+    from detections.content.canary.runner import publish_metrics
+
+    endpoint = MetricsEndpoint.from_settings(s, "canary", metrics_port)
+    listener = serve_metrics(endpoint, canary_registry()) if endpoint else None
+    if listener is not None:
+        err.print(f"metrics: {listener.url}", highlight=False)
+
     def show(evaluated: Any, injected: Any) -> None:
+        publish_metrics(evaluated)
         for report in (evaluated, injected):
             if report is not None and (report.round_name or report.verdicts):
                 err.print(
                     f"{datetime.now(UTC):%H:%M:%S} {escape(_describe(report))}", highlight=False
                 )
 
-    if once:
-        show(*runner.tick(inject_due=True))
-        return
-    err.print(
-        f"canary rounds every {runner.cfg.interval_s:g} s, timeout {runner.cfg.timeout_s:g} s "
-        f"(Ctrl-C to stop)"
-    )
     try:
+        if once:
+            show(*runner.tick(inject_due=True))
+            return
+        err.print(
+            f"canary rounds every {runner.cfg.interval_s:g} s, "
+            f"timeout {runner.cfg.timeout_s:g} s (Ctrl-C to stop)"
+        )
         runner.run(rounds=rounds, on_report=show)
     except KeyboardInterrupt:
         err.print("stopped")
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 @app.command("prove")

@@ -395,3 +395,48 @@ def test_shared_gauges_join_another_registry() -> None:
         )
         == 0
     )
+
+
+def test_judged_canaries_set_their_rules_gauges() -> None:
+    from detections.content.canary.evaluate import Verdict
+    from detections.content.canary.runner import RoundReport, publish_metrics
+    from schemas.rule_health import RuleHealth
+
+    at = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    ok = RuleHealth(
+        rule_id="rule-ok",
+        title="t",
+        state="ok",
+        tests=2,
+        updated=at,
+        last_proven=at,
+        latency_s=0.7,
+    )
+    dead = RuleHealth(rule_id="rule-dead", title="t", state="not_firing", tests=1, updated=at)
+    untested = RuleHealth(rule_id="rule-untested", title="t", state="no_tests", updated=at)
+    publish_metrics(RoundReport(verdicts=[Verdict(ok), Verdict(dead, True), Verdict(untested)]))
+    r = common_metrics.canary_registry()
+    assert value(r, "sigstream_rule_canary_latency_seconds", rule_id="rule-ok") == 0.7
+    assert value(r, "sigstream_rule_canary_not_firing", rule_id="rule-ok") == 0
+    assert value(r, "sigstream_rule_canary_not_firing", rule_id="rule-dead") == 1
+    assert value(r, "sigstream_rule_canary_not_firing", rule_id="rule-untested") is None
+    for rule in ("rule-ok", "rule-dead"):
+        common_metrics.forget_canary(rule)
+
+
+def test_delivery_backlog_per_route_with_the_oldest_finding() -> None:
+    from triage.alerts.runner import delivery_backlog
+
+    backlog = delivery_backlog(
+        ["soc", "quiet"], [("soc", 2_000.0), ("soc", 1_000.0), ("soc", None), ("gone", 5.0)]
+    )
+    assert backlog == {"soc": (3, 1_000.0), "quiet": (0, None), "gone": (1, 5.0)}
+
+
+def test_canary_and_alerts_processes_have_their_own_ports() -> None:
+    s = Settings(metrics_enabled=True)
+    canary = MetricsEndpoint.from_settings(s, "canary")
+    alerts = MetricsEndpoint.from_settings(s, "alerts")
+    assert canary is not None and canary.port == 9464
+    assert alerts is not None and alerts.port == 9465
+    assert MetricsEndpoint.from_settings(Settings(), "alerts") is None

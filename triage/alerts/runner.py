@@ -28,6 +28,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from common.metrics import set_delivery_backlog
 from common.settings import Settings
 from triage.alerts.config import RoutesError, RoutesFile, load_routes
 from triage.alerts.deliverylog import DeliveryLog, delivery_id, digest_id, fetch_findings
@@ -184,6 +185,11 @@ class Worker(threading.Thread):
     def queued(self) -> int:
         with self.cond:
             return len(self.heap)
+
+    def pending(self) -> list[tuple[str, float | None]]:
+        """(route, finding written at, epoch ms) of each delivery queued here."""
+        with self.cond:
+            return [(str(item.entry.get("route", "")), item.written_ms) for item in self.heap]
 
     def stop(self) -> None:
         with self.cond:
@@ -363,7 +369,17 @@ class Runner:
             self.recover(routes)
         self.follower.save()
         self.counts["findings"] += len(docs)
+        self.publish_backlog(routes)
         return len(docs)
+
+    def publish_backlog(self, routes: RoutesFile) -> None:
+        """Per route, the deliveries queued and the oldest one's finding time (metrics)."""
+        for route, (pending, oldest_ms) in delivery_backlog(
+            [r.name for r in routes.routes],
+            [p for _, worker in self.workers.values() for p in worker.pending()],
+        ).items():
+            oldest = datetime.fromtimestamp(oldest_ms / 1000, UTC) if oldest_ms else None
+            set_delivery_backlog(route, pending, oldest)
 
     def _route(
         self,
@@ -551,6 +567,20 @@ class Runner:
             self.follower.save()
         except Exception as exc:
             log.error("could not save the cursor: %s", exc)
+
+
+def delivery_backlog(
+    routes: list[str], pending: list[tuple[str, float | None]]
+) -> dict[str, tuple[int, float | None]]:
+    """Route -> (deliveries queued, oldest finding's written time in epoch ms); every
+    configured route appears, with 0 when nothing waits, so a drained backlog reads 0."""
+    out: dict[str, tuple[int, float | None]] = dict.fromkeys(routes, (0, None))
+    for route, written in pending:
+        n, oldest = out.get(route, (0, None))
+        if written is not None and (oldest is None or written < oldest):
+            oldest = written
+        out[route] = (n + 1, oldest)
+    return out
 
 
 def _entry(

@@ -22,6 +22,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from common.metrics import set_canary
 from detections.compiler.plan import DetectionPlan, PlannedRule, load_plan
 from detections.content.canary.build import CanaryEvent, CanaryIdentity, build_round, round_id
 from detections.content.canary.evaluate import (
@@ -168,6 +169,20 @@ class RoundReport:
     @property
     def not_firing(self) -> list[RuleHealth]:
         return [v.health for v in self.verdicts if v.not_firing]
+
+
+def publish_metrics(report: RoundReport) -> None:
+    """The canary gauges (common.metrics) of the rules this tick judged: last proven
+    firing, latency, not firing. Rules without canary tests have no series."""
+    for verdict in report.verdicts:
+        health = verdict.health
+        if health.tests:
+            set_canary(
+                health.rule_id,
+                health.last_proven,
+                health.latency_s,
+                not_firing=health.state == "not_firing",
+            )
 
 
 class CanaryRunner:
