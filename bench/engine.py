@@ -234,29 +234,33 @@ def select_rule_sets(
 def run_child(args: argparse.Namespace, size: str, folder: Path, parquet: Path) -> dict[str, Any]:
     out = CACHE_DIR / f"engine-{size}.json"
     out.unlink(missing_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.engine",
-        "--one-set",
-        str(folder),
-        "--label",
-        size,
-        "--json-out",
-        str(out),
-        "--parquet",
-        str(parquet),
-        "--events",
-        str(args.events),
-        "--warm-fraction",
-        str(args.warm_fraction),
-        "--steady-fraction",
-        str(args.steady_fraction),
-        "--driver-memory",
-        args.driver_memory,
-        "--partitions",
-        str(args.partitions or 0),
-    ] + (["--full"] if args.full else []) + (["--explain"] if args.explain else [])
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "bench.engine",
+            "--one-set",
+            str(folder),
+            "--label",
+            size,
+            "--json-out",
+            str(out),
+            "--parquet",
+            str(parquet),
+            "--events",
+            str(args.events),
+            "--warm-fraction",
+            str(args.warm_fraction),
+            "--steady-fraction",
+            str(args.steady_fraction),
+            "--driver-memory",
+            args.driver_memory,
+            "--partitions",
+            str(args.partitions or 0),
+        ]
+        + (["--full"] if args.full else [])
+        + (["--explain"] if args.explain else [])
+    )
     subprocess.run(cmd, check=True)
     data: dict[str, Any] = json.loads(out.read_text())
     return data

@@ -460,9 +460,7 @@ def scale_rows(
                 if loader == "wrk":
                     client = [os.getpid()]
                     measure = cpu_split(gw, client)
-                    seconds, acked, cores = run_load_wrk(
-                        gw, load, workdir, 1000, client, measure
-                    )
+                    seconds, acked, cores = run_load_wrk(gw, load, workdir, 1000, client, measure)
                 else:
                     measure = cpu_split(gw)
                     seconds, acked = run_load(gw, load)

@@ -119,7 +119,7 @@ HOSTILE = [
     b"\xef\xbb\xbf{}",
     b'{"a": 1, "a": 2}',
     b'{"a": 1} trailing',
-    b" \t{\"a\": [1, 2.0, true, null, {}]}  \r",
+    b' \t{"a": [1, 2.0, true, null, {}]}  \r',
     b"[]",
     b"42",
     b"",
