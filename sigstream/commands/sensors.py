@@ -15,19 +15,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.settings import get_settings
+from common.settings import RESERVED_TENANT_PREFIX, get_settings
 
 #: Worst first: silent sensors are what an operator looks at first.
 STATE_ORDER = {"silent": 0, "degraded": 1, "healthy": 2}
 STATES = tuple(STATE_ORDER)
 
 
-def sensors_query(state: str | None, tenant: str | None) -> dict[str, Any]:
+def sensors_query(
+    state: str | None, tenant: str | None, include_reserved: bool = False
+) -> dict[str, Any]:
+    """Sensors in ``state`` of ``tenant``; without a tenant, Sigstream's own reserved
+    tenants (the canary sensor) are left out unless ``include_reserved``."""
     filters: list[dict[str, Any]] = []
     if state:
         filters.append({"term": {"state": state}})
     if tenant:
         filters.append({"term": {"tenant_id": tenant}})
+    elif not include_reserved:
+        filters.append({"bool": {"must_not": [{"prefix": {"tenant_id": RESERVED_TENANT_PREFIX}}]}})
     return {"bool": {"filter": filters}} if filters else {"match_all": {}}
 
 
@@ -81,7 +87,12 @@ def table_row(doc: dict[str, Any], now: datetime) -> list[str]:
 
 
 def fetch_sensors(
-    es: Any, index: str, state: str | None, tenant: str | None, limit: int
+    es: Any,
+    index: str,
+    state: str | None,
+    tenant: str | None,
+    limit: int,
+    include_reserved: bool = False,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, up to ``limit`` documents, worst state first): one search per
     state, so silent sensors are never cut off by a page of healthy ones."""
@@ -90,7 +101,7 @@ def fetch_sensors(
     for wanted in (state,) if state else STATES:
         resp = es.search(
             index=index,
-            query=sensors_query(wanted, tenant),
+            query=sensors_query(wanted, tenant, include_reserved),
             size=max(limit - len(docs), 0),
             sort=[{"tenant_id": "asc"}, {"sensor_id": "asc"}],
             track_total_hits=True,
@@ -114,6 +125,10 @@ def sensors_cmd(
         str | None, typer.Option(help="Sensors index (default: SIGSTREAM_SENSORS_INDEX).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    include_canary: Annotated[
+        bool,
+        typer.Option("--include-canary", help="Show the canary sensor too (docs/canaries.md)."),
+    ] = False,
 ) -> None:
     """Sensors with last seen, event rate, sequence gaps, resets, clock skew, event
     sources' status (`sigstream sensor`'s heartbeats) and health state (healthy / degraded /
@@ -129,7 +144,7 @@ def sensors_cmd(
     index = index or s.sensors_index
     es = connect(s.es_hosts)
     try:
-        total, docs = fetch_sensors(es, index, state, tenant, limit)
+        total, docs = fetch_sensors(es, index, state, tenant, limit, include_canary)
     except NotFoundError:
         typer.echo(
             f"no sensors index '{index}' yet: it is written by `sigstream detect` (sensor "

@@ -11,9 +11,16 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def test_query_filters_by_state_and_tenant() -> None:
-    assert sensors_query(None, None) == {"match_all": {}}
+    assert sensors_query(None, None, include_reserved=True) == {"match_all": {}}
     q = sensors_query("silent", "acme")
     assert q["bool"]["filter"] == [{"term": {"state": "silent"}}, {"term": {"tenant_id": "acme"}}]
+
+
+def test_the_canary_sensor_is_left_out_unless_asked_for() -> None:
+    hidden = {"bool": {"must_not": [{"prefix": {"tenant_id": "_"}}]}}
+    assert sensors_query(None, None)["bool"]["filter"] == [hidden]
+    assert sensors_query("healthy", None)["bool"]["filter"][1] == hidden
+    assert sensors_query(None, "_canary")["bool"]["filter"] == [{"term": {"tenant_id": "_canary"}}]
 
 
 def test_age_and_row() -> None:
