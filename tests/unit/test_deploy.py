@@ -259,6 +259,10 @@ def test_demotion_finding_says_why_and_is_idempotent() -> None:
     assert doc["sigstream"]["event"]["demoted_rule"]["id"] == LSASS
     assert first.sigstream.finding.id == again.sigstream.finding.id
     assert demotion_finding(rule, demotion, 8).sigstream.finding.id != first.sigstream.finding.id
+    # Its own group, the same on a rewrite, so triage (which lists groups) shows it.
+    assert first.sigstream.group is not None and again.sigstream.group is not None
+    assert first.sigstream.group.id == again.sigstream.group.id
+    assert demotion_finding(rule, demotion, 8).sigstream.group.id != first.sigstream.group.id
 
 
 def test_cli_keygen_bundle_deploy_disable_status_rollback(tmp_path: Path) -> None:

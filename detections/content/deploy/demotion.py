@@ -18,10 +18,12 @@ from schemas.findings import (
     EventInfo,
     Finding,
     FindingState,
+    GroupInfo,
     HostInfo,
     RuleInfo,
     SigstreamInfo,
     finding_id,
+    group_id,
 )
 
 
@@ -105,7 +107,8 @@ def demotion_finding(
     """The finding that tells analysts a rule was moved to shadow, and why.
 
     Its id is derived from (rule, deployment generation), so writing it twice (a replayed
-    batch) does not duplicate it.
+    batch) does not duplicate it. It is its own group (one per demoted rule and
+    generation), so the triage list, which shows groups, shows it.
     """
     when = at or datetime.now(UTC)
     event_id = f"demotion:{demotion.rule_id}:{generation}"
@@ -132,6 +135,12 @@ def demotion_finding(
                 sensor_id="detect-job",
                 finding=FindingState(
                     id=finding_id(DEMOTION_RULE_ID, "sigstream", "detect-job", event_id)
+                ),
+                group=GroupInfo(
+                    id=group_id("sigstream", DEMOTION_RULE_ID, "sigstream-detect", event_id),
+                    window_s=0,
+                    first_seen=when,
+                    last_seen=when,
                 ),
                 event={
                     "demoted_rule": rule.model_dump(),
