@@ -76,4 +76,6 @@ def fleet_cmd(
 
 
 app = typer.Typer()
-app.command("fleet")(fleet_cmd)
+app.command(
+    "fleet", short_help="Send a synthetic misbehaving fleet to Kafka (sensor-health demo)."
+)(fleet_cmd)

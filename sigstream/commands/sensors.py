@@ -173,4 +173,7 @@ def sensors_cmd(
 
 
 app = typer.Typer()
-app.command("sensors")(sensors_cmd)
+app.command(
+    "sensors",
+    short_help="Fleet health: last seen, rate, gaps, resets, skew, sources, state.",
+)(sensors_cmd)
