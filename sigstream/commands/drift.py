@@ -83,9 +83,7 @@ def drift_cmd(
             return
         states = store.search(es, s.drift_index, "route", tenant)
         tenants = {d["tenant_id"]: d for d in store.search(es, s.drift_index, "tenant", tenant)}
-        baselines = store.current_baselines(
-            es, s.drift_index, tenants, [(d["tenant_id"], d["route"]) for d in states]
-        )
+        baselines = store.current_baselines(es, s.drift_index, tenants, store.route_buckets(states))
     finally:
         es.close()
     from detections.compiler.plan import load_placeholders, load_plan
@@ -113,6 +111,13 @@ def drift_cmd(
         raise typer.Exit(1)
 
 
+def _version(d: Any) -> str:
+    """The drift's sensor version, and ``(vs route)`` when it was judged against the
+    route's baseline across versions (the version has no baseline of its own, or one of
+    fewer than ``min_events`` events)."""
+    return escape(d.version) + (" (vs route)" if d.against == "route" else "")
+
+
 def _titles(rules: list[Any], limit: int = 2) -> str:
     names = [escape(r.title) for r in rules[:limit]]
     more = f" (+{len(rules) - limit})" if len(rules) > limit else ""
@@ -136,21 +141,30 @@ def _print(
     )
     if gone or changed:
         table = Table(title="Fields gone or retyped since the baseline")
-        for column in ("tenant", "route", "field", "drift", "sensor versions", "rules"):
+        for column in ("tenant", "route", "version", "field", "drift", "still sent by", "rules"):
             table.add_column(column)
         for d, users in gone:
             what = f"gone: 0 of the last {d.since:,} events (~{d.expected:,.0f} expected)"
             table.add_row(
                 d.tenant,
                 d.route,
+                _version(d),
                 d.field,
                 what,
-                ", ".join(d.versions) or "-",
+                ", ".join(d.still_sent_by) or "-",
                 f"{len(users)}: {_titles(users)}",
             )
         for d, users in changed:
             what = f"type {'/'.join(d.before)} -> {'/'.join(d.after)}"
-            table.add_row(d.tenant, d.route, d.field, what, "-", f"{len(users)}: {_titles(users)}")
+            table.add_row(
+                d.tenant,
+                d.route,
+                _version(d),
+                d.field,
+                what,
+                "-",
+                f"{len(users)}: {_titles(users)}",
+            )
         console.print(table)
     else:
         console.print("no field gone or retyped since the baseline")
