@@ -198,6 +198,22 @@ class FieldDriftStage:
             settings.drift_baseline_after_h * 3600.0,
         )
 
+    def prepare(self, cfg: JobConfig) -> None:
+        """Before the detect query starts: seed the driver's sensor -> version map with
+        the versions this stage stored, so a restarted job labels events by version from
+        its first micro-batch, before the sensors' next heartbeats."""
+        if cfg.observations_topic is None or cfg.sensor_versions is None:
+            return
+        from detections.sinks.elasticsearch import connect
+
+        es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
+        try:
+            if es.indices.exists(index=self.index):
+                seeded = seed_versions(es, self.index, cfg.sensor_versions)
+                log.info("field drift: %d sensor versions seeded before the detection pass", seeded)
+        finally:
+            es.close()
+
     def start(self, spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
         if cfg.observations_topic is None:
             return None
@@ -233,9 +249,6 @@ def start(
     try:
         ensure_findings_index(es, cfg.findings_index)
         store.ensure_drift_index(es, index)
-        if cfg.sensor_versions is not None:
-            seeded = seed_versions(es, index, cfg.sensor_versions)
-            log.info("field drift: %d sensor versions known at start", seeded)
     finally:
         es.close()
     publisher = DerivedPublisher(cfg.producer_config())

@@ -718,6 +718,10 @@ def run(
     the detect query and run beside it; with ``available_now`` each reads what its topics
     hold and ends before the detect query starts (which takes the events topic's end
     offsets when it starts, so it must see everything they wrote).
+
+    A companion with a ``prepare(cfg)`` method has it called before the detect query
+    starts (the drift stage seeds the sensor versions the detection pass labels events
+    with: ``detections.drift.stage.FieldDriftStage.prepare``).
     """
     totals = JobTotals()
     queries: list[StreamingQuery] = []
@@ -731,6 +735,10 @@ def run(
                 log.info("%s: %d records read before the detection pass", query.name, read)
             elif query is not None:
                 queries.append(query)
+        for companion in companions:
+            prepare = getattr(companion, "prepare", None)
+            if callable(prepare):
+                prepare(cfg)
         queries.insert(0, DetectionPass(plan, totals, on_batch).start(spark, cfg))
         staged = dataclasses.replace(cfg, drained_by_job=cfg.available_now)
         queries += [q for c in companions if (q := as_stage(c).start(spark, staged)) is not None]
