@@ -46,6 +46,14 @@ def drift_cmd(
         typer.Option(help="Only entries naming this rule (an id, or part of a title)."),
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Only drifts of this sensor version (as heartbeats name it; 'unknown': "
+            "sensors without a heartbeat).",
+        ),
+    ] = None,
     set_baseline: Annotated[
         bool,
         typer.Option(
@@ -90,8 +98,16 @@ def drift_cmd(
 
     plan = load_plan(rules or default_rule_paths(s), config=load_placeholders(s.placeholders_file))
     report = build_report(rule_fields(plan), states, baselines, tenants, drift_config(s))
-    gone = [(d, r) for d, r in report.gone if matches_filters(d.route, r, route, rule)]
-    changed = [(d, r) for d, r in report.type_changed if matches_filters(d.route, r, route, rule)]
+    gone = [
+        (d, r)
+        for d, r in report.gone
+        if matches_filters(d.route, r, route, rule) and version in (None, d.version)
+    ]
+    changed = [
+        (d, r)
+        for d, r in report.type_changed
+        if matches_filters(d.route, r, route, rule) and version in (None, d.version)
+    ]
     never = [
         n
         for n in report.never_seen
