@@ -151,14 +151,16 @@ def _print(
     rule_count: int,
 ) -> None:
     tenants = ", ".join(f"{t}: {b or 'none yet'}" for t, b in baselines.items()) or "-"
+    routes = len({(d.get("tenant_id"), d.get("route")) for d in states})
     console.print(
-        f"{len(states)} observed routes, {rule_count:,} rules; baselines: {tenants}",
+        f"{routes} observed routes ({len(states)} with their sensor versions), "
+        f"{rule_count:,} rules; baselines: {tenants}",
         highlight=False,
     )
     if gone or changed:
         table = Table(title="Fields gone or retyped since the baseline")
         for column in ("tenant", "route", "version", "field", "drift", "still sent by", "rules"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in ("route", "field"), overflow="fold")
         for d, users in gone:
             what = f"gone: 0 of the last {d.since:,} events (~{d.expected:,.0f} expected)"
             table.add_row(
