@@ -296,8 +296,13 @@ class FieldObservations:
                     strict=True,
                 ):
                     label = version_label(v)
-                    if s and label != UNKNOWN and len(self._heard) < 16 * self.max_sensors:
-                        self._heard[f"{t}{KEY_SEP}{s}"] = label
+                    key = f"{t}{KEY_SEP}{s}"
+                    if (
+                        s
+                        and label != UNKNOWN
+                        and (key in self._heard or len(self._heard) < 16 * self.max_sensors)
+                    ):
+                        self._heard[key] = label
         if not self._known and not self._heard:
             return pa.array([UNKNOWN] * len(sensor), pa.string())
         keys = pc.dictionary_encode(pc.binary_join_element_wise(tenant, sensor, KEY_SEP))

@@ -34,10 +34,12 @@ REFRESH_S = 5.0
 
 
 def version_label(version: Any) -> str:
-    """A heartbeat's ``agent_version`` as a label: ``unknown`` when absent, never ``*``."""
+    """A heartbeat's ``agent_version`` as a label: ``unknown`` when absent, never ``*``,
+    control characters (the record keys' separator among them) replaced by ``?``."""
     if version is None:
         return UNKNOWN
-    text = str(version).strip()[:MAX_VERSION_LEN]
+    text = "".join(c if c.isprintable() else "?" for c in str(version)[:256])
+    text = text.strip()[:MAX_VERSION_LEN]
     if not text:
         return UNKNOWN
     return OTHER if text == ACROSS else text

@@ -95,6 +95,7 @@ def test_the_driver_map_is_bounded_keeps_the_latest_and_ships_when_changed() -> 
     assert versions.snapshot() == {sensor_key("acme", s): v for s, v in ["b1", "c2", "d2"]}
     assert version_label("*") == "other" and version_label("  ") == "unknown"
     assert len(version_label("x" * 500)) == 64
+    assert version_label("2.0\x1fevil\n") == "2.0?evil?"  # never the records' separator
     again = pickle.loads(pickle.dumps(versions))  # no lock in the pickle
     assert again.snapshot() == versions.snapshot() and again.update("acme", {"e": "3"}) == 1
 
@@ -266,3 +267,19 @@ def test_the_report_and_the_finding_name_the_version_and_the_rules() -> None:
     # One finding per version: another version's drift of the same field is its own.
     other = drift_finding(type(drift)(**{**drift.__dict__, "version": "s/3"}), users, 2000.0)
     assert other.sigstream.finding.id != finding.sigstream.finding.id
+
+
+def test_a_hostile_version_string_cannot_break_the_grouping() -> None:
+    beat = {
+        "event_type": "heartbeat",
+        "tenant_id": "acme",
+        "sensor_id": "ws-old0",
+        "logsource": {"product": "sigstream", "category": None, "service": "heartbeat"},
+        "agent_version": "9\x1fwindows\x1fx" + "y" * 300,
+    }
+    obs = FieldObservations(versions=KNOWN)
+    obs.add(_batch([beat, *normal(3)]))
+    versions = {o.version for o in obs.observations() if o.route == ROUTE}
+    assert versions == {OLD, "9?windows?x" + "y" * 53}
+    for o in obs.observations():
+        assert decode(o.to_json()).version == o.version
