@@ -1,4 +1,5 @@
-"""The field-drift index: the drift stage's state per (tenant, route), per tenant, and the
+"""The field-drift index: the drift stage's state per (tenant, route, sensor version), per
+tenant, and the
 baselines (docs/field-drift.md). Its Elasticsearch mappings are generated from this model
 (``schemas.generate.es_mappings``); the per-field counters are kept in ``_source`` and not
 indexed (field names come from sensors: a map of them must not grow the mapping)."""
@@ -19,6 +20,9 @@ class DriftDoc(BaseModel):
     tenant_id: str
     # route and baseline-route documents: the observed logsource
     route: str | None = None
+    # route and baseline-route documents: the sensors' agent version ("unknown": no
+    # heartbeat known; "*": a baseline across every version of the route)
+    version: str | None = None
     product: str | None = None
     event_type: str | None = None
     service: str | None = None
@@ -32,6 +36,7 @@ class DriftDoc(BaseModel):
     sensors: dict[str, Any] = Field(default_factory=dict)  # sensor -> route counter when seen
     # tenant documents: sensor -> agent version (heartbeats), the current baseline
     versions: dict[str, Any] = Field(default_factory=dict)
+    route_versions: dict[str, Any] = Field(default_factory=dict)  # route -> [versions]
     baseline_id: str | None = None
     set_at: float | None = None
     how: str | None = None  # "manual" (sigstream rules drift --set-baseline) or "auto"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from detections.drift.report import RuleFields
 from detections.drift.state import Drift
+from detections.drift.versions import UNKNOWN
 from detections.sinks.grouping import GroupingConfig, group_key
 from schemas.findings import (
     LEVEL_SEVERITY,
@@ -49,6 +50,8 @@ def drift_finding(
     """The finding for one gone field, naming the rules that read it."""
     rule = FIELD_DRIFT_RULE
     event_id = f"field-drift:{drift.route}:{drift.field}:{drift.baseline_id}"
+    if drift.version != UNKNOWN:  # unknown: the id it had before versions were observed
+        event_id += f":{drift.version}"
     fid = finding_id(rule.id, drift.tenant, DRIFT_SENSOR, event_id)
     when = datetime.fromtimestamp(at, tz=UTC)
     window_s = (grouping or GroupingConfig()).window_for(rule.id)
@@ -56,10 +59,12 @@ def drift_finding(
     titles = ", ".join(r.title for r in rules[:5]) + (
         f" and {len(rules) - 5} more" if len(rules) > 5 else ""
     )
+    still = f" (still sent by {', '.join(drift.still_sent_by)})" if drift.still_sent_by else ""
     message = (
-        f"{rule.name} | {drift.route} | field {drift.field} missing from the last "
-        f"{drift.since:,} events (about {drift.expected:,.0f} expected) | "
-        f"{len(rules)} rules: {titles} | sensor versions: {', '.join(drift.versions) or '-'}"
+        f"{rule.name} | {drift.route} | sensor version {drift.version}{still} | field "
+        f"{drift.field} missing from the last {drift.since:,} events (about "
+        f"{drift.expected:,.0f} expected) | {len(rules)} rules: {titles} | sensors' versions: "
+        f"{', '.join(drift.versions) or '-'}"
     )
     return Finding.model_validate(
         {
@@ -89,6 +94,9 @@ def drift_finding(
                     "route": drift.route,
                     "field": drift.field,
                     "baseline_id": drift.baseline_id,
+                    "sensor_version": drift.version,
+                    "compared_with": drift.against,  # "version" baseline, or the "route"'s
+                    "still_sent_by": list(drift.still_sent_by),
                     "events_without": drift.since,
                     "expected": round(drift.expected, 1),
                     "rules": [{"id": r.rule_id, "title": r.title} for r in rules],

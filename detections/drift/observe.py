@@ -1,10 +1,18 @@
-"""Which fields arrive, per logsource: what the detection pass derives for field drift.
-Pure (pyarrow and numpy, no Spark, no I/O).
+"""Which fields arrive, per logsource and sensor version: what the detection pass derives
+for field drift. Pure (pyarrow and numpy, no Spark, no I/O).
 
 Each detect task builds a ``FieldObservations``, ``add``s every Arrow batch of valid events
 of its slice, and at the end its ``records()`` go to the observations topic (setting
 ``drift_topic``, default ``sigstream.field-observations``), keyed by tenant and route, so
 the drift stage (``detections.drift.stage``) folds them into its per-route state.
+
+Rows are grouped by (tenant, route, sensor version). Events carry no version: a row's
+version is its sensor's, from the (tenant, sensor) -> version map the driver ships to the
+task (``detections.drift.versions``), overridden by the heartbeats the task itself sees
+(each batch's heartbeats are read before its rows are grouped, so a sensor's heartbeat
+labels its events of the same batch and of the task's later batches); ``unknown`` for a
+sensor without a known heartbeat. Beyond ``MAX_TASK_VERSIONS`` distinct versions in one
+task, further ones are labelled ``other``.
 
 The work per batch is a few vectorized passes over columns the batch already holds (the
 engine's inputs: every field a rule reads, as a typed column or as a key of ``extra``):
@@ -13,11 +21,13 @@ per route, and two anchored RE2 scans per text column that say whether its value
 like numbers or booleans. A typed column no rule reads is not in the batch and is not
 observed: it cannot break a rule. Columns that are null on every row cost nothing.
 
-Record format, version 1 (compact JSON, one object per (tenant, route) per task)::
+Record format, version 2 (compact JSON, one object per (tenant, route, version) per
+task; version 1, without ``ver``, is still read, as version ``unknown``)::
 
-    {"v": 1, "tenant": "acme",
+    {"v": 2, "tenant": "acme",
      "route": ["windows", "process_creation", null],  # logsource product, event type,
                                                        # service (lower case)
+     "ver": "sigstream-sensor/1.4",                    # the sensors' agent version
      "n": 1200,                                        # events of the route
      "f": {"CommandLine": [1200, 0, 0], ...},          # field -> [events carrying it,
                                                        # of which numbers, of which booleans]
@@ -35,6 +45,7 @@ key are the same after the parse: both are "absent".
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -43,14 +54,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detections.drift.versions import MAX_VERSION_LEN, OTHER, UNKNOWN, version_label
 from schemas.events import Envelope
 from schemas.generate import event_columns
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+#: Record versions ``decode`` reads (1: before records named a sensor version).
+READABLE_VERSIONS = (1, 2)
 KEY_SEP = "\x1f"
 #: Bounds of one record (a hostile sensor sending random keys must not grow the state).
 MAX_FIELDS = 512
 MAX_SENSORS = 256
+#: Distinct sensor versions one task groups by (further ones: ``other``).
+MAX_TASK_VERSIONS = 64
 #: Values per typed column and route whose type is read in each batch (the first ones):
 #: a field's type is a property of the field, and reading every value cost 3/4 of the
 #: observation's time. Up to this many values per route the counts are exact, above it
@@ -68,17 +84,20 @@ def observed_columns() -> frozenset[str]:
     return frozenset(set(event_columns()) - envelope - {"event_type", "extra"})
 
 
-def route_key(tenant: str, route: tuple[str | None, str | None, str | None]) -> bytes:
-    """The Kafka key of a route's observations."""
-    return KEY_SEP.join([tenant, *(part or "" for part in route)]).encode()
+def route_key(
+    tenant: str, route: tuple[str | None, str | None, str | None], version: str = UNKNOWN
+) -> bytes:
+    """The Kafka key of a route's observations (of one sensor version)."""
+    return KEY_SEP.join([tenant, *(part or "" for part in route), version]).encode()
 
 
 @dataclass
 class Observation:
-    """One (tenant, route)'s fields in one task's slice of a micro-batch."""
+    """One (tenant, route, sensor version)'s fields in one task's slice of a micro-batch."""
 
     tenant: str
     route: tuple[str | None, str | None, str | None]
+    version: str = UNKNOWN
     rows: int = 0
     fields: dict[str, list[int]] = field(default_factory=dict)  # [present, numbers, bools]
     sensors: set[str] = field(default_factory=set)
@@ -92,6 +111,7 @@ class Observation:
                 "v": RECORD_VERSION,
                 "tenant": self.tenant,
                 "route": list(self.route),
+                "ver": self.version,
                 "n": self.rows,
                 "f": self.fields,
                 "s": sorted(self.sensors),
@@ -121,14 +141,23 @@ def decode(raw: bytes | str) -> Observation:
         obj = json.loads(raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ObservationError(f"not JSON: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("v") != RECORD_VERSION:
-        raise ObservationError("not a version-1 field observation")
+    if (
+        not isinstance(obj, dict)
+        or type(obj.get("v")) is not int
+        or obj["v"] not in READABLE_VERSIONS
+    ):
+        raise ObservationError(
+            f"not a field observation of a version this reader knows {READABLE_VERSIONS}"
+        )
     try:
         tenant, route = obj["tenant"], obj["route"]
         if not isinstance(tenant, str) or not isinstance(route, list) or len(route) != 3:
             raise ObservationError("tenant must be text and route three parts")
         if any(p is not None and not isinstance(p, str) for p in route):
             raise ObservationError("route parts must be text or null")
+        version = obj.get("ver", UNKNOWN) if obj["v"] >= 2 else UNKNOWN
+        if not isinstance(version, str) or not version or len(version) > MAX_VERSION_LEN:
+            raise ObservationError("ver must be text of 1 to MAX_VERSION_LEN characters")
         fields = obj.get("f") or {}
         if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
             raise ObservationError("f must be an object of at most MAX_FIELDS fields")
@@ -139,6 +168,7 @@ def decode(raw: bytes | str) -> Observation:
         return Observation(
             tenant=tenant,
             route=(route[0], route[1], route[2]),
+            version=version,
             rows=_count(obj["n"]),
             fields={str(k): [_count(v[0]), _count(v[1]), _count(v[2])] for k, v in fields.items()},
             sensors={str(s) for s in sensors[:MAX_SENSORS]},
@@ -214,12 +244,70 @@ class FieldObservations:
     """The fields of one task's valid events, per (tenant, route)."""
 
     def __init__(
-        self, max_fields: int = MAX_FIELDS, max_sensors: int = MAX_SENSORS, sample: int = SAMPLE
+        self,
+        max_fields: int = MAX_FIELDS,
+        max_sensors: int = MAX_SENSORS,
+        sample: int = SAMPLE,
+        versions: Mapping[str, str] | None = None,
+        max_versions: int = MAX_TASK_VERSIONS,
     ) -> None:
+        """``versions``: (tenant, sensor) -> agent version, keyed ``tenant\\x1fsensor``
+        (``detections.drift.versions.sensor_key``), as the driver ships it."""
         self.max_fields = max_fields
         self.max_sensors = max_sensors
         self.sample = sample
-        self._obs: dict[tuple[str, tuple[str | None, str | None, str | None]], Observation] = {}
+        self.max_versions = max_versions
+        self._known: Mapping[str, str] = versions or {}
+        self._heard: dict[str, str] = {}  # this task's heartbeats: sensor key -> version
+        self._labels: set[str] = {UNKNOWN}
+        self._obs: dict[
+            tuple[str, tuple[str | None, str | None, str | None], str], Observation
+        ] = {}
+
+    def heartbeats(self) -> list[list[str]]:
+        """[tenant, sensor, version] of the heartbeats this task saw (for the driver's map)."""
+        return [[*key.split(KEY_SEP, 1), v] for key, v in self._heard.items()]
+
+    def _label(self, key: str) -> str:
+        version = self._heard.get(key) or self._known.get(key) or UNKNOWN
+        if version not in self._labels:
+            if len(self._labels) >= self.max_versions:
+                return OTHER
+            self._labels.add(version)
+        return version
+
+    def _versions(
+        self, events: pa.RecordBatch, tenant: pa.Array, sensor: pa.Array, event_type: pa.Array
+    ) -> pa.Array:
+        """Per row, its sensor's version label: this batch's heartbeats first, then the
+        task's earlier ones, then the driver's map."""
+        names = events.schema.names
+        if "agent_version" in names:
+            beat = pc.and_(
+                pc.equal(event_type, "heartbeat"), pc.is_valid(events.column("agent_version"))
+            )
+            rows = np.flatnonzero(beat.fill_null(False).to_numpy(zero_copy_only=False))
+            if rows.size:
+                taken = pa.array(rows)
+                for t, s, v in zip(
+                    tenant.take(taken).to_pylist(),
+                    sensor.take(taken).to_pylist(),
+                    events.column("agent_version").take(taken).to_pylist(),
+                    strict=True,
+                ):
+                    label = version_label(v)
+                    key = f"{t}{KEY_SEP}{s}"
+                    if (
+                        s
+                        and label != UNKNOWN
+                        and (key in self._heard or len(self._heard) < 16 * self.max_sensors)
+                    ):
+                        self._heard[key] = label
+        if not self._known and not self._heard:
+            return pa.array([UNKNOWN] * len(sensor), pa.string())
+        keys = pc.dictionary_encode(pc.binary_join_element_wise(tenant, sensor, KEY_SEP))
+        labels = pa.array([self._label(k) for k in keys.dictionary.to_pylist()], pa.string())
+        return labels.take(keys.indices)
 
     def add(self, events: pa.RecordBatch) -> None:
         n = events.num_rows
@@ -238,17 +326,23 @@ class FieldObservations:
             service = _lower(pc.struct_field(logsource, "service")).fill_null("")
         else:
             product = service = pa.array([""] * n)
-        joined = pc.binary_join_element_wise(tenant, product, event_type, service, KEY_SEP)
+        sensor = (
+            pc.cast(events.column("sensor_id"), pa.string()).fill_null("")
+            if "sensor_id" in names
+            else pa.array([""] * n)
+        )
+        version = self._versions(events, tenant, sensor, event_type)
+        joined = pc.binary_join_element_wise(tenant, product, event_type, service, version, KEY_SEP)
         encoded = pc.dictionary_encode(joined)
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         groups = [str(k).split(KEY_SEP) for k in encoded.dictionary.to_pylist()]
         g = len(groups)
         obs = []
-        for t, p, e, s in groups:
+        for t, p, e, s, v in groups:
             route = (p or None, e or None, s or None)
-            o = self._obs.get((t, route))
+            o = self._obs.get((t, route, v))
             if o is None:
-                o = self._obs[(t, route)] = Observation(t, route)
+                o = self._obs[(t, route, v)] = Observation(t, route, v)
             obs.append(o)
         rows = np.bincount(codes, minlength=g).tolist()
         for o, r in zip(obs, rows, strict=True):
@@ -269,7 +363,7 @@ class FieldObservations:
         if "extra" in names:
             self._extra(obs, events.column("extra"), codes, g)
         if "sensor_id" in names:
-            self._sensors(obs, events, codes, event_type, g)
+            self._sensors(obs, events, sensor, codes, event_type, g)
 
     def _put(self, o: Observation, name: str, present: int, numbers: int, booleans: int) -> None:
         counts = o.fields.get(name)
@@ -316,11 +410,11 @@ class FieldObservations:
         self,
         obs: list[Observation],
         events: pa.RecordBatch,
+        sensor: pa.Array,
         codes: np.ndarray,
         event_type: pa.Array,
         g: int,
     ) -> None:
-        sensor = pc.cast(events.column("sensor_id"), pa.string()).fill_null("")
         encoded = pc.dictionary_encode(sensor)
         scodes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         snames = encoded.dictionary.to_pylist()
@@ -355,8 +449,12 @@ class FieldObservations:
         return list(self._obs.values())
 
     def records(self) -> list[tuple[bytes, bytes]]:
-        """(Kafka key: tenant and route, compact JSON) per (tenant, route) added."""
-        return [(route_key(o.tenant, o.route), o.to_json().encode()) for o in self._obs.values()]
+        """(Kafka key: tenant, route and version; compact JSON) per (tenant, route, version)
+        added."""
+        return [
+            (route_key(o.tenant, o.route, o.version), o.to_json().encode())
+            for o in self._obs.values()
+        ]
 
     def __len__(self) -> int:
         return len(self._obs)

@@ -16,7 +16,7 @@ from typing import Any
 from detections.compiler import ir
 from detections.compiler.logsources import Route
 from detections.compiler.plan import DetectionPlan
-from detections.drift.state import Drift, DriftConfig, drifts, route_name
+from detections.drift.state import Drift, DriftConfig, judge, route_name
 
 ObservedRoute = tuple[str | None, str | None, str | None]
 
@@ -149,24 +149,22 @@ class DriftReport:
 def build_report(
     rules: Sequence[RuleFields],
     states: Sequence[Mapping[str, Any]],
-    baselines: Mapping[tuple[str, str], Mapping[str, Any]],
+    baselines: Mapping[tuple[str, str, str], Mapping[str, Any]],
     tenants: Mapping[str, Mapping[str, Any]],
     cfg: DriftConfig,
 ) -> DriftReport:
-    """The whole report: ``states`` are route documents, ``baselines`` the baseline-route
-    documents of each tenant's current baseline by (tenant, route), ``tenants`` the
-    tenant documents (versions, baseline)."""
+    """The whole report: ``states`` are route documents (one per tenant, route and sensor
+    version), ``baselines`` the baseline-route documents of each tenant's current baseline
+    by (tenant, route, version), version ``*`` across versions
+    (``detections.drift.store.current_baselines``), ``tenants`` the tenant documents
+    (versions, baseline)."""
     gone: list[tuple[Drift, list[RuleFields]]] = []
     changed: list[tuple[Drift, list[RuleFields]]] = []
-    for state in states:
-        key = (str(state["tenant_id"]), str(state["route"]))
-        baseline = baselines.get(key)
-        if baseline is None:
-            continue
-        versions = (tenants.get(key[0]) or {}).get("versions") or {}
-        for d in drifts(state, baseline, cfg, versions):
-            users = rules_using(rules, observed_route(state), d.field)
-            (gone if d.kind == "gone" else changed).append((d, users))
+    known = {t: (doc or {}).get("versions") or {} for t, doc in tenants.items()}
+    routes = {(str(s["tenant_id"]), str(s["route"])): observed_route(s) for s in states}
+    for d in judge(states, baselines, cfg, known):
+        users = rules_using(rules, routes[(d.tenant, d.route)], d.field)
+        (gone if d.kind == "gone" else changed).append((d, users))
     missing, silent = never_seen(rules, states)
     return DriftReport(
         gone=gone,

@@ -34,7 +34,8 @@ from detections.drift import store
 from detections.drift.finding_docs import drift_finding
 from detections.drift.observe import Observation, ObservationError, decode
 from detections.drift.report import RuleFields, observed_route, rule_fields, rules_using
-from detections.drift.state import DriftConfig, TenantState, drifts, fold, new_route_state
+from detections.drift.state import DriftConfig, TenantState, fold, judge, new_route_state
+from detections.drift.versions import SensorVersions
 from detections.sinks.finding_docs import finding_document
 from detections.stream.derived import DerivedPublisher
 from detections.stream.job import JobConfig, kafka_source
@@ -60,7 +61,8 @@ class DriftBatch:
     rejected: int = 0
     routes: int = 0
     findings: int = 0  # new field-drift findings
-    gone: list[tuple[str, str, str]] = field(default_factory=list)  # (tenant, route, field)
+    # (tenant, route, field, sensor version)
+    gone: list[tuple[str, str, str, str]] = field(default_factory=list)
     baselines: dict[str, str] = field(default_factory=dict)  # set automatically
     seconds: float = 0.0
 
@@ -73,32 +75,39 @@ def fold_batch(
     cfg: DriftConfig,
     now: float,
     baseline_after_s: float = 0.0,
+    versions: SensorVersions | None = None,
 ) -> tuple[list[tuple[Any, list[RuleFields]]], dict[str, str], int]:
-    """Fold one batch's observations into the index; returns the gone fields that active
-    rules read (each with those rules), the baselines set automatically, and the number of
-    routes written."""
-    keys = {(o.tenant, o.route) for o in observations}
-    tenants = sorted({t for t, _ in keys})
-    docs = store.get_many(
-        es,
-        index,
-        [store.route_doc_id(t, store_route(r)) for t, r in keys]
-        + [store.tenant_doc_id(t) for t in tenants],
-    )
-    states: dict[tuple[str, str], dict[str, Any]] = {}
-    tenant_states = {t: TenantState.of(docs.get(store.tenant_doc_id(t)), t) for t in tenants}
+    """Fold one batch's observations into the index, one bucket per (tenant, route, sensor
+    version); returns the gone fields that active rules read (each with those rules), the
+    baselines set automatically, and the number of buckets written. ``versions``: the
+    driver's sensor -> version map, told the heartbeats of the batch."""
+    tenants = sorted({o.tenant for o in observations})
+    tenant_docs_read = store.get_many(es, index, [store.tenant_doc_id(t) for t in tenants])
+    tenant_states = {
+        t: TenantState.of(tenant_docs_read.get(store.tenant_doc_id(t)), t) for t in tenants
+    }
+    buckets: list[tuple[Observation, str, str]] = []
     for o in observations:
         name = store_route(o.route)
-        state = states.get((o.tenant, name))
+        buckets.append((o, name, tenant_states[o.tenant].bucket(name, o.version)))
+    docs = store.get_many(
+        es, index, [store.route_doc_id(o.tenant, name, v) for o, name, v in buckets]
+    )
+    states: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for o, name, version in buckets:
+        key = (o.tenant, name, version)
+        state = states.get(key)
         if state is None:
-            state = docs.get(store.route_doc_id(o.tenant, name)) or new_route_state(
-                o.tenant, o.route
+            state = docs.get(store.route_doc_id(*key)) or new_route_state(
+                o.tenant, o.route, version
             )
-            states[(o.tenant, name)] = state
+            state.setdefault("version", version)
+            states[key] = state
         fold(state, o, now)
         tenant_states[o.tenant].observe(o, now)
-    writes = {store.route_doc_id(t, r): s for (t, r), s in states.items()}
-    store.put_many(es, index, writes)
+        if versions is not None and o.versions:
+            versions.update(o.tenant, o.versions)
+    store.put_many(es, index, {store.route_doc_id(*k): s for k, s in states.items()})
     store.put_many(
         es,
         index,
@@ -108,6 +117,7 @@ def fold_batch(
                 "tenant_id": t,
                 "first_seen": s.first_seen,
                 "versions": s.versions,
+                "route_versions": s.route_versions,
             }
             for t, s in tenant_states.items()
         },
@@ -119,19 +129,25 @@ def fold_batch(
             auto.update(store.set_baseline(es, index, now, "auto", t))
     tenant_docs = {t: s.to_doc() for t, s in tenant_states.items()}
     baselines = store.current_baselines(es, index, tenant_docs, states.keys())
+    known = {t: s.versions for t, s in tenant_states.items()}
     gone: list[tuple[Any, list[RuleFields]]] = []
-    for key, state in states.items():
-        baseline = baselines.get(key)
-        if baseline is None:
+    for d in judge(list(states.values()), baselines, cfg, known):
+        if d.kind != "gone":
             continue
-        versions = tenant_states[key[0]].versions
-        for d in drifts(state, baseline, cfg, versions):
-            if d.kind != "gone":
-                continue
-            users = rules_using(rules, observed_route(state), d.field, active_only=True)
-            if users:
-                gone.append((d, users))
+        state = states[(d.tenant, d.route, d.version)]
+        users = rules_using(rules, observed_route(state), d.field, active_only=True)
+        if users:
+            gone.append((d, users))
     return gone, auto, len(states)
+
+
+def seed_versions(es: Any, index: str, versions: SensorVersions) -> int:
+    """The sensor versions the stage stored per tenant, into the driver's map (at start:
+    a restarted job labels events by version before the sensors' next heartbeats)."""
+    seeded = 0
+    for doc in store.search(es, index, "tenant"):
+        seeded += versions.update(str(doc["tenant_id"]), doc.get("versions") or {})
+    return seeded
 
 
 def with_quarantine(rules: Sequence[RuleFields], status_file: Path | None) -> list[RuleFields]:
@@ -181,6 +197,22 @@ class FieldDriftStage:
             settings.drift_index,
             settings.drift_baseline_after_h * 3600.0,
         )
+
+    def prepare(self, cfg: JobConfig) -> None:
+        """Before the detect query starts: seed the driver's sensor -> version map with
+        the versions this stage stored, so a restarted job labels events by version from
+        its first micro-batch, before the sensors' next heartbeats."""
+        if cfg.observations_topic is None or cfg.sensor_versions is None:
+            return
+        from detections.sinks.elasticsearch import connect
+
+        es = connect(cfg.es_hosts, from_settings=False, **cfg.es_options)
+        try:
+            if es.indices.exists(index=self.index):
+                seeded = seed_versions(es, self.index, cfg.sensor_versions)
+                log.info("field drift: %d sensor versions seeded before the detection pass", seeded)
+        finally:
+            es.close()
 
     def start(self, spark: SparkSession, cfg: JobConfig) -> StreamingQuery | None:
         if cfg.observations_topic is None:
@@ -246,7 +278,14 @@ def start(
             try:
                 now = time.time()
                 gone, stats.baselines, stats.routes = fold_batch(
-                    es, index, observations, active, drift, now, baseline_after_s
+                    es,
+                    index,
+                    observations,
+                    active,
+                    drift,
+                    now,
+                    baseline_after_s,
+                    cfg.sensor_versions,
                 )
                 documents = [
                     finding_document(drift_finding(d, users, now, cfg.grouping))
@@ -254,7 +293,7 @@ def start(
                 ]
                 if documents:
                     stats.findings = write_documents(es, cfg.findings_index, documents).created
-                stats.gone = [(d.tenant, d.route, d.field) for d, _ in gone]
+                stats.gone = [(d.tenant, d.route, d.field, d.version) for d, _ in gone]
             finally:
                 es.close()
         stats.seconds = time.monotonic() - started

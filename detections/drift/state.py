@@ -1,6 +1,12 @@
-"""Field drift's state and judgement: fold observations per (tenant, route), snapshot a
-baseline, and say which fields stopped arriving or changed type since. Pure (plain dicts,
-the Elasticsearch documents of ``detections.drift.store``; no I/O).
+"""Field drift's state and judgement: fold observations per (tenant, route, sensor
+version), snapshot a baseline, and say which fields stopped arriving or changed type since.
+Pure (plain dicts, the Elasticsearch documents of ``detections.drift.store``; no I/O).
+
+Each (tenant, route, version) has its own state ("a bucket"). A bucket is judged against
+its own baseline when the baseline has it with at least ``min_events`` events, else against
+the route's baseline across every version (``across_versions``): a version new since the
+baseline (a rollout) that lacks a field the older versions send is the rename case, and is
+raised while the old sensors still send the field.
 
 A route's state is cumulative: events seen (``rows``) and, per field, events carrying it,
 how many of those were numbers and booleans, when it was first and last seen, and ``at``,
@@ -18,17 +24,21 @@ boolean) makes up at least ``type_share`` of its values since.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detections.drift.observe import Observation
+from detections.drift.versions import ACROSS, OTHER, UNKNOWN
 
 #: Per field: [present, numbers, booleans, first_seen, last_seen, at]
 PRESENT, NUMBERS, BOOLEANS, FIRST, LAST, AT = range(6)
 #: Bound of a route's state: a hostile sensor's random keys must not grow it without end.
 MAX_STATE_FIELDS = 2048
 MAX_STATE_SENSORS = 1024
+#: Versions of one (tenant, route) kept apart; further ones share the bucket ``other``.
+MAX_ROUTE_VERSIONS = 32
 TYPES = ("string", "number", "boolean")
 
 
@@ -46,12 +56,13 @@ def route_name(route: Iterable[str | None]) -> str:
 
 
 def new_route_state(
-    tenant: str, route: tuple[str | None, str | None, str | None]
+    tenant: str, route: tuple[str | None, str | None, str | None], version: str = UNKNOWN
 ) -> dict[str, Any]:
     return {
         "kind": "route",
         "tenant_id": tenant,
         "route": route_name(route),
+        "version": version,
         "product": route[0],
         "event_type": route[1],
         "service": route[2],
@@ -99,6 +110,7 @@ def baseline_of(state: Mapping[str, Any], baseline_id: str, set_at: float) -> di
         "kind": "baseline-route",
         "tenant_id": state["tenant_id"],
         "route": state["route"],
+        "version": state.get("version") or UNKNOWN,
         "product": state["product"],
         "event_type": state["event_type"],
         "service": state["service"],
@@ -107,6 +119,45 @@ def baseline_of(state: Mapping[str, Any], baseline_id: str, set_at: float) -> di
         "rows": state["rows"],
         "fields": {k: v[:3] for k, v in state["fields"].items()},
     }
+
+
+def version_of(doc: Mapping[str, Any]) -> str:
+    """A route or baseline document's version (documents written before versions:
+    ``unknown``, which is what they were)."""
+    return str(doc.get("version") or UNKNOWN)
+
+
+def across_versions(baselines: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The baseline of a route across every version: the versions' counters summed."""
+    docs = list(baselines)
+    if not docs:
+        return None
+    fields: dict[str, list[int]] = {}
+    for doc in docs:
+        for name, counts in (doc.get("fields") or {}).items():
+            total = fields.setdefault(name, [0, 0, 0])
+            for i in (PRESENT, NUMBERS, BOOLEANS):
+                total[i] += counts[i]
+    first = docs[0]
+    return {
+        **{k: first.get(k) for k in ("kind", "tenant_id", "route", "product", "event_type")},
+        **{k: first.get(k) for k in ("service", "baseline_id", "set_at")},
+        "version": ACROSS,
+        "rows": sum(int(d.get("rows") or 0) for d in docs),
+        "fields": fields,
+    }
+
+
+def reference_for(
+    own: Mapping[str, Any] | None, across: Mapping[str, Any] | None, cfg: DriftConfig
+) -> tuple[Mapping[str, Any] | None, bool]:
+    """What a bucket is judged against: its own baseline when that has ``min_events``
+    events, else the route's across versions (``True``); (None, False): nothing."""
+    if own is not None and (own.get("rows") or 0) >= cfg.min_events:
+        return own, False
+    if across is not None and (across.get("rows") or 0) > 0:
+        return across, True
+    return own, False
 
 
 def types_of(present: float, numbers: float, booleans: float) -> dict[str, float]:
@@ -123,6 +174,9 @@ class Drift:
     route: str
     field: str
     baseline_id: str
+    version: str = UNKNOWN  # the sensor version whose events lack it (its bucket)
+    against: str = "version"  # "version": its own baseline; "route": across versions
+    still_sent_by: tuple[str, ...] = ()  # other versions of the route still sending it
     since: int = 0  # route events since the field was last seen (gone)
     expected: float = 0.0  # how many of them the baseline predicts carried it
     last_seen: float | None = None
@@ -138,6 +192,9 @@ class Drift:
             "route": self.route,
             "field": self.field,
             "baseline_id": self.baseline_id,
+            "version": self.version,
+            "against": self.against,
+            "still_sent_by": list(self.still_sent_by),
             "since": self.since,
             "expected": round(self.expected, 1),
             "last_seen": self.last_seen,
@@ -153,11 +210,21 @@ def drifts(
     baseline: Mapping[str, Any],
     cfg: DriftConfig,
     versions: Mapping[str, str] | None = None,
+    own: Mapping[str, Any] | None = None,
+    across: bool = False,
 ) -> list[Drift]:
-    """Fields of ``baseline`` gone from the route or changed type since, by field name."""
+    """Fields of ``baseline`` gone from the bucket ``state`` or changed type since, by
+    field name. ``baseline`` gives the shares and types expected; it is the bucket's own
+    baseline, or with ``across`` the route's across versions, and then ``own`` is the
+    bucket's own (None: the bucket is new since the baseline), whose counters are where
+    "since the baseline" starts."""
     rows_b = baseline.get("rows") or 0
     if not rows_b:
         return []
+    if not across:
+        own = baseline
+    start = int((own or {}).get("rows") or 0)
+    own_fields = (own or {}).get("fields") or {}
     out: list[Drift] = []
     fields = state.get("fields") or {}
     for name, counts in sorted((baseline.get("fields") or {}).items()):
@@ -166,13 +233,15 @@ def drifts(
         if present_b <= 0 or share < cfg.min_share:
             continue
         now = fields.get(name)
-        at = now[AT] if now else rows_b
+        at = now[AT] if now else start
         since = int(state.get("rows", 0) - at)
         common = {
             "tenant": str(state["tenant_id"]),
             "route": str(state["route"]),
             "field": name,
             "baseline_id": str(baseline["baseline_id"]),
+            "version": version_of(state),
+            "against": "route" if across else "version",
         }
         if since >= cfg.min_events and since * share >= cfg.expected:
             sensors = sorted(s for s, seen in (state.get("sensors") or {}).items() if seen > at)
@@ -192,7 +261,8 @@ def drifts(
         if now is None:
             continue
         before = types_of(*counts[:3])
-        after = types_of(*(now[i] - counts[i] for i in (PRESENT, NUMBERS, BOOLEANS)))
+        mine = own_fields.get(name) or (0, 0, 0)
+        after = types_of(*(now[i] - mine[i] for i in (PRESENT, NUMBERS, BOOLEANS)))
         total = sum(after.values())
         if total <= 0:
             continue
@@ -210,6 +280,49 @@ def drifts(
     return out
 
 
+def still_sending(
+    states: Iterable[Mapping[str, Any]], name: str, version: str, cfg: DriftConfig
+) -> tuple[str, ...]:
+    """Versions of a route, other than ``version``, whose buckets carried field ``name``
+    within their last ``min_events`` events (``states``: the route's buckets)."""
+    out = set()
+    for st in states:
+        v = version_of(st)
+        f = (st.get("fields") or {}).get(name)
+        if v != version and f and f[PRESENT] > 0 and st.get("rows", 0) - f[AT] < cfg.min_events:
+            out.add(v)
+    return tuple(sorted(out))
+
+
+def judge(
+    states: Sequence[Mapping[str, Any]],
+    baselines: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    cfg: DriftConfig,
+    tenant_versions: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Drift]:
+    """Every drift of the buckets ``states`` (route documents, one per (tenant, route,
+    version)); ``baselines`` by (tenant, route, version), ``*`` across versions
+    (``detections.drift.store.current_baselines``); ``tenant_versions``: tenant ->
+    sensor -> version. A gone field names the route's other versions still sending it."""
+    by_route: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for st in states:
+        by_route.setdefault((str(st["tenant_id"]), str(st["route"])), []).append(st)
+    out: list[Drift] = []
+    for st in states:
+        tenant, route, version = str(st["tenant_id"]), str(st["route"]), version_of(st)
+        own = baselines.get((tenant, route, version))
+        reference, across = reference_for(own, baselines.get((tenant, route, ACROSS)), cfg)
+        if reference is None:
+            continue
+        known = (tenant_versions or {}).get(tenant)
+        for d in drifts(st, reference, cfg, known, own=own, across=across):
+            if d.kind == "gone":
+                others = still_sending(by_route[(tenant, route)], d.field, version, cfg)
+                d = dataclasses.replace(d, still_sent_by=others)
+            out.append(d)
+    return out
+
+
 @dataclass
 class TenantState:
     """What the drift stage keeps per tenant beside its routes: when it first saw the
@@ -221,6 +334,8 @@ class TenantState:
     baseline_id: str | None = None
     baseline_set_at: float | None = None
     baseline_how: str | None = None
+    # route name -> the sensor versions kept apart on it (at most MAX_ROUTE_VERSIONS)
+    route_versions: dict[str, list[str]] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -228,6 +343,7 @@ class TenantState:
             "tenant_id": self.tenant,
             "first_seen": self.first_seen,
             "versions": self.versions,
+            "route_versions": self.route_versions,
             "baseline_id": self.baseline_id,
             "set_at": self.baseline_set_at,
             "how": self.baseline_how,
@@ -244,7 +360,23 @@ class TenantState:
             baseline_id=doc.get("baseline_id"),
             baseline_set_at=doc.get("set_at"),
             baseline_how=doc.get("how"),
+            route_versions={
+                str(k): [str(x) for x in v][:MAX_ROUTE_VERSIONS]
+                for k, v in (doc.get("route_versions") or {}).items()
+                if isinstance(v, list)
+            },
         )
+
+    def bucket(self, route: str, version: str) -> str:
+        """The version bucket of ``route`` an observation of ``version`` goes to: its own,
+        or ``other`` once the route keeps MAX_ROUTE_VERSIONS versions apart."""
+        kept = self.route_versions.setdefault(route, [])
+        if version in kept:
+            return version
+        if len(kept) >= MAX_ROUTE_VERSIONS:
+            return OTHER
+        kept.append(version)
+        return version
 
     def observe(self, obs: Observation, now: float) -> None:
         self.first_seen = self.first_seen or now

@@ -1,9 +1,13 @@
 """The drift index in Elasticsearch: the drift stage's state and the baselines (the I/O
 edge of ``detections.drift``; the documents are ``schemas.drift.DriftDoc``).
 
-One document per (tenant, route) (``route``), per tenant (``tenant``: agent versions,
-first seen, the current baseline), and per (tenant, route, baseline) (``baseline-route``,
-the route's counters when the baseline was set). Old baselines stay (their ids name them).
+One document per (tenant, route, sensor version) (``route``), per tenant (``tenant``:
+agent versions, the versions kept apart per route, first seen, the current baseline), and
+per (tenant, route, version, baseline) (``baseline-route``, the counters when the baseline
+was set), plus one per (tenant, route, baseline) across every version (version ``*``).
+Old baselines stay (their ids name them). The ids of version ``unknown`` are those of the
+documents written before versions were observed (one per route): that state goes on as
+the ``unknown`` bucket, and an old baseline serves as its own and the route's.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from detections.drift.state import baseline_id_for, baseline_of
+from detections.drift.state import across_versions, baseline_id_for, baseline_of, version_of
+from detections.drift.versions import ACROSS, UNKNOWN
 from schemas.drift import DriftDoc
 from schemas.generate import es_mappings
 
@@ -24,16 +29,20 @@ def _id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
 
-def route_doc_id(tenant: str, route: str) -> str:
-    return _id("route", tenant, route)
+def route_doc_id(tenant: str, route: str, version: str = UNKNOWN) -> str:
+    if version == UNKNOWN:
+        return _id("route", tenant, route)
+    return _id("route", tenant, route, version)
 
 
 def tenant_doc_id(tenant: str) -> str:
     return _id("tenant", tenant)
 
 
-def baseline_doc_id(tenant: str, route: str, baseline_id: str) -> str:
-    return _id("baseline", tenant, route, baseline_id)
+def baseline_doc_id(tenant: str, route: str, baseline_id: str, version: str = UNKNOWN) -> str:
+    if version == UNKNOWN:
+        return _id("baseline", tenant, route, baseline_id)
+    return _id("baseline", tenant, route, baseline_id, version)
 
 
 def ensure_drift_index(es: Any, index: str) -> None:
@@ -109,16 +118,31 @@ def search(es: Any, index: str, kind: str, tenant: str | None = None) -> list[di
 
 
 def current_baselines(
-    es: Any, index: str, tenants: Mapping[str, Mapping[str, Any]], routes: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """The current baseline's document of each (tenant, route), where the tenant has one."""
-    ids: dict[str, tuple[str, str]] = {}
-    for tenant, route in routes:
+    es: Any,
+    index: str,
+    tenants: Mapping[str, Mapping[str, Any]],
+    buckets: Iterable[tuple[str, str, str]],
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The current baseline's documents of each (tenant, route, version), where the tenant
+    has one, and of each (tenant, route, ``*``) (across versions). A baseline set before
+    versions were observed has no ``*`` document: its one document per route (the
+    ``unknown`` bucket's) is the route's across versions too."""
+    ids: dict[str, tuple[str, str, str]] = {}
+    for tenant, route, version in buckets:
         baseline = (tenants.get(tenant) or {}).get("baseline_id")
         if baseline:
-            ids[baseline_doc_id(tenant, route, baseline)] = (tenant, route)
-    found = get_many(es, index, ids)
-    return {ids[i]: doc for i, doc in found.items()}
+            for v in (version, ACROSS, UNKNOWN):
+                ids[baseline_doc_id(tenant, route, baseline, v)] = (tenant, route, v)
+    found = {ids[i]: doc for i, doc in get_many(es, index, ids).items()}
+    for (tenant, route, version), doc in list(found.items()):
+        if version == UNKNOWN and (tenant, route, ACROSS) not in found and "version" not in doc:
+            found[(tenant, route, ACROSS)] = {**doc, "version": ACROSS}
+    return found
+
+
+def route_buckets(states: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(tenant, route, version) of route documents."""
+    return [(str(d["tenant_id"]), str(d["route"]), version_of(d)) for d in states]
 
 
 def set_baseline(
@@ -134,9 +158,16 @@ def set_baseline(
     out: dict[str, str] = {}
     for name, docs in sorted(by_tenant.items()):
         baseline = baseline_id_for(name, now)
-        writes = {
-            baseline_doc_id(name, d["route"], baseline): baseline_of(d, baseline, now) for d in docs
-        }
+        writes: dict[str, dict[str, Any]] = {}
+        by_route: dict[str, list[dict[str, Any]]] = {}
+        for d in docs:
+            doc = baseline_of(d, baseline, now)
+            writes[baseline_doc_id(name, d["route"], baseline, version_of(d))] = doc
+            by_route.setdefault(str(d["route"]), []).append(doc)
+        for route, versions in by_route.items():
+            across = across_versions(versions)
+            if across is not None:
+                writes[baseline_doc_id(name, route, baseline, ACROSS)] = across
         put_many(es, index, writes)
         first = (tenant_docs.get(name) or {}).get("first_seen") or now
         pointer = baseline_pointer(name, baseline, now, how, first)

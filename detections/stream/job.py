@@ -40,6 +40,7 @@ from detections.content.deploy.demotion import (
 from detections.content.deploy.modes import RuleMode
 from detections.content.deploy.watcher import ActiveContent, DeploymentWatcher
 from detections.correlation.feed import CorrelationFeed, PlannedFeed
+from detections.drift.versions import SensorVersions
 from detections.engine.apply import (
     compile_matcher,
     engine_inputs,
@@ -128,6 +129,12 @@ class JobConfig:
     # Internal topic of the field observations field drift reads (None: the job observes
     # no fields; `sigstream detect` sets it unless --no-field-drift). docs/field-drift.md
     observations_topic: str | None = None
+    # (tenant, sensor) -> agent version, on the driver: the tasks report the heartbeats
+    # they see, the drift stage seeds it from its state, and each micro-batch ships it to
+    # the tasks (a broadcast renewed when it changed), which observe fields per version.
+    sensor_versions: SensorVersions | None = field(
+        default_factory=SensorVersions, repr=False, compare=False
+    )
     # The stateful stages (correlations, sensor health): state partitions of a fresh
     # checkpoint (an existing checkpoint keeps its own; raise it with the cluster's cores),
     # and sensor health's trigger: silence is judged in minutes, and every trigger of a
@@ -407,9 +414,13 @@ def make_batch_handler(
                 names.append("extra")  # field drift counts every field's key, not only rules'
             running.query = BatchQuery(batch.sparkSession, names, computed)
         skip, destinations = running.skip, running.destinations(cfg)
+        observe = cfg.observations_topic is not None
+        versions = None
+        if observe and cfg.sensor_versions is not None:
+            versions = cfg.sensor_versions.shipped(batch.sparkSession.sparkContext.broadcast)
         records = running.query.map_in_arrow(
             batch,
-            (id(running.shipped), tuple(sorted(skip)), repr(destinations)),
+            (id(running.shipped), tuple(sorted(skip)), repr(destinations), id(versions)),
             lambda: partition_processor(
                 running.shipped,
                 skip,
@@ -419,7 +430,8 @@ def make_batch_handler(
                 cfg.es_patience_s,
                 cfg.rule_budget_s,
                 summarize=cfg.summaries_topic is not None,
-                observe=cfg.observations_topic is not None,
+                observe=observe,
+                versions=versions,
             ),
             STATS_SCHEMA,
         )
@@ -454,6 +466,9 @@ def make_batch_handler(
             summaries += [(k.encode(), v.encode()) for k, v in json.loads(row["summaries"])]
             observations += [(k.encode(), v.encode()) for k, v in json.loads(row["observations"])]
             stats.observe_seconds += row["observe_s"]
+            heard = json.loads(row["sensor_versions"])
+            if heard and cfg.sensor_versions is not None:
+                cfg.sensor_versions.update_pairs(heard)
         # The derived streams, published before the batch's offsets are committed.
         if matches:
             stats.correlation_matches = publisher.publish(cfg.matches_topic, matches)
@@ -703,6 +718,10 @@ def run(
     the detect query and run beside it; with ``available_now`` each reads what its topics
     hold and ends before the detect query starts (which takes the events topic's end
     offsets when it starts, so it must see everything they wrote).
+
+    A companion with a ``prepare(cfg)`` method has it called before the detect query
+    starts (the drift stage seeds the sensor versions the detection pass labels events
+    with: ``detections.drift.stage.FieldDriftStage.prepare``).
     """
     totals = JobTotals()
     queries: list[StreamingQuery] = []
@@ -716,6 +735,10 @@ def run(
                 log.info("%s: %d records read before the detection pass", query.name, read)
             elif query is not None:
                 queries.append(query)
+        for companion in companions:
+            prepare = getattr(companion, "prepare", None)
+            if callable(prepare):
+                prepare(cfg)
         queries.insert(0, DetectionPass(plan, totals, on_batch).start(spark, cfg))
         staged = dataclasses.replace(cfg, drained_by_job=cfg.available_now)
         queries += [q for c in companions if (q := as_stage(c).start(spark, staged)) is not None]

@@ -63,6 +63,9 @@ STATS_SCHEMA = T.StructType(
         T.StructField("summaries", T.StringType(), False),
         # JSON: [[key, value]] of this task's field observations (detections.drift.observe)
         T.StructField("observations", T.StringType(), False),
+        # JSON: [[tenant, sensor, agent version]] of the heartbeats this task saw (the
+        # driver's sensor -> version map, detections.drift.versions)
+        T.StructField("sensor_versions", T.StringType(), False),
         # Metrics (detections/stream/metrics.py), JSON: dead letters by reason code;
         # finding documents by "<active|shadow>:<level>"; event-to-finding latency of the
         # findings index's documents as counts per LATENCY_BUCKETS bucket (+Inf last),
@@ -143,6 +146,7 @@ def partition_processor(
     rule_budget_s: float | None = None,
     summarize: bool = True,
     observe: bool = False,
+    versions: Any = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of the detect job (closes over plain data only).
 
@@ -158,7 +162,10 @@ def partition_processor(
     ``summarize``, the task also summarizes its events per sensor for sensor health
     (``detections.health.summary``; the driver publishes the summaries); with ``observe``,
     it counts which fields arrive per logsource for field drift
-    (``detections.drift.observe``; the driver publishes those too)."""
+    (``detections.drift.observe``; the driver publishes those too), per sensor version:
+    ``versions`` is a Spark broadcast of the driver's (tenant, sensor) -> agent version map
+    (``detections.drift.versions``; None: every sensor ``unknown`` until its heartbeat
+    in this task), and the task reports the heartbeats it saw back to the driver."""
     skipped = frozenset(skip)
 
     def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -186,7 +193,7 @@ def partition_processor(
         ingested = datetime.now(UTC)
         rejects: list[tuple[str, int, int, str]] = []
         summaries = SensorSummaries()
-        fields = FieldObservations()
+        fields = FieldObservations(versions=versions.value if versions is not None else None)
         observe_s = 0.0
         tally = FindingTally()
         sinks = [sink.open() for sink in destinations.sinks(es_hosts, es_options)]
@@ -253,6 +260,7 @@ def partition_processor(
             "correlation_matches": json.dumps(correlation_matches),
             "summaries": json.dumps([[k.decode(), v.decode()] for k, v in summaries.records()]),
             "observations": json.dumps([[k.decode(), v.decode()] for k, v in fields.records()]),
+            "sensor_versions": json.dumps(fields.heartbeats()),
             "observe_s": observe_s,
             **tally.columns(),
         }

@@ -46,6 +46,14 @@ def drift_cmd(
         typer.Option(help="Only entries naming this rule (an id, or part of a title)."),
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Only drifts of this sensor version (as heartbeats name it; 'unknown': "
+            "sensors without a heartbeat).",
+        ),
+    ] = None,
     set_baseline: Annotated[
         bool,
         typer.Option(
@@ -83,17 +91,23 @@ def drift_cmd(
             return
         states = store.search(es, s.drift_index, "route", tenant)
         tenants = {d["tenant_id"]: d for d in store.search(es, s.drift_index, "tenant", tenant)}
-        baselines = store.current_baselines(
-            es, s.drift_index, tenants, [(d["tenant_id"], d["route"]) for d in states]
-        )
+        baselines = store.current_baselines(es, s.drift_index, tenants, store.route_buckets(states))
     finally:
         es.close()
     from detections.compiler.plan import load_placeholders, load_plan
 
     plan = load_plan(rules or default_rule_paths(s), config=load_placeholders(s.placeholders_file))
     report = build_report(rule_fields(plan), states, baselines, tenants, drift_config(s))
-    gone = [(d, r) for d, r in report.gone if matches_filters(d.route, r, route, rule)]
-    changed = [(d, r) for d, r in report.type_changed if matches_filters(d.route, r, route, rule)]
+    gone = [
+        (d, r)
+        for d, r in report.gone
+        if matches_filters(d.route, r, route, rule) and version in (None, d.version)
+    ]
+    changed = [
+        (d, r)
+        for d, r in report.type_changed
+        if matches_filters(d.route, r, route, rule) and version in (None, d.version)
+    ]
     never = [
         n
         for n in report.never_seen
@@ -113,6 +127,13 @@ def drift_cmd(
         raise typer.Exit(1)
 
 
+def _version(d: Any) -> str:
+    """The drift's sensor version, and ``(vs route)`` when it was judged against the
+    route's baseline across versions (the version has no baseline of its own, or one of
+    fewer than ``min_events`` events)."""
+    return escape(d.version) + (" (vs route)" if d.against == "route" else "")
+
+
 def _titles(rules: list[Any], limit: int = 2) -> str:
     names = [escape(r.title) for r in rules[:limit]]
     more = f" (+{len(rules) - limit})" if len(rules) > limit else ""
@@ -130,27 +151,38 @@ def _print(
     rule_count: int,
 ) -> None:
     tenants = ", ".join(f"{t}: {b or 'none yet'}" for t, b in baselines.items()) or "-"
+    routes = len({(d.get("tenant_id"), d.get("route")) for d in states})
     console.print(
-        f"{len(states)} observed routes, {rule_count:,} rules; baselines: {tenants}",
+        f"{routes} observed routes ({len(states)} with their sensor versions), "
+        f"{rule_count:,} rules; baselines: {tenants}",
         highlight=False,
     )
     if gone or changed:
         table = Table(title="Fields gone or retyped since the baseline")
-        for column in ("tenant", "route", "field", "drift", "sensor versions", "rules"):
-            table.add_column(column)
+        for column in ("tenant", "route", "version", "field", "drift", "still sent by", "rules"):
+            table.add_column(column, no_wrap=column in ("route", "field"), overflow="fold")
         for d, users in gone:
             what = f"gone: 0 of the last {d.since:,} events (~{d.expected:,.0f} expected)"
             table.add_row(
                 d.tenant,
                 d.route,
+                _version(d),
                 d.field,
                 what,
-                ", ".join(d.versions) or "-",
+                ", ".join(d.still_sent_by) or "-",
                 f"{len(users)}: {_titles(users)}",
             )
         for d, users in changed:
             what = f"type {'/'.join(d.before)} -> {'/'.join(d.after)}"
-            table.add_row(d.tenant, d.route, d.field, what, "-", f"{len(users)}: {_titles(users)}")
+            table.add_row(
+                d.tenant,
+                d.route,
+                _version(d),
+                d.field,
+                what,
+                "-",
+                f"{len(users)}: {_titles(users)}",
+            )
         console.print(table)
     else:
         console.print("no field gone or retyped since the baseline")

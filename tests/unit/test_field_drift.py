@@ -71,19 +71,23 @@ def test_observes_typed_columns_extra_keys_types_sensors_and_versions() -> None:
             "agent_version": "sensor/2.0",
         },
     ]
-    records = {o.route: o for o in _observe(rows).observations()}
-    pc = records[ROUTE]
-    assert pc.rows == 4
-    assert pc.fields["CommandLine"] == [4, 0, 0]
-    assert pc.fields["EventID"] == [4, 4, 0]  # a typed number column
-    assert pc.fields["LogonType"] == [4, 4, 0]  # a key of extra whose text is a number
+    records = {(o.route, o.version): o for o in _observe(rows).observations()}
+    # ws1's heartbeat (same batch) labels its events with its version; the others are
+    # "unknown" (no heartbeat yet).
+    assert {k for k in records if k[0] == ROUTE} == {(ROUTE, "unknown"), (ROUTE, "sensor/2.0")}
+    pc, new = records[(ROUTE, "unknown")], records[(ROUTE, "sensor/2.0")]
+    assert (pc.rows, new.rows) == (3, 1)
+    assert pc.fields["CommandLine"] == [3, 0, 0] and new.fields["CommandLine"] == [1, 0, 0]
+    assert pc.fields["EventID"] == [3, 3, 0]  # a typed number column
+    assert pc.fields["LogonType"] == [3, 3, 0]  # a key of extra whose text is a number
     assert "ParentImage" not in pc.fields  # null on every row: absent
-    assert pc.sensors == {"ws0", "ws1", "ws2"}
-    beat = records[("sigstream", "heartbeat", "heartbeat")]
+    assert pc.sensors == {"ws0", "ws2"} and new.sensors == {"ws1"}
+    beat = records[(("sigstream", "heartbeat", "heartbeat"), "sensor/2.0")]
     assert beat.versions == {"ws1": "sensor/2.0"}
     # The record survives its topic (compact JSON, versioned).
-    again = decode(pc.to_json())
-    assert again.fields == pc.fields and again.route == ROUTE
+    again = decode(new.to_json())
+    assert again.fields == new.fields and again.route == ROUTE
+    assert again.version == "sensor/2.0"
 
 
 def test_types_are_read_on_a_sample_per_route_and_scaled() -> None:
@@ -172,7 +176,11 @@ def test_rules_named_are_those_reading_the_field_on_a_covering_route() -> None:
     baseline = baseline_of(state, "b1", 1000.0)
     state = _state_after(normal(200), renamed(100))
     report = build_report(
-        rules, [state], {("acme", state["route"]): baseline}, {"acme": {"baseline_id": "b1"}}, CFG
+        rules,
+        [state],
+        {("acme", state["route"], "unknown"): baseline},
+        {"acme": {"baseline_id": "b1"}},
+        CFG,
     )
     assert [(d.field, [r.rule_id for r in users]) for d, users in report.gone] == [
         ("CommandLine", ["a", "d"])
