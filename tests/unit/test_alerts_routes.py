@@ -202,3 +202,27 @@ def test_routes_file_is_hot_reloaded_and_a_bad_version_keeps_the_old(tmp_path: P
     assert watcher.routes is not first and watcher.error is None
     assert watcher.routes.routes[1].throttle is not None
     assert watcher.routes.routes[1].throttle.window == 300
+
+
+def test_a_fifo_or_an_oversized_routes_file_is_refused_and_the_old_routes_stay(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from triage.alerts.config import ROUTES_LIMITS
+    from triage.alerts.runner import RoutesWatcher
+
+    path = tmp_path / "routes.yml"
+    path.write_text(ROUTES)
+    watcher = RoutesWatcher(path)
+    assert watcher.poll()
+    first = watcher.routes
+    path.write_bytes(b"#" * (ROUTES_LIMITS.max_bytes + 1))
+    assert not watcher.poll()
+    assert watcher.routes is first
+    assert watcher.error is not None and "content limit" in watcher.error
+    path.unlink()
+    os.mkfifo(path)  # nobody writes it: reading it must not wait
+    assert not watcher.poll()
+    assert watcher.routes is first
+    assert watcher.error is not None and "not a regular file" in watcher.error

@@ -321,9 +321,14 @@ def parse_routes(data: str | bytes, file: str = "<routes>") -> RoutesFile:
         raise RoutesError(file, _line_of(text, loc), f"{where}: {msg}{more}") from None
 
 
-def load_routes(path: str | Path) -> RoutesFile:
+def read_routes(path: str | Path) -> bytes:
+    """The routes file's bytes, bounded (a regular file of at most the routes limit; a
+    FIFO or a huge file is refused, never waited on or read whole), else RoutesError."""
     try:
-        data = read_content(path, ROUTES_LIMITS.max_bytes)
+        return read_content(path, ROUTES_LIMITS.max_bytes)
     except ContentError as exc:
         raise RoutesError(str(path), 0, str(exc)) from None
-    return parse_routes(data, str(path))
+
+
+def load_routes(path: str | Path) -> RoutesFile:
+    return parse_routes(read_routes(path), str(path))

@@ -30,7 +30,7 @@ from elasticsearch import Elasticsearch
 
 from common.metrics import set_delivery_backlog
 from common.settings import Settings
-from triage.alerts.config import RoutesError, RoutesFile, load_routes
+from triage.alerts.config import RoutesError, RoutesFile, parse_routes, read_routes
 from triage.alerts.deliverylog import DeliveryLog, delivery_id, digest_id, fetch_findings
 from triage.alerts.destinations import PermanentError, Sender, SenderContext, build_sender
 from triage.alerts.follower import Follower
@@ -106,15 +106,16 @@ class RoutesWatcher:
             return False
         self._stat = sig
         try:
-            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError as exc:
-            self._fail(f"{self.path}:0: cannot read: {exc.strerror}")
+            data = read_routes(self.path)  # bounded; read once, hashed and parsed
+        except RoutesError as exc:
+            self._fail(str(exc))
             return False
+        digest = hashlib.sha256(data).hexdigest()
         if digest == self._hash:
             return False
         self._hash = digest
         try:
-            routes = load_routes(self.path)
+            routes = parse_routes(data, str(self.path))
         except RoutesError as exc:
             self._fail(str(exc))
             return False
