@@ -99,7 +99,7 @@ def check(
     if tenant:
         doc.setdefault("sigstream", {})["tenant_id"] = tenant
     f = facts(doc)
-    steps = plan(routes, f, datetime.now(UTC), get_settings().canary_tenant)
+    steps = plan(routes, f, datetime.now(UTC))
     console.print(
         f"finding: tenant={f.tenant} kind={f.kind} level={f.level} rule={f.rule_id} host={f.host}",
         highlight=False,

@@ -51,7 +51,7 @@ def routes():
 def test_a_finding_never_reaches_another_tenants_destination() -> None:
     for tenant, allowed in (("acme", "acme-hook"), ("globex", "globex-slack"), ("other", None)):
         _, doc = finding_doc(tenant=tenant, level="critical")
-        dests = {s.destination for s in plan(routes(), facts(doc), NOW, "_canary")}
+        dests = {s.destination for s in plan(routes(), facts(doc), NOW)}
         expected = {"soc-siem"} | ({allowed} if allowed else set())
         assert dests == expected, tenant
         # Whatever a route says, a destination of another tenant is never planned.
@@ -71,22 +71,22 @@ def test_destination_without_tenants_is_refused_and_star_must_be_explicit() -> N
 
 def test_canary_findings_are_never_routed() -> None:
     _, doc = finding_doc(tenant="_canary", level="critical")
-    assert plan(routes(), facts(doc), NOW, "_canary") == []
+    assert plan(routes(), facts(doc), NOW) == []
 
 
 def test_match_on_level_tags_host_rule_and_kind() -> None:
     _, low = finding_doc(level="low", host="ws-1")
-    assert [s.route for s in plan(routes(), facts(low), NOW, "_c")] == ["ps-on-workstations"]
+    assert [s.route for s in plan(routes(), facts(low), NOW)] == ["ps-on-workstations"]
     _, server = finding_doc(level="low", host="SRV-1")
-    assert plan(routes(), facts(server), NOW, "_c") == []
+    assert plan(routes(), facts(server), NOW) == []
     _, untagged = finding_doc(level="low", host="ws-1", tags=[])
     # ECS threat fields are matched too; without them no tag matches.
-    assert plan(routes(), facts(untagged), NOW, "_c") == []
+    assert plan(routes(), facts(untagged), NOW) == []
     by_rule = parse_routes(
         ROUTES.replace("match: {min_level: high}", "match: {rules: ['*powershell*']}"), "r"
     )
     _, doc = finding_doc(level="low", host="SRV-1", name="Suspicious PowerShell")
-    assert {s.route for s in plan(by_rule, facts(doc), NOW, "_c")} == {"high-everywhere"}
+    assert {s.route for s in plan(by_rule, facts(doc), NOW)} == {"high-everywhere"}
 
 
 def test_kinds_come_from_the_table() -> None:
@@ -96,7 +96,7 @@ def test_kinds_come_from_the_table() -> None:
     assert finding_kind(doc) == "correlation"
     _, health = finding_doc(rule_id=HEALTH_RULES["silent"].id)
     assert finding_kind(health) == "sensor_health"
-    steps = plan(routes(), facts(health), NOW, "_c")
+    steps = plan(routes(), facts(health), NOW)
     assert list(dict.fromkeys(s.route for s in steps)) == ["high-everywhere", "health"]
     _, demoted = finding_doc(rule_id=DEMOTION_RULE_ID)
     assert finding_kind(demoted) == "rule_demotion"
@@ -108,19 +108,19 @@ def test_kinds_come_from_the_table() -> None:
 
 def test_reserved_tenants_are_never_routed() -> None:
     _, doc = finding_doc(level="critical")
-    assert plan(routes(), facts(doc), NOW, "_c")
+    assert plan(routes(), facts(doc), NOW)
     doc["sigstream"]["tenant_id"] = "_canary"
-    assert plan(routes(), facts(doc), NOW, "_c") == []
+    assert plan(routes(), facts(doc), NOW) == []
     doc["sigstream"]["tenant_id"] = "_c"
-    assert plan(routes(), facts(doc), NOW, "_c") == []
+    assert plan(routes(), facts(doc), NOW) == []
 
 
 def test_silence_in_force_until_its_expiry() -> None:
     _, doc = finding_doc(host="WS-0099", level="critical")
-    steps = plan(routes(), facts(doc), NOW, "_c")
+    steps = plan(routes(), facts(doc), NOW)
     assert steps and all(s.action == "silenced" for s in steps)
     assert steps[0].silence is not None and steps[0].silence.reason == "patching WS-0099"
-    later = plan(routes(), facts(doc), NOW + timedelta(hours=2), "_c")
+    later = plan(routes(), facts(doc), NOW + timedelta(hours=2))
     assert later and all(s.action == "send" for s in later)
 
 

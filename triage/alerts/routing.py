@@ -92,10 +92,10 @@ class Step:
     silence: Silence | None = None
 
 
-def plan(routes: RoutesFile, f: Facts, now: datetime, canary_tenant: str) -> list[Step]:
-    """The (route, destination) steps for one finding. Reserved tenants (the canary's, any
-    ``_``-prefixed one) are Sigstream's own and never reach a customer's destination."""
-    if f.tenant == canary_tenant or f.tenant.startswith(RESERVED_TENANT_PREFIX):
+def plan(routes: RoutesFile, f: Facts, now: datetime) -> list[Step]:
+    """The (route, destination) steps for one finding. Reserved tenants (``_``-prefixed:
+    the canary tenant must be one) are Sigstream's own and never reach a destination."""
+    if f.tenant.startswith(RESERVED_TENANT_PREFIX):
         return []
     steps: list[Step] = []
     for route in routes.routes:

@@ -54,7 +54,6 @@ class AlertConfig:
     backoff_max_s: float = 60.0
     queue_size: int = 1000
     base_url: str = "http://127.0.0.1:8000"
-    canary_tenant: str = "_canary"
     recover_every_s: float = 10.0
 
     @classmethod
@@ -71,7 +70,6 @@ class AlertConfig:
             "backoff_max_s": s.alerts_backoff_max_s,
             "queue_size": s.alerts_queue_size,
             "base_url": s.triage_base_url,
-            "canary_tenant": s.canary_tenant,
         }
         values.update(overrides)
         return cls(**values)
@@ -392,7 +390,7 @@ class Runner:
         work: dict[str, tuple[Notification, float | None]],
     ) -> None:
         f = facts(doc)
-        steps = plan(routes, f, now, self.cfg.canary_tenant)
+        steps = plan(routes, f, now)
         admitted: dict[str, bool] = {}
         by_route = {r.name: r for r in routes.routes}
         written = _written_ms(doc)
