@@ -261,7 +261,10 @@ class RunningContent:
         deployed: ActiveContent | None = None,
         feed: CorrelationFeed | None = None,
         feed_rules: Sequence[CompiledRule] = (),
+        silent_rule_ids: frozenset[str] = frozenset(),
     ) -> RunningContent:
+        """``silent_rule_ids``: rules whose matches only feed correlations (no finding):
+        the engine does not explain their matches, nobody would read why."""
         if feed is not None:
             plan = with_rules(plan, feed_rules)
         planned = None
@@ -271,7 +274,12 @@ class RunningContent:
                 log.warning("correlation base rule %s is not in the running rules", rule)
         return cls(
             plan=plan,
-            spec=MatcherSpec.of(rule_specs(plan), rule_explanations(plan)),
+            spec=MatcherSpec.of(
+                rule_specs(plan),
+                rule_explanations(
+                    plan, {p.index for p in plan.rules if str(p.rule.id) in silent_rule_ids}
+                ),
+            ),
             rule_infos={i: info.model_dump() for i, info in plan.rule_infos().items()},
             quarantined=dict(compile_matcher(plan).errors),
             deployed=deployed,
@@ -389,7 +397,7 @@ def make_batch_handler(
                 running.shipped.unpersist()
             gc.unfreeze()  # the previous plan becomes collectable
             current[0] = RunningContent.of(
-                deployed.plan, deployed, cfg.correlation_feed, cfg.feed_rules
+                deployed.plan, deployed, cfg.correlation_feed, cfg.feed_rules, cfg.silent_rule_ids
             )
             freeze_long_lived()
             for index, reason in current[0].quarantined.items():
@@ -626,7 +634,11 @@ def start(
         watcher = DeploymentWatcher(cfg.deploy_dir, keys)
     deployed = watcher.poll() if watcher else None
     content = RunningContent.of(
-        deployed.plan if deployed else plan, deployed, cfg.correlation_feed, cfg.feed_rules
+        deployed.plan if deployed else plan,
+        deployed,
+        cfg.correlation_feed,
+        cfg.feed_rules,
+        cfg.silent_rule_ids,
     )
     derived = [cfg.summaries_topic] if cfg.summaries_topic else []
     derived += [cfg.observations_topic] if cfg.observations_topic else []

@@ -252,3 +252,19 @@ def test_job_start_quarantines_an_unrunnable_regex_that_skipped_the_compiler() -
     running = RunningContent.of(plan_rules([rules[0], smuggled]))
     assert list(running.quarantined) == [1]
     assert "RE2" in running.quarantined[1] and "(?<=" in running.quarantined[1]
+
+
+def test_rules_that_only_feed_correlations_are_not_explained() -> None:
+    """A generate: false base rule makes no finding, so the engine ships no explanation
+    for it (explaining its matches on every batch would be thrown away)."""
+    from detections.compiler.plan import plan_rules
+    from detections.stream.job import RunningContent
+
+    rules, _ = compile_yaml(RULE.format(n=1, pattern="-enc"))
+    plan = plan_rules(rules)
+    assert plan.rules[0].rule.explanation
+    explained = RunningContent.of(plan).spec.content()[1]
+    assert list(explained) == [0]
+    silent = RunningContent.of(plan, silent_rule_ids=frozenset({str(rules[0].id)}))
+    assert silent.spec.content()[1] == {}
+    assert [r[0] for r in silent.spec.rules()] == [0]  # still matched (the feed needs it)
