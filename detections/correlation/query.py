@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,6 @@ class CorrelationTotals:
     late: int = 0
     chained: int = 0  # firings published as matches of correlations downstream
     rejected: int = 0  # malformed matches-topic records sent to the DLQ
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_content(
@@ -551,7 +550,6 @@ def batch_writer(
         totals.rejected += len(rejected)
         stats["seconds"] = time.monotonic() - started
         stats["spark_seconds"] = collected - started  # the stage's Spark job (state included)
-        totals.history.append(stats)
         if findings or late_docs:
             log.info(
                 "correlation batch %d: %d firings (%d new findings), %d late matches reported",

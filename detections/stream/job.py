@@ -199,7 +199,6 @@ class JobTotals:
     feed_only: int = 0
     created: int = 0
     duplicates: int = 0
-    history: list[BatchStats] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)
     demoted: dict[str, str] = field(default_factory=dict)
 
@@ -213,7 +212,6 @@ class JobTotals:
         self.feed_only += stats.feed_only
         self.created += stats.created
         self.duplicates += stats.duplicates
-        self.history.append(stats)
 
     @property
     def not_written(self) -> int:
