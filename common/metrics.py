@@ -101,6 +101,10 @@ class _V6ThreadingServer(_ThreadingServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: A client that connects and sends nothing (or trickles) is dropped after this many
+    #: seconds instead of holding a listener thread forever.
+    timeout = 10
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the service's log."""
 

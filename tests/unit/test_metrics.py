@@ -440,3 +440,22 @@ def test_canary_and_alerts_processes_have_their_own_ports() -> None:
     assert canary is not None and canary.port == 9464
     assert alerts is not None and alerts.port == 9465
     assert MetricsEndpoint.from_settings(Settings(), "alerts") is None
+
+
+def test_a_silent_client_is_dropped_by_the_metrics_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    monkeypatch.setattr(common_metrics._QuietHandler, "timeout", 0.5)
+    server = common_metrics.serve_metrics(
+        MetricsEndpoint("127.0.0.1", 0), common_metrics.canary_registry()
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+            idle.settimeout(5)
+            assert idle.recv(1) == b""  # closed by the server, not by our 5 s timeout
+        with urllib.request.urlopen(server.url, timeout=5) as resp:  # still serving
+            assert resp.status == 200
+    finally:
+        server.stop()
