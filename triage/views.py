@@ -61,7 +61,9 @@ def mount(
         try:
             start, end = since, until
             if start is None or end is None:
-                span = client.search(index=groups, **dashboard.span_query(who, since, until))
+                span = client.search(
+                    index=groups, **budget, **dashboard.span_query(who, since, until)
+                )
                 aggs = span.get("aggregations") or {}
                 start = start or _parse(aggs.get("first", {}).get("value_as_string"))
                 end = end or _parse(aggs.get("last", {}).get("value_as_string"))
@@ -96,7 +98,7 @@ def mount(
             health = dashboard.shape_health({})
         try:
             counts = dashboard.shape_counts(
-                client.search(index=sensors_index, **dashboard.sensor_counts_query(who))
+                client.search(index=sensors_index, **budget, **dashboard.sensor_counts_query(who))
             )
             rows: list[dict[str, Any]] = []
             for s, start, n in dashboard.plan_sensor_page(counts, state, page, size):
@@ -130,5 +132,5 @@ def mount(
         ids = list((f.get("sigstream", {}).get("correlation") or {}).get("base_findings") or [])
         if not ids:
             return dashboard.shape_base([], [])
-        resp = client.search(index=index, **dashboard.base_findings_query(who, ids))
+        resp = client.search(index=index, **budget, **dashboard.base_findings_query(who, ids))
         return dashboard.shape_base(ids, resp["hits"]["hits"])
