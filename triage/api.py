@@ -97,12 +97,15 @@ class BaseFinding(BaseModel):
 
     id: str
     found: bool
+    finding_id: str | None = None  # the finding (group) to open
     rule_id: str | None = None
     rule: str | None = None
     level: str | None = None
     host: str | None = None
     time: str | None = None
     event_id: str | None = None
+    category: Any = None
+    process: dict[str, Any] = Field(default_factory=dict)
     match: dict[str, Any] | None = None
     correlation: bool = False
 
@@ -344,9 +347,8 @@ def create_app(
         )
         return store.add_suppression(client, index, who, sup).model_dump(mode="json")
 
-    # --- page views (issue 21, triage page): overview, sensor health, a correlation's
-    # base findings. Routes and bodies live in triage/views.py and triage/dashboard.py;
-    # this block only mounts them. -------------------------------------------------------
+    # --- page views (issue 21, triage page): overview and sensor health. Routes and
+    # bodies live in triage/views.py and triage/dashboard.py; this block only mounts them.
     from triage import views
 
     views.mount(

@@ -1,4 +1,4 @@
-"""What the triage page's overview, sensor-health and correlation views ask Elasticsearch
+"""What the triage page's overview and sensor-health views ask Elasticsearch
 (pure request bodies and response shaping; the thin execution is in ``triage.views``).
 
 Every body is bounded whatever the size of the index: aggregations only (``size: 0``),
@@ -22,9 +22,6 @@ MAX_BUCKETS = 60
 MAX_TOP = 20
 #: Sensors of one page of the sensor-health view, at most.
 MAX_SENSOR_PAGE = 200
-#: Base findings of a correlation resolved per request, at most (a count correlation may
-#: list thousands; the first ones are enough to pivot from).
-MAX_BASE = 100
 #: Sigma levels, most severe first (the chart stacks them in this order).
 LEVELS = ("critical", "high", "medium", "low", "informational")
 #: Fixed intervals the histogram may use, shortest first (Elasticsearch units).
@@ -319,57 +316,3 @@ def sensor_problems(doc: dict[str, Any]) -> list[str]:
     if lost:
         out.append("sources lost: " + ", ".join(lost))
     return out
-
-
-# --- correlation base findings ----------------------------------------------------------
-
-
-def base_findings_query(caller: Caller, ids: list[str]) -> dict[str, Any]:
-    """The match documents of ``ids`` (a correlation's base findings) in the caller's
-    tenant; their ``sigstream.group.id`` is the finding to open."""
-    ids = ids[:MAX_BASE]
-    return {
-        "size": len(ids),
-        "query": {"bool": {"filter": [{"ids": {"values": ids}}, *tenant_filter(caller)]}},
-        "_source": {
-            "includes": [
-                "@timestamp",
-                "rule.id",
-                "rule.name",
-                "rule.level",
-                "host.name",
-                "process.command_line",
-                "process.executable",
-                "event.category",
-                "sigstream.finding.id",
-                "sigstream.group.id",
-                "sigstream.match",
-            ]
-        },
-    }
-
-
-def shape_base(ids: list[str], hits: list[dict[str, Any]]) -> dict[str, Any]:
-    """Base findings in the correlation's order, each with the finding (group) to open;
-    ids not found (another index generation, retention) are listed, not hidden."""
-    by_id = {h["_id"]: h["_source"] for h in hits}
-    items = []
-    missing = []
-    for fid in ids[:MAX_BASE]:
-        src = by_id.get(fid)
-        if src is None:
-            missing.append(fid)
-            continue
-        items.append(
-            {
-                "id": fid,
-                "finding_id": (src.get("sigstream", {}).get("group") or {}).get("id") or fid,
-                "time": src.get("@timestamp"),
-                "rule": src.get("rule", {}),
-                "host": src.get("host", {}).get("name"),
-                "process": src.get("process", {}),
-                "category": src.get("event", {}).get("category"),
-                "match": src.get("sigstream", {}).get("match"),
-            }
-        )
-    return {"total": len(ids), "shown": len(ids[:MAX_BASE]), "items": items, "missing": missing}

@@ -222,9 +222,10 @@ def base_findings(
     size: int = MAX_BASE_FINDINGS,
 ) -> list[dict[str, Any]]:
     """The base findings of a correlation finding (``sigstream.correlation.base_findings``),
-    in its order, each with its rule, host, time and why it matched. One that is not stored
-    (a base rule with ``generate: false`` writes no finding) or that the caller may not see
-    is listed with ``found: false``. Empty for any other finding."""
+    in its order, each with its rule, host, time, process, why it matched and the finding
+    (group) to open. One that is not stored (a base rule with ``generate: false`` writes no
+    finding, or retention removed it) or that the caller may not see is listed with
+    ``found: false``. Empty for any other finding. One search, by id."""
     correlation = (finding.get("sigstream") or {}).get("correlation") or {}
     ids = list(dict.fromkeys(correlation.get("base_findings") or []))[:size]
     if not ids:
@@ -240,6 +241,10 @@ def base_findings(
             "rule.level",
             "host.name",
             "event.id",
+            "event.category",
+            "process.command_line",
+            "process.executable",
+            "sigstream.group.id",
             "sigstream.match",
             "sigstream.correlation.type",
         ],
@@ -256,12 +261,15 @@ def base_findings(
             {
                 "id": fid,
                 "found": True,
+                "finding_id": (sig.get("group") or {}).get("id") or fid,
                 "rule_id": rule.get("id"),
                 "rule": rule.get("name"),
                 "level": rule.get("level"),
                 "host": (src.get("host") or {}).get("name"),
                 "time": src.get("@timestamp"),
                 "event_id": (src.get("event") or {}).get("id"),
+                "category": (src.get("event") or {}).get("category"),
+                "process": src.get("process") or {},
                 "match": sig.get("match"),
                 "correlation": bool(sig.get("correlation")),  # a chained correlation's
             }

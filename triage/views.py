@@ -1,6 +1,7 @@
-"""The triage page's read-only views over the API: overview, sensor health, a
-correlation's base findings. Mounted by ``triage.api.create_app`` (its "page views"
-block); the request bodies are built in ``triage.dashboard`` (pure).
+"""The triage page's read-only views over the API: overview and sensor health (a
+correlation's base findings come with its detail, ``GET /api/findings/{id}``). Mounted
+by ``triage.api.create_app`` (its "page views" block); the request bodies are built in
+``triage.dashboard`` (pure).
 
 Every route is tenant-scoped by the caller's key (the guard checked it before the
 request got here), bounded (aggregations only, capped pages) and carries the API's
@@ -17,7 +18,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from fastapi import Depends, FastAPI, HTTPException, Query
 
 from detections.sinks.indices import groups_index
-from triage import dashboard, store
+from triage import dashboard
 from triage.auth import Caller
 
 
@@ -119,18 +120,3 @@ def mount(
             "sensors": rows,
             "health": health,
         }
-
-    @app.get("/api/findings/{finding_id}/base-findings", tags=["page"])
-    def base_findings(finding_id: str, who: Caller = as_caller) -> dict[str, Any]:
-        """A correlation finding's base findings (the first 100), each with the finding
-        to open (``finding_id``) and its match details when recorded; ids no longer in
-        the index are listed under ``missing``."""
-        try:
-            f = store.get_finding(client, index, who, finding_id)
-        except store.NotFound:
-            raise HTTPException(404, "finding not found") from None
-        ids = list((f.get("sigstream", {}).get("correlation") or {}).get("base_findings") or [])
-        if not ids:
-            return dashboard.shape_base([], [])
-        resp = client.search(index=index, **budget, **dashboard.base_findings_query(who, ids))
-        return dashboard.shape_base(ids, resp["hits"]["hits"])

@@ -118,14 +118,14 @@ def test_sensor_health_worst_first(client: TestClient) -> None:
 
 def test_base_findings_of_a_correlation(client: TestClient, seeded: Any) -> None:
     _, page = seeded
-    base = _get(client, "initech", f"/api/findings/{page.correlation_id}/base-findings")
-    assert [b["finding_id"] for b in base["items"]] == [page.ps_id, page.mimikatz_id]
-    assert base["items"][1]["match"]["keywords"] == ["sekurlsa::logonpasswords", "mimikatz"]
-    assert base["missing"] == ["gone-from-the-index"] and base["total"] == 3
-    plain = _get(client, "initech", f"/api/findings/{page.ps_id}/base-findings")
-    assert plain["items"] == [] and plain["total"] == 0
-    other = client.get(
-        f"/api/findings/{page.correlation_id}/base-findings", headers={"X-API-Key": "acme"}
-    )
+    detail = _get(client, "initech", f"/api/findings/{page.correlation_id}")
+    found = [b for b in detail["base_findings"] if b["found"]]
+    assert [b["finding_id"] for b in found] == [page.ps_id, page.mimikatz_id]
+    assert found[1]["match"]["keywords"] == ["sekurlsa::logonpasswords", "mimikatz"]
+    missing = [b["id"] for b in detail["base_findings"] if not b["found"]]
+    assert missing == ["gone-from-the-index"] and len(detail["base_findings"]) == 3
+    plain = _get(client, "initech", f"/api/findings/{page.ps_id}")
+    assert plain["base_findings"] == []
+    other = client.get(f"/api/findings/{page.correlation_id}", headers={"X-API-Key": "acme"})
     assert other.status_code == 404
     assert client.get("/api/overview").status_code == 401

@@ -177,10 +177,16 @@ def test_shape_health_lists_every_kind() -> None:
 
 
 def test_base_findings_are_bounded_ordered_and_missing_ones_listed() -> None:
-    ids = [f"m{i}" for i in range(dashboard.MAX_BASE + 50)]
-    body = dashboard.base_findings_query(ACME, ids)
-    assert len(body["query"]["bool"]["filter"][0]["ids"]["values"]) == dashboard.MAX_BASE
-    assert {"term": {"sigstream.tenant_id": "acme"}} in body["query"]["bool"]["filter"]
+    from triage import store
+
+    class OneSearch:
+        def __init__(self) -> None:
+            self.body: dict[str, Any] = {}
+
+        def search(self, **body: Any) -> dict[str, Any]:
+            self.body = body
+            return {"hits": {"hits": hits}}
+
     hits = [
         {"_id": "m1", "_source": {"sigstream": {"group": {"id": "g1"}}, "rule": {"name": "B"}}},
         {
@@ -188,7 +194,13 @@ def test_base_findings_are_bounded_ordered_and_missing_ones_listed() -> None:
             "_source": {"sigstream": {"group": {"id": "g0"}, "match": {"keywords": ["x"]}}},
         },
     ]
-    out = dashboard.shape_base(["m0", "m1", "gone"], hits)
-    assert [i["finding_id"] for i in out["items"]] == ["g0", "g1"]
-    assert out["items"][0]["match"] == {"keywords": ["x"]}
-    assert out["missing"] == ["gone"] and out["total"] == 3
+    es = OneSearch()
+    ids = [f"m{i}" for i in range(store.MAX_BASE_FINDINGS + 50)]
+    store.base_findings(es, "f", ACME, {"sigstream": {"correlation": {"base_findings": ids}}})  # type: ignore[arg-type]
+    assert len(es.body["query"]["bool"]["filter"][0]["ids"]["values"]) == store.MAX_BASE_FINDINGS
+    assert {"term": {"sigstream.tenant_id": "acme"}} in es.body["query"]["bool"]["filter"]
+    finding = {"sigstream": {"correlation": {"base_findings": ["m0", "m1", "gone"]}}}
+    out = store.base_findings(es, "f", ACME, finding)  # type: ignore[arg-type]
+    assert [i["finding_id"] for i in out if i["found"]] == ["g0", "g1"]
+    assert out[0]["match"] == {"keywords": ["x"]}
+    assert [i["id"] for i in out if not i["found"]] == ["gone"] and len(out) == 3

@@ -87,15 +87,14 @@ function ruleAside(f) {
   );
 }
 
-function baseTable(items, missing, extraMatches) {
-  const byId = new Map((extraMatches || []).map((b) => [b.id, b]));
+function baseTable(items, missing) {
   const rows = items.map((b) => {
-    const match = b.match || byId.get(b.id)?.match;
+    const match = b.match;
     const why = whyMatched(match);
     return h("tr", { dataset: { id: b.finding_id } },
       h("td", { class: "time" }, short(b.time)),
-      h("td", {}, levelBadge(b.rule?.level), " ",
-        h("a", { href: `#/finding/${encodeURIComponent(b.finding_id)}`, class: "base-link" }, b.rule?.name || b.rule?.id || b.id)),
+      h("td", {}, levelBadge(b.level), " ",
+        h("a", { href: `#/finding/${encodeURIComponent(b.finding_id)}`, class: "base-link" }, b.rule || b.rule_id || b.id)),
       h("td", {}, b.host || ""),
       h("td", {}, h("div", { class: "mono wrap" }, b.process?.command_line || b.process?.executable || ""),
         why ? h("div", { class: "sub matched" }, "matched: ", matchSummary(match)) : null));
@@ -108,19 +107,15 @@ function baseTable(items, missing, extraMatches) {
   ];
 }
 
-async function correlationPanel(f, data) {
+function correlationPanel(f, data) {
   const c = f.sigstream.correlation;
-  const body = h("div", {}, h("p", { class: "empty" }, "loading base findings…"));
-  const panel = section("d-correlation", "Correlation: base findings",
+  const bases = data.base_findings || [];  // resolved with the detail (the first 100)
+  const total = new Set(c.base_findings || []).size;
+  return section("d-correlation", "Correlation: base findings",
     h("p", {}, `${c.type}: ${c.condition}; value ${c.value}; window ${short(c.window_start)} – ${short(c.window_end)} UTC`,
       Object.keys(c.group_by || {}).length ? `; grouped by ${Object.entries(c.group_by).map(([k, v]) => `${k}=${v}`).join(", ")}` : ""),
-    body);
-  api(`/api/findings/${encodeURIComponent(f.sigstream.finding.id)}/base-findings`).then((base) => {
-    if (detail.id !== f.sigstream.finding.id) return;
-    fill(body, base.total > base.shown ? h("p", {}, `The first ${base.shown} of ${base.total} base findings:`) : null,
-      ...baseTable(base.items, base.missing, data.base_findings));
-  }).catch((e) => fill(body, h("p", { class: "error" }, `base findings: ${e.message}`)));
-  return panel;
+    h("div", {}, total > bases.length ? h("p", {}, `The first ${bases.length} of ${total} base findings:`) : null,
+      ...baseTable(bases.filter((b) => b.found), bases.filter((b) => !b.found).map((b) => b.id))));
 }
 
 function rawPanel(data) {
@@ -227,7 +222,7 @@ function render(data) {
   fill($("#d-body"), ...body);
   fill($("#d-aside"), ruleAside(f));
   if (kindOf(f) === "correlation" && f.sigstream.correlation) {
-    correlationPanel(f, data).then((p) => $("#d-facts-panel").after(p));
+    $("#d-facts-panel").after(correlationPanel(f, data));
   }
   const canWrite = document.body.dataset.role === "analyst";
   $("#btn-ack").disabled = !canWrite || st.status !== "open";
