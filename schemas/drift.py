@@ -30,6 +30,9 @@ class DriftDoc(BaseModel):
     first_seen: float | None = None  # epoch seconds (processing time of the drift stage)
     last_seen: float | None = None
     cut: int = 0  # fields left out by the bounds
+    # route documents of an ``other`` route: routes folded into it (the route bounds);
+    # tenant documents: observations sent to an ``other`` route by MAX_TENANT_ROUTES
+    routes_cut: int = 0
     # field -> [present, numbers, booleans, first_seen, last_seen, at] (route);
     # field -> [present, numbers, booleans] (baseline-route)
     fields: dict[str, Any] = Field(default_factory=dict)

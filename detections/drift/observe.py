@@ -31,9 +31,22 @@ task; version 1, without ``ver``, is still read, as version ``unknown``)::
      "n": 1200,                                        # events of the route
      "f": {"CommandLine": [1200, 0, 0], ...},          # field -> [events carrying it,
                                                        # of which numbers, of which booleans]
-     "s": ["ws01", ...], "sn": 3,                      # sensors (at most MAX_SENSORS), count
+     "s": ["ws01", ...],                               # sensors (at most MAX_SENSORS)
      "hb": {"ws01": "sigstream-sensor/1.4"},           # heartbeats: sensor -> agent_version
-     "cut": 0}                                         # fields left out (MAX_FIELDS bound)
+                                                       # (sanitised: ``version_label``)
+     "cut": 0,                                         # fields left out (MAX_FIELDS bound)
+     "rcut": 0}                                        # routes folded into this ``other``
+                                                       # route (MAX_TASK_ROUTES bound)
+
+Records written before ``sn`` (a sensor count nothing read) was dropped still decode: the
+key is ignored.
+
+Routes are bounded too: a route's product and service are free text from the sensors, so
+each is cut to ``MAX_ROUTE_PART_LEN`` characters (control characters, the key separator
+among them, replaced by ``?``), and beyond ``MAX_TASK_ROUTES`` distinct (tenant, route)
+pairs in one task, further routes go to the tenant's route
+``(other, <event type>, other)`` (``other_route``), whose record counts in ``rcut`` the
+distinct routes folded into it.
 
 The type of a value is what is left of it after the parse: typed number columns
 (``EventID``) are numbers; text (the first ``SAMPLE`` values per column and route in each
@@ -54,19 +67,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detections.drift.versions import MAX_VERSION_LEN, OTHER, UNKNOWN, version_label
+from detections.drift.versions import (
+    MAX_VERSION_LEN,
+    OTHER,
+    SEP,
+    UNKNOWN,
+    sensor_key,
+    version_label,
+)
 from schemas.events import Envelope
 from schemas.generate import event_columns
 
 RECORD_VERSION = 2
 #: Record versions ``decode`` reads (1: before records named a sensor version).
 READABLE_VERSIONS = (1, 2)
-KEY_SEP = "\x1f"
 #: Bounds of one record (a hostile sensor sending random keys must not grow the state).
 MAX_FIELDS = 512
 MAX_SENSORS = 256
 #: Distinct sensor versions one task groups by (further ones: ``other``).
 MAX_TASK_VERSIONS = 64
+#: Characters of a route's product and service kept (free text from the sensors).
+MAX_ROUTE_PART_LEN = 64
+#: Distinct (tenant, route) pairs one task observes (further ones: ``other_route``).
+MAX_TASK_ROUTES = 256
 #: Values per typed column and route whose type is read in each batch (the first ones):
 #: a field's type is a property of the field, and reading every value cost 3/4 of the
 #: observation's time. Up to this many values per route the counts are exact, above it
@@ -88,7 +111,15 @@ def route_key(
     tenant: str, route: tuple[str | None, str | None, str | None], version: str = UNKNOWN
 ) -> bytes:
     """The Kafka key of a route's observations (of one sensor version)."""
-    return KEY_SEP.join([tenant, *(part or "" for part in route), version]).encode()
+    return SEP.join([tenant, *(part or "" for part in route), version]).encode()
+
+
+def other_route(
+    route: tuple[str | None, str | None, str | None],
+) -> tuple[str | None, str | None, str | None]:
+    """The route a route beyond a bound goes to: its event type kept (a bounded set),
+    product and service ``other``."""
+    return (OTHER, route[1], OTHER)
 
 
 @dataclass
@@ -101,9 +132,9 @@ class Observation:
     rows: int = 0
     fields: dict[str, list[int]] = field(default_factory=dict)  # [present, numbers, bools]
     sensors: set[str] = field(default_factory=set)
-    sensor_count: int = 0
     versions: dict[str, str] = field(default_factory=dict)
     cut: int = 0
+    routes_cut: int = 0  # distinct routes folded into this (``other``) route
 
     def to_json(self) -> str:
         return json.dumps(
@@ -115,9 +146,9 @@ class Observation:
                 "n": self.rows,
                 "f": self.fields,
                 "s": sorted(self.sensors),
-                "sn": max(self.sensor_count, len(self.sensors)),
                 "hb": self.versions,
                 "cut": self.cut,
+                "rcut": self.routes_cut,
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -172,9 +203,13 @@ def decode(raw: bytes | str) -> Observation:
             rows=_count(obj["n"]),
             fields={str(k): [_count(v[0]), _count(v[1]), _count(v[2])] for k, v in fields.items()},
             sensors={str(s) for s in sensors[:MAX_SENSORS]},
-            sensor_count=_count(obj.get("sn", len(sensors))),
-            versions={str(k): str(v) for k, v in list(versions.items())[:MAX_SENSORS]},
+            versions={
+                str(k): label
+                for k, v in list(versions.items())[:MAX_SENSORS]
+                if (label := version_label(v)) != UNKNOWN
+            },
             cut=_count(obj.get("cut", 0)),
+            routes_cut=_count(obj.get("rcut", 0)),
         )
     except ObservationError:
         raise
@@ -184,6 +219,13 @@ def decode(raw: bytes | str) -> Observation:
 
 def _lower(col: pa.Array) -> pa.Array:
     return pc.utf8_lower(pc.cast(col, pa.string()))
+
+
+def _route_part(col: pa.Array) -> pa.Array:
+    """A route's product or service: lower case, control characters (the key separator
+    among them) replaced by ``?``, at most ``MAX_ROUTE_PART_LEN`` characters."""
+    text = pc.replace_substring_regex(_lower(col), r"[[:cntrl:]]", "?")
+    return pc.utf8_slice_codeunits(text, 0, MAX_ROUTE_PART_LEN).fill_null("")
 
 
 def _type_counts(col: pa.Array, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +292,7 @@ class FieldObservations:
         sample: int = SAMPLE,
         versions: Mapping[str, str] | None = None,
         max_versions: int = MAX_TASK_VERSIONS,
+        max_routes: int = MAX_TASK_ROUTES,
     ) -> None:
         """``versions``: (tenant, sensor) -> agent version, keyed ``tenant\\x1fsensor``
         (``detections.drift.versions.sensor_key``), as the driver ships it."""
@@ -257,6 +300,9 @@ class FieldObservations:
         self.max_sensors = max_sensors
         self.sample = sample
         self.max_versions = max_versions
+        self.max_routes = max_routes
+        self._routes: set[tuple[str, tuple[str | None, str | None, str | None]]] = set()
+        self._folded: set[tuple[str, tuple[str | None, str | None, str | None]]] = set()
         self._known: Mapping[str, str] = versions or {}
         self._heard: dict[str, str] = {}  # this task's heartbeats: sensor key -> version
         self._labels: set[str] = {UNKNOWN}
@@ -266,7 +312,7 @@ class FieldObservations:
 
     def heartbeats(self) -> list[list[str]]:
         """[tenant, sensor, version] of the heartbeats this task saw (for the driver's map)."""
-        return [[*key.split(KEY_SEP, 1), v] for key, v in self._heard.items()]
+        return [[*key.split(SEP, 1), v] for key, v in self._heard.items()]
 
     def _label(self, key: str) -> str:
         version = self._heard.get(key) or self._known.get(key) or UNKNOWN
@@ -276,38 +322,63 @@ class FieldObservations:
             self._labels.add(version)
         return version
 
-    def _versions(
+    def _heartbeats(
         self, events: pa.RecordBatch, tenant: pa.Array, sensor: pa.Array, event_type: pa.Array
-    ) -> pa.Array:
-        """Per row, its sensor's version label: this batch's heartbeats first, then the
-        task's earlier ones, then the driver's map."""
-        names = events.schema.names
-        if "agent_version" in names:
-            beat = pc.and_(
-                pc.equal(event_type, "heartbeat"), pc.is_valid(events.column("agent_version"))
-            )
-            rows = np.flatnonzero(beat.fill_null(False).to_numpy(zero_copy_only=False))
-            if rows.size:
-                taken = pa.array(rows)
-                for t, s, v in zip(
-                    tenant.take(taken).to_pylist(),
-                    sensor.take(taken).to_pylist(),
-                    events.column("agent_version").take(taken).to_pylist(),
-                    strict=True,
-                ):
-                    label = version_label(v)
-                    key = f"{t}{KEY_SEP}{s}"
-                    if (
-                        s
-                        and label != UNKNOWN
-                        and (key in self._heard or len(self._heard) < 16 * self.max_sensors)
-                    ):
-                        self._heard[key] = label
+    ) -> list[tuple[int, str, str]]:
+        """This batch's heartbeats, read once: (row, sensor, version label) of each with a
+        sensor and a known version (``version_label``: sanitised, capped); the task's
+        (tenant, sensor) -> version map is told them."""
+        if "agent_version" not in events.schema.names:
+            return []
+        agent_version = events.column("agent_version")
+        beat = pc.and_(pc.equal(event_type, "heartbeat"), pc.is_valid(agent_version))
+        rows = np.flatnonzero(beat.fill_null(False).to_numpy(zero_copy_only=False))
+        if not rows.size:
+            return []
+        taken = pa.array(rows)
+        beats = []
+        for row, t, s, v in zip(
+            rows.tolist(),
+            tenant.take(taken).to_pylist(),
+            sensor.take(taken).to_pylist(),
+            agent_version.take(taken).to_pylist(),
+            strict=True,
+        ):
+            label = version_label(v)
+            if not s or label == UNKNOWN:
+                continue
+            beats.append((row, s, label))
+            key = sensor_key(t, s)
+            if key in self._heard or len(self._heard) < 16 * self.max_sensors:
+                self._heard[key] = label
+        return beats
+
+    def _versions(self, tenant: pa.Array, sensor: pa.Array) -> pa.Array:
+        """Per row, its sensor's version label: this batch's heartbeats first (already
+        read by ``_heartbeats``), then the task's earlier ones, then the driver's map."""
         if not self._known and not self._heard:
             return pa.array([UNKNOWN] * len(sensor), pa.string())
-        keys = pc.dictionary_encode(pc.binary_join_element_wise(tenant, sensor, KEY_SEP))
+        keys = pc.dictionary_encode(pc.binary_join_element_wise(tenant, sensor, SEP))
         labels = pa.array([self._label(k) for k in keys.dictionary.to_pylist()], pa.string())
         return labels.take(keys.indices)
+
+    def _route(
+        self, tenant: str, route: tuple[str | None, str | None, str | None]
+    ) -> tuple[tuple[str | None, str | None, str | None], bool]:
+        """The route an observation of ``route`` goes to: its own, or ``other_route`` once
+        the task holds ``max_routes`` (tenant, route) pairs; and whether it was folded
+        there for the first time (counted in the ``other`` route's ``routes_cut``)."""
+        key = (tenant, route)
+        if key in self._routes:
+            return route, False
+        if len(self._routes) < self.max_routes:
+            self._routes.add(key)
+            return route, False
+        if key in self._folded:
+            return other_route(route), False
+        if len(self._folded) < 16 * self.max_routes:
+            self._folded.add(key)
+        return other_route(route), True
 
     def add(self, events: pa.RecordBatch) -> None:
         n = events.num_rows
@@ -322,8 +393,8 @@ class FieldObservations:
         event_type = pc.cast(events.column("event_type"), pa.string()).fill_null("")
         if "logsource" in names:
             logsource = events.column("logsource")
-            product = _lower(pc.struct_field(logsource, "product")).fill_null("")
-            service = _lower(pc.struct_field(logsource, "service")).fill_null("")
+            product = _route_part(pc.struct_field(logsource, "product"))
+            service = _route_part(pc.struct_field(logsource, "service"))
         else:
             product = service = pa.array([""] * n)
         sensor = (
@@ -331,19 +402,23 @@ class FieldObservations:
             if "sensor_id" in names
             else pa.array([""] * n)
         )
-        version = self._versions(events, tenant, sensor, event_type)
-        joined = pc.binary_join_element_wise(tenant, product, event_type, service, version, KEY_SEP)
+        beats = self._heartbeats(events, tenant, sensor, event_type)
+        version = self._versions(tenant, sensor)
+        joined = pc.binary_join_element_wise(tenant, product, event_type, service, version, SEP)
         encoded = pc.dictionary_encode(joined)
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        groups = [str(k).split(KEY_SEP) for k in encoded.dictionary.to_pylist()]
+        groups = [str(k).split(SEP) for k in encoded.dictionary.to_pylist()]
         g = len(groups)
         obs = []
         for t, p, e, s, v in groups:
-            route = (p or None, e or None, s or None)
+            route, folded = self._route(t, (p or None, e or None, s or None))
             o = self._obs.get((t, route, v))
             if o is None:
                 o = self._obs[(t, route, v)] = Observation(t, route, v)
+            if folded:
+                o.routes_cut += 1
             obs.append(o)
+        # Several groups may share one (``other``) observation: sum per observation.
         rows = np.bincount(codes, minlength=g).tolist()
         for o, r in zip(obs, rows, strict=True):
             o.rows += r
@@ -363,7 +438,11 @@ class FieldObservations:
         if "extra" in names:
             self._extra(obs, events.column("extra"), codes, g)
         if "sensor_id" in names:
-            self._sensors(obs, events, sensor, codes, event_type, g)
+            self._sensors(obs, sensor, codes)
+        for row, s, label in beats:
+            o = obs[int(codes[row])]
+            if len(o.versions) < self.max_sensors or s in o.versions:
+                o.versions[s] = label
 
     def _put(self, o: Observation, name: str, present: int, numbers: int, booleans: int) -> None:
         counts = o.fields.get(name)
@@ -406,15 +485,7 @@ class FieldObservations:
         for i, c in zip(ids.tolist(), present.tolist(), strict=True):
             self._put(obs[i // k], str(knames[i % k]), c, numbers.get(i, 0), booleans.get(i, 0))
 
-    def _sensors(
-        self,
-        obs: list[Observation],
-        events: pa.RecordBatch,
-        sensor: pa.Array,
-        codes: np.ndarray,
-        event_type: pa.Array,
-        g: int,
-    ) -> None:
+    def _sensors(self, obs: list[Observation], sensor: pa.Array, codes: np.ndarray) -> None:
         encoded = pc.dictionary_encode(sensor)
         scodes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         snames = encoded.dictionary.to_pylist()
@@ -422,28 +493,8 @@ class FieldObservations:
         pairs = np.unique(codes * m + scodes)
         for pair in pairs.tolist():
             o, name = obs[pair // m], snames[pair % m]
-            if not name:
-                continue
-            if name not in o.sensors:
-                o.sensor_count += 1
-                if len(o.sensors) < self.max_sensors:
-                    o.sensors.add(name)
-        if "agent_version" not in events.schema.names:
-            return
-        beat = pc.and_(
-            pc.equal(event_type, "heartbeat"), pc.is_valid(events.column("agent_version"))
-        )
-        rows = np.flatnonzero(beat.fill_null(False).to_numpy(zero_copy_only=False))
-        if not rows.size:
-            return
-        taken = pa.array(rows)
-        versions = events.column("agent_version").take(taken).to_pylist()
-        for row, sensor_name, version in zip(
-            rows.tolist(), sensor.take(taken).to_pylist(), versions, strict=True
-        ):
-            o = obs[int(codes[row])]
-            if len(o.versions) < self.max_sensors or sensor_name in o.versions:
-                o.versions[sensor_name] = str(version)
+            if name and len(o.sensors) < self.max_sensors:
+                o.sensors.add(name)
 
     def observations(self) -> list[Observation]:
         return list(self._obs.values())

@@ -75,12 +75,13 @@ def fold_batch(
     cfg: DriftConfig,
     now: float,
     baseline_after_s: float = 0.0,
-    versions: SensorVersions | None = None,
 ) -> tuple[list[tuple[Any, list[RuleFields]]], dict[str, str], int]:
     """Fold one batch's observations into the index, one bucket per (tenant, route, sensor
     version); returns the gone fields that active rules read (each with those rules), the
-    baselines set automatically, and the number of buckets written. ``versions``: the
-    driver's sensor -> version map, told the heartbeats of the batch."""
+    baselines set automatically, and the number of buckets written. The heartbeats of the
+    batch (``Observation.versions``) are kept per tenant (``TenantState.versions``, what
+    ``seed_versions`` reads at start); the driver's sensor -> version map is not told
+    them here: the detection pass's tasks already report them (``sensor_versions``)."""
     tenants = sorted({o.tenant for o in observations})
     tenant_docs_read = store.get_many(es, index, [store.tenant_doc_id(t) for t in tenants])
     tenant_states = {
@@ -88,6 +89,7 @@ def fold_batch(
     }
     buckets: list[tuple[Observation, str, str]] = []
     for o in observations:
+        o = tenant_states[o.tenant].admit(o)  # the route bound
         name = store_route(o.route)
         buckets.append((o, name, tenant_states[o.tenant].bucket(name, o.version)))
     docs = store.get_many(
@@ -105,8 +107,6 @@ def fold_batch(
             states[key] = state
         fold(state, o, now)
         tenant_states[o.tenant].observe(o, now)
-        if versions is not None and o.versions:
-            versions.update(o.tenant, o.versions)
     store.put_many(es, index, {store.route_doc_id(*k): s for k, s in states.items()})
     store.put_many(
         es,
@@ -118,6 +118,7 @@ def fold_batch(
                 "first_seen": s.first_seen,
                 "versions": s.versions,
                 "route_versions": s.route_versions,
+                "routes_cut": s.routes_cut,
             }
             for t, s in tenant_states.items()
         },
@@ -156,14 +157,14 @@ def with_quarantine(rules: Sequence[RuleFields], status_file: Path | None) -> li
     if status_file is None or not status_file.exists():
         return list(rules)
     from common.safe_yaml import ContentError
-    from detections.stream.status import read_status
+    from detections.stream.status import quarantined_ids, read_status
 
     try:
         status = read_status(status_file)
     except (ContentError, OSError) as exc:
         log.warning("field drift: cannot read the job status %s: %s", status_file, exc)
         return list(rules)
-    quarantined = {str(q.get("rule_id")) for q in status.get("quarantined") or []}
+    quarantined = quarantined_ids(status)
     return [dataclasses.replace(r, active=False) if r.rule_id in quarantined else r for r in rules]
 
 
@@ -285,7 +286,6 @@ def start(
                     drift,
                     now,
                     baseline_after_s,
-                    cfg.sensor_versions,
                 )
                 documents = [
                     finding_document(drift_finding(d, users, now, cfg.grouping))

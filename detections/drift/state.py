@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detections.drift.observe import Observation
+from detections.drift.observe import Observation, other_route
 from detections.drift.versions import ACROSS, OTHER, UNKNOWN
 
 #: Per field: [present, numbers, booleans, first_seen, last_seen, at]
@@ -39,6 +39,9 @@ MAX_STATE_FIELDS = 2048
 MAX_STATE_SENSORS = 1024
 #: Versions of one (tenant, route) kept apart; further ones share the bucket ``other``.
 MAX_ROUTE_VERSIONS = 32
+#: Routes of one tenant kept apart (product and service are free text from the sensors);
+#: observations of further ones go to the route ``(other, <event type>, other)``.
+MAX_TENANT_ROUTES = 512
 TYPES = ("string", "number", "boolean")
 
 
@@ -82,6 +85,8 @@ def fold(state: dict[str, Any], obs: Observation, now: float) -> dict[str, Any]:
     state["first_seen"] = state["first_seen"] or now
     state["last_seen"] = now
     state["cut"] = state.get("cut", 0) + obs.cut
+    if obs.routes_cut:
+        state["routes_cut"] = state.get("routes_cut", 0) + obs.routes_cut
     fields = state["fields"]
     for name, (present, numbers, booleans) in obs.fields.items():
         f = fields.get(name)
@@ -336,6 +341,7 @@ class TenantState:
     baseline_how: str | None = None
     # route name -> the sensor versions kept apart on it (at most MAX_ROUTE_VERSIONS)
     route_versions: dict[str, list[str]] = field(default_factory=dict)
+    routes_cut: int = 0  # observations sent to an ``other`` route (MAX_TENANT_ROUTES)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -344,6 +350,7 @@ class TenantState:
             "first_seen": self.first_seen,
             "versions": self.versions,
             "route_versions": self.route_versions,
+            "routes_cut": self.routes_cut,
             "baseline_id": self.baseline_id,
             "set_at": self.baseline_set_at,
             "how": self.baseline_how,
@@ -365,7 +372,21 @@ class TenantState:
                 for k, v in (doc.get("route_versions") or {}).items()
                 if isinstance(v, list)
             },
+            routes_cut=int(doc.get("routes_cut") or 0),
         )
+
+    def admit(self, obs: Observation, max_routes: int = MAX_TENANT_ROUTES) -> Observation:
+        """``obs``, or, when its route is new and the tenant already keeps ``max_routes``
+        routes apart (``route_versions``), ``obs`` on ``other_route`` (counted in
+        ``routes_cut``, here and in the ``other`` route's state)."""
+        name = route_name(obs.route)
+        if name in self.route_versions or len(self.route_versions) < max_routes:
+            return obs
+        other = other_route(obs.route)
+        if other == obs.route:
+            return obs
+        self.routes_cut += 1
+        return dataclasses.replace(obs, route=other, routes_cut=obs.routes_cut + 1)
 
     def bucket(self, route: str, version: str) -> str:
         """The version bucket of ``route`` an observation of ``version`` goes to: its own,

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,22 @@ class JobStatus:
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(self), handle, indent=2)
         os.replace(tmp, path)
+
+
+def quarantined_reasons(status: Mapping[str, Any] | None) -> dict[str, str]:
+    """Rule id -> reason of the rules a status (``read_status``) says are quarantined;
+    an entry that is not an object (a hand-edited or damaged file) is skipped."""
+    if not isinstance(status, Mapping):
+        return {}
+    entries = status.get("quarantined") or []
+    if not isinstance(entries, list):
+        return {}
+    return {str(q.get("rule_id")): str(q.get("reason")) for q in entries if isinstance(q, dict)}
+
+
+def quarantined_ids(status: Mapping[str, Any] | None) -> set[str]:
+    """The ids of the rules a status says are quarantined (``quarantined_reasons``)."""
+    return set(quarantined_reasons(status))
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from detections.content.canary.store import (
     write_health,
 )
 from detections.content.canary.templates import CanaryTemplate, TemplateSet
+from detections.stream.status import quarantined_reasons
 from schemas.rule_health import RuleHealth
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,7 @@ def job_view(status: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str
     """(quarantined, refused at load): rule id -> reason, from the job's status file."""
     if not status:
         return {}, {}
-    quarantined = {
-        str(q.get("rule_id")): str(q.get("reason"))
-        for q in status.get("quarantined") or []
-        if isinstance(q, dict)
-    }
+    quarantined = quarantined_reasons(status)
     refused = {
         str(r.get("rule_id")): f"{r.get('reason')} {r.get('message') or ''}".strip()
         for r in status.get("rejected") or []
