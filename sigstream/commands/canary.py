@@ -140,7 +140,12 @@ def make_runner(
         f"{len(deployed.plan.rules):,} rules deployed; reading their tests from "
         f"{', '.join(map(str, paths))} …"
     )
-    templates = select_firing(load_templates(paths, wanted or list(deployed.views)), deployed.plan)
+
+    def select(deployment: Any) -> Any:  # the tests of the rules ``deployment`` runs
+        asked = wanted or list(deployment.views)
+        return select_firing(load_templates(paths, asked), deployment.plan)
+
+    templates = select(deployed)
     for error in templates.errors[:5]:
         err.print(f"[yellow]test not usable: {escape(error)}[/yellow]", highlight=False)
     asked = [r for r in (wanted or deployed.views) if r in deployed.views]
@@ -161,15 +166,24 @@ def make_runner(
     )
     state = {"deployed": deployed}
 
-    def current() -> Any:  # re-read when the deployment store moved on
+    def current() -> Any:
+        """Re-read the deployment when the store moved on, and with it the canaries: a
+        rule deployed after the runner started gets its tests, a changed one its new ones."""
         if not rules:
             gen = _generation(settings)
             if gen is not None and gen != state["deployed"].generation:
-                state["deployed"] = load_deployment(settings)
+                fresh = load_deployment(settings)
+                runner.templates = select(fresh)
+                state["deployed"] = fresh
+                err.print(
+                    f"deployment generation {fresh.generation}: {len(fresh.plan.rules):,} rules, "
+                    f"{sum(1 for ts in runner.templates.by_rule.values() if ts):,} with canaries"
+                )
         return state["deployed"]
 
     es = connect(settings.es_hosts)
-    return CanaryRunner(es, cfg, target, templates, current)
+    runner = CanaryRunner(es, cfg, target, templates, current)
+    return runner
 
 
 def _generation(settings: Settings) -> int | None:

@@ -136,7 +136,8 @@ VIEW = RuleView(ENCODED_PS, "Encoded PowerShell", tests=2)
 def test_a_canary_finding_proves_the_rule_with_its_latency() -> None:
     seen = T0 + timedelta(seconds=4.5)
     sighting = Sighting("a", "active", seen, T0 + timedelta(seconds=2))
-    v = evaluate_rule(_pending(["a", "b"]), VIEW, {"a": sighting}, seen, 300, round_fired=True)
+    sightings = {(ENCODED_PS, "a"): sighting}
+    v = evaluate_rule(_pending(["a", "b"]), VIEW, sightings, seen, 300, round_fired=True)
     assert not v.not_firing and v.round_name == "r1"
     h = v.health
     assert (h.state, h.last_proven, h.latency_s, h.job_latency_s) == ("ok", seen, 4.5, 2.0)
@@ -146,8 +147,21 @@ def test_a_canary_finding_proves_the_rule_with_its_latency() -> None:
 def test_a_shadow_rule_that_fires_is_proven_in_state_shadow() -> None:
     view = RuleView(ENCODED_PS, "x", mode="shadow", tests=1)
     s = Sighting("a", "shadow", T0 + timedelta(seconds=3))
-    v = evaluate_rule(_pending(["a"]), view, {"a": s}, s.seen, 300, round_fired=True)
+    v = evaluate_rule(_pending(["a"]), view, {(ENCODED_PS, "a"): s}, s.seen, 300, round_fired=True)
     assert v.health.state == "shadow" and not v.not_firing
+
+
+def test_another_rules_finding_on_the_canary_does_not_prove_the_rule() -> None:
+    """A broad rule B matching rule A's canary event says nothing about A: A stays
+    pending, and past the timeout it is not firing."""
+    seen = T0 + timedelta(seconds=4)
+    other = Sighting("a", "active", seen, T0 + timedelta(seconds=1), rule_id=TAMPERING)
+    sightings = {(TAMPERING, "a"): other}
+    v = evaluate_rule(_pending(["a"]), VIEW, sightings, seen, 300, round_fired=True)
+    assert v.round_name is None and v.health.state == "pending" and v.health.last_proven is None
+    late = T0 + timedelta(seconds=301)
+    v = evaluate_rule(_pending(["a"]), VIEW, sightings, late, 300, round_fired=True)
+    assert v.not_firing and v.health.state == "not_firing" and v.health.last_proven is None
 
 
 def test_silence_within_the_timeout_is_still_pending() -> None:

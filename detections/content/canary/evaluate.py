@@ -1,7 +1,8 @@
 """Judge a canary round (pure): which rules proved they fire, which did not, and why.
 
-A rule's round is *proven* when any of its canary events came back as a finding (in the
-findings or the shadow index); *not firing* when none did within the timeout, or at once
+A rule's round is *proven* when any of its canary events came back as a finding *of that
+rule* (in the findings or the shadow index; another rule matching the canary proves
+nothing about this one); *not firing* when none did within the timeout, or at once
 when the gateway refused its canaries. The likely cause is named from what is known, most
 specific first: the gateway's refusal, the kill switch, a run-time quarantine, a refusal
 by the job at load, the canary not reaching the rule (route empty) or lacking a field the
@@ -36,14 +37,19 @@ class RuleView:
     tests: int = 0
 
 
+#: Sightings are keyed by (rule id, canary event id): a finding proves only its own rule.
+SightingKey = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Sighting:
-    """A canary's finding found in Elasticsearch."""
+    """A canary's finding, by the rule the canary is for, found in Elasticsearch."""
 
     event_id: str
     index: Literal["active", "shadow"]
     seen: datetime  # when the runner saw it (visible in Elasticsearch)
     ingested: datetime | None = None  # when the job matched it (event.ingested)
+    rule_id: str | None = None  # the finding's rule.id
 
 
 @dataclass(frozen=True)
@@ -112,14 +118,17 @@ def derived_state(view: RuleView, doc: RuleHealth) -> RuleHealthState:
 def evaluate_rule(
     doc: RuleHealth,
     view: RuleView,
-    sightings: Mapping[str, Sighting],
+    sightings: Mapping[SightingKey, Sighting],
     now: datetime,
     timeout_s: float,
     *,
     round_fired: bool,
     diagnose: Callable[[], str | None] = lambda: None,
 ) -> Verdict:
-    """The rule's health after looking for its pending round's findings at ``now``."""
+    """The rule's health after looking for its pending round's findings at ``now``.
+
+    ``sightings`` are keyed by (rule id, event id): only this rule's own findings on its
+    canary events count."""
     base = doc.model_copy(
         update={"title": view.title, "mode": view.mode, "tests": view.tests, "updated": now}
     )
@@ -134,7 +143,11 @@ def evaluate_rule(
         "updated": now,
         "rounds": base.rounds + 1,
     }
-    found = [sightings[i] for i in base.pending_event_ids or [] if i in sightings]
+    found = [
+        s
+        for i in base.pending_event_ids or []
+        if (s := sightings.get((base.rule_id, i))) is not None
+    ]
     if found:
         first = min(found, key=lambda s: s.seen)
         injected = base.pending_injected

@@ -230,16 +230,17 @@ class CanaryRunner:
         views = self.views(deployed)
         docs = read_health(self.es, self.cfg.health_index)
         now = self.clock()
-        pending_ids = [i for d in docs.values() for i in (d.pending_event_ids or [])]
+        pending = {rid: d.pending_event_ids for rid, d in docs.items() if d.pending_event_ids}
+        identity = self.cfg.identity
         sightings = (
-            find_sightings(self.es, self._indices(), self.cfg.identity.tenant, pending_ids, now)
-            if pending_ids
+            find_sightings(self.es, self._indices(), identity.tenant, identity.sensor, pending, now)
+            if pending
             else {}
         )
         fired_since = [
             d.pending_injected
-            for d in docs.values()
-            if d.pending_injected and any(i in sightings for i in d.pending_event_ids or [])
+            for rid, d in docs.items()
+            if d.pending_injected and any((rid, i) in sightings for i in d.pending_event_ids or [])
         ]
         proven_at = [d.last_proven for d in docs.values() if d.last_proven]
         report = RoundReport()

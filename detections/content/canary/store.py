@@ -3,21 +3,26 @@ the 7-day match counts ``rules health`` shows, and writing "rule not firing" fin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
+from pydantic import ValidationError
 
 from common.settings import RESERVED_TENANT_PREFIX
-from detections.content.canary.evaluate import Sighting
+from detections.content.canary.evaluate import Sighting, SightingKey
 from detections.sinks.elasticsearch import put_template, write_documents
 from detections.sinks.finding_docs import finding_document
-from schemas.findings import Finding
+from schemas.findings import Finding, finding_id
 from schemas.generate import es_mappings
 from schemas.rule_health import RuleHealth
 
-#: Ids asked for per search (Elasticsearch's terms query takes 65,536).
-TERMS_CHUNK = 5_000
+log = logging.getLogger(__name__)
+
+#: Finding ids asked for per search: one page of at most twice as many hits per chunk,
+#: within Elasticsearch's default result window (10,000).
+IDS_CHUNK = 5_000
 #: At most this many rules are read back (a deployment of every SigmaHQ rule is ~4,000).
 MAX_RULES = 10_000
 
@@ -41,8 +46,23 @@ def read_health(es: Elasticsearch, index: str) -> dict[str, RuleHealth]:
         resp = es.search(index=index, size=MAX_RULES, query={"match_all": {}})
     except NotFoundError:
         return {}
-    docs = (RuleHealth.model_validate(h["_source"]) for h in resp["hits"]["hits"])
-    return {d.rule_id: d for d in docs}
+    out: dict[str, RuleHealth] = {}
+    for hit in resp["hits"]["hits"]:
+        try:
+            doc = RuleHealth.model_validate(hit.get("_source"))
+        except ValidationError as exc:  # one bad document must not stop every canary tick
+            reason = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}" for e in exc.errors()
+            )
+            log.warning(
+                "rule-health document %s in %s skipped (the rule starts again from pending): %s",
+                hit.get("_id"),
+                index,
+                reason,
+            )
+            continue
+        out[doc.rule_id] = doc
+    return out
 
 
 def write_health(es: Elasticsearch, index: str, docs: Iterable[RuleHealth]) -> int:
@@ -68,44 +88,63 @@ def find_sightings(
     es: Elasticsearch,
     indices: Mapping[str, str],
     tenant: str,
-    event_ids: Sequence[str],
+    sensor: str,
+    pending: Mapping[str, Sequence[str]],
     now: datetime | None = None,
-) -> dict[str, Sighting]:
-    """Canary findings (of ``tenant``) for ``event_ids`` in the active and shadow indices
-    (``{"active": index, "shadow": index}``), by event id."""
+) -> dict[SightingKey, Sighting]:
+    """The findings of each pending canary's own rule on that canary, in the active and
+    shadow indices (``{"active": index, "shadow": index}``), by (rule id, event id).
+
+    Looked up by their deterministic ids (``finding_id(rule, tenant, sensor, event)``, the
+    ``_id`` the job writes), never by event id alone: another rule matching a rule's canary
+    proves nothing about that rule. ``pending`` maps a rule id to its canary event ids."""
     seen = now or datetime.now(UTC)
-    out: dict[str, Sighting] = {}
+    wanted: dict[str, SightingKey] = {
+        finding_id(rule_id, tenant, sensor, event_id): (rule_id, event_id)
+        for rule_id, event_ids in pending.items()
+        for event_id in event_ids
+    }
+    doc_ids = sorted(wanted)
+    out: dict[SightingKey, Sighting] = {}
     for kind, index in indices.items():
-        for start in range(0, len(event_ids), TERMS_CHUNK):
-            ids = list(event_ids[start : start + TERMS_CHUNK])
+        for start in range(0, len(doc_ids), IDS_CHUNK):
+            ids = doc_ids[start : start + IDS_CHUNK]
             try:
                 resp = es.search(
                     index=index,
-                    size=len(ids) * 4,
+                    # One document per id, per backing index of a rollover alias: twice
+                    # covers a retried write that landed on both sides of a rollover.
+                    size=2 * len(ids),
                     query={
                         "bool": {
                             "filter": [
+                                {"ids": {"values": ids}},
                                 {"term": {"sigstream.tenant_id": tenant}},
-                                {"terms": {"event.id": ids}},
                             ]
                         }
                     },
-                    source_includes=["event.id", "event.ingested"],
+                    source_includes=["event.id", "event.ingested", "rule.id"],
                 )
             except NotFoundError:
                 break
             for hit in resp["hits"]["hits"]:
-                event = hit["_source"].get("event") or {}
+                key = wanted.get(hit["_id"])
+                source = hit.get("_source") or {}
+                event = source.get("event") or {}
+                rule = source.get("rule") or {}
+                if key is None or (str(rule.get("id")), str(event.get("id"))) != key:
+                    continue  # not the finding asked for (never expected: ids are derived)
                 ingested = event.get("ingested")
                 out.setdefault(
-                    str(event["id"]),
+                    key,
                     Sighting(
-                        str(event["id"]),
+                        key[1],
                         kind,  # type: ignore[arg-type]
                         seen,
                         datetime.fromisoformat(ingested.replace("Z", "+00:00"))
                         if ingested
                         else None,
+                        rule_id=key[0],
                     ),
                 )
     return out
