@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from detections.health.finding_docs import HEALTH_RULES
+from triage.alerts.kinds import RULE_IDS_OF_KIND
 from triage.auth import Caller
 from triage.store import tenant_filter, tenant_filter_plain
 
@@ -43,6 +44,13 @@ INTERVALS: tuple[tuple[str, timedelta], ...] = (
 #: Health kind -> its rule id, and back (the sensor-health view groups findings by kind).
 HEALTH_RULE_IDS = {kind: rule.id for kind, rule in HEALTH_RULES.items()}
 HEALTH_KIND_OF = {rule_id: kind for kind, rule_id in HEALTH_RULE_IDS.items()}
+#: Sigstream's findings about its own detection content (demotions, canaries not firing,
+#: field drift): counted apart from Sigma findings.
+DETECTION_HEALTH_IDS = sorted(
+    RULE_IDS_OF_KIND["rule_demotion"]
+    | RULE_IDS_OF_KIND["rule_health"]
+    | RULE_IDS_OF_KIND["field_drift"]
+)
 #: Sensor states, worst first.
 SENSOR_STATES = ("silent", "degraded", "healthy")
 
@@ -127,6 +135,7 @@ def overview_query(
                     "filters": {
                         "correlation": {"term": {"event.category": "correlation"}},
                         "sensor_health": {"terms": {"rule.id": sorted(HEALTH_KIND_OF)}},
+                        "detection_health": {"terms": {"rule.id": DETECTION_HEALTH_IDS}},
                     },
                     "other_bucket_key": "sigma",
                 }
@@ -168,7 +177,10 @@ def shape_overview(resp: dict[str, Any], interval: str) -> dict[str, Any]:
         "series": series,
         "levels": dict(sorted(levels.items(), key=lambda kv: order.get(kv[0], 9))),
         "status": status,
-        "kinds": {k: kinds.get(k, 0) for k in ("sigma", "correlation", "sensor_health")},
+        "kinds": {
+            k: kinds.get(k, 0)
+            for k in ("sigma", "correlation", "sensor_health", "detection_health")
+        },
         "top_rules": [
             {
                 "id": str(x["key"]),

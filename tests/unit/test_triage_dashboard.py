@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from detections.content.canary.finding_docs import NOT_FIRING_RULE_ID
+from detections.content.deploy.demotion import DEMOTION_RULE_ID
+from detections.drift.finding_docs import FIELD_DRIFT_RULE
 from detections.health.finding_docs import HEALTH_RULES
 from triage import dashboard
 from triage.auth import Caller
@@ -43,6 +46,9 @@ def test_overview_query_is_tenant_scoped_bounded_and_timed() -> None:
         assert aggs[name]["terms"]["size"] == dashboard.MAX_TOP  # 500 asked, capped
     health_ids = aggs["kinds"]["filters"]["filters"]["sensor_health"]["terms"]["rule.id"]
     assert sorted(health_ids) == sorted(r.id for r in HEALTH_RULES.values())
+    # Demotions, canaries not firing and field drift are not counted as Sigma findings.
+    own = aggs["kinds"]["filters"]["filters"]["detection_health"]["terms"]["rule.id"]
+    assert DEMOTION_RULE_ID in own and NOT_FIRING_RULE_ID in own and FIELD_DRIFT_RULE.id in own
 
 
 def test_an_open_range_has_no_time_clause() -> None:
@@ -88,6 +94,7 @@ def test_shape_overview() -> None:
                     "correlation": {"doc_count": 1},
                     "sensor_health": {"doc_count": 2},
                     "sigma": {"doc_count": 6},
+                    "detection_health": {"doc_count": 1},
                 }
             },
         },
@@ -99,7 +106,12 @@ def test_shape_overview() -> None:
     ]
     assert list(out["levels"]) == ["critical", "low"]  # most severe first
     assert out["status"] == {"open": 8, "acknowledged": 0, "closed": 1}
-    assert out["kinds"] == {"sigma": 6, "correlation": 1, "sensor_health": 2}
+    assert out["kinds"] == {
+        "sigma": 6,
+        "correlation": 1,
+        "sensor_health": 2,
+        "detection_health": 1,
+    }
     assert out["top_rules"] == [{"id": "r1", "name": "Rule one", "level": "low", "count": 6}]
     assert out["top_hosts"] == [{"key": "WS1", "count": 7}]
 

@@ -16,7 +16,14 @@ from detections.health.finding_docs import HEALTH_RULES
 
 Doc = dict[str, Any]
 
-_HEALTH_IDS = frozenset(rule.id for rule in HEALTH_RULES.values())
+#: Kinds of Sigstream's own findings, by the rule ids that make them (the overview counts
+#: them from this table too).
+RULE_IDS_OF_KIND: dict[str, frozenset[str]] = {
+    "sensor_health": frozenset(rule.id for rule in HEALTH_RULES.values()),
+    "rule_demotion": frozenset({DEMOTION_RULE_ID}),
+    "rule_health": frozenset({NOT_FIRING_RULE_ID}),
+    "field_drift": frozenset({FIELD_DRIFT_RULE.id}),
+}
 
 
 def _rule_id(doc: Doc) -> str:
@@ -30,10 +37,7 @@ def _is_correlation(doc: Doc) -> bool:
 #: (kind, test) in order; the first match wins.
 KIND_TABLE: list[tuple[str, Callable[[Doc], bool]]] = [
     ("correlation", _is_correlation),
-    ("sensor_health", lambda doc: _rule_id(doc) in _HEALTH_IDS),
-    ("rule_demotion", lambda doc: _rule_id(doc) == DEMOTION_RULE_ID),
-    ("rule_health", lambda doc: _rule_id(doc) == NOT_FIRING_RULE_ID),
-    ("field_drift", lambda doc: _rule_id(doc) == FIELD_DRIFT_RULE.id),
+    *((kind, lambda doc, ids=ids: _rule_id(doc) in ids) for kind, ids in RULE_IDS_OF_KIND.items()),
 ]
 DEFAULT_KIND = "sigma"
 #: Every kind a route may name.

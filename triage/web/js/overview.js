@@ -57,6 +57,7 @@ export async function showOverview(params) {
     card("Sigma", data.kinds.sigma, null, "card-kind"),
     card("correlations", data.kinds.correlation, null, "card-kind"),
     card("sensor health", data.kinds.sensor_health, href("sensors"), "card-kind"),
+    data.kinds.detection_health ? card("detection health", data.kinds.detection_health, null, "card-kind") : null,
   );
   const chart = $("#o-chart");
   if (!data.total) {
