@@ -37,6 +37,7 @@ __all__ = [
     "MetricsServer",
     "canary_registry",
     "forget_canary",
+    "forget_delivery_backlog",
     "include_shared",
     "multiprocess_registry",
     "serve_metrics",
@@ -274,3 +275,11 @@ def set_delivery_backlog(route: str, pending: int, oldest: datetime | None = Non
     ``route`` is an operator-configured route name (bounded), never a tenant or host."""
     DELIVERY_BACKLOG.labels(route).set(pending)
     DELIVERY_OLDEST_PENDING.labels(route).set(oldest.timestamp() if oldest else 0)
+
+
+def forget_delivery_backlog(route: str) -> None:
+    """Drop a route's backlog series (route removed from the routes file: its last
+    backlog must not page anyone)."""
+    for gauge in (DELIVERY_BACKLOG, DELIVERY_OLDEST_PENDING):
+        with contextlib.suppress(KeyError):
+            gauge.remove(route)

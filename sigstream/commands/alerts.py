@@ -215,15 +215,12 @@ def run(
 def status(as_json: Annotated[bool, typer.Option("--json", help="JSON rows.")] = False) -> None:
     """Pending, sent, failed (dead-lettered), silenced and throttled deliveries per route."""
     from detections.sinks.elasticsearch import connect
-    from triage.alerts.deliverylog import STATUSES, status_rows
+    from triage.alerts.deliverylog import STATUSES, DeliveryLog, status_rows
 
     settings = get_settings()
     es = connect(settings.es_hosts)
     try:
-        es.indices.refresh(
-            index=f"{settings.alerts_log_index},{settings.alerts_dead_index}",
-            ignore_unavailable=True,
-        )
+        DeliveryLog(es, settings.alerts_log_index, settings.alerts_dead_index).refresh()
         rows = status_rows(es, settings.alerts_log_index, settings.alerts_dead_index)
     finally:
         es.close()

@@ -100,6 +100,18 @@ def test_technique_links() -> None:
     assert technique_url("t1059.001") == "https://attack.mitre.org/techniques/T1059/001/"
 
 
+def test_only_well_formed_techniques_get_links_in_every_format() -> None:
+    n, _ = note()
+    n = replace(n, techniques=["T1059.001", "javascript:alert(1)", "T1"])
+    assert n.technique_links == [("T1059.001", "https://attack.mitre.org/techniques/T1059/001/")]
+    assert technique_url("javascript:alert(1)") is None
+    for name, rendered in _all_renderings(n).items():
+        assert "techniques/javascript" not in rendered, name
+        assert "techniques/T1/" not in rendered, name
+    ocsf = detection_finding(n)
+    assert [a["technique"]["uid"] for a in ocsf["finding_info"]["attacks"]] == ["T1059"]
+
+
 def test_hostile_values_are_escaped_and_bounded() -> None:
     _, doc = finding_doc(host="<!channel> evil|host=x]\nnext", name="a|b\\c", with_match=True)
     doc["process"]["command_line"] = "x" * 100_000

@@ -383,6 +383,22 @@ def test_canary_and_delivery_gauges() -> None:
     assert r.get_sample_value("sigstream_rule_canary_latency_seconds", labels) is None
 
 
+def test_forget_delivery_backlog_drops_the_routes_series() -> None:
+    proven = datetime(2026, 12, 1, tzinfo=UTC)
+    common_metrics.set_delivery_backlog("gone-route", 4, proven)
+    common_metrics.set_delivery_backlog("kept-route", 2, proven)
+    r = common_metrics.canary_registry()
+    common_metrics.forget_delivery_backlog("gone-route")
+    common_metrics.forget_delivery_backlog("gone-route")  # twice: no error
+    common_metrics.forget_delivery_backlog("never-set")
+    for name in (
+        "sigstream_alert_delivery_backlog",
+        "sigstream_alert_delivery_oldest_pending_timestamp_seconds",
+    ):
+        assert r.get_sample_value(name, {"route": "gone-route"}) is None
+    assert r.get_sample_value("sigstream_alert_delivery_backlog", {"route": "kept-route"}) == 2
+
+
 def test_shared_gauges_join_another_registry() -> None:
     registry = common_metrics.include_shared(CollectorRegistry())
     common_metrics.set_delivery_backlog("syslog-siem", 3)
@@ -459,3 +475,44 @@ def test_a_silent_client_is_dropped_by_the_metrics_listener(
             assert resp.status == 200
     finally:
         server.stop()
+
+
+def test_canary_series_are_forgotten_only_for_rules_no_longer_deployed() -> None:
+    from detections.content.canary.evaluate import Verdict
+    from detections.content.canary.runner import RoundReport, publish_metrics
+    from schemas.rule_health import RuleHealth
+
+    at = datetime(2026, 12, 6, 12, tzinfo=UTC)
+
+    def judged(rule_id: str, tests: int = 1) -> Verdict:
+        return Verdict(
+            RuleHealth(
+                rule_id=rule_id, title="t", state="ok", tests=tests, updated=at, last_proven=at
+            )
+        )
+
+    r = common_metrics.canary_registry()
+
+    def has(rule_id: str) -> bool:
+        return value(r, "sigstream_rule_canary_not_firing", rule_id=rule_id) is not None
+
+    publish_metrics(RoundReport(verdicts=[judged("rule-a"), judged("rule-b"), judged("rule-c")]))
+    assert has("rule-a") and has("rule-b") and has("rule-c")
+    # A tick that judged only rule-a, everything still deployed: nothing is forgotten.
+    publish_metrics(
+        RoundReport(verdicts=[judged("rule-a")], deployed=frozenset({"rule-a", "rule-b", "rule-c"}))
+    )
+    assert has("rule-a") and has("rule-b") and has("rule-c")
+    # An injection's report does not know the deployment: nothing is forgotten.
+    publish_metrics(RoundReport(round_name="r2", rules=["rule-a"]))
+    assert has("rule-b")
+    # rule-b undeployed: its series go, even though this tick judged nothing.
+    publish_metrics(RoundReport(deployed=frozenset({"rule-a", "rule-c"})))
+    assert has("rule-a") and not has("rule-b") and has("rule-c")
+    # rule-c judged with its tests removed: no series for a rule without canaries.
+    publish_metrics(
+        RoundReport(verdicts=[judged("rule-c", tests=0)], deployed=frozenset({"rule-a", "rule-c"}))
+    )
+    assert not has("rule-c") and has("rule-a")
+    publish_metrics(RoundReport(deployed=frozenset()))
+    assert not has("rule-a")

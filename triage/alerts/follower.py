@@ -14,7 +14,7 @@ delivery once. Suppressed matches (``sigstream.suppressed_by``) are never follow
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,6 +100,21 @@ class Follower:
             self.cursors[lane.name] = LaneCursor(
                 lane, None, begin, high if high is not None else begin
             )
+
+    def mark(self) -> tuple[dict[str, LaneCursor], float]:
+        """The in-memory cursor as it is now, for :meth:`rewind` (``poll`` advances it
+        before the caller has claimed what it read)."""
+        lanes = {
+            name: replace(c, after=list(c.after) if c.after else c.after, seen=dict(c.seen))
+            for name, c in self.cursors.items()
+        }
+        return lanes, self.last_sweep
+
+    def rewind(self, mark: tuple[dict[str, LaneCursor], float]) -> None:
+        """Back to a :meth:`mark`: the next ``poll`` reads the same findings again (the
+        delivery log skips what was claimed already)."""
+        lanes, self.last_sweep = mark
+        self.cursors = dict(lanes)
 
     def save(self) -> None:
         lanes = {name: c.high_ms for name, c in self.cursors.items()}

@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from triage.alerts.render import Notification, technique_url
+from triage.alerts.render import Notification
+from triage.explain import attack_url
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2004
@@ -34,14 +35,14 @@ def _epoch_ms(iso: str) -> int:
 
 def _attacks(n: Notification) -> list[dict[str, Any]]:
     attacks: list[dict[str, Any]] = []
-    for technique in n.techniques:
+    for technique, url in n.technique_links:
         base, _, sub = technique.upper().partition(".")
         entry: dict[str, Any] = {
-            "technique": {"uid": base, "src_url": technique_url(base)},
+            "technique": {"uid": base, "src_url": attack_url(base)},
             "version": "v16",
         }
         if sub:
-            entry["sub_technique"] = {"uid": technique.upper(), "src_url": technique_url(technique)}
+            entry["sub_technique"] = {"uid": technique.upper(), "src_url": url}
         attacks.append(entry)
     if not attacks:
         attacks = [{"tactic": {"name": tactic}} for tactic in n.tactics]

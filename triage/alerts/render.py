@@ -21,12 +21,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from triage.explain import attack_url
+
 #: Characters kept of one value (a command line can be 32 KiB).
 MAX_VALUE = 500
 MAX_SELECTIONS = 10
 MAX_FIELDS = 20
 MAX_LIST = 20
-ATTACK_URL = "https://attack.mitre.org/techniques/{}/"
 LEVEL_COLORS = {
     "critical": "#7a0019",
     "high": "#d9534f",
@@ -51,9 +52,8 @@ def _strings(value: Any, limit: int = MAX_LIST) -> list[str]:
     return [_clip(value)]
 
 
-def technique_url(technique: str) -> str:
-    """``T1059.001`` -> https://attack.mitre.org/techniques/T1059/001/"""
-    return ATTACK_URL.format(technique.upper().replace(".", "/"))
+#: One ATT&CK link builder for the project (None for anything not a technique id).
+technique_url = attack_url
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class Notification:
 
     @property
     def technique_links(self) -> list[tuple[str, str]]:
-        return [(t, technique_url(t)) for t in self.techniques]
+        """(technique, ATT&CK page) of each well-formed technique id (others dropped)."""
+        return [(t, url) for t in self.techniques if (url := attack_url(t))]
 
     @property
     def headline(self) -> str:
@@ -202,7 +203,7 @@ def text(n: Notification) -> str:
         lines += ["", "Why it matched:", *("  " + ln for ln in match_lines(n))]
     if n.falsepositives:
         lines += ["", "False positives:", *(f"  - {fp}" for fp in n.falsepositives)]
-    if n.techniques:
+    if n.technique_links:
         lines += ["", "ATT&CK:", *(f"  {t} {url}" for t, url in n.technique_links)]
     if n.references:
         lines += ["", "References:", *(f"  {r}" for r in n.references)]
@@ -426,7 +427,7 @@ def email_html(n: Notification) -> str:
             + "".join(f"<li>{h(x)}</li>" for x in n.falsepositives)
             + "</ul>"
         )
-    if n.techniques:
+    if n.technique_links:
         parts.append(
             "<h3>ATT&amp;CK</h3><ul>"
             + "".join(f"<li><a href='{h(url)}'>{h(t)}</a></li>" for t, url in n.technique_links)

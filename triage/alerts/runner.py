@@ -28,7 +28,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from common.metrics import set_delivery_backlog
+from common.metrics import forget_delivery_backlog, set_delivery_backlog
 from common.settings import Settings
 from triage.alerts.config import RoutesError, RoutesFile, parse_routes, read_routes
 from triage.alerts.deliverylog import DeliveryLog, delivery_id, digest_id, fetch_findings
@@ -166,8 +166,6 @@ class Worker(threading.Thread):
         self.stopping = False
         self.seq = itertools.count()
         self.rng = random.Random()
-        self.sent = 0
-        self.failed = 0
 
     def offer(self, entry: dict[str, Any], n: Notification, written_ms: float | None) -> bool:
         with self.cond:
@@ -181,10 +179,6 @@ class Worker(threading.Thread):
             self.cond.notify()
             return True
 
-    def queued(self) -> int:
-        with self.cond:
-            return len(self.heap)
-
     def pending(self) -> list[tuple[str, float | None]]:
         """(route, finding written at, epoch ms) of each delivery queued here."""
         with self.cond:
@@ -197,6 +191,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         sender: Sender | None = None
+        item: _Item | None = None
         try:
             while True:
                 with self.cond:
@@ -226,9 +221,24 @@ class Worker(threading.Thread):
                         self._retry(item, f"{type(exc).__name__}: {exc}")
                 else:
                     self._sent(item)
+                item = None
         finally:
             if sender is not None:
                 sender.close()
+            self._release(item)
+
+    def _release(self, current: _Item | None) -> None:
+        """On the way out, give back what this worker still holds (queued, retrying, or
+        the one being sent when it stopped): it stays pending in the log and the
+        recovery sweep offers it again, to this destination's new worker if any."""
+        with self.cond:
+            held = [i.entry["id"] for i in self.heap]
+            self.heap.clear()
+        if current is not None:
+            held.append(current.entry["id"])
+        with self.lock:
+            for did in held:
+                self.inflight.discard(did)
 
     def _retry(self, item: _Item, error: str) -> None:
         delay = backoff(item.attempts, self.cfg.backoff_s, self.cfg.backoff_max_s, self.rng)
@@ -254,13 +264,11 @@ class Worker(threading.Thread):
             error,
         )
         _patiently(lambda: self.dlog.mark_failed(item.entry, item.attempts, error))
-        self.failed += 1
         self._done(item)
 
     def _sent(self, item: _Item) -> None:
         latency = None if item.written_ms is None else time.time() - item.written_ms / 1000
         _patiently(lambda: self.dlog.mark_sent(item.entry["id"], item.attempts + 1, latency))
-        self.sent += 1
         self._done(item)
 
     def _done(self, item: _Item) -> None:
@@ -313,7 +321,8 @@ class Runner:
         self.resume = resume
         self.last_recover = 0.0
         self.started = datetime.now(UTC)
-        self.counts = {"findings": 0, "claimed": 0, "duplicates": 0}
+        self.counts = {"findings": 0, "claimed": 0, "duplicates": 0, "unroutable": 0}
+        self.backlog_routes: set[str] = set()
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -327,10 +336,7 @@ class Runner:
         wanted = {name: dest.model_dump_json() for name, dest in routes.destinations.items()}
         for name, (fingerprint, worker) in list(self.workers.items()):
             if wanted.get(name) != fingerprint:
-                worker.stop()
-                with self.lock:
-                    for item in worker.heap:
-                        self.inflight.discard(item.entry["id"])
+                worker.stop()  # it gives back its deliveries as it exits (Worker._release)
                 del self.workers[name]
         for name, dest in routes.destinations.items():
             if name in self.workers:
@@ -355,13 +361,16 @@ class Runner:
         routes = self.routes.routes
         if routes is None:
             return 0  # no valid routes yet: the cursor waits, nothing is skipped
-        docs = self.follower.poll()
-        now = datetime.now(UTC)
-        entries: list[dict[str, Any]] = []
-        work: dict[str, tuple[Notification, float | None]] = {}
-        for doc_id, doc in docs:
-            self._route(routes, doc_id, doc, now, entries, work)
-        self._claim(entries, work)
+        mark = self.follower.mark()
+        try:
+            docs = self.follower.poll()
+            entries, work = self._route_all(routes, docs, datetime.now(UTC))
+            self._claim(entries, work)
+        except BaseException:
+            # Nothing read this round is lost: the next round reads it again and the
+            # delivery log skips what this one did claim.
+            self.follower.rewind(mark)
+            raise
         self._digests(routes)
         if time.monotonic() - self.last_recover >= self.cfg.recover_every_s:
             self.last_recover = time.monotonic()
@@ -371,14 +380,41 @@ class Runner:
         self.publish_backlog(routes)
         return len(docs)
 
+    def _route_all(
+        self, routes: RoutesFile, docs: list[tuple[str, dict[str, Any]]], now: datetime
+    ) -> tuple[list[dict[str, Any]], dict[str, tuple[Notification, float | None]]]:
+        """Every finding's deliveries. One that cannot be routed (a malformed document) is
+        logged with its id and the reason and skipped; the others still go out."""
+        entries: list[dict[str, Any]] = []
+        work: dict[str, tuple[Notification, float | None]] = {}
+        for doc_id, doc in docs:
+            doc_entries: list[dict[str, Any]] = []
+            doc_work: dict[str, tuple[Notification, float | None]] = {}
+            try:
+                self._route(routes, doc_id, doc, now, doc_entries, doc_work)
+            except Exception as exc:
+                self.counts["unroutable"] += 1
+                log.error(
+                    "finding %s skipped, cannot route it: %s: %s", doc_id, type(exc).__name__, exc
+                )
+                continue
+            entries += doc_entries
+            work.update(doc_work)
+        return entries, work
+
     def publish_backlog(self, routes: RoutesFile) -> None:
-        """Per route, the deliveries queued and the oldest one's finding time (metrics)."""
-        for route, (pending, oldest_ms) in delivery_backlog(
+        """Per route, the deliveries queued and the oldest one's finding time (metrics);
+        routes gone from the routes file lose their series."""
+        backlog = delivery_backlog(
             [r.name for r in routes.routes],
             [p for _, worker in self.workers.values() for p in worker.pending()],
-        ).items():
+        )
+        for route, (pending, oldest_ms) in backlog.items():
             oldest = datetime.fromtimestamp(oldest_ms / 1000, UTC) if oldest_ms else None
             set_delivery_backlog(route, pending, oldest)
+        for route in self.backlog_routes - backlog.keys():
+            forget_delivery_backlog(route)
+        self.backlog_routes = set(backlog)
 
     def _route(
         self,

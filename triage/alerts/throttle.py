@@ -71,6 +71,3 @@ class Throttler:
             if w.held and w.facts is not None and route in digest_routes:
                 out.append(Digest(route, key, w.held, w.start, w.end, w.facts, w.sample))
         return out
-
-    def pending(self) -> int:
-        return sum(w.held for w in self.windows.values())

@@ -22,7 +22,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from common.metrics import set_canary
+from common.metrics import forget_canary, set_canary
 from detections.compiler.plan import DetectionPlan, PlannedRule, load_plan
 from detections.content.canary.build import CanaryEvent, CanaryIdentity, build_round, round_id
 from detections.content.canary.evaluate import (
@@ -158,6 +158,9 @@ class RoundReport:
     rejected: dict[str, str] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
     findings: int = 0
+    #: Every deployed rule when this report was made (an evaluation's), None when not
+    #: known (an injection's): whose canary series may be forgotten.
+    deployed: frozenset[str] | None = None
 
     @property
     def proven(self) -> list[RuleHealth]:
@@ -168,9 +171,15 @@ class RoundReport:
         return [v.health for v in self.verdicts if v.not_firing]
 
 
+#: Rules this process has canary series for (``publish_metrics``).
+_PUBLISHED: set[str] = set()
+
+
 def publish_metrics(report: RoundReport) -> None:
     """The canary gauges (common.metrics) of the rules this tick judged: last proven
-    firing, latency, not firing. Rules without canary tests have no series."""
+    firing, latency, not firing. Rules without canary tests have no series. A tick judges
+    only some rules, so a series is dropped only for a rule no longer deployed (known from
+    an evaluation's report) or judged with no tests left, never for one merely not judged."""
     for verdict in report.verdicts:
         health = verdict.health
         if health.tests:
@@ -180,6 +189,14 @@ def publish_metrics(report: RoundReport) -> None:
                 health.latency_s,
                 not_firing=health.state == "not_firing",
             )
+            _PUBLISHED.add(health.rule_id)
+        elif health.rule_id in _PUBLISHED:
+            forget_canary(health.rule_id)
+            _PUBLISHED.discard(health.rule_id)
+    if report.deployed is not None:
+        for rule_id in _PUBLISHED - report.deployed:
+            forget_canary(rule_id)
+        _PUBLISHED.intersection_update(report.deployed)
 
 
 class CanaryRunner:
@@ -243,7 +260,7 @@ class CanaryRunner:
             if d.pending_injected and any((rid, i) in sightings for i in d.pending_event_ids or [])
         ]
         proven_at = [d.last_proven for d in docs.values() if d.last_proven]
-        report = RoundReport()
+        report = RoundReport(deployed=frozenset(views))
         changed: list[RuleHealth] = []
         for rid, view in views.items():
             doc = docs.get(rid) or RuleHealth(
