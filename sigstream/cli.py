@@ -361,6 +361,7 @@ def detect(
         max_records_per_task=s.max_records_per_task or None,
         state_partitions=s.state_partitions,
         status_file=status_path(s),
+        operator_tenant=s.operator_tenant,
     )
     from detections.drift.stage import FieldDriftStage
     from detections.health.stage import SensorHealthStage

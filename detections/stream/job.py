@@ -89,6 +89,8 @@ class JobConfig:
     trusted_keys: Path | None = None
     shadow_index: str | None = None
     demotion: DemotionPolicy | None = None
+    # The tenant of Sigstream's own findings (demotions), as SIGSTREAM_OPERATOR_TENANT.
+    operator_tenant: str = "sigstream"
     # Index every valid event too (triage context: related events, process ancestry).
     events_index: str | None = None
     # Append every valid event to a Parquet archive (`sigstream rules backtest` reads it).
@@ -593,7 +595,10 @@ def _demote(
             watcher.record_demotion(demotion.rule_id, demotion.reason, demotion.metrics)
             totals.demoted[demotion.rule_id] = demotion.reason
             finding = demotion_finding(
-                infos[demotion.rule_id], demotion, running.deployed.generation
+                infos[demotion.rule_id],
+                demotion,
+                running.deployed.generation,
+                tenant=cfg.operator_tenant,
             )
             documents.append(finding_document(finding))
         write_documents(es, cfg.findings_index, documents)

@@ -263,6 +263,10 @@ def test_demotion_finding_says_why_and_is_idempotent() -> None:
     assert first.sigstream.group is not None and again.sigstream.group is not None
     assert first.sigstream.group.id == again.sigstream.group.id
     assert demotion_finding(rule, demotion, 8).sigstream.group.id != first.sigstream.group.id
+    assert first.sigstream.tenant_id == "sigstream"  # the default operator tenant
+    ops = demotion_finding(rule, demotion, 7, tenant="ops")
+    assert ops.sigstream.tenant_id == "ops"
+    assert ops.sigstream.finding.id != first.sigstream.finding.id
 
 
 def test_cli_keygen_bundle_deploy_disable_status_rollback(tmp_path: Path) -> None:

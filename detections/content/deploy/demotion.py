@@ -102,7 +102,11 @@ DEMOTION_RULE_ID = "sigstream-health-rule-demoted"
 
 
 def demotion_finding(
-    rule: RuleInfo, demotion: Demotion, generation: int, at: datetime | None = None
+    rule: RuleInfo,
+    demotion: Demotion,
+    generation: int,
+    at: datetime | None = None,
+    tenant: str = "sigstream",
 ) -> Finding:
     """The finding that tells analysts a rule was moved to shadow, and why.
 
@@ -131,13 +135,13 @@ def demotion_finding(
             ),
             "message": f"rule '{rule.name}' ({rule.id}) demoted to shadow: {demotion.reason}",
             "sigstream": SigstreamInfo(
-                tenant_id="sigstream",
+                tenant_id=tenant,
                 sensor_id="detect-job",
                 finding=FindingState(
-                    id=finding_id(DEMOTION_RULE_ID, "sigstream", "detect-job", event_id)
+                    id=finding_id(DEMOTION_RULE_ID, tenant, "detect-job", event_id)
                 ),
                 group=GroupInfo(
-                    id=group_id("sigstream", DEMOTION_RULE_ID, "sigstream-detect", event_id),
+                    id=group_id(tenant, DEMOTION_RULE_ID, "sigstream-detect", event_id),
                     window_s=0,
                     first_seen=when,
                     last_seen=when,
