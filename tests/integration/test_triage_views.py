@@ -58,7 +58,12 @@ def test_overview_counts_and_time_range(client: TestClient) -> None:
     all_time = _get(client, "initech", "/api/overview")
     assert all_time["total"] == 14
     assert all_time["status"] == {"open": 12, "acknowledged": 1, "closed": 1}
-    assert all_time["kinds"] == {"sigma": 7, "correlation": 1, "sensor_health": 6}
+    assert all_time["kinds"] == {
+        "sigma": 7,
+        "correlation": 1,
+        "sensor_health": 6,
+        "detection_health": 0,
+    }
     assert sum(b["total"] for b in all_time["series"]) == 14
     assert len(all_time["series"]) <= 60
     assert all_time["top_rules"][0] == {
