@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -227,3 +228,44 @@ def test_removed_routes_lose_their_backlog_series() -> None:
     runner.publish_backlog(parse_routes(ROUTES, "routes.yml"))
     assert r.get_sample_value("sigstream_alert_delivery_backlog", {"route": "second"}) is None
     assert r.get_sample_value("sigstream_alert_delivery_backlog", {"route": "everything"}) == 0
+
+
+def test_secret_files_are_read_bounded_and_a_bad_one_is_a_permanent_error(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from triage.alerts.destinations.base import (
+        MAX_SECRET_BYTES,
+        PermanentError,
+        SenderContext,
+        read_secret,
+    )
+
+    ctx = SenderContext(timeout_s=1)
+    good = tmp_path / "token"
+    good.write_text("s3cret\n")
+    assert read_secret(None, good, ctx, "webhook") == "s3cret"
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
+    with pytest.raises(PermanentError, match="content limit"):
+        read_secret(None, huge, ctx, "webhook")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes it: reading must not wait
+    with pytest.raises(PermanentError, match="not a regular file"):
+        read_secret(None, fifo, ctx, "webhook")
+
+
+def test_an_idle_follower_writes_its_cursor_only_when_it_moved() -> None:
+    from triage.alerts.follower import Follower
+
+    es = MagicMock()
+    es.get.side_effect = KeyError  # never called: resume=False
+    follower = Follower(es, "f", "state", 120.0, datetime(2026, 12, 6, tzinfo=UTC))
+    follower.load(resume=False)
+    follower.save()
+    follower.save()  # nothing moved: no second write
+    assert es.index.call_count == 1
+    next(iter(follower.cursors.values())).high_ms += 1000
+    follower.save()
+    assert es.index.call_count == 2

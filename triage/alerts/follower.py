@@ -80,6 +80,7 @@ class Follower:
     sweep_every_s: float = 5.0
     cursors: dict[str, LaneCursor] = field(default_factory=dict)
     last_sweep: float = 0.0
+    saved_lanes: dict[str, float] | None = None  # what save() last wrote
 
     @property
     def state_id(self) -> str:
@@ -117,12 +118,17 @@ class Follower:
         self.cursors = dict(lanes)
 
     def save(self) -> None:
+        """Store the lanes' high marks; a round that moved none writes nothing (an idle
+        follower would otherwise write a document every poll)."""
         lanes = {name: c.high_ms for name, c in self.cursors.items()}
+        if lanes == self.saved_lanes:
+            return
         self.es.index(
             index=self.state_index,
             id=self.state_id,
             document={"lanes": lanes, "updated": datetime.now(UTC).isoformat()},
         )
+        self.saved_lanes = lanes
 
     def _search(
         self, lane: Lane, query: dict[str, Any], after: list[Any] | None, source: bool

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.safe_yaml import ContentError, read_content
 from triage.alerts.config import (
     EmailDest,
     KafkaDest,
@@ -42,6 +43,10 @@ class SenderContext:
     environ: dict[str, str] | None = None
 
 
+#: A secret file (a token, a password, an HMAC key) is small; anything larger is refused.
+MAX_SECRET_BYTES = 64 * 1024
+
+
 def read_secret(env: str | None, file: Path | None, ctx: SenderContext, what: str) -> str | None:
     """A secret from the environment variable or file the routes file names."""
     environ = ctx.environ if ctx.environ is not None else dict(os.environ)
@@ -51,10 +56,10 @@ def read_secret(env: str | None, file: Path | None, ctx: SenderContext, what: st
             raise PermanentError(f"{what}: environment variable {env} is not set")
         return value
     if file:
-        try:
-            return file.read_text().strip()
-        except OSError as exc:
-            raise PermanentError(f"{what}: cannot read {file}: {exc.strerror}") from None
+        try:  # bounded: a regular file of at most MAX_SECRET_BYTES, never a FIFO
+            return read_content(file, MAX_SECRET_BYTES).decode("utf-8").strip()
+        except (ContentError, UnicodeDecodeError) as exc:
+            raise PermanentError(f"{what}: cannot read {file}: {exc}") from None
     return None
 
 

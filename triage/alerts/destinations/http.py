@@ -89,10 +89,13 @@ class HttpSender(Sender):
                 ts = str(int(time.time()))
                 headers[TIMESTAMP_HEADER] = ts
                 headers[SIGNATURE_HEADER] = sign(self.secret, ts, body)
-        resp = self.client.post(self.dest.url, content=body, headers=headers)
-        if resp.status_code < 300:
-            return
-        reason = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        with self.client.stream("POST", self.dest.url, content=body, headers=headers) as resp:
+            if resp.status_code < 300:
+                return
+            # The start of the receiver's answer is enough for the reason: never read a
+            # whole (possibly huge) error body.
+            head = next(resp.iter_bytes(1024), b"")
+        reason = f"HTTP {resp.status_code}: {head[:200].decode('utf-8', 'replace')}"
         if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
             raise PermanentError(reason)
         raise RuntimeError(reason)
