@@ -32,13 +32,15 @@ from ingest.adapters.sigma_regression import iter_json_documents, record_from_do
 from ingest.adapters.windows import to_event
 from ingest.producer import EventProducer
 from schemas.events import Heartbeat
-from tests.conftest import shared_path
+from tests.conftest import SHARED_DATA
 from tests.e2e.harness import job_config
 
 pytestmark = pytest.mark.integration
 
-REGRESSION = shared_path("sigma-regression")
-RULES = shared_path("sigma", "rules", "windows", "process_creation")
+# Paths only: each test skips with a clear message when the corpora are absent (a skip at
+# import time would fail the whole run's collection).
+REGRESSION = SHARED_DATA / "sigma-regression"
+RULES = SHARED_DATA / "sigma" / "rules" / "windows" / "process_creation"
 SYSMON_PC = ("windows", "process_creation", "sysmon")
 SYSMON_ROUTE = "windows/process_creation/sysmon"
 #: Small thresholds: the corpus has a few dozen process creations, not a day of a fleet.
